@@ -1,0 +1,69 @@
+import pytest
+import torch
+
+from focusface.backbones import create_backbone, list_backbones, IResNet
+from focusface.model import FocusFace
+
+ALL = list_backbones()
+
+
+def test_registry_has_the_paper_depths():
+    depth = {"r18": (2, 2, 2, 2), "r34": (3, 4, 6, 3), "r50": (3, 4, 14, 3), "r100": (3, 13, 30, 3), "r200": (6, 26, 60, 6)}
+    for name, layers in depth.items():
+        net = create_backbone(name)
+        assert tuple(len(getattr(net, f"layer{i}")) for i in range(1, 5)) == layers
+        assert net.widths == (64, 128, 256, 512)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_backbone_forward_shapes_and_finite(name):
+    net = create_backbone(name).eval()
+    images = torch.rand(2, 3, 112, 112) * 2 - 1
+    with torch.no_grad():
+        fmap, emb = net.forward_features(images), net(images)
+    assert fmap.shape == (2, net.feature_channels, 7, 7)
+    assert emb.shape == (2, 512)
+    assert torch.isfinite(emb).all()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_focusface_every_trainable_parameter_gets_a_gradient(name):
+    model = FocusFace(name, num_classes=5).train()
+    images = torch.rand(2, 3, 112, 112) * 2 - 1
+    out = model(images)
+    logits = model.identity_classifier(out.identity_embedding, torch.tensor([0, 3]))
+    loss = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 3])) + out.mask_logits.sum()
+    loss.backward()
+    assert all(torch.isfinite(t).all() for t in out)
+    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert not no_grad, f"parameters without gradient: {no_grad[:5]}"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_eval_mode_is_deterministic(name):
+    model = FocusFace(name).eval()
+    images = torch.rand(3, 3, 112, 112) * 2 - 1
+    first, second = model.embed(images), model.embed(images)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    # and a sample's output does not depend on the rest of the batch (no batch statistics in eval mode)
+    alone = model.embed(images[:1])[0]
+    torch.testing.assert_close(alone, first[0][:1], rtol=1e-4, atol=1e-5)
+
+
+def test_bad_input_shapes_are_named():
+    net = create_backbone("tiny")
+    with pytest.raises(ValueError, match="channels-last"):
+        net(torch.zeros(1, 112, 112, 3))
+    with pytest.raises(ValueError, match=r"\(N, 3, 112, 112\)"):
+        net(torch.zeros(1, 3, 128, 128))
+    with pytest.raises(TypeError, match="float"):
+        net(torch.zeros(1, 3, 112, 112, dtype=torch.uint8))
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(KeyError, match="choose one of"):
+        create_backbone("resnet50")
+    with pytest.raises(ValueError, match="layers"):
+        IResNet(layers=(1, 1, 1))
+    with pytest.raises(ValueError, match="dropout"):
+        IResNet(layers=(1, 1, 1, 1), dropout=1.5)
