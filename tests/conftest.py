@@ -9,6 +9,10 @@ REPO = Path(__file__).resolve().parents[1]
 LFW_SAMPLE = Path(os.environ.get("FOCUSFACE_LFW_SAMPLE", REPO.parent / "shared" / "data" / "lfw-sample"))
 
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)  # one thread per xdist worker: two workers on two cores, no oversubscription
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)
