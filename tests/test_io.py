@@ -310,3 +310,22 @@ def test_info_command_prints_and_saves_a_contact_sheet(tmp_path):
     out = subprocess.run([sys.executable, "-m", "focusface.cli", "info", str(tmp_path / "nothing")],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "nothing" in out.stderr
+
+
+def test_pack_command_and_dataloader_workers(tmp_path):
+    """From a folder of faces to a rec on the command line, then read by two DataLoader worker processes."""
+    import torch
+    _write_folder(tmp_path / "faces", people=4, per_person=5)
+    out = subprocess.run([sys.executable, "-m", "focusface.cli", "pack", str(tmp_path / "faces"), str(tmp_path / "ds")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "20 images of 4 identities" in out.stdout, out.stderr
+    again = subprocess.run([sys.executable, "-m", "focusface.cli", "pack", str(tmp_path / "faces"), str(tmp_path / "ds")],
+                           capture_output=True, text=True)
+    assert again.returncode == 2 and "exists" in again.stderr
+    ds = InsightFaceDataset(tmp_path / "ds")
+    ds[0]  # the parent opens the file first: workers must not share its descriptor's offset
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=2, shuffle=False)
+    images, labels = zip(*loader)
+    labels = torch.cat(labels).tolist()
+    assert labels == [i // 5 for i in range(20)]
+    assert torch.equal(torch.cat(images)[7], torch.from_numpy(ds[7][0]))
