@@ -1,0 +1,145 @@
+import json
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from focusface.evaluate import embed_images, evaluate, evaluate_pairs, load_eval_set
+from focusface.io import EvalPairs, FormatError, encode_image, write_bin
+from focusface.masks import MaskSampler, read_manifest
+from focusface.model import FocusFace, save_checkpoint, to_model_input
+from focusface.synthfaces import render_faces, sample_pairs
+
+
+def _synthetic_bin(path, first_identity=50_000, identities=40, pairs_per_fold=8, seed=0):
+    pairs = sample_pairs(seed, first_identity, identities, folds=10, pairs_per_fold=pairs_per_fold)
+    faces = render_faces(seed, [x for p in pairs for x in (p[1], p[3])], [x for p in pairs for x in (p[2], p[4])])
+    write_bin(path, [encode_image(f) for f in faces], [p[5] for p in pairs])
+    return path
+
+
+def _briefly_trained_tiny(steps=60, identities=40, images=8):
+    """A tiny FocusFace trained for a few dozen steps on unmasked synthetic faces."""
+    torch.manual_seed(0)
+    faces = render_faces(7, np.repeat(np.arange(identities), images), np.tile(np.arange(images), identities))
+    labels = torch.as_tensor(np.repeat(np.arange(identities), images))
+    model = FocusFace("tiny", num_classes=identities, margin_s=32.0, margin_m=0.3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    rng = np.random.default_rng(0)
+    for step in range(steps):
+        idx = rng.choice(len(faces), 32, replace=False)
+        out = model(to_model_input(faces[idx]))
+        loss = F.cross_entropy(model.identity_classifier(out.identity_embedding, labels[idx]), labels[idx])
+        opt.zero_grad(); loss.backward(); opt.step()
+    return model.eval()
+
+
+@pytest.mark.slow
+def test_end_to_end_trained_beats_untrained_and_writes_everything(tmp_path):
+    data = _synthetic_bin(tmp_path / "synth_eval.bin")
+    torch.manual_seed(1)
+    save_checkpoint(FocusFace("tiny"), tmp_path / "untrained.pt")
+    save_checkpoint(_briefly_trained_tiny(), tmp_path / "trained.pt")
+    results = {}
+    for name in ("untrained", "trained"):
+        out = subprocess.run([sys.executable, "-m", "focusface.cli", "evaluate", str(tmp_path / f"{name}.pt"), str(data),
+                              "--out", str(tmp_path / name), "--quiet"], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert "UU" in out.stdout and "UM" in out.stdout and "MM" in out.stdout
+        results[name] = json.loads((tmp_path / name / "metrics.json").read_text())["synth_eval"]
+        for fig in ("roc", "det", "scores"):
+            assert (tmp_path / name / "figures" / f"synth_eval_{fig}.png").stat().st_size > 5000
+        scores = np.load(tmp_path / name / "scores" / "synth_eval.npz")
+        assert set(scores.files) == {"issame", "uu", "um", "mm"} and scores["uu"].shape == (80,)
+    for key in ("eer", "fmr100", "fmr1000", "zero_fmr", "auc", "g_mean", "i_mean", "fdr", "d_prime", "accuracy",
+                "mask_detection_accuracy"):
+        assert key in results["trained"]["uu"]
+    assert "fnmr_at_uu_fmr100_threshold" in results["trained"]["um"]
+    assert results["trained"]["uu"]["auc"] > results["untrained"]["uu"]["auc"]
+    assert results["trained"]["uu"]["eer"] < results["untrained"]["uu"]["eer"]
+
+
+def test_um_masks_exactly_one_image_per_pair_and_is_reproducible(tmp_path):
+    pairs = load_eval_set(_synthetic_bin(tmp_path / "e.bin", pairs_per_fold=4))
+    model = FocusFace("tiny").eval()
+    first = evaluate(model, tmp_path / "e.bin", tmp_path / "a", figures=False)
+    second = evaluate(model, tmp_path / "e.bin", tmp_path / "b", figures=False)
+    assert first == second
+    for protocol, sides in (("um", {1}), ("mm", {0, 1})):
+        header, entries = read_manifest(tmp_path / "a" / "masks" / f"e.{protocol}.jsonl")
+        assert header["protocol"] == protocol and {k % 2 for k in entries} == sides
+        assert len(entries) == len(pairs) * len(sides)
+        assert (tmp_path / "a" / "masks" / f"e.{protocol}.jsonl").read_bytes() == (tmp_path / "b" / "masks" / f"e.{protocol}.jsonl").read_bytes()
+    a, b = np.load(tmp_path / "a" / "scores" / "e.npz"), np.load(tmp_path / "b" / "scores" / "e.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a.files)
+    # the U-M probe embeddings are those of the masked images, the references those of the unmasked ones
+    plain, _ = embed_images(model, pairs.images)
+    masked, _ = embed_images(model, pairs.images, indices=[1], sampler=MaskSampler(seed=0))
+    assert a["um"][0] == pytest.approx(float(plain[0] @ masked[0]), abs=1e-5)
+    assert a["uu"][0] == pytest.approx(float(plain[0] @ plain[1]), abs=1e-5)
+
+
+def test_embedding_keeps_images_encoded_and_batched(tmp_path, monkeypatch):
+    """The set stays as bytes; at most one batch is decoded at a time."""
+    pairs = load_eval_set(_synthetic_bin(tmp_path / "e.bin", pairs_per_fold=4))
+    assert all(isinstance(im, bytes) for im in pairs.images)
+    seen = []
+    import focusface.evaluate as ev
+    real = ev.to_model_input
+    monkeypatch.setattr(ev, "to_model_input", lambda batch: seen.append(len(batch)) or real(batch))
+    embed_images(FocusFace("tiny").eval(), pairs.images, batch_size=16)
+    assert max(seen) == 16 and sum(seen) == len(pairs.images)
+
+
+def test_sharded_embedding_under_a_process_group(tmp_path):
+    """Two gloo ranks on the CPU gather the same embeddings as one process."""
+    pairs = load_eval_set(_synthetic_bin(tmp_path / "e.bin", pairs_per_fold=2))
+    torch.manual_seed(0)
+    model = FocusFace("tiny").eval()
+    save_checkpoint(model, tmp_path / "m.pt")
+    single, _ = embed_images(model, pairs.images, batch_size=7)
+    script = tmp_path / "shard.py"
+    script.write_text(f"""
+import os, sys, numpy as np, torch, torch.distributed as dist
+from focusface.evaluate import embed_images, load_eval_set
+from focusface.model import load_checkpoint
+dist.init_process_group("gloo")
+pairs = load_eval_set(r"{tmp_path / 'e.bin'}")
+emb, _ = embed_images(load_checkpoint(r"{tmp_path / 'm.pt'}"), pairs.images, batch_size=7)
+if dist.get_rank() == 0: np.save(r"{tmp_path / 'sharded.npy'}", emb)
+dist.destroy_process_group()
+""")
+    env = dict(**__import__("os").environ, MASTER_ADDR="127.0.0.1", MASTER_PORT="29517", WORLD_SIZE="2")
+    procs = [subprocess.Popen([sys.executable, str(script)], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for r in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err.decode()[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "sharded.npy"), single, atol=1e-5)
+
+
+def test_bad_inputs_give_clear_errors(tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, "-m", "focusface.cli", "evaluate", *map(str, a), "--quiet"],
+                                    capture_output=True, text=True)
+    good = _synthetic_bin(tmp_path / "e.bin", pairs_per_fold=2)
+    torch.save({"encoder.weight": torch.zeros(3)}, tmp_path / "wrong.pt")
+    out = run(tmp_path / "wrong.pt", good)
+    assert out.returncode == 2 and "wrong.pt" in out.stderr and "unrecognised layout" in out.stderr
+    save_checkpoint(FocusFace("tiny"), tmp_path / "ok.pt")
+    (tmp_path / "odd.bin").write_bytes(pickle.dumps(([encode_image(np.zeros((112, 112, 3), np.uint8))] * 3, [True])))
+    out = run(tmp_path / "ok.pt", tmp_path / "odd.bin")
+    assert out.returncode == 2 and "odd.bin" in out.stderr and "3 images for 1 pairs" in out.stderr
+    (tmp_path / "lfw" / "a").mkdir(parents=True)
+    (tmp_path / "lfw" / "a" / "a_0001.jpg").write_bytes(encode_image(np.zeros((112, 112, 3), np.uint8)))
+    (tmp_path / "lfw" / "pairs.txt").write_text("a 1 2\n")
+    out = run(tmp_path / "ok.pt", tmp_path / "lfw")
+    assert out.returncode == 2 and "pairs.txt:1" in out.stderr and "a_0002" in out.stderr
+    out = run(tmp_path / "ok.pt", good, "--protocols", "uu,xm")
+    assert out.returncode == 2 and "unknown protocol" in out.stderr
+    big = EvalPairs([encode_image(np.zeros((160, 160, 3), np.uint8))] * 2, [True], name="mfr2")
+    with pytest.raises(ValueError, match="re-align"):
+        evaluate_pairs(FocusFace("tiny").eval(), big)
