@@ -23,12 +23,33 @@ from focusface.model import FocusFace, to_model_input
 from focusface.synthfaces import make_pairs, make_training_set
 
 
-def generation_speed(folder, n=4000):
+def _render_chunk(job):
+    from focusface.synthfaces import render_faces
+    seed, lo, hi = job
+    faces = render_faces(seed, np.arange(lo, hi) // 20, np.arange(lo, hi) % 20)
+    return int(faces[:, 56, 56].sum())  # a checksum: the faces themselves stay in the worker
+
+
+def generation_speed(folder, n=20000):
+    import multiprocessing as mp
+    from focusface.synthfaces import render_faces
+    import cv2
+    cv2.setNumThreads(1)
+    start = time.perf_counter()
+    render_faces(1, np.arange(4000) // 20, np.arange(4000) % 20)
+    print(f"rendering (RGB uint8 arrays), one process: {4000 / (time.perf_counter() - start):,.0f} faces/s")
+    jobs = [(1, lo, min(lo + 1000, n)) for lo in range(0, n, 1000)]
+    with mp.get_context("forkserver").Pool(2) as pool:
+        pool.map(_render_chunk, jobs[:2])  # start-up excluded
+        start = time.perf_counter()
+        pool.map(_render_chunk, jobs)
+        print(f"rendering (RGB uint8 arrays), 2 processes: {n / (time.perf_counter() - start):,.0f} faces/s")
     for workers in (1, 2):
         start = time.perf_counter()
         make_training_set(folder / f"speed{workers}", seed=1, identities=n // 20, images_per_identity=20, workers=workers)
         rate = n / (time.perf_counter() - start)
-        print(f"generation + JPEG encoding + rec writing of {n} faces, {workers} worker process(es): {rate:,.0f} faces/s")
+        print(f"make_training_set end to end ({n} faces: render + JPEG + rec writing + pool start-up), "
+              f"{workers} worker process(es): {rate:,.0f} faces/s")
 
 
 def embed_all(model, images, batch=256):
@@ -45,12 +66,14 @@ def main():
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--speed-only", action="store_true", help="only measure generation speed")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         generation_speed(d)
+        if args.speed_only: return
         make_training_set(d / "train", seed=args.seed, identities=args.identities, images_per_identity=args.images, workers=2)
         make_pairs(d / "eval.bin", seed=args.seed, first_identity=args.identities + 1000, identities=200, pairs_per_fold=60, workers=2)
         train = InsightFaceDataset(d / "train")

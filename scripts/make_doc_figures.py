@@ -1,0 +1,27 @@
+"""Regenerate the figures the notebooks show (nbs/figures/*.png), from synthetic faces only.
+
+Run: python scripts/make_doc_figures.py
+No real face goes into the repository: the figures use focusface.synthfaces identities.
+"""
+from pathlib import Path
+
+import numpy as np
+
+from focusface.io import atomic_write_bytes, encode_image
+from focusface.masks import DEFAULT_SPEC, mask_gallery
+from focusface.synthfaces import identity_grid
+
+OUT = Path(__file__).resolve().parents[1] / "nbs" / "figures"
+
+
+def main():
+    OUT.mkdir(parents=True, exist_ok=True)
+    from focusface.synthfaces import render_faces
+    faces = render_faces(0, np.arange(6) + 100, np.zeros(6, int))
+    atomic_write_bytes(OUT / "mask_gallery.png", encode_image(mask_gallery(faces), ".png"))
+    atomic_write_bytes(OUT / "synthetic_identities.png", encode_image(identity_grid(seed=0, identities=8, images=6, spec=DEFAULT_SPEC), ".png"))
+    print("wrote", *sorted(p.name for p in OUT.glob("*.png")))
+
+
+if __name__ == "__main__":
+    main()
