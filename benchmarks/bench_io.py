@@ -106,7 +106,8 @@ def main():
         open_s = time.perf_counter() - start
         # the same open with the index already parsed (e.g. a second reader, or a cached index)
         import focusface.io as fio
-        real_parse, fio.parse_index = fio.parse_index, lambda path: (parsed_keys.copy(), parsed_offsets.copy())
+        real_parse = fio.parse_index
+        fio.parse_index = lambda path, k=parsed_keys, o=parsed_offsets: (k.copy(), o.copy())
         start = time.perf_counter()
         RecordReader(folder / "big.rec", folder / "big.idx")
         after_parse_s = time.perf_counter() - start

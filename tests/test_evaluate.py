@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from focusface.evaluate import embed_images, evaluate, evaluate_pairs, load_eval_set
-from focusface.io import EvalPairs, FormatError, encode_image, write_bin
+from focusface.io import EvalPairs, encode_image, write_bin
 from focusface.masks import MaskSampler, read_manifest
 from focusface.model import FocusFace, save_checkpoint, to_model_input
 from focusface.synthfaces import render_faces, sample_pairs

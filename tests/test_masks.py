@@ -163,7 +163,7 @@ def test_bin_masking_protocols(tmp_path, protocol):
         assert all(masked) and info["masked"] == 8
     header, entries = read_manifest(tmp_path / f"{protocol}.masks.jsonl")
     assert header["protocol"] == protocol and sorted(entries) == [i for i, m in enumerate(masked) if m]
-    again = mask_dataset(tmp_path / "e.bin", tmp_path / "again.bin", protocol=protocol, seed=1, workers=0, progress=False)
+    mask_dataset(tmp_path / "e.bin", tmp_path / "again.bin", protocol=protocol, seed=1, workers=0, progress=False)
     assert (tmp_path / "again.bin").read_bytes() == (tmp_path / f"{protocol}.bin").read_bytes()
     mask_dataset(tmp_path / "e.bin", tmp_path / "replay.bin", replay=tmp_path / f"{protocol}.masks.jsonl", workers=1, progress=False)
     assert (tmp_path / "replay.bin").read_bytes() == (tmp_path / f"{protocol}.bin").read_bytes()
