@@ -113,7 +113,11 @@ emb, _ = embed_images(load_checkpoint(r"{tmp_path / 'm.pt'}"), pairs.images, bat
 if dist.get_rank() == 0: np.save(r"{tmp_path / 'sharded.npy'}", emb)
 dist.destroy_process_group()
 """)
-    env = dict(**__import__("os").environ, MASTER_ADDR="127.0.0.1", MASTER_PORT="29517", WORLD_SIZE="2")
+    import os
+    import socket
+    with socket.socket() as probe:  # a free port on loopback for the rendezvous
+        probe.bind(("127.0.0.1", 0)); port = probe.getsockname()[1]
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2")
     procs = [subprocess.Popen([sys.executable, str(script)], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for r in range(2)]
     for p in procs:
