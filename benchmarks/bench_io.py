@@ -5,7 +5,7 @@ against mxnet (mxnet venv, see tests/fixtures/mxnet/make_fixtures.py for how to 
                                     PYTHONPATH=. /tmp/mxvenv/bin/python benchmarks/bench_io.py
 Options: --images N (records in the test rec), --index-lines N (size of the synthetic .idx to parse).
 
-The rec is built from the LFW development sample when ../shared/data/lfw-sample is present (real 112x112
+The rec is built from the LFW development sample when $FOCUSFACE_LFW_SAMPLE points at it (real 112x112
 aligned JPEGs, quality 95), otherwise from synthetic images.
 """
 import argparse
@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from focusface.io import RecordReader, encode_chunks, RecordWriter, decode_image, encode_image, pack_record, parse_index, unpack_record
+from focusface.images import decode_image, encode_image
+from focusface.recordio import RecordReader, RecordWriter, encode_chunks, pack_record, parse_index, unpack_record
 
-LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw-sample" / "aligned"
+LFW = Path(os.environ.get("FOCUSFACE_LFW_SAMPLE", "/nonexistent")) / "aligned"
 
 
 def source_jpegs():
@@ -105,7 +106,7 @@ def main():
         big = RecordReader(folder / "big.rec", folder / "big.idx")
         open_s = time.perf_counter() - start
         # the same open with the index already parsed (e.g. a second reader, or a cached index)
-        import focusface.io as fio
+        import focusface.recordio as fio
         real_parse = fio.parse_index
         fio.parse_index = lambda path, k=parsed_keys, o=parsed_offsets: (k.copy(), o.copy())
         start = time.perf_counter()

@@ -1,7 +1,7 @@
 """Mask rendering speed: one 112x112 mask on one core, and offline masking of a rec with worker processes.
 
 Run: python benchmarks/bench_masks.py [--images N]
-Faces come from the LFW development sample when ../shared/data/lfw-sample is present, otherwise synthetic.
+Faces come from the LFW development sample when $FOCUSFACE_LFW_SAMPLE points at it, otherwise synthetic.
 """
 import argparse
 import os
@@ -12,10 +12,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from focusface.io import RecordWriter, decode_image, encode_image, pack_record
-from focusface.masks import MASK_TYPES, apply_mask, mask_dataset, sample_mask_params
+from focusface.images import decode_image, encode_image
+from focusface.recordio import RecordWriter, pack_record
+from focusface.maskdata import mask_dataset
+from focusface.masks import apply_mask
+from focusface.maskspec import MASK_TYPES, sample_mask_params
 
-LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw-sample" / "aligned"
+LFW = Path(os.environ.get("FOCUSFACE_LFW_SAMPLE", "/nonexistent")) / "aligned"
 
 
 def faces():

@@ -16,11 +16,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from focusface.io import InsightFaceDataset, decode_image, read_bin
-from focusface.masks import DEFAULT_SPEC, MaskSampler, apply_mask
+from focusface.datasets import InsightFaceDataset
+from focusface.evalsets import read_bin
+from focusface.images import decode_image
+from focusface.masks import apply_mask
+from focusface.maskspec import DEFAULT_SPEC, MaskSampler
 from focusface.metrics import kfold_accuracy
 from focusface.model import FocusFace, to_model_input
-from focusface.synthfaces import make_pairs, make_training_set
+from focusface.synthdata import make_pairs, make_training_set
 
 
 def _render_chunk(job):

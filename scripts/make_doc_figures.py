@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from focusface.io import atomic_write_bytes, encode_image
-from focusface.masks import DEFAULT_SPEC, mask_gallery
+from focusface.files import atomic_write_bytes
+from focusface.images import encode_image
+from focusface.masks import mask_gallery
+from focusface.maskspec import DEFAULT_SPEC
 from focusface.synthfaces import identity_grid
 
 OUT = Path(__file__).resolve().parents[1] / "nbs" / "figures"

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-# Real faces for development live beside the repository, never inside it (see README).
-LFW_SAMPLE = Path(os.environ.get("FOCUSFACE_LFW_SAMPLE", REPO.parent / "shared" / "data" / "lfw-sample"))
+# Real faces for development live outside the repository, never inside it; scripts/test points
+# FOCUSFACE_LFW_SAMPLE at their usual place (see README).
+LFW_SAMPLE = Path(os.environ["FOCUSFACE_LFW_SAMPLE"]) if os.environ.get("FOCUSFACE_LFW_SAMPLE") else None
 
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -21,6 +22,7 @@ def _seed_and_threads():
 
 @pytest.fixture
 def lfw_sample() -> Path:
-    if not (LFW_SAMPLE / "aligned").is_dir():
-        pytest.skip(f"the LFW development sample is absent ({LFW_SAMPLE}/aligned); set FOCUSFACE_LFW_SAMPLE to use it")
+    if LFW_SAMPLE is None or not (LFW_SAMPLE / "aligned").is_dir():
+        pytest.skip(f"the LFW development sample is absent ({LFW_SAMPLE or 'FOCUSFACE_LFW_SAMPLE is not set'}); "
+                    "set FOCUSFACE_LFW_SAMPLE to its folder (scripts/test does)")
     return LFW_SAMPLE

@@ -9,10 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from focusface.evaluate import embed_images, evaluate, evaluate_pairs, load_eval_set
-from focusface.io import EvalPairs, encode_image, write_bin
-from focusface.masks import MaskSampler, read_manifest
+from focusface.evalsets import EvalPairs, write_bin
+from focusface.images import encode_image
+from focusface.maskspec import MaskSampler, read_manifest
 from focusface.model import FocusFace, save_checkpoint, to_model_input
-from focusface.synthfaces import render_faces, sample_pairs
+from focusface.synthdata import sample_pairs
+from focusface.synthfaces import render_faces
 
 
 def _synthetic_bin(path, first_identity=50_000, identities=40, pairs_per_fold=8, seed=0):
@@ -90,7 +92,7 @@ def test_embedding_keeps_images_encoded_and_batched(tmp_path, monkeypatch):
     seen = []
     import focusface.evaluate as ev
     real = ev.to_model_input
-    monkeypatch.setattr(ev, "to_model_input", lambda batch: seen.append(len(batch)) or real(batch))
+    monkeypatch.setattr(ev, "to_model_input", lambda batch, order="rgb": seen.append(len(batch)) or real(batch, order))
     embed_images(FocusFace("tiny").eval(), pairs.images, batch_size=16)
     assert max(seen) == 16 and sum(seen) == len(pairs.images)
 

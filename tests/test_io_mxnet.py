@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from focusface.io import InsightFaceDataset, RecordReader, RecordWriter, decode_image, pack_record, unpack_record
+from focusface.datasets import InsightFaceDataset
+from focusface.images import decode_image
+from focusface.recordio import RecordReader, RecordWriter, pack_record, unpack_record
 
 FIXTURES = REPO / "tests" / "fixtures" / "mxnet"
 sys.path.insert(0, str(FIXTURES))

@@ -36,29 +36,14 @@ def test_arcface_matches_closed_form_including_fallback(m):
 
 @pytest.mark.parametrize("cls", [ArcFace, CosFace])
 def test_margin_head_gradient_matches_finite_differences(cls):
-    """gradcheck over the embeddings and the class centres, through the margin."""
+    """gradcheck over the embeddings and the class centres, through the head's own forward."""
     torch.manual_seed(2)
     head = cls(5, 3, s=8.0).double()
     emb = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
     weight = head.weight.detach().clone().requires_grad_()
     labels = torch.tensor([0, 1, 2, 1])
-    assert torch.autograd.gradcheck(lambda e, w: _head_loss(head, e, w, labels), (emb, weight), eps=1e-6, atol=1e-5)
-
-
-def _head_loss(head, embeddings, weight, labels):
-    """The head's logits recomputed with an explicit weight, so gradcheck can perturb the class centres."""
-    cos = F.linear(F.normalize(embeddings, dim=1), F.normalize(weight, dim=1))
-    cos_t = cos.gather(1, labels[:, None])
-    logits = cos.scatter(1, labels[:, None], head.target_logit(cos_t)) * head.s
-    return F.cross_entropy(logits, labels)
-
-
-def test_head_forward_equals_explicit_recomputation():
-    torch.manual_seed(3)
-    for cls in (ArcFace, CosFace):
-        head = cls(5, 3, s=8.0).double()
-        emb, labels = torch.randn(4, 5, dtype=torch.float64), torch.tensor([0, 1, 2, 1])
-        torch.testing.assert_close(F.cross_entropy(head(emb, labels), labels), _head_loss(head, emb, head.weight, labels))
+    loss = lambda e, w: F.cross_entropy(torch.func.functional_call(head, {"weight": w}, (e, labels)), labels)
+    assert torch.autograd.gradcheck(loss, (emb, weight), eps=1e-6, atol=1e-5)
 
 
 def test_cosface_target_logit_is_shifted_cosine():
@@ -93,8 +78,38 @@ def test_focusface_loss_trains_the_unmasked_mask_term():
     assert (lu.grad[:, 0] < 0).all() and (lu.grad[:, 1] > 0).all()
     assert (lm.grad[:, 1] < 0).all() and (lm.grad[:, 0] > 0).all()
     # the consistency term pulls the two identity embeddings together, through both views
-    torch.testing.assert_close(parts["consistency"], F.mse_loss(eu, em).detach())
-    # images where no mask was placed count as unmasked
-    parts0 = focusface_loss(eu, em, lu, lm, labels, head, masked_labels=torch.zeros(6, dtype=torch.long))
-    expected_mask = 0.5 * (F.cross_entropy(lu, torch.zeros(6, dtype=torch.long)) + F.cross_entropy(lm, torch.zeros(6, dtype=torch.long)))
-    torch.testing.assert_close(parts0["mask"], expected_mask.detach())
+    with_term = eu.grad.clone(), em.grad.clone()
+    eu.grad = em.grad = None
+    focusface_loss(eu, em, lu, lm, labels, head, consistency_weight=0.0)["loss"].backward()
+    pull_u, pull_m = with_term[0] - eu.grad, with_term[1] - em.grad  # the consistency term's own gradient
+    assert (pull_u * (eu - em)).sum() > 0 and (pull_m * (em - eu)).sum() > 0  # descent moves each towards the other
+    # images where no mask was placed count as unmasked: both views then push towards class 0
+    lu.grad = lm.grad = None
+    focusface_loss(eu, em, lu, lm, labels, head, masked_labels=torch.zeros(6, dtype=torch.long))["loss"].backward()
+    assert (lm.grad[:, 0] < 0).all() and (lm.grad[:, 1] > 0).all()
+
+
+def test_focusface_loss_parts_by_hand():
+    """Every part against numbers worked out with math on a two-class, two-dimensional example."""
+    s, m = 2.0, 0.5
+    head = ArcFace(2, 2, s=s, m=m)
+    with torch.no_grad(): head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))  # centres on the axes
+    unmasked = torch.tensor([[1.0, 0.0], [3.0, 4.0]])     # first: on centre 0; second: angle atan(4/3) to it
+    masked = torch.tensor([[0.0, 1.0], [3.0, 0.0]])       # first: at 90 degrees to centre 0; second: on it
+    labels = torch.tensor([0, 0])
+    mask_unmasked = torch.tensor([[2.0, 0.0], [0.0, 0.0]])  # logits (unmasked, masked)
+    mask_masked = torch.tensor([[0.0, 1.0], [1.0, 1.0]])
+
+    def ce(target_logit, other_logit): return math.log1p(math.exp(other_logit - target_logit))
+    theta = math.atan2(4, 3)
+    identity_u = (ce(s * math.cos(m), 0.0) + ce(s * math.cos(theta + m), s * math.sin(theta))) / 2
+    identity_m = (ce(s * math.cos(math.pi / 2 + m), s * 1.0) + ce(s * math.cos(m), 0.0)) / 2
+    identity = (identity_u + identity_m) / 2
+    mask = ((ce(2.0, 0.0) + ce(0.0, 0.0)) / 2 + (ce(1.0, 0.0) + ce(1.0, 1.0)) / 2) / 2
+    consistency = (1 + 1 + 0 + 16) / 4                   # squared differences of (1, -1) and (0, 4)
+    parts = focusface_loss(unmasked, masked, mask_unmasked, mask_masked, labels, head, mask_weight=0.1,
+                           consistency_weight=1 / 3)
+    assert parts["identity"].item() == pytest.approx(identity, rel=1e-6)
+    assert parts["mask"].item() == pytest.approx(mask, rel=1e-6)
+    assert parts["consistency"].item() == pytest.approx(consistency, rel=1e-6)
+    assert parts["loss"].item() == pytest.approx(identity + 0.1 * mask + consistency / 3, rel=1e-6)

@@ -4,10 +4,11 @@ import sys
 import numpy as np
 import pytest
 
-from focusface.io import InsightFaceDataset, read_bin
-from focusface.masks import TEMPLATE_LANDMARKS
-from focusface.synthfaces import (make_pairs, make_training_set, render_face, render_faces, sample_identity,
-                                  sample_nuisance, sample_pairs)
+from focusface.datasets import InsightFaceDataset
+from focusface.evalsets import read_bin
+from focusface.template import TEMPLATE_LANDMARKS
+from focusface.synthdata import make_pairs, make_training_set, sample_pairs
+from focusface.synthfaces import render_face, render_faces, sample_identity, sample_nuisance
 
 
 def test_faces_do_not_depend_on_batch_or_order():
@@ -89,4 +90,4 @@ def test_synth_command(tmp_path):
     assert "train:" in out.stdout and (tmp_path / "demo" / "eval.bin").is_file()
     bad = subprocess.run([sys.executable, "-m", "focusface.cli", "synth", str(tmp_path / "x"), "--identities", "0"],
                          capture_output=True, text=True)
-    assert bad.returncode == 2 and "identities must be at least 1" in bad.stderr
+    assert bad.returncode == 2 and "--identities: must be a positive integer" in bad.stderr
