@@ -1,0 +1,59 @@
+"""The notebooks are the book: they render, the repository stands alone, modules stay small, the CLI explains itself."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+CHECK = [sys.executable, str(REPO / "scripts" / "check_notebooks.py")]
+
+
+def _notebook(path, *markdown):
+    cells = [dict(cell_type="markdown", id=f"c{i}", metadata={}, source=text) for i, text in enumerate(markdown)]
+    path.write_text(json.dumps(dict(cells=cells, metadata={}, nbformat=4, nbformat_minor=5)))
+    return path
+
+
+def test_every_notebook_renders():
+    out = subprocess.run(CHECK, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_check_fails_on_comment_prefixed_markdown(tmp_path):
+    """The defect the check exists for: text stored with '# ' on every line renders as a stack of headings."""
+    old = _notebook(tmp_path / "old.ipynb", "# # Losses\n#\n# > ArcFace and CosFace", "# ## Margin heads\n#\n# A head holds one centre.")
+    out = subprocess.run(CHECK + [str(old)], capture_output=True, text=True)
+    assert out.returncode == 1 and "second level-1 heading" in out.stderr and "only '#'" in out.stderr
+    good = _notebook(tmp_path / "good.ipynb", "# Losses\n\n> ArcFace", "## Margin heads\n\nA head holds one centre.\n\n```\n# a comment in a fence is fine\n```")
+    assert subprocess.run(CHECK + [str(good)], capture_output=True).returncode == 0
+
+
+def test_no_module_over_450_lines():
+    sizes = {p.name: len(p.read_text().splitlines()) for p in (REPO / "focusface").glob("*.py") if p.name != "_modidx.py"}
+    assert max(sizes.values()) <= 450, {k: v for k, v in sizes.items() if v > 450}
+
+
+def test_the_repository_refers_to_nothing_outside_it():
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True).stdout.split()
+    offenders = [f for f in files if not f.startswith("tests/fixtures/") and (REPO / f).is_file()
+                 and any(s in (REPO / f).read_text(errors="ignore") for s in ("FORMATS.md", "DESIGN.md", "STYLE.md", "shared/data"))
+                 and f not in ("scripts/test", "tests/test_book.py")]  # scripts/test holds the LFW sample's one default
+    assert not offenders, offenders
+
+
+def test_every_command_line_argument_has_help():
+    from focusface.cli import build_parser
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    for name, sub in commands.items():
+        for action in sub._actions:
+            if action.dest == "help": continue
+            assert action.help, f"focusface {name}: {action.option_strings or action.dest} has no help line"
+
+
+@pytest.mark.parametrize("module", ["focusface.model", "focusface.losses", "focusface.backbones", "focusface.metrics"])
+def test_modules_that_need_no_images_do_not_import_opencv(module):
+    code = f"import sys, {module}; print('cv2' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
