@@ -114,9 +114,13 @@ def _check_protocols(protocols) -> list[str]:
 
 def evaluate_pairs(model: FocusFace, pairs: EvalPairs, *, protocols=PROTOCOLS, spec: str = DEFAULT_SPEC, seed: int = 0,
                    score: str = "cosine", batch_size: int = 128, flip: bool = True, device=None,
+                   masked: EvalPairs | None = None,  # the same set with every image masked (focusface mask --protocol mm)
                    progress: bool = False) -> dict:
     "Scores, metrics and mask manifests of one evaluation set under each protocol (U-U is always computed)."
     protocols = _check_protocols(protocols)
+    if masked is not None and (len(masked.images) != len(pairs.images) or not np.array_equal(masked.issame, pairs.issame)):
+        raise FocusFaceError(f"{masked.source}: not a masked copy of {pairs.source} ({len(masked)} pairs against "
+                             f"{len(pairs)}, or other same/different flags)")
     if "uu" not in protocols: protocols = ["uu"] + protocols  # the U-U thresholds are needed for the masked protocols
     n = len(pairs.images)
     sampler = MaskSampler(spec, seed)
@@ -124,12 +128,13 @@ def evaluate_pairs(model: FocusFace, pairs: EvalPairs, *, protocols=PROTOCOLS, s
     plain, p_plain = embed_images(model, pairs.images, sampler=None, batch_size=batch_size, flip=flip, device=device,
                                   source=source, progress=progress)
     masked_idx = np.arange(n) if "mm" in protocols else np.arange(1, n, 2)
-    masked = np.zeros_like(plain); p_masked = np.zeros(n, np.float32)
+    masked_emb = np.zeros_like(plain); p_masked = np.zeros(n, np.float32)
     if "um" in protocols or "mm" in protocols:
-        masked[masked_idx], p_masked[masked_idx] = embed_images(model, pairs.images, indices=masked_idx, sampler=sampler,
+        masked_emb[masked_idx], p_masked[masked_idx] = embed_images(model, pairs.images if masked is None else masked.images,
+                                                                indices=masked_idx, sampler=sampler if masked is None else None,
                                                                 batch_size=batch_size, flip=flip, device=device,
                                                                 source=source, progress=progress)
-    views = dict(uu=(plain[0::2], plain[1::2]), um=(plain[0::2], masked[1::2]), mm=(masked[0::2], masked[1::2]))
+    views = dict(uu=(plain[0::2], plain[1::2]), um=(plain[0::2], masked_emb[1::2]), mm=(masked_emb[0::2], masked_emb[1::2]))
     truth = dict(uu=(0, 0), um=(0, 1), mm=(1, 1))  # which side wears a mask
     results, scores, manifests = {}, {}, {}
     for protocol in protocols:
@@ -146,7 +151,7 @@ def evaluate_pairs(model: FocusFace, pairs: EvalPairs, *, protocols=PROTOCOLS, s
         metrics["mask_detection_accuracy"] = float(correct.mean())
         results[protocol] = metrics
         results[protocol]["_curve"] = curve(s, None)
-        if protocol != "uu":
+        if protocol != "uu" and masked is None:  # a pre-masked set has its manifest already
             side = [1] if protocol == "um" else [0, 1]
             keys = [int(k) for k in np.arange(n) if k % 2 in side]
             manifests[protocol] = [json.dumps(manifest_header(kind="eval", source=source, protocol=protocol, spec=spec,
@@ -237,6 +242,7 @@ def evaluate(model, data, out=None, *,
              device=None,               # cpu, cuda, cuda:N; default: this rank's GPU if there is one
              figures: bool = True,      # write ROC/DET/score figures
              overwrite: bool = False,   # replace a non-empty `out`
+             masked_data=None,          # masked copies of the sets (`--protocol mm`), in the order of `data`
              progress: bool = False) -> dict:
     "Evaluate a FocusFace model (or a checkpoint path) on evaluation sets; write the outputs under `out`."
     protocols = _check_protocols(protocols)
@@ -250,14 +256,18 @@ def evaluate(model, data, out=None, *,
     if not sources: raise FocusFaceError("no evaluation set given")
     if not isinstance(model, FocusFace): model = load_checkpoint(model, map_location="cpu", with_classifier=False)
     sets = [load_eval_set(source) for source in sources]
+    masked_sources = [] if masked_data is None else ([masked_data] if isinstance(masked_data, (str, Path)) else list(masked_data))
+    if masked_sources and len(masked_sources) != len(sources):
+        raise FocusFaceError(f"{len(masked_sources)} masked sets for {len(sources)} evaluation sets: give one for each, in order")
+    masked_sets = [read_eval_set(source) for source in masked_sources] or [None] * len(sets)
     names = _unique_names(sets, sources)
     model = model.to(device).eval()
     rank, _ = _dist()
     all_metrics, results = {}, {}
     from tqdm.auto import tqdm
-    for name, pairs in tqdm(list(zip(names, sets)), desc="evaluation sets", disable=not progress or rank != 0):
+    for name, pairs, masked in tqdm(list(zip(names, sets, masked_sets)), desc="evaluation sets", disable=not progress or rank != 0):
         result = evaluate_pairs(model, pairs, protocols=protocols, spec=spec, seed=seed, score=score, batch_size=batch_size,
-                                flip=flip, device=device, progress=progress)
+                                flip=flip, device=device, masked=masked, progress=progress)
         all_metrics[name] = {p: {k: v for k, v in m.items() if not k.startswith("_")} for p, m in result["metrics"].items()
                              if p in protocols}
         results[name] = result

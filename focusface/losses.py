@@ -14,7 +14,8 @@ from torch import nn
 from .files import FocusFaceError
 
 # %% auto #0
-__all__ = ['MARGIN_HEADS', 'MarginHead', 'ArcFace', 'CosFace', 'create_margin_head', 'focusface_loss']
+__all__ = ['MARGIN_HEADS', 'CONTRASTIVE', 'MarginHead', 'ArcFace', 'CosFace', 'create_margin_head', 'consistency_loss',
+           'focusface_loss']
 
 # %% ../nbs/07_losses.ipynb #ed3ada22
 class MarginHead(nn.Module):
@@ -80,7 +81,32 @@ def create_margin_head(name: str, embedding_size: int, num_classes: int, **kwarg
     except KeyError: raise FocusFaceError(f"unknown margin head {name!r}; choose one of {sorted(MARGIN_HEADS)}") from None
     return cls(embedding_size, num_classes, **kwargs)
 
-# %% ../nbs/07_losses.ipynb #ee8584fa
+# %% ../nbs/07_losses.ipynb #32f42f51
+CONTRASTIVE = ("mse", "cosine", "mse_teacher", "infonce", "none")
+
+
+def consistency_loss(identity_unmasked: torch.Tensor,  # (N, D) identity embeddings of the unmasked views
+                     identity_masked: torch.Tensor,    # (N, D) the masked views of the same images
+                     kind: str = "mse",                # one of CONTRASTIVE
+                     labels: torch.Tensor | None = None,  # (N,) identities, so `infonce` skips same-identity pairs
+                     temperature: float = 0.1) -> torch.Tensor:  # tau of `infonce`
+    "The consistency term between the two views of each image, by name (see the table above)."
+    if kind == "mse": return F.mse_loss(identity_unmasked, identity_masked)
+    if kind == "mse_teacher": return F.mse_loss(identity_unmasked.detach(), identity_masked)
+    if kind == "none": return identity_unmasked.new_zeros(())
+    u, m = F.normalize(identity_unmasked, dim=1), F.normalize(identity_masked, dim=1)
+    if kind == "cosine": return (1 - (u * m).sum(1)).mean()
+    if kind == "infonce":
+        if temperature <= 0: raise FocusFaceError(f"infonce temperature must be positive, got {temperature}")
+        logits = m @ u.T / temperature                 # row i: masked view i against every unmasked view
+        if labels is not None:                         # the same person's other images are not negatives
+            same = labels[:, None] == labels[None, :]
+            logits = logits.masked_fill(same & ~torch.eye(len(labels), dtype=torch.bool, device=logits.device), float("-inf"))
+        target = torch.arange(len(u), device=u.device)
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    raise FocusFaceError(f"unknown contrastive module {kind!r}; choose one of {list(CONTRASTIVE)}")
+
+# %% ../nbs/07_losses.ipynb #c8d808e9
 def focusface_loss(identity_unmasked: torch.Tensor,   # (N, D) identity embeddings of the unmasked views
                    identity_masked: torch.Tensor,     # (N, D) identity embeddings of the masked views
                    mask_logits_unmasked: torch.Tensor,  # (N, 2) mask logits of the unmasked views
@@ -90,7 +116,9 @@ def focusface_loss(identity_unmasked: torch.Tensor,   # (N, D) identity embeddin
                    *,
                    masked_labels: torch.Tensor | None = None,  # (N,) 1 where the second view really wears a mask
                    mask_weight: float = 0.1,          # lambda: weight of the mask cross-entropy
-                   consistency_weight: float = 1 / 3,  # mu: weight of the MSE between the two views
+                   consistency_weight: float = 1 / 3,  # mu: weight of the consistency term
+                   contrastive: str = "mse",          # the consistency term (`consistency_loss`)
+                   temperature: float = 0.1,          # tau, for `infonce`
                    ) -> dict[str, torch.Tensor]:
     "The FocusFace loss, returned with its parts (`loss`, `identity`, `mask`, `consistency`)."
     if masked_labels is None: masked_labels = torch.ones_like(labels)
@@ -98,6 +126,6 @@ def focusface_loss(identity_unmasked: torch.Tensor,   # (N, D) identity embeddin
                       + F.cross_entropy(margin_head(identity_masked, labels), labels))
     mask = 0.5 * (F.cross_entropy(mask_logits_unmasked, torch.zeros_like(labels))
                   + F.cross_entropy(mask_logits_masked, masked_labels.long()))
-    consistency = F.mse_loss(identity_unmasked, identity_masked)
+    consistency = consistency_loss(identity_unmasked, identity_masked, contrastive, labels, temperature)
     loss = identity + mask_weight * mask + consistency_weight * consistency
     return dict(loss=loss, identity=identity.detach(), mask=mask.detach(), consistency=consistency.detach())

@@ -1,0 +1,139 @@
+"""The trainer: it learns, resumes exactly after SIGKILL, runs under torchrun, and refuses bad input before step 1."""
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from focusface.model import load_checkpoint
+from focusface.synthdata import make_training_set
+from focusface.train import train
+from focusface.trainconfig import load_config
+
+CLI = [sys.executable, "-m", "focusface.cli"]
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train") / "train"
+    make_training_set(root, identities=12, images_per_identity=8, workers=0)
+    return root
+
+
+def _args(faces, out, **extra):
+    values = dict(train=str(faces), out=str(out), backbone="demo", epochs=2, batch_size=16, lr=0.05, lr_batch=16,
+                  margin_s=16.0, workers=0, log_every=2, progress=False, lr_steps=[], dropout=0.2) | extra
+    return [f"{k}={json.dumps(v) if isinstance(v, list) else ('null' if v is None else v)}" for k, v in values.items()]
+
+
+def _state(path):
+    return {k: v for k, v in torch.load(path, weights_only=True)["state_dict"].items()}
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+
+def _torchrun(n, *args, env=None):
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={n}", "--master-addr=127.0.0.1",
+                           f"--master-port={_free_port()}", "-m", "focusface.train", *args],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.mark.parametrize("method", ["focusface", "arcface", "arcface_aug"])
+def test_each_method_lowers_its_loss(faces, tmp_path, method):
+    summary = train(load_config(overrides=_args(faces, tmp_path / "run", method=method, epochs=3)))
+    losses = [float(l.split(" loss ")[1].split()[0]) for l in (tmp_path / "run" / "train.log").read_text().splitlines() if " loss " in l]
+    assert losses[-1] < losses[0] * 0.8, losses
+    assert summary["images_seen"] == summary["pairs_seen"] * (1 if method == "arcface" else 2)
+    model = load_checkpoint(tmp_path / "run" / "model.pt")
+    assert model.channel_order == "rgb" and model.config["backbone"] == "demo"
+
+
+def test_resume_after_sigkill_is_bit_identical(faces, tmp_path):
+    """A run killed at an arbitrary moment and resumed ends with exactly the weights of an uninterrupted run."""
+    args = _args(faces, tmp_path / "whole", epochs=3, checkpoint_every=1)
+    assert subprocess.run(CLI + ["train", *args], capture_output=True, text=True).returncode == 0
+    killed = _args(faces, tmp_path / "killed", epochs=3, checkpoint_every=1)
+    proc = subprocess.Popen(CLI + ["train", *killed], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (tmp_path / "killed" / "checkpoint.pt").exists() and time.time() < deadline: time.sleep(0.05)
+    time.sleep(random.uniform(0.0, 1.0))  # somewhere in the run: mid-step, mid-save, mid-validation
+    proc.send_signal(signal.SIGKILL); proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed: make it longer"
+    resumed = subprocess.run(CLI + ["train", *killed, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    log = (tmp_path / "killed" / "train.log").read_text()
+    start = int(log.split("resuming at step ")[1].split("/")[0])
+    assert 0 < start < 18, log
+    whole, again = _state(tmp_path / "whole" / "model.pt"), _state(tmp_path / "killed" / "model.pt")
+    assert whole.keys() == again.keys() and all(torch.equal(whole[k], again[k]) for k in whole)
+    assert not list(tmp_path.glob("killed/.*.tmp")), "temporaries of the killed save were cleaned up"
+
+
+def test_two_gloo_processes_match_one_and_resume_in_one(faces, tmp_path):
+    """DDP over 2 CPU processes, same global batch: the weights stay close to one process's (batch statistics of
+    BatchNorm are per process, so not equal); the checkpoint of the 2-process run resumes in 1 process."""
+    one = _args(faces, tmp_path / "one", epochs=1, dropout=0.0, lr=0.02)
+    assert subprocess.run(CLI + ["train", *one], capture_output=True, text=True).returncode == 0
+    two = _torchrun(2, *_args(faces, tmp_path / "two", epochs=1, dropout=0.0, lr=0.02))
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = _state(tmp_path / "one" / "model.pt"), _state(tmp_path / "two" / "model.pt")
+    moved = sum(float((a[k] - b[k]).float().norm()) for k in a if a[k].is_floating_point())
+    size = sum(float(a[k].float().norm()) for k in a if a[k].is_floating_point())
+    assert moved / size < 0.05, f"relative weight difference {moved / size:.4f} after one epoch"
+    more = subprocess.run(CLI + ["train", *_args(faces, tmp_path / "two", epochs=1, dropout=0.0, lr=0.02, max_steps=6), "--resume"],
+                          capture_output=True, text=True)
+    assert more.returncode == 0, more.stderr
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["processes"] == 1 and summary["steps"] == 6
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(faces, tmp_path):
+    args = _args(faces, tmp_path / "nan", epochs=3, lr=1e12, grad_clip=None, checkpoint_every=1, dropout=0.0)
+    out = subprocess.run(CLI + ["train", *args], capture_output=True, text=True)
+    assert out.returncode == 2 and "training stopped before applying it" in out.stderr, out.stderr
+    state = torch.load(tmp_path / "nan" / "checkpoint.pt", weights_only=True)["state_dict"]
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def _fails(args, *expected, cwd=None):
+    out = subprocess.run(CLI + ["train", *args], capture_output=True, text=True, cwd=cwd)
+    assert out.returncode == 2 and all(e in out.stderr for e in expected), out.stderr
+    assert "Traceback" not in out.stderr
+    return out.stderr
+
+
+def test_bad_input_fails_before_the_first_step(faces, tmp_path):
+    import shutil
+    shutil.copytree(faces, tmp_path / "few")
+    (tmp_path / "few" / "property").write_text("5,112,112\n")  # 12 identities in the rec, 5 announced
+    _fails(_args(tmp_path / "few", tmp_path / "a"), "class id", "outside [0, 5)")
+    _fails(_args(tmp_path / "missing", tmp_path / "b"), "missing: dataset folder not found")
+    _fails(_args(faces, tmp_path / "c") + ["learning_rate=0.1"], "unknown key(s) 'learning_rate'")
+    _fails(_args(faces, tmp_path / "d", precision="fp16"), "fp16 needs a CUDA device")
+    from focusface.model import FocusFace, save_checkpoint
+    save_checkpoint(FocusFace("tiny"), tmp_path / "tiny.pt")
+    _fails(_args(faces, tmp_path / "e", init=str(tmp_path / "tiny.pt")), "a 'tiny' model, but backbone is 'demo'")
+    _fails(_args(faces, faces / "inside"), "lies inside the source")
+    assert not any((tmp_path / n).exists() for n in "abcde"), "nothing is written by a run that cannot start"
+
+
+def test_on_top_of_a_pretrained_model_with_a_frozen_trunk(faces, tmp_path):
+    train(load_config(overrides=_args(faces, tmp_path / "base", method="arcface", epochs=1)))
+    base = _state(tmp_path / "base" / "model.pt")
+    summary = train(load_config(overrides=_args(faces, tmp_path / "top", init=str(tmp_path / "base" / "model.pt"),
+                                                freeze="trunk_but_last_stage", epochs=1)))
+    top = _state(tmp_path / "top" / "model.pt")
+    assert torch.equal(top["backbone.layer1.0.conv1.weight"], base["backbone.layer1.0.conv1.weight"])
+    assert torch.equal(top["backbone.layer1.0.bn1.running_mean"], base["backbone.layer1.0.bn1.running_mean"])
+    assert not torch.equal(top["backbone.layer4.0.conv1.weight"], base["backbone.layer4.0.conv1.weight"])
+    assert summary["init"].endswith("model.pt") and summary["pairs_seen"] > 0 and summary["wall_time_s"] > 0
