@@ -33,7 +33,8 @@ def load_results(variants: dict) -> list[dict]:
             if not path.is_file(): raise FocusFaceError(f"{path}: missing; run the stage that makes it (dvc repro)")
         summary = json.loads((run / "summary.json").read_text())
         for name, by_protocol in json.loads((evaluation / "metrics.json").read_text()).items():
-            for protocol, metrics in by_protocol.items():
+            for protocol in sorted(by_protocol, key=("uu", "um", "mm").index):
+                metrics = by_protocol[protocol]
                 rows.append(dict(variant=variant, set=name, protocol=protocol, **metrics,
                                  steps=summary["steps"], pairs_seen=summary["pairs_seen"], images_seen=summary["images_seen"],
                                  wall_time_s=summary["wall_time_s"], init=summary.get("init")))
@@ -75,7 +76,8 @@ def cost_table(rows: list[dict]) -> str:
         if r["variant"] in seen: continue
         seen.add(r["variant"])
         start = Path(r["init"]).parent.name if r.get("init") else "random weights"
-        lines.append(f"| {r['variant']} | {start} | {r['steps']:,} | {r['pairs_seen']:,} | {r['images_seen']:,} | {r['wall_time_s'] / 60:.1f} min |")
+        wall = f"{r['wall_time_s']:.0f} s" if r["wall_time_s"] < 120 else f"{r['wall_time_s'] / 60:.1f} min"
+        lines.append(f"| {r['variant']} | {start} | {r['steps']:,} | {r['pairs_seen']:,} | {r['images_seen']:,} | {wall} |")
     return "\n".join(lines) + "\n"
 
 
