@@ -74,15 +74,15 @@ def check_images(path, progress: bool = False) -> tuple[int, list[str]]:
     "(images checked, [what is wrong with each image that does not decode])."
     from tqdm.auto import tqdm
     from focusface.files import FocusFaceError
-    from focusface.images import decode_image
+    from focusface.images import decode_with_warnings, jpeg_truncated
     count, get, _ = _image_source(Path(path))
     bad = []
     for i in tqdm(range(count), disable=not progress, desc=f"decoding {Path(path).name}", unit="img"):
         try:
             name, data = get(i)
-            image = decode_image(data, name)
-            if isinstance(data, (bytes, bytearray)) and data[:2] == b"\xff\xd8" and not bytes(data).rstrip(b"\0").endswith(b"\xff\xd9"):
-                bad.append(f"{name}: the JPEG has no end marker: it was cut short (decoded {image.shape[1]}x{image.shape[0]} with grey filling)")
+            image, said = decode_with_warnings(data, name)
+            if said or jpeg_truncated(data):
+                bad.append(f"{name}: decodes with damage ({said.splitlines()[0] if said else 'no JPEG end marker'})")
         except FocusFaceError as e: bad.append(str(e))
     return count, bad
 
@@ -155,6 +155,10 @@ def _cmd_mask(args) -> int:
                         workers=args.workers, quality=args.quality, overwrite=args.overwrite, replay=args.replay,
                         progress=not args.quiet)
     print(f"{args.dst}: {info['masked']} of {info['images']} images masked; manifest {info['manifest']}")
+    if info["damaged"]:
+        shown = ", ".join(map(str, info["damaged"][:10])) + (", ..." if len(info["damaged"]) > 10 else "")
+        print(f"warning: {len(info['damaged'])} source image(s) are damaged (the decoder repaired them; they were masked "
+              f"as decoded): {shown}; `focusface info --check {args.src}` lists them", file=sys.stderr)
     return 0
 
 

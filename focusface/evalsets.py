@@ -147,7 +147,7 @@ def read_pairs_folder(root, pairs_file=None) -> EvalPairs:
         except ValueError:
             raise FormatError(f"{where}: expected 'Name i j' or 'Name1 i Name2 j', got {shorten(line.strip())}") from None
         for name, _ in (a, b):
-            if name in (".", "..") or "/" in name or "\\" in name:
+            if name in (".", "..") or any(c in name for c in "/\\\0"):
                 raise FormatError(f"{where}: identity {shorten(name)} is not a folder name of {root}; a pairs file may "
                                   "only name folders inside it")
         for name, number in (a, b): images.append(_find_image(root, name, number, where).read_bytes())

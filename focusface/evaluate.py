@@ -243,6 +243,7 @@ def evaluate(model, data, out=None, *,
              figures: bool = True,      # write ROC/DET/score figures
              overwrite: bool = False,   # replace a non-empty `out`
              masked_data=None,          # masked copies of the sets (`--protocol mm`), in the order of `data`
+             names=None,                # what to call the sets in the results (default: their file names)
              progress: bool = False) -> dict:
     "Evaluate a FocusFace model (or a checkpoint path) on evaluation sets; write the outputs under `out`."
     protocols = _check_protocols(protocols)
@@ -260,7 +261,10 @@ def evaluate(model, data, out=None, *,
     if masked_sources and len(masked_sources) != len(sources):
         raise FocusFaceError(f"{len(masked_sources)} masked sets for {len(sources)} evaluation sets: give one for each, in order")
     masked_sets = [read_eval_set(source) for source in masked_sources] or [None] * len(sets)
-    names = _unique_names(sets, sources)
+    if names is not None and len(names) != len(sets):
+        raise FocusFaceError(f"{len(names)} names for {len(sets)} evaluation sets")
+    names = _unique_names(sets, sources) if names is None else _unique_names(
+        [EvalPairs(s.images, s.issame, name=n) for s, n in zip(sets, names)], sources)
     model = model.to(device).eval()
     rank, _ = _dist()
     all_metrics, results = {}, {}

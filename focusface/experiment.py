@@ -12,8 +12,8 @@ from pathlib import Path
 from .files import FocusFaceError, atomic_dir, atomic_write_bytes, check_destination
 
 # %% auto #0
-__all__ = ['MISSING_DATA', 'SUMMARY_METRICS', 'prepare_data', 'prepare_masked_sets', 'variant_config', 'run_variant',
-           'evaluate_variant']
+__all__ = ['MISSING_DATA', 'SUMMARY_METRICS', 'check_data', 'main', 'prepare_data', 'prepare_masked_sets', 'variant_config',
+           'run_variant', 'evaluate_variant']
 
 # %% ../nbs/20_experiment.ipynb #5d947c4b
 MISSING_DATA = """the paper setting needs the real data, which focusface does not download:
@@ -23,6 +23,32 @@ MISSING_DATA = """the paper setting needs the real data, which focusface does no
   - the evaluation sets of the same package (lfw.bin, cfp_fp.bin, agedb_30.bin, ...): put them in {eval_dir}/
 then run `dvc add data` (it records them with links, not copies) and `dvc repro` again; or go back to the
 embedded demo with `setting: demo` in params.yaml."""
+
+
+def check_data(setting: str = "demo", ms1m: str = "data/ms1m", eval_dir: str = "data/eval", out=None) -> dict:
+    "Check that the setting's data is there (else say what to get); `out`: write the list of its files (JSON)."
+    if setting not in ("demo", "paper"): raise FocusFaceError(f"setting must be demo or paper, got {setting!r}")
+    found = dict(setting=setting)
+    if setting == "paper":
+        bins = sorted(Path(eval_dir).glob("*.bin"))
+        parts = [Path(ms1m) / n for n in ("train.rec", "train.idx", "property")]
+        if not all(p.is_file() for p in parts) or not bins:
+            raise FocusFaceError(MISSING_DATA.format(ms1m=ms1m, eval_dir=eval_dir))
+        found["files"] = {str(p): p.stat().st_size for p in parts + bins}
+    if out is not None: atomic_write_bytes(out, (json.dumps(found, indent=1) + "\n").encode())
+    return found
+
+
+def main(argv=None) -> int:
+    "`python -m focusface.experiment check-data SETTING MS1M EVAL_DIR OUT`: the pipeline's first, cheapest stage."
+    import sys
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 5 or argv[0] != "check-data":
+        print("usage: python -m focusface.experiment check-data SETTING MS1M EVAL_DIR OUT", file=sys.stderr); return 2
+    try: check_data(*argv[1:4], out=argv[4])
+    except FocusFaceError as e:
+        print(f"focusface: {e}", file=sys.stderr); return 2
+    return 0
 
 
 def prepare_data(out, *, setting: str = "demo", seed: int = 0,
@@ -37,9 +63,8 @@ def prepare_data(out, *, setting: str = "demo", seed: int = 0,
     if setting not in ("demo", "paper"): raise FocusFaceError(f"setting must be demo or paper, got {setting!r}")
     if setting == "paper":
         from focusface.datasets import InsightFaceDataset
+        check_data(setting, ms1m, eval_dir)
         bins = sorted(Path(eval_dir).glob("*.bin"))
-        if not (Path(ms1m) / "train.rec").is_file() or not bins:
-            raise FocusFaceError(MISSING_DATA.format(ms1m=ms1m, eval_dir=eval_dir))
         InsightFaceDataset(ms1m)  # readable: property, index, header
     with atomic_dir(out, overwrite=overwrite) as tmp:
         if setting == "demo":
@@ -101,7 +126,8 @@ def evaluate_variant(model_path, index: dict, masked: dict, out, *, protocols: s
     from focusface.evaluate import evaluate
     names = sorted(index["eval"])
     metrics = evaluate(model_path, [index["eval"][n] for n in names], out, protocols=protocols, score=score,
-                       batch_size=batch_size, device=device, masked_data=[masked[n]["mm"] for n in names], overwrite=True)
+                       batch_size=batch_size, device=device, masked_data=[masked[n]["mm"] for n in names], names=names,
+                       overwrite=True)
     if metrics_file is not None:  # the few numbers `dvc metrics show` compares, beside what the run cost
         compact = {s: {p: {k: round(v, 6) for k, v in m.items() if k in SUMMARY_METRICS} for p, m in by.items()}
                    for s, by in metrics.items()}
@@ -110,3 +136,7 @@ def evaluate_variant(model_path, index: dict, masked: dict, out, *, protocols: s
             compact["training"] = {k: run[k] for k in ("steps", "pairs_seen", "images_seen", "wall_time_s")}
         atomic_write_bytes(metrics_file, (json.dumps(compact, indent=1, sort_keys=True) + "\n").encode())
     return metrics
+
+# %% ../nbs/20_experiment.ipynb #1fa7bc2c
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -14,7 +14,8 @@ import numpy as np
 from .files import FormatError
 
 # %% auto #0
-__all__ = ['MAX_IMAGE_PIXELS', 'IMAGE_SUFFIXES', 'image_size', 'decode_image', 'encode_image', 'list_image_folder']
+__all__ = ['MAX_IMAGE_PIXELS', 'IMAGE_SUFFIXES', 'image_size', 'decode_image', 'encode_image', 'decode_with_warnings',
+           'jpeg_truncated', 'list_image_folder']
 
 # %% ../nbs/02_images.ipynb #d98b21a6
 MAX_IMAGE_PIXELS = 64_000_000
@@ -55,10 +56,12 @@ def decode_image(data, source: str = "image") -> np.ndarray:
     buf = np.frombuffer(data, np.uint8)
     image = None
     if buf.size:
-        if _IMREAD_RGB is not None: image = cv2.imdecode(buf, _IMREAD_RGB)
-        else:
-            image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-            if image is not None: image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        try:
+            if _IMREAD_RGB is not None: image = cv2.imdecode(buf, _IMREAD_RGB)
+            else:
+                image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+                if image is not None: image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        except cv2.error: image = None  # some malformed headers make the decoder raise instead of returning None
     if image is None:
         raise FormatError(f"{source}: the image bytes ({len(buf)} bytes) do not decode as JPEG/PNG; the file is corrupt "
                           "or truncated: re-create it from the source images")
@@ -75,7 +78,33 @@ def encode_image(image: np.ndarray, ext: str = ".jpg", quality: int = 95) -> byt
     if not ok: raise FormatError(f"OpenCV could not encode an image as {ext}")
     return buf.tobytes()
 
-# %% ../nbs/02_images.ipynb #5f9eb233
+# %% ../nbs/02_images.ipynb #c023ddb2
+_SINK = {}  # per process: the scratch file decoder warnings go to
+
+
+def decode_with_warnings(data, source: str = "image") -> tuple[np.ndarray, str]:
+    "`decode_image`, and the warnings the decoder printed (empty for a clean image)."
+    import os, sys, tempfile
+    if isinstance(data, np.ndarray): return decode_image(data, source), ""
+    sink = _SINK.get(os.getpid())
+    if sink is None: sink = _SINK[os.getpid()] = tempfile.TemporaryFile()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(sink.fileno(), 2)
+    try: image = decode_image(data, source)
+    finally:
+        os.dup2(saved, 2); os.close(saved)
+    sink.seek(0); said = sink.read().decode("utf-8", errors="replace").strip()
+    sink.seek(0); sink.truncate()
+    return image, said
+
+
+def jpeg_truncated(data) -> bool:
+    "True for JPEG bytes that lack their end-of-image marker (cut short); False for whole JPEGs and anything else."
+    if isinstance(data, np.ndarray) or bytes(data[:2]) != b"\xff\xd8": return False
+    return not bytes(data[-64:]).rstrip(b"\0\r\n ").endswith(b"\xff\xd9")
+
+# %% ../nbs/02_images.ipynb #06f495e4
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 

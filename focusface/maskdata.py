@@ -16,7 +16,7 @@ import numpy as np
 from .datasets import InsightFaceDataset, dataset_kind
 from .evalsets import read_bin, write_bin
 from .files import FocusFaceError, FormatError, atomic_dir, atomic_file, check_destination, ordered_map
-from .images import decode_image, encode_image, list_image_folder
+from .images import decode_with_warnings, encode_image, jpeg_truncated, list_image_folder
 from .masks import apply_mask
 from .maskspec import DEFAULT_SPEC, MaskParams, MaskSampler, manifest_header, manifest_line, read_manifest
 from .recordio import RecordReader, RecordWriter, pack_record, unpack_record
@@ -60,7 +60,7 @@ _WORKER: dict = {}  # per-process state of a masking worker (its own reader: no 
 
 
 def _mask_job(job) -> list:
-    "Mask one chunk of images in a worker: [(key, output bytes or array)]."
+    "Mask one chunk of images in a worker: [(key, output bytes or array, whether the input JPEG was cut short)]."
     kind, items, quality = job
     cv2.setNumThreads(1)
     out = []
@@ -70,17 +70,17 @@ def _mask_job(job) -> list:
             reader = _WORKER.get(source)
             if reader is None: reader = _WORKER[source] = RecordReader(source)
             header, labels, image_bytes = unpack_record(reader[key], source=f"{source} key {key}")
-            image = decode_image(image_bytes, source=f"{source} key {key}")
+            image, said = decode_with_warnings(image_bytes, source=f"{source} key {key}")
             encoded = encode_image(apply_mask(image, params), _encoding_of(image_bytes), quality)
-            out.append((key, pack_record(labels, encoded, id=header.id, id2=header.id2)))
+            out.append((key, pack_record(labels, encoded, id=header.id, id2=header.id2), bool(said) or jpeg_truncated(image_bytes)))
         else:
             if kind == "images": payload = Path(source).read_bytes()
-            image = decode_image(payload, source=f"{source}" if kind == "images" else f"{source} image {key}")
+            image, said = decode_with_warnings(payload, source=f"{source}" if kind == "images" else f"{source} image {key}")
             ext = Path(source).suffix.lower() if kind == "images" else _encoding_of(payload)
             if isinstance(payload, np.ndarray):  # .bin files may hold raw arrays: keep them raw
-                out.append((key, apply_mask(image, params)))
+                out.append((key, apply_mask(image, params), False))
             else:
-                out.append((key, encode_image(apply_mask(image, params), ext, quality)))
+                out.append((key, encode_image(apply_mask(image, params), ext, quality), bool(said) or jpeg_truncated(payload)))
     return out
 
 
@@ -158,18 +158,21 @@ def mask_dataset(src, dst, *,
                              protocol=protocol if kind == "bin" else "mm", **header_info)
     desc = f"masking {src.name}"
 
-    if kind == "bin":
-        items = [(k, str(src), pairs.images[k], p.to_dict()) for k, p in zip(keys, params)]
-        images = list(pairs.images)
-        for key, data in _run_jobs("bin", items, quality, workers, progress, desc): images[key] = data
+    damaged = []
+    if kind == "bin":  # the manifest's lock is held from the start: a second run to the same place stops at once
         with atomic_file(manifest_path, "w", overwrite=overwrite) as manifest:
+            items = [(k, str(src), pairs.images[k], p.to_dict()) for k, p in zip(keys, params)]
+            images = list(pairs.images)
+            for key, data, cut in _run_jobs("bin", items, quality, workers, progress, desc):
+                images[key] = data
+                if cut: damaged.append(key)
             write_bin(dst, images, pairs.issame, overwrite=overwrite)
-            header["output_sha256"] = file_sha256(dst)
+            header.update(output_sha256=file_sha256(dst), damaged=damaged)
             manifest.write("\n".join([json.dumps(header)] + [manifest_line(k, p) for k, p in zip(keys, params)]) + "\n")
-        return dict(kind=kind, images=len(images), masked=len(keys), manifest=str(manifest_path))
+        return dict(kind=kind, images=len(images), masked=len(keys), manifest=str(manifest_path), damaged=damaged)
 
     with atomic_dir(dst, overwrite=overwrite, sources=sources) as tmp:
-        lines = [json.dumps(header)]
+        lines = []
         if kind == "rec":
             items = [(k, str(ds.records.rec_path), None, p.to_dict()) for k, p in zip(keys, params)]
             results = zip(_run_jobs("rec", items, quality, workers, progress, desc), params)
@@ -177,19 +180,22 @@ def mask_dataset(src, dst, *,
                 for key in ds.records.keys:  # every record in source order: masked images, copied others
                     key = int(key)
                     if key in image_keys:
-                        (done, data), p = next(results)  # image records come back in file order
+                        (done, data, cut), p = next(results)  # image records come back in file order
                         writer.write(done, data)
                         lines.append(manifest_line(done, p))
+                        if cut: damaged.append(done)
                     else:
                         writer.write(key, ds.records[key])
             for extra in ("property", "identities.tsv"):
                 if (src / extra).is_file(): (tmp / extra).write_bytes((src / extra).read_bytes())
         else:
             items = [(k, str(f), None, p.to_dict()) for k, f, p in zip(keys, files, params)]
-            for (key, data), p in zip(_run_jobs("images", items, quality, workers, progress, desc), params):
+            for (key, data, cut), p in zip(_run_jobs("images", items, quality, workers, progress, desc), params):
                 (tmp / key).parent.mkdir(parents=True, exist_ok=True)
                 (tmp / key).write_bytes(data)
                 lines.append(manifest_line(key, p))
+                if cut: damaged.append(key)
             for extra in src.glob("*.txt"): (tmp / extra.name).write_bytes(extra.read_bytes())
-        (tmp / "masks.jsonl").write_text("\n".join(lines) + "\n")
-    return dict(kind=kind, images=len(keys), masked=len(keys), manifest=str(manifest_path))
+        header["damaged"] = damaged
+        (tmp / "masks.jsonl").write_text("\n".join([json.dumps(header)] + lines) + "\n")
+    return dict(kind=kind, images=len(keys), masked=len(keys), manifest=str(manifest_path), damaged=damaged)

@@ -142,7 +142,7 @@ def read_weights(path, map_location="cpu") -> dict:
         detail = next((ln for ln in message.splitlines() if ln.strip() and "Weights only" not in ln
                        and "WeightsUnpickler" not in ln and "Please file" not in ln), "")
         raise CheckpointError(f"{path}: not a readable PyTorch weight file ({detail.strip()})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+    except Exception as e:  # a damaged zip or pickle fails in many ways (zipfile, struct, EOF, runtime errors)
         raise CheckpointError(f"{path}: not a readable PyTorch weight file ({type(e).__name__}: {shorten(str(e), 200)})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a state dict or a focusface checkpoint, found {type(obj).__name__}")
@@ -178,7 +178,10 @@ def infer_trunk(state_dict: dict, prefix: str = "") -> tuple[tuple, tuple]:
 
 
 def _trunk_name(state_dict, prefix, path) -> str:
-    layers, widths = infer_trunk(state_dict, prefix)
+    try: layers, widths = infer_trunk(state_dict, prefix)
+    except CheckpointError as e: raise CheckpointError(f"{path}: {e}") from None
+    except (KeyError, AttributeError, IndexError, TypeError) as e:
+        raise CheckpointError(f"{path}: the iResNet trunk's keys are incomplete ({shorten(str(e))}): the file is damaged") from None
     name = find_backbone(layers, widths)
     if name is None:
         raise CheckpointError(f"{path}: its iResNet trunk has stage depths {layers} and widths {widths}, which match no "
@@ -270,6 +273,8 @@ def _focusface_parts(raw: dict, path) -> tuple[dict, dict]:
     if not isinstance(config, dict) or not isinstance(state, dict):
         raise CheckpointError(f"{path}: a focusface checkpoint needs a 'config' dict and a 'state_dict' dict; the file "
                               "is damaged or was not written by focusface.model.save_checkpoint")
+    wrong = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if wrong: raise CheckpointError(f"{path}: state_dict[{shorten(wrong[0])}] is not a tensor: the file is damaged")
     if "sha256" in raw:  # checkpoints from before the hash was introduced have none
         if state_digest(state) != raw["sha256"]:
             raise CheckpointError(f"{path}: the weights do not match the hash stored with them: the file is damaged; "
@@ -296,8 +301,11 @@ def load_checkpoint(path, map_location="cpu", *, with_classifier: bool = True,
     elif layout == "authors":
         state = authors_to_focusface(raw)
         config = dict(backbone=_trunk_name(state, "backbone.", path), channel_order="bgr")  # see "From uint8 faces" above
-        config["embedding_size"] = int(state["head.identity_conv.weight"].shape[0])
-        config["mask_embedding_size"] = int(state["head.mask_conv.weight"].shape[0])
+        try:
+            config["embedding_size"] = int(state["head.identity_conv.weight"].shape[0])
+            config["mask_embedding_size"] = int(state["head.mask_conv.weight"].shape[0])
+        except (KeyError, AttributeError, IndexError) as e:
+            raise CheckpointError(f"{path}: the authors' head is incomplete ({shorten(str(e))}): the file is damaged") from None
         if with_classifier and "identity_classifier.weight" in state:
             config["num_classes"] = int(state["identity_classifier.weight"].shape[0])
         else:
@@ -311,7 +319,7 @@ def load_checkpoint(path, map_location="cpu", *, with_classifier: bool = True,
                               "checkpoint, the authors' focus_face*.mdl state dict, or an insightface backbone.pth")
     if channel_order is not None: config["channel_order"] = channel_order
     try: model = FocusFace(**config)
-    except (TypeError, ValueError, KeyError) as e:
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
         raise CheckpointError(f"{path}: its config does not build a model ({shorten(str(e), 200)})") from None
     load_state_into(model, state, source=str(path), layout=layout,
                     file_key=focusface_to_authors_key if layout == "authors" else (lambda key: key))

@@ -17,8 +17,8 @@ import numpy as np
 from .files import FormatError, temporary_path
 
 # %% auto #0
-__all__ = ['MAGIC', 'encode_chunks', 'decode_chunks', 'IRHeader', 'pack_record', 'unpack_record', 'parse_index', 'RecordReader',
-           'scan_records', 'RecordWriter']
+__all__ = ['MAGIC', 'encode_chunks', 'decode_chunks', 'IRHeader', 'pack_record', 'unpack_record', 'parse_index', 'MissingRecord',
+           'RecordReader', 'scan_records', 'RecordWriter']
 
 # %% ../nbs/03_recordio.ipynb #4e0d2bd1
 MAGIC = 0xCED7230A
@@ -150,7 +150,12 @@ def parse_index(idx_path, block_size: int = 1 << 22) -> tuple[np.ndarray, np.nda
     empty = np.zeros(0, np.int64)
     return (np.concatenate(keys) if keys else empty), (np.concatenate(offsets) if offsets else empty)
 
-# %% ../nbs/03_recordio.ipynb #ff8c6f36
+# %% ../nbs/03_recordio.ipynb #0838b39a
+class MissingRecord(FormatError, KeyError):
+    "A key the `.idx` does not list: a `FormatError` (the file is not what it claims) and a `KeyError` (a lookup failed)."
+    def __str__(self): return str(self.args[0]) if self.args else ""
+
+
 class RecordReader:
     "Random access (by key, through the `.idx`) and sequential iteration over a RecordIO `.rec` file."
     def __init__(self, rec_path, idx_path=None):
@@ -193,7 +198,7 @@ class RecordReader:
         else:
             j = int(np.searchsorted(self._sorted_keys, key))
             if j < len(self._sorted_keys) and self._sorted_keys[j] == key: return int(self._key_order[j])
-        raise KeyError(f"{self.rec_path}: no record with key {key} in {self.idx_path.name}")
+        raise MissingRecord(f"{self.rec_path}: no record with key {key} in {self.idx_path.name}")
 
     def _file(self) -> int:
         if self._fd is None or self._pid != os.getpid():  # a forked worker opens its own descriptor

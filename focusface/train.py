@@ -300,6 +300,7 @@ def train(config: TrainConfig | str | Path, *, resume: bool = False, overwrite: 
 
     model.train(); [m.eval() for m in frozen]
     window, started, done_before, paused = {}, time.perf_counter(), position["global_step"], [0.0]
+    mark = (started, 0.0, position["global_step"])  # (time, pauses, step) at the last log line: its rate is the window's
     wall_before = position["wall_time"]
     for batch in loader:
         if position["global_step"] >= total: break
@@ -333,6 +334,9 @@ def train(config: TrainConfig | str | Path, *, resume: bool = False, overwrite: 
         log.advance(1, loss=f"{parts['loss'].item():.3f}", lr=f"{lr:.4g}", pairs_s=f"{rate:.0f}")
         if g % config.log_every == 0 or last:
             means = {k: v / window["_n"] for k, v in window.items() if k != "_n"}
+            now = time.perf_counter()
+            rate = (g - mark[2]) * config.batch_size / max(1e-9, now - mark[0] - (paused[0] - mark[1]))  # this window's
+            mark = (now, paused[0], g)
             eta = (total - g) * config.batch_size / max(rate, 1e-9)
             log.line(f"step {g}/{total} epoch {position['epoch'] + (0 if end_of_epoch else position['step'] / steps_per_epoch):.2f} "
                      + " ".join(f"{k} {v:.4f}" for k, v in means.items())

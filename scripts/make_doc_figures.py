@@ -9,7 +9,8 @@ import numpy as np
 
 from focusface.files import atomic_write_bytes
 from focusface.images import encode_image
-from focusface.masks import mask_gallery
+from focusface.masks import gallery_figure
+from focusface.report import save_figure
 from focusface.maskspec import DEFAULT_SPEC
 from focusface.synthfaces import identity_grid
 
@@ -20,7 +21,7 @@ def main():
     OUT.mkdir(parents=True, exist_ok=True)
     from focusface.synthfaces import render_faces
     faces = render_faces(0, np.arange(6) + 100, np.zeros(6, int))
-    atomic_write_bytes(OUT / "mask_gallery.png", encode_image(mask_gallery(faces), ".png"))
+    save_figure(gallery_figure(faces), OUT / "mask_gallery.png")  # a label over every column
     atomic_write_bytes(OUT / "synthetic_identities.png", encode_image(identity_grid(seed=0, identities=8, images=6, spec=DEFAULT_SPEC), ".png"))
     print("wrote", *sorted(p.name for p in OUT.glob("*.png")))
 

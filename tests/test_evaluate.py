@@ -25,11 +25,11 @@ def _synthetic_bin(path, first_identity=50_000, identities=40, pairs_per_fold=8,
 
 
 def _briefly_trained_tiny(steps=60, identities=40, images=8):
-    """A tiny FocusFace trained for a few dozen steps on unmasked synthetic faces."""
+    """A small FocusFace (the `demo` backbone) trained for a few dozen steps on unmasked synthetic faces."""
     torch.manual_seed(0)
     faces = render_faces(7, np.repeat(np.arange(identities), images), np.tile(np.arange(images), identities))
     labels = torch.as_tensor(np.repeat(np.arange(identities), images))
-    model = FocusFace("tiny", num_classes=identities, margin_s=32.0, margin_m=0.3)
+    model = FocusFace("demo", num_classes=identities, margin_s=32.0, margin_m=0.3)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     rng = np.random.default_rng(0)
     for step in range(steps):
@@ -44,7 +44,7 @@ def _briefly_trained_tiny(steps=60, identities=40, images=8):
 def test_end_to_end_trained_beats_untrained_and_writes_everything(tmp_path):
     data = _synthetic_bin(tmp_path / "synth_eval.bin")
     torch.manual_seed(1)
-    save_checkpoint(FocusFace("tiny"), tmp_path / "untrained.pt")
+    save_checkpoint(FocusFace("demo"), tmp_path / "untrained.pt")
     save_checkpoint(_briefly_trained_tiny(), tmp_path / "trained.pt")
     results = {}
     for name in ("untrained", "trained"):

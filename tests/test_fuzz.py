@@ -1,0 +1,131 @@
+"""Every reader, fed damaged copies of valid files (random truncation, flipped bytes, changed structure), either
+succeeds or raises a FocusFaceError: never another exception, never a hang, never unbounded memory."""
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from focusface.cli import check_images, describe
+from focusface.datasets import InsightFaceDataset, write_insightface_folder
+from focusface.evalsets import read_bin, read_pairs_folder, write_bin
+from focusface.files import FocusFaceError
+from focusface.images import decode_image, encode_image
+from focusface.maskspec import MaskParams, manifest_header, manifest_line, parse_spec, read_manifest
+from focusface.model import FocusFace, load_checkpoint, save_checkpoint
+
+# The same examples on every run (CI stays deterministic); FOCUSFACE_FUZZ_EXAMPLES=2000 FOCUSFACE_FUZZ_RANDOM=1 for a
+# longer hunt. No deadline: a damaged header may announce an image up to the 64-megapixel limit, which then decodes
+# (bounded, but slow); memory stays bounded by that limit.
+FUZZ = settings(max_examples=int(os.environ.get("FOCUSFACE_FUZZ_EXAMPLES", 40)), deadline=None,
+                derandomize=not os.environ.get("FOCUSFACE_FUZZ_RANDOM"),
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FACES = [encode_image(np.full((112, 112, 3), v, np.uint8)) for v in (30, 90, 150, 210)]
+
+
+def damage(data: bytes, draw) -> bytes:
+    "A random truncation, some flipped bytes, or a cut-and-splice of the file."
+    data = bytearray(data)
+    how = draw(st.sampled_from(["truncate", "flip", "splice", "flip+truncate"]))
+    if "flip" in how and data:
+        for _ in range(draw(st.integers(1, 64))):
+            i = draw(st.integers(0, len(data) - 1)); data[i] ^= draw(st.integers(1, 255))
+    if "truncate" in how: data = data[:draw(st.integers(0, len(data)))]
+    if how == "splice" and len(data) > 8:
+        a = draw(st.integers(0, len(data) - 1)); b = draw(st.integers(a, len(data)))
+        data = data[:a] + data[b:] + data[a:b]
+    return bytes(data)
+
+
+def survives(read):
+    "Run a reader: success, or a FocusFaceError; anything else fails the test."
+    try: read()
+    except FocusFaceError: pass
+
+
+class Valid(dict):
+    "The valid files the tests damage (a short repr: hypothesis prints the arguments of a failing example)."
+    def __repr__(self): return f"<valid files: {sorted(self)}>"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("valid")
+    write_insightface_folder(d / "rec", [(i // 2, f) for i, f in enumerate(FACES)], num_images=4, names=["a", "b"], image_size=(112, 112))
+    write_bin(d / "set.bin", FACES * 5, [True, False] * 5)
+    save_checkpoint(FocusFace("tiny", embedding_size=16, mask_embedding_size=4), d / "m.pt")  # small: ~0.6 MB
+    (d / "manifest.jsonl").write_text("\n".join([json.dumps(manifest_header(kind="bin", spec="surgical", seed=0))]
+                                                + [manifest_line(k, MaskParams("surgical")) for k in range(4)]) + "\n")
+    return Valid({p.name: p.read_bytes() for p in d.iterdir() if p.is_file()},
+                 rec={n: (d / "rec" / n).read_bytes() for n in ("train.rec", "train.idx", "property")})
+
+
+def _read_everything(root):
+    ds = InsightFaceDataset(root)
+    for i in range(len(ds)): ds[i]
+    describe(root)
+
+
+@FUZZ
+@given(data=st.data(), part=st.sampled_from(["train.rec", "train.idx", "property"]))
+def test_rec_folder(files, data, part):
+    with tempfile.TemporaryDirectory() as d:
+        for name, content in files["rec"].items():
+            Path(d, name).write_bytes(damage(content, data.draw) if name == part else content)
+        survives(lambda: _read_everything(d))
+
+
+@FUZZ
+@given(data=st.data())
+def test_bin(files, data):
+    with tempfile.TemporaryDirectory() as d:
+        Path(d, "x.bin").write_bytes(damage(files["set.bin"], data.draw))
+        survives(lambda: [decode_image(im) for im in read_bin(Path(d, "x.bin")).images])
+        survives(lambda: check_images(Path(d, "x.bin")))
+
+
+@FUZZ
+@given(data=st.data())
+def test_pairs_folder(files, data):
+    with tempfile.TemporaryDirectory() as d:
+        for who in ("Ann", "Bob"):
+            Path(d, who).mkdir()
+            for i in (1, 2): Path(d, who, f"{who}_{i:04d}.jpg").write_bytes(FACES[i])
+        Path(d, "pairs.txt").write_bytes(damage(b"2 1\nAnn 1 2\nAnn 1 Bob 2\n", data.draw))
+        survives(lambda: read_pairs_folder(d))
+
+
+@FUZZ
+@given(data=st.data())
+def test_manifest(files, data):
+    with tempfile.TemporaryDirectory() as d:
+        Path(d, "m.jsonl").write_bytes(damage(files["manifest.jsonl"], data.draw))
+        survives(lambda: read_manifest(Path(d, "m.jsonl")))
+
+
+@FUZZ
+@given(data=st.data())
+def test_checkpoint(files, data):
+    with tempfile.TemporaryDirectory() as d:
+        Path(d, "m.pt").write_bytes(damage(files["m.pt"], data.draw))
+        survives(lambda: load_checkpoint(Path(d, "m.pt")))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.text(max_size=80) | st.from_regex(r"[a-zA-Z0-9#, -]{0,40}", fullmatch=True))
+def test_spec_strings(text):
+    survives(lambda: parse_spec(text))
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.dictionaries(st.sampled_from(["type", "colour", "top", "bottom", "width", "angle", "texture", "texture_period",
+                                        "valve", "texture_seed", "shading", "extra"]),
+                       st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True) | st.text(max_size=8)
+                       | st.lists(st.floats(allow_nan=True), max_size=4)))
+def test_mask_parameters_from_any_json(values):
+    survives(lambda: MaskParams.from_dict(values))

@@ -1,0 +1,75 @@
+"""The main job: `dvc repro` of the whole pipeline, end to end, on a reduced parameter set, in a fresh copy of the
+repository (so it cannot silently break); and the paper setting failing fast without its data."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+SMALL = dict(data=dict(train_identities=12, images_per_identity=4, val_identities=20, val_pairs_per_fold=2,
+                       eval_identities=20, eval_pairs_per_fold=2, workers=0),
+             masks=dict(workers=0), train=dict(epochs=1, batch_size=16, lr_batch=16, log_every=1, workers=0),
+             evaluate=dict(batch_size=64))
+
+
+def _run(*args, cwd):
+    out = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, f"{' '.join(args)}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out.stdout + out.stderr
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A fresh repository holding what git tracks here, with the reduced parameters."""
+    root = tmp_path_factory.mktemp("project")
+    for name in subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split():
+        if (REPO / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    for stale in ("dvc.lock", "metrics", "reports"):  # what the committed demo run left: this run makes its own
+        path = root / stale
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    for group, values in SMALL.items(): params[group].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for command in (["git", "init", "-q"], ["git", "add", "-A"],
+                    ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
+        _run(*command, cwd=root)
+    return root
+
+
+@pytest.mark.slow
+def test_dvc_repro_runs_the_whole_pipeline_and_then_has_nothing_to_do(project):
+    dvc = [sys.executable, "-m", "dvc"]
+    _run(*dvc, "repro", cwd=project)
+    variants = ["arcface", "arcface_aug", "focusface", "focusface_ontop"]
+    for variant in variants:
+        metrics = json.loads((project / "metrics" / f"{variant}.json").read_text())
+        assert set(metrics["synthetic_lfw"]) == {"uu", "um", "mm"} and metrics["training"]["steps"] == 3
+        assert (project / "outputs" / "runs" / variant / "model.pt").is_file()
+        assert (project / "outputs" / "notebooks" / f"evaluate_{variant}.ipynb").is_file()
+    table = (project / "reports" / "results.md").read_text()
+    assert all(f"| {v} | UM |" in table for v in variants) and "Training cost" in table
+    for figure in ("roc_um.png", "det_mm.png", "scores.png", "training.png", "masks.png"):
+        assert (project / "reports" / "figures" / figure).stat().st_size > 10_000
+    assert "Data and pipelines are up to date" in _run(*dvc, "repro", cwd=project)
+    shown = _run(*dvc, "metrics", "show", cwd=project)
+    assert all(f"metrics/{v}.json" in shown for v in variants)
+
+
+@pytest.mark.slow
+def test_the_paper_setting_fails_fast_without_its_data(project, tmp_path):
+    """`cp configs/params-paper.yaml params.yaml && dvc repro` with no data/: the first stage says what to get."""
+    paper = tmp_path / "paper"
+    shutil.copytree(project, paper, ignore=shutil.ignore_patterns("outputs", ".dvc/cache", ".dvc/tmp"))
+    shutil.copy(paper / "configs" / "params-paper.yaml", paper / "params.yaml")
+    out = subprocess.run([sys.executable, "-m", "dvc", "repro", "data"], cwd=paper, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    said = out.stdout + out.stderr
+    assert "does not download" in said and "data/ms1m" in said and "insightface" in said, said[-3000:]
+    assert not (paper / "outputs" / "data").exists()
