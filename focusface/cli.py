@@ -185,6 +185,8 @@ def _cmd_evaluate(args) -> int:
                        score=args.score, batch_size=args.batch_size, flip=not args.no_flip, device=args.device,
                        figures=not args.no_figures, overwrite=args.overwrite, progress=not args.quiet)
     print(format_table(metrics))
+    print("scores: " + ("cosine similarity" if args.score == "cosine" else "the authors' 1 - ||a - b|| / 2")
+          + "; each protocol's 'paper' block in metrics.json holds pyeer's numbers on the authors' score")
     if args.out: print(f"results: {args.out}/metrics.json, scores/, curves/, masks/" + ("" if args.no_figures else ", figures/"))
     return 0
 

@@ -19,7 +19,7 @@ from .files import FocusFaceError, atomic_dir, atomic_write_bytes, check_destina
 from .images import decode_image
 from .masks import apply_mask
 from .maskspec import DEFAULT_SPEC, MaskSampler, manifest_header, manifest_line
-from .metrics import Scores, curve, kfold_accuracy, rates_at, verification_metrics
+from .metrics import Scores, curve, kfold_accuracy, pyeer_metrics, rates_at, verification_metrics
 from .model import FocusFace, load_checkpoint, resolve_device, to_model_input
 from .template import TEMPLATE_SIZE
 
@@ -145,6 +145,8 @@ def evaluate_pairs(model: FocusFace, pairs: EvalPairs, *, protocols=PROTOCOLS, s
         metrics = verification_metrics(s, None)
         acc = kfold_accuracy(pair_scores(reference, probe, "cosine"), pairs.issame)
         metrics.update(accuracy=acc["accuracy"], accuracy_std=acc["std"], score=score)
+        authors = pair_scores(reference, probe, "authors")  # the paper's numbers: pyeer on the authors' score
+        metrics["paper"] = pyeer_metrics(authors[pairs.issame], authors[~pairs.issame])
         p_first = p_plain[0::2] if truth[protocol][0] == 0 else p_masked[0::2]
         p_second = p_plain[1::2] if truth[protocol][1] == 0 else p_masked[1::2]
         correct = np.concatenate([(p_first >= 0.5) == truth[protocol][0], (p_second >= 0.5) == truth[protocol][1]])

@@ -13,7 +13,7 @@ import numpy as np
 from .files import FocusFaceError
 
 # %% auto #0
-__all__ = ['Scores', 'rates_at', 'verification_metrics', 'curve', 'kfold_accuracy']
+__all__ = ['Scores', 'rates_at', 'pyeer_rates', 'pyeer_metrics', 'verification_metrics', 'curve', 'kfold_accuracy']
 
 # %% ../nbs/14_metrics.ipynb #c599253d
 class Scores:
@@ -58,24 +58,6 @@ def _fnmr_at_fmr(s: Scores, target: float) -> tuple[float, float]:
     return float(s.fnmr(t)), t
 
 
-def _fnmr_at_closest_fmr(s: Scores, target: float) -> tuple[float, float]:
-    "pyeer's choice: the FNMR at the threshold whose FMR is closest to the target (ties: lower FMR)."
-    strict_fnmr, strict_t = _fnmr_at_fmr(s, target)  # FMR just <= target
-    below = s.fmr(strict_t)
-    # the candidate just before it has FMR > target: the largest candidate below strict_t
-    lower = [arr[np.searchsorted(arr, strict_t, side="left") - 1] for arr in (s.genuine, s.impostor)
-             if np.searchsorted(arr, strict_t, side="left") > 0]
-    if not lower: return strict_fnmr, strict_t
-    t_above = float(max(lower))
-    above = s.fmr(t_above)
-    if abs(above - target) < abs(below - target):
-        # of the thresholds with that same FMR, the lowest (lowest FNMR): just above the next impostor down
-        j = int(np.searchsorted(s.impostor, t_above, side="left"))
-        t_best = s.next_candidate(float(s.impostor[j - 1])) if j > 0 else float(min(s.genuine[0], s.impostor[0]))
-        return float(s.fnmr(t_best)), t_best
-    return strict_fnmr, strict_t
-
-
 def _last_nonnegative(arr: np.ndarray, s: Scores) -> float | None:
     "The largest value v of sorted `arr` with FMR(v) >= FNMR(v), or None."
     lo, hi = 0, arr.size - 1
@@ -105,10 +87,39 @@ def _auc(s: Scores) -> float:
     ties = (np.searchsorted(s.impostor, s.genuine, side="right") - np.searchsorted(s.impostor, s.genuine, side="left")).sum(dtype=np.float64)
     return float((below + 0.5 * ties) / (s.n_genuine * s.n_impostor))
 
-# %% ../nbs/14_metrics.ipynb #54d68bbe
+# %% ../nbs/14_metrics.ipynb #60c71f5d
+def pyeer_rates(genuine, impostor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "pyeer's operating points: (distinct scores ascending, FMR, FNMR at each) for similarity scores."
+    g = np.sort(np.asarray(genuine, np.float64).ravel()); i = np.sort(np.asarray(impostor, np.float64).ravel())
+    if not g.size or not i.size: raise FocusFaceError("pyeer's metrics need genuine and impostor scores")
+    thresholds = np.unique(np.concatenate([g, i]))
+    false_matches = i.size - np.searchsorted(i, thresholds, side="left")  # impostors >= t
+    false_non_matches = np.searchsorted(g, thresholds, side="left")       # genuines < t
+    return thresholds, false_matches / i.size, false_non_matches / g.size
+
+
+def pyeer_metrics(genuine, impostor) -> dict:
+    "pyeer 0.5.6's `get_eer_stats` numbers: eer, fmr100, fmr1000, zero_fmr, g_mean, i_mean, auc (see the table above)."
+    _, fmr, fnmr = pyeer_rates(genuine, impostor)
+    at = lambda target: float(fnmr[np.argmin(np.abs(fmr - target))])  # the first of equally close FMRs
+    diff = fmr - fnmr
+    crossing = np.flatnonzero(diff <= 0)
+    if not crossing.size: eer = 1.0  # pyeer's answer (with a warning) when the curves never cross
+    else:
+        t2 = int(crossing[0]); t1 = t2 - 1 if diff[t2] != 0 and t2 != 0 else t2
+        best = t1 if fmr[t1] + fnmr[t1] <= fmr[t2] + fnmr[t2] else t2
+        eer = float((fnmr[best] + fmr[best]) / 2)
+    tpr = 1 - fnmr
+    auc = float(((fmr[:-1] - fmr[1:]) * (tpr[:-1] + (tpr[1:] - tpr[:-1]) / 2)).sum())
+    return dict(eer=eer, fmr100=at(0.01), fmr1000=at(0.001), zero_fmr=at(0.0),
+                g_mean=float(np.mean(np.asarray(genuine, np.float64))), i_mean=float(np.mean(np.asarray(impostor, np.float64))),
+                auc=auc)
+
+# %% ../nbs/14_metrics.ipynb #54e29588
 def verification_metrics(genuine, impostor) -> dict:
     "Every verification metric (error rates as fractions) from genuine and impostor similarity scores."
     s = genuine if isinstance(genuine, Scores) else Scores(genuine, impostor)
+    pyeer = pyeer_metrics(s.genuine, s.impostor)
     eer, eer_t = _eer(s)
     fmr100, t100 = _fnmr_at_fmr(s, 0.01)
     fmr1000, t1000 = _fnmr_at_fmr(s, 0.001)
@@ -118,14 +129,14 @@ def verification_metrics(genuine, impostor) -> dict:
     spread = g_var + i_var
     return dict(
         eer=eer, fmr100=fmr100, fmr1000=fmr1000, zero_fmr=zero,
-        fmr100_pyeer=_fnmr_at_closest_fmr(s, 0.01)[0], fmr1000_pyeer=_fnmr_at_closest_fmr(s, 0.001)[0],
+        fmr100_pyeer=pyeer["fmr100"], fmr1000_pyeer=pyeer["fmr1000"],
         auc=_auc(s), g_mean=g_mean, i_mean=i_mean, g_std=math.sqrt(g_var), i_std=math.sqrt(i_var),
         fdr=(g_mean - i_mean) ** 2 / spread if spread > 0 else math.inf,
         d_prime=abs(g_mean - i_mean) / math.sqrt(spread / 2) if spread > 0 else math.inf,
         threshold_eer=eer_t, threshold_fmr100=t100, threshold_fmr1000=t1000, threshold_zero_fmr=t_zero,
         n_genuine=s.n_genuine, n_impostor=s.n_impostor)
 
-# %% ../nbs/14_metrics.ipynb #3863cc0b
+# %% ../nbs/14_metrics.ipynb #b1776ea0
 def curve(genuine, impostor, points: int = 400) -> dict:
     "ROC/DET points: thresholds with their FMR and FNMR (sorted by decreasing FMR)."
     s = genuine if isinstance(genuine, Scores) else Scores(genuine, impostor)
@@ -136,7 +147,7 @@ def curve(genuine, impostor, points: int = 400) -> dict:
     t = np.append(t, s.next_candidate(float(t[-1])))
     return dict(threshold=t.tolist(), fmr=s.fmr(t).tolist(), fnmr=s.fnmr(t).tolist())
 
-# %% ../nbs/14_metrics.ipynb #7e33184d
+# %% ../nbs/14_metrics.ipynb #5c25b908
 def kfold_accuracy(similarities, issame, n_folds: int = 10, thresholds=None) -> dict:
     "insightface-style k-fold verification accuracy from cosine similarities of pairs."
     sim = np.asarray(similarities, np.float64).ravel()

@@ -1,4 +1,5 @@
 import json
+import math
 import pickle
 import subprocess
 import sys
@@ -10,9 +11,9 @@ import torch.nn.functional as F
 
 from focusface.evaluate import embed_images, evaluate, evaluate_pairs, load_eval_set
 from focusface.evalsets import EvalPairs, write_bin
-from focusface.images import encode_image
+from focusface.images import decode_image, encode_image
 from focusface.maskspec import MaskSampler, read_manifest
-from focusface.model import FocusFace, save_checkpoint, to_model_input
+from focusface.model import FocusFace, load_checkpoint, save_checkpoint, to_model_input
 from focusface.synthdata import sample_pairs
 from focusface.synthfaces import render_faces
 
@@ -149,3 +150,29 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     big = EvalPairs([encode_image(np.zeros((160, 160, 3), np.uint8))] * 2, [True], name="mfr2")
     with pytest.raises(ValueError, match="re-align"):
         evaluate_pairs(FocusFace("tiny").eval(), big)
+
+
+def test_authors_score_reproduces_numbers_computed_by_hand(tmp_path):
+    """`focusface evaluate --score authors`: every pair scored 1 - ||a - b|| / 2 of the flip-fused unit embeddings,
+    recomputed here by hand from the model's embeddings; the `paper` block is pyeer's on that score."""
+    data = _synthetic_bin(tmp_path / "e.bin", pairs_per_fold=4)
+    torch.manual_seed(3)
+    save_checkpoint(FocusFace("tiny").eval(), tmp_path / "m.pt")
+    out = subprocess.run([sys.executable, "-m", "focusface.cli", "evaluate", str(tmp_path / "m.pt"), str(data),
+                          "--score", "authors", "--protocols", "uu", "--out", str(tmp_path / "r"), "--no-figures", "--quiet"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())["e"]["uu"]
+    pairs = load_eval_set(data)
+    model = load_checkpoint(tmp_path / "m.pt")
+    with torch.no_grad():
+        x = to_model_input(np.stack([decode_image(im) for im in pairs.images]))
+        fused = model(x).identity_embedding + model(x.flip(3)).identity_embedding
+    unit = (fused / fused.norm(dim=1, keepdim=True)).numpy().astype(np.float64)
+    by_hand = np.array([1 - math.sqrt(((a - b) ** 2).sum()) / 2 for a, b in zip(unit[0::2], unit[1::2])])
+    assert np.load(tmp_path / "r" / "scores" / "e.npz")["uu"] == pytest.approx(by_hand, abs=1e-5)
+    assert metrics["score"] == "authors"
+    assert metrics["g_mean"] == pytest.approx(by_hand[pairs.issame].mean(), abs=1e-5)
+    assert metrics["i_mean"] == pytest.approx(by_hand[~pairs.issame].mean(), abs=1e-5)
+    assert metrics["paper"]["g_mean"] == pytest.approx(by_hand[pairs.issame].mean(), abs=1e-5)
+    assert metrics["paper"]["i_mean"] == pytest.approx(by_hand[~pairs.issame].mean(), abs=1e-5)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from focusface.metrics import curve, kfold_accuracy, rates_at, verification_metrics
+from focusface.metrics import curve, kfold_accuracy, pyeer_metrics, rates_at, verification_metrics
 
 
 def brute_force(genuine, impostor):
@@ -14,9 +14,6 @@ def brute_force(genuine, impostor):
     points = [((impostor >= t).mean(), (genuine < t).mean(), t) for t in candidates]
     def lowest_fnmr(target):
         return min(fnmr for fmr, fnmr, _ in points if fmr <= target + 1e-12)
-    def closest(target):
-        best = min(points, key=lambda p: (abs(p[0] - target), p[0]))
-        return best[1]
     eer = None
     for (fa, na, _), (fb, nb, _) in zip(points, points[1:]):
         if fa >= na and fb < nb:
@@ -26,7 +23,7 @@ def brute_force(genuine, impostor):
     auc = sum(float(g > i) + 0.5 * float(g == i) for g in genuine for i in impostor) / (len(genuine) * len(impostor))
     g_mean, i_mean, spread = genuine.mean(), impostor.mean(), genuine.var() + impostor.var()
     return dict(eer=eer, fmr100=lowest_fnmr(0.01), fmr1000=lowest_fnmr(0.001), zero_fmr=lowest_fnmr(0.0),
-                fmr100_pyeer=closest(0.01), fmr1000_pyeer=closest(0.001), auc=auc, g_mean=g_mean, i_mean=i_mean,
+                auc=auc, g_mean=g_mean, i_mean=i_mean,
                 fdr=(g_mean - i_mean) ** 2 / spread if spread else math.inf,
                 d_prime=abs(g_mean - i_mean) / math.sqrt(spread / 2) if spread else math.inf)
 
@@ -111,3 +108,50 @@ def test_kfold_accuracy_matches_insightfaces_procedure(seed):
     ours = kfold_accuracy((e1 * e2).sum(1), issame)
     assert ours["accuracy"] == pytest.approx(ref_acc, abs=1e-9) and ours["std"] == pytest.approx(ref_std, abs=1e-9)
     assert 0.6 < ours["accuracy"] < 1.0  # a non-trivial case
+
+
+def _pyeer(genuine, impostor):
+    import warnings
+    from pyeer.eer_info import get_eer_stats  # the real package, pinned in the dev extra (pyeer==0.5.6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pyeer warns on curves that never cross, and on AUC < 0.5
+        s = get_eer_stats(list(genuine), list(impostor))
+    return dict(eer=s.eer, fmr100=s.fmr100, fmr1000=s.fmr1000, zero_fmr=s.fmr0, g_mean=s.gmean, i_mean=s.imean, auc=s.auc)
+
+
+def _score_sets():
+    "100 random score sets of 2,000 + 2,000 (half rounded to two decimals: ties), and degenerate ones."
+    rng = np.random.default_rng(2021)
+    for k in range(100):
+        genuine, impostor = rng.normal(0.6, 0.15, 2000), rng.normal(0.1, 0.15, 2000)
+        if k % 2: genuine, impostor = genuine.round(2), impostor.round(2)
+        yield genuine, impostor
+    yield np.array([0.5]), np.array([0.5])                                # one score each, tied
+    yield np.ones(10), np.zeros(10)                                       # perfectly separated
+    yield np.zeros(10), np.ones(10)                                       # inverted: the curves never cross
+    yield np.full(7, 0.3), np.full(9, 0.3)                                # everything tied
+    yield rng.integers(0, 3, 50) / 2, rng.integers(0, 3, 60) / 2         # three values in all
+
+
+def test_pyeer_variants_equal_pyeer_itself():
+    """pyeer_metrics and the pyeer variants of verification_metrics reproduce pyeer 0.5.6 to 1e-12."""
+    checked = 0
+    for genuine, impostor in _score_sets():
+        ours, theirs = pyeer_metrics(genuine, impostor), _pyeer(genuine, impostor)
+        for key, value in theirs.items():
+            assert ours[key] == pytest.approx(float(value), abs=1e-12), (key, ours[key], value)
+        strict = verification_metrics(genuine, impostor)
+        assert strict["fmr100_pyeer"] == pytest.approx(float(theirs["fmr100"]), abs=1e-12)
+        assert strict["fmr1000_pyeer"] == pytest.approx(float(theirs["fmr1000"]), abs=1e-12)
+        checked += 1
+    assert checked == 105
+
+
+def test_pyeer_tie_breaking_takes_the_first_of_equally_close_fmrs():
+    """Equally close FMRs (1.5% and 0.5% around 1%): pyeer takes the lower threshold. Taking the lower FMR instead
+    (an earlier focusface rule) gives 0.5 here, not pyeer's 0.0."""
+    impostor = np.concatenate([np.linspace(0.0, 0.5, 197), [0.7, 0.7, 0.9]])
+    genuine = np.array([0.65, 0.95])
+    assert _pyeer(genuine, impostor)["fmr100"] == 0.0
+    assert pyeer_metrics(genuine, impostor)["fmr100"] == 0.0
+    assert verification_metrics(genuine, impostor)["fmr100_pyeer"] == 0.0
