@@ -17,7 +17,8 @@ from typing import Callable, Iterable, Iterator
 
 # %% auto #0
 __all__ = ['FocusFaceError', 'FormatError', 'DestinationError', 'shorten', 'check_destination', 'remove_stale_temporaries',
-           'glob_escape', 'temporary_path', 'atomic_dir', 'atomic_file', 'atomic_write_bytes', 'ordered_map']
+           'glob_escape', 'temporary_path', 'atomic_dir', 'atomic_file', 'atomic_write_bytes', 'worker_tempdir',
+           'ordered_map']
 
 # %% ../nbs/01_files.ipynb #b0e022b1
 class FocusFaceError(ValueError):
@@ -169,7 +170,31 @@ def atomic_write_bytes(path, data: bytes, *, overwrite: bool = True) -> Path:
     with atomic_file(path, overwrite=overwrite) as f: f.write(data)
     return Path(path)
 
-# %% ../nbs/01_files.ipynb #1676dd07
+# %% ../nbs/01_files.ipynb #550e51f2
+def _alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+
+def worker_tempdir() -> Path:
+    "The folder this process's worker pools use for their sockets (made on first use; stale ones of dead processes removed)."
+    import multiprocessing as mp
+    import multiprocessing.util as mpu
+    config = mp.current_process()._config
+    if config.get("tempdir"): return Path(config["tempdir"])
+    base = Path(tempfile.gettempdir())
+    for old in base.glob("focusface-mp-*"):
+        pid = old.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)): shutil.rmtree(old, ignore_errors=True)
+    mine = base / f"focusface-mp-{os.getpid()}"
+    mine.mkdir(mode=0o700, exist_ok=True)
+    config["tempdir"] = str(mine)  # what multiprocessing.util.get_temp_dir() returns from now on
+    mpu.Finalize(None, shutil.rmtree, args=(str(mine),), kwargs=dict(ignore_errors=True), exitpriority=-100)
+    return mine
+
+
 def ordered_map(function: Callable, jobs: Iterable, workers: int = 2, *,
                 progress: bool = False,  # show a tqdm bar counting `count(result)` per job
                 total: int | None = None,  # the bar's total (e.g. images, not jobs)
@@ -189,6 +214,7 @@ def ordered_map(function: Callable, jobs: Iterable, workers: int = 2, *,
                 result = function(job); bar.update(count(result)); yield result
         else:
             import multiprocessing as mp
+            worker_tempdir()
             ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
             with ctx.Pool(workers) as pool:
                 for result in pool.imap(function, jobs):
