@@ -67,7 +67,7 @@ def main():
     rate = steady
     print(json.dumps(dict(backbone=args.backbone, method=args.method, batch=args.batch, steps=summary["steps"],
                           precision=args.precision, channels_last=args.channels_last, compile=args.compile,
-                          device=summary["device"], pairs_per_s_whole_run=summary["pairs_per_s"], pairs_per_s=rate, gflops_per_pair=round(per_pair / 1e9, 2),
+                          device=summary["device"], pairs_per_s_whole_run=summary["pairs_per_s"], pairs_per_s=round(rate, 1), gflops_per_pair=round(per_pair / 1e9, 2),
                           achieved_tflops=round(rate * per_pair / 1e12, 2),
                           mfu_percent=round(100 * rate * per_pair / (args.peak_tflops * 1e12), 1)), indent=1))
 

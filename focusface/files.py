@@ -185,10 +185,12 @@ def worker_tempdir() -> Path:
     config = mp.current_process()._config
     if config.get("tempdir"): return Path(config["tempdir"])
     base = Path(tempfile.gettempdir())
-    for old in base.glob("focusface-mp-*"):
+    for old in base.glob("ffmp-*"):
         pid = old.name.rsplit("-", 1)[-1]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)): shutil.rmtree(old, ignore_errors=True)
-    mine = base / f"focusface-mp-{os.getpid()}"
+    mine = base / f"ffmp-{os.getpid()}"
+    if len(str(mine)) > 80:  # a socket path must stay under ~107 bytes; leave a long TMPDIR to Python's own choice
+        return Path(mpu.get_temp_dir())
     mine.mkdir(mode=0o700, exist_ok=True)
     config["tempdir"] = str(mine)  # what multiprocessing.util.get_temp_dir() returns from now on
     mpu.Finalize(None, shutil.rmtree, args=(str(mine),), kwargs=dict(ignore_errors=True), exitpriority=-100)

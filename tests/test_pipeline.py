@@ -60,6 +60,12 @@ def test_dvc_repro_runs_the_whole_pipeline_and_then_has_nothing_to_do(project):
     assert "Data and pipelines are up to date" in _run(*dvc, "repro", cwd=project)
     shown = _run(*dvc, "metrics", "show", cwd=project)
     assert all(f"metrics/{v}.json" in shown for v in variants)
+    _run("git", "add", "-A", cwd=project)
+    _run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "demo run", cwd=project)
+    said = _run(*dvc, "exp", "run", "-S", "variants.focusface.contrastive=cosine", cwd=project)
+    ran = sorted(line.split("'")[1] for line in said.splitlines() if line.startswith("Running stage"))
+    assert ran == ["evaluate@focusface", "report", "train@focusface"], ran  # only what the parameter affects
+    assert "metrics/focusface.json" in _run(*dvc, "metrics", "diff", cwd=project)
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -122,11 +123,33 @@ def test_synth_validates_first(tmp_path):
 
 
 # 6. a killed run's debris is removed by the next run; 7. outputs get the user's normal permissions
+def test_a_killed_run_leaves_no_pool_folders_after_the_next_one(tmp_path):
+    """The sockets folder of a killed run's worker pool (Python's pymp-*) is removed by the next run."""
+    write_bin(tmp_path / "big.bin", _faces(6000), [True, False] * 1500)
+    scratch = Path(tempfile.mkdtemp(prefix="ff", dir="/tmp"))  # short: unix socket paths live in it
+    env = dict(os.environ, TMPDIR=str(scratch))
+    victim = subprocess.Popen(CLI + ["mask", str(tmp_path / "big.bin"), str(tmp_path / "a.bin"), "--workers", "2", "--quiet"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not list(scratch.glob("ffmp-*")) and time.time() < deadline: time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL); victim.wait()
+    assert victim.returncode == -signal.SIGKILL, "the run ended before it could be killed: give it more images"
+    left = sorted(p.name for p in scratch.iterdir())
+    assert f"ffmp-{victim.pid}" in left and not [n for n in left if n.startswith("pymp-")], left
+    assert run("mask", tmp_path / "big.bin", tmp_path / "b.bin", "--workers", "2", "--quiet", env=env).returncode == 0
+    left = sorted(p.name for p in scratch.iterdir())
+    assert not [n for n in left if n.startswith(("ffmp-", "pymp-"))], left
+    shutil.rmtree(scratch)
+
+
+
 KILLABLE = {  # the command, and which of its arguments is the destination
     "mask": (lambda d: ["mask", d / "big.bin", d / "out.bin", "--workers", "1", "--quiet"], 2),
     "mask-rec": (lambda d: ["mask", d / "rec", d / "out", "--workers", "1", "--quiet"], 2),
     "pack": (lambda d: ["pack", d / "folder", d / "out"], 2),
     "synth": (lambda d: ["synth", d / "out", "--identities", "150", "--images-per-identity", "10", "--workers", "1", "--quiet"], 1),
+    "evaluate": (lambda d: ["evaluate", d / "m.pt", d / "small.bin", "--out", d / "out", "--quiet", "--batch-size", "32"], 4),
+    "info": (lambda d: ["info", d / "rec", "--sheet", d / "out.png", "--samples", "64"], 3),
 }
 
 
@@ -134,6 +157,8 @@ KILLABLE = {  # the command, and which of its arguments is the destination
 @pytest.mark.parametrize("command", sorted(KILLABLE))
 def test_sigkill_at_a_random_moment_leaves_the_destination_whole_or_absent(tmp_path, command):
     write_bin(tmp_path / "big.bin", _faces(2000), [True, False] * 500)
+    write_bin(tmp_path / "small.bin", _faces(240), [True, False] * 60)
+    save_checkpoint(FocusFace("demo").eval(), tmp_path / "m.pt")
     write_insightface_folder(tmp_path / "rec", [(i // 10, f) for i, f in enumerate(_faces(1500))], num_images=1500,
                              names=[str(i) for i in range(150)], image_size=(112, 112))
     for i, face in enumerate(_faces(600)):
@@ -150,9 +175,12 @@ def test_sigkill_at_a_random_moment_leaves_the_destination_whole_or_absent(tmp_p
     time.sleep(random.uniform(0.3, max(0.4, whole * 0.9)))
     victim.send_signal(signal.SIGKILL); victim.wait()
     if out.exists():  # whole: it finished before the kill, or was renamed into place just in time
-        for part in ([out] if command != "synth" else [out / "train", out / "val.bin", out / "eval.bin"]):
-            assert run("info", part, "--check", "--quiet").returncode == 0
-    again = run(*args, "--overwrite") if out.exists() else run(*args)
+        if command == "evaluate": assert json.loads((out / "metrics.json").read_text())["small"]
+        elif command == "info": assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        else:
+            for part in ([out] if command != "synth" else [out / "train", out / "val.bin", out / "eval.bin"]):
+                assert run("info", part, "--check", "--quiet").returncode == 0
+    again = run(*args, "--overwrite") if out.exists() and command != "info" else run(*args)
     assert again.returncode == 0, again.stderr
     debris = [p.name for p in tmp_path.iterdir() if p.name.startswith(".") and "focusface" in p.name]
     assert not debris, f"temporaries left behind: {debris}"

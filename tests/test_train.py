@@ -58,6 +58,7 @@ def test_each_method_lowers_its_loss(faces, tmp_path, method):
     assert model.channel_order == "rgb" and model.config["backbone"] == "demo"
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_is_bit_identical(faces, tmp_path):
     """A run killed at an arbitrary moment and resumed ends with exactly the weights of an uninterrupted run."""
     args = _args(faces, tmp_path / "whole", epochs=2, checkpoint_every=1)
@@ -79,6 +80,7 @@ def test_resume_after_sigkill_is_bit_identical(faces, tmp_path):
     assert not list(tmp_path.glob("killed/.*.tmp")), "temporaries of the killed save were cleaned up"
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_and_resume_in_one(faces, tmp_path):
     """DDP over 2 CPU processes, same global batch: the weights stay close to one process's (batch statistics of
     BatchNorm are per process, so not equal); the checkpoint of the 2-process run resumes in 1 process."""
