@@ -118,6 +118,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'focusface.experiment.prepare_data': ('experiment.html#prepare_data', 'focusface/experiment.py'),
                                       'focusface.experiment.prepare_masked_sets': ( 'experiment.html#prepare_masked_sets',
                                                                                     'focusface/experiment.py'),
+                                      'focusface.experiment.recorded_hash': ('experiment.html#recorded_hash', 'focusface/experiment.py'),
                                       'focusface.experiment.run_variant': ('experiment.html#run_variant', 'focusface/experiment.py'),
                                       'focusface.experiment.variant_config': ('experiment.html#variant_config', 'focusface/experiment.py')},
             'focusface.files': { 'focusface.files.DestinationError': ('files.html#destinationerror', 'focusface/files.py'),

@@ -12,8 +12,8 @@ from pathlib import Path
 from .files import FocusFaceError, atomic_dir, atomic_write_bytes, check_destination
 
 # %% auto #0
-__all__ = ['MISSING_DATA', 'SUMMARY_METRICS', 'check_data', 'main', 'prepare_data', 'prepare_masked_sets', 'variant_config',
-           'run_variant', 'evaluate_variant']
+__all__ = ['MISSING_DATA', 'SUMMARY_METRICS', 'recorded_hash', 'check_data', 'main', 'prepare_data', 'prepare_masked_sets',
+           'variant_config', 'run_variant', 'evaluate_variant']
 
 # %% ../nbs/20_experiment.ipynb #5d947c4b
 MISSING_DATA = """the paper setting needs the real data, which focusface does not download:
@@ -24,9 +24,21 @@ MISSING_DATA = """the paper setting needs the real data, which focusface does no
 then run `dvc add data` (it records them with links, not copies) and `dvc repro` again; or go back to the
 embedded demo with `setting: demo` in params.yaml."""
 
+def recorded_hash(record) -> str | None:
+    "The hash that `dvc add` wrote into the `.dvc` file `record`, or None (no file, or nothing recorded yet)."
+    import yaml
+    path = Path(record)
+    if not path.is_file(): return None
+    try: outs = (yaml.safe_load(path.read_text()) or {}).get("outs") or []
+    except (yaml.YAMLError, AttributeError) as e:
+        raise FocusFaceError(f"{path}: not a readable .dvc file ({e}); restore it with `git checkout {path}`") from None
+    return next((o.get("md5") for o in outs if isinstance(o, dict) and o.get("md5")), None)
 
-def check_data(setting: str = "demo", ms1m: str = "data/ms1m", eval_dir: str = "data/eval", out=None) -> dict:
-    "Check that the setting's data is there (else say what to get); `out`: write the list of its files (JSON)."
+
+def check_data(setting: str = "demo", ms1m: str = "data/ms1m", eval_dir: str = "data/eval", out=None,
+               record="data.dvc") -> dict:
+    """Check that the setting's data is there, else say what to get; return its fingerprint (each file's size and
+    modification time, the hash `dvc add` recorded in `record`) and write it to `out` (JSON) if given."""
     if setting not in ("demo", "paper"): raise FocusFaceError(f"setting must be demo or paper, got {setting!r}")
     found = dict(setting=setting)
     if setting == "paper":
@@ -34,7 +46,8 @@ def check_data(setting: str = "demo", ms1m: str = "data/ms1m", eval_dir: str = "
         parts = [Path(ms1m) / n for n in ("train.rec", "train.idx", "property")]
         if not all(p.is_file() for p in parts) or not bins:
             raise FocusFaceError(MISSING_DATA.format(ms1m=ms1m, eval_dir=eval_dir))
-        found["files"] = {str(p): p.stat().st_size for p in parts + bins}
+        found["files"] = {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in parts + bins}
+        if record is not None: found["recorded"] = recorded_hash(record)
     if out is not None: atomic_write_bytes(out, (json.dumps(found, indent=1) + "\n").encode())
     return found
 
@@ -63,7 +76,7 @@ def prepare_data(out, *, setting: str = "demo", seed: int = 0,
     if setting not in ("demo", "paper"): raise FocusFaceError(f"setting must be demo or paper, got {setting!r}")
     if setting == "paper":
         from focusface.datasets import InsightFaceDataset
-        check_data(setting, ms1m, eval_dir)
+        check_data(setting, ms1m, eval_dir, record=None)  # the check stage did the rest
         bins = sorted(Path(eval_dir).glob("*.bin"))
         InsightFaceDataset(ms1m)  # readable: property, index, header
     with atomic_dir(out, overwrite=overwrite) as tmp:
@@ -86,7 +99,7 @@ def prepare_data(out, *, setting: str = "demo", seed: int = 0,
         (tmp / "index.json").write_text(json.dumps(index, indent=1) + "\n")
     return index
 
-# %% ../nbs/20_experiment.ipynb #3f9eee51
+# %% ../nbs/20_experiment.ipynb #c71a797e
 def prepare_masked_sets(index: dict, out, *, spec: str, seed: int = 0, workers: int = 2, overwrite: bool = False) -> dict:
     "Masked U-M and M-M copies of every evaluation set of `index`, under `out`; returns `{set: {um, mm}}` (also `out/masked.json`)."
     from focusface.maskdata import mask_dataset
@@ -101,7 +114,7 @@ def prepare_masked_sets(index: dict, out, *, spec: str, seed: int = 0, workers: 
         (tmp / "masked.json").write_text(json.dumps(masked, indent=1) + "\n")
     return masked
 
-# %% ../nbs/20_experiment.ipynb #5e5f1374
+# %% ../nbs/20_experiment.ipynb #d7ea12ba
 def variant_config(index: dict, out, settings: dict):
     "The `TrainConfig` of one variant: the data of `index` (train, val, holdout) and the variant's `settings`."
     from focusface.trainconfig import load_config
@@ -116,7 +129,7 @@ def run_variant(index: dict, out, settings: dict) -> dict:
     from focusface.train import train
     return train(variant_config(index, out, settings), overwrite=True)
 
-# %% ../nbs/20_experiment.ipynb #adbbcfc1
+# %% ../nbs/20_experiment.ipynb #286d333f
 SUMMARY_METRICS = ("accuracy", "eer", "fmr100", "fmr1000", "fdr", "mask_detection_accuracy")  # the rest: out/metrics.json
 
 
@@ -137,6 +150,6 @@ def evaluate_variant(model_path, index: dict, masked: dict, out, *, protocols: s
         atomic_write_bytes(metrics_file, (json.dumps(compact, indent=1, sort_keys=True) + "\n").encode())
     return metrics
 
-# %% ../nbs/20_experiment.ipynb #1fa7bc2c
+# %% ../nbs/20_experiment.ipynb #9d1ab419
 if __name__ == "__main__":
     raise SystemExit(main())

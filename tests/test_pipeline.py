@@ -57,14 +57,16 @@ def test_dvc_repro_runs_the_whole_pipeline_and_then_has_nothing_to_do(project):
     assert all(f"| {v} | UM |" in table for v in variants) and "Training cost" in table
     for figure in ("roc_um.png", "det_mm.png", "scores.png", "training.png", "masks.png"):
         assert (project / "reports" / "figures" / figure).stat().st_size > 10_000
-    assert "Data and pipelines are up to date" in _run(*dvc, "repro", cwd=project)
+    again = _run(*dvc, "repro", cwd=project)  # only the check runs (it watches data/ outside the pipeline)
+    assert [line for line in again.splitlines() if line.startswith("Running stage")] == ["Running stage 'check':"], again
+    assert again.count("didn't change, skipping") == 11, again
     shown = _run(*dvc, "metrics", "show", cwd=project)
     assert all(f"metrics/{v}.json" in shown for v in variants)
     _run("git", "add", "-A", cwd=project)
     _run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "demo run", cwd=project)
     said = _run(*dvc, "exp", "run", "-S", "variants.focusface.contrastive=cosine", cwd=project)
     ran = sorted(line.split("'")[1] for line in said.splitlines() if line.startswith("Running stage"))
-    assert ran == ["evaluate@focusface", "report", "train@focusface"], ran  # only what the parameter affects
+    assert ran == ["check", "evaluate@focusface", "report", "train@focusface"], ran  # only what the parameter affects
     assert "metrics/focusface.json" in _run(*dvc, "metrics", "diff", cwd=project)
 
 
@@ -78,4 +80,15 @@ def test_the_paper_setting_fails_fast_without_its_data(project, tmp_path):
     assert out.returncode != 0
     said = out.stdout + out.stderr
     assert "does not download" in said and "data/ms1m" in said and "insightface" in said, said[-3000:]
+    assert "data.dvc" not in said  # not a stage of the pipeline: DVC would verify it first, with its own terse error
+    for name in ("ms1m/train.rec", "ms1m/train.idx", "ms1m/property", "eval/lfw.bin"):  # stand-ins: the check only looks
+        (paper / "data" / name).parent.mkdir(parents=True, exist_ok=True)
+        (paper / "data" / name).write_bytes(b"x")
+    _run(sys.executable, "-m", "dvc", "repro", "check", cwd=paper)
+    before = json.loads((paper / "outputs" / "check.json").read_text())
+    assert before["recorded"] is None and len(before["files"]) == 4
+    _run(sys.executable, "-m", "dvc", "add", "data", cwd=paper)  # README step 2: the data stage sees the new record
+    _run(sys.executable, "-m", "dvc", "repro", "check", cwd=paper)
+    after = json.loads((paper / "outputs" / "check.json").read_text())
+    assert after["recorded"] == yaml.safe_load((paper / "data.dvc").read_text())["outs"][0]["md5"]
     assert not (paper / "outputs" / "data").exists()
