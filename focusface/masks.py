@@ -136,9 +136,16 @@ class _Frame:
         m = self.matrix.astype(np.float64)
         det = m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0]
         self.inverse = (np.array([[m[1, 1], -m[0, 1]], [-m[1, 0], m[0, 0]]]) / det).astype(np.float32)
+        self.jaw, self.cheek = np.float32(params.jaw), np.float32(params.cheek)
 
     def __call__(self, uv) -> np.ndarray:
-        return np.asarray(uv, np.float32) @ self.matrix.T + self.shift
+        uv = np.asarray(uv, np.float32)
+        if self.jaw or self.cheek:  # the shape bent to a face (zero for both: exactly the arithmetic of before)
+            u, v = uv[..., 0], uv[..., 1]
+            narrow = 1 - self.jaw * np.clip((v - 0.3) / 0.7, 0, 1.5)   # lower part: along the jaw line
+            drop = self.cheek * u * u * np.clip(1 - v / 0.4, 0, 1)      # top edge: down from the nose bridge
+            uv = np.stack([u * narrow, v + drop], -1)
+        return uv @ self.matrix.T + self.shift
 
     def uv(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         "(u, v) of pixel coordinates (broadcasting a column of ys against a row of xs)."
@@ -198,6 +205,11 @@ _NOISE = np.random.default_rng(2021).random((96, 96)).astype(np.float32)  # fixe
 def _texture(params: MaskParams, frame: _Frame, xs: np.ndarray, ys: np.ndarray, shape) -> np.ndarray | None:
     "Fraction (0..1) of the second colour at each pixel, or None for a plain fabric."
     if params.texture == "plain": return None
+    amount = _pattern(params, frame, xs, ys, shape)
+    return amount if params.texture_strength == 1.0 else amount * np.float32(params.texture_strength)
+
+
+def _pattern(params: MaskParams, frame: _Frame, xs: np.ndarray, ys: np.ndarray, shape) -> np.ndarray:
     a = math.radians(params.texture_angle)
     period = params.texture_period * frame.scale  # texture size in template px: the same look at any resolution
     along = (math.cos(a) * xs + math.sin(a) * ys) / period
@@ -303,7 +315,7 @@ def apply_mask(image: np.ndarray, params: MaskParams) -> np.ndarray:
         material = cv2.multiply(mixed, shade3)
     blended = cv2.blendLinear(material, roi_u8.astype(np.float32), alpha, 1 - alpha)
     out[y0:y1, x0:x1] = cv2.convertScaleAbs(blended)  # rounds and saturates to uint8
-    _fittings(out, params, frame)
+    if params.fittings: _fittings(out, params, frame)
     return out
 
 # %% ../nbs/10_masks.ipynb #ce6a6127

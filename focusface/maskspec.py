@@ -18,12 +18,13 @@ import numpy as np
 from .files import FocusFaceError, FormatError, shorten
 
 # %% auto #0
-__all__ = ['RENDERER_VERSION', 'COLOURS', 'MASK_TYPES', 'FABRIC_TYPES', 'TEXTURES', 'PALETTES', 'DEFAULT_SPEC', 'MANIFEST_FORMAT',
-           'MaskChoice', 'parse_colour', 'parse_spec', 'MaskParams', 'key_to_int', 'sample_mask_params', 'MaskSampler',
-           'manifest_header', 'manifest_line', 'read_manifest']
+__all__ = ['RENDERER_VERSION', 'SAMPLER_VERSION', 'COLOURS', 'MASK_TYPES', 'FABRIC_TYPES', 'TEXTURES', 'STYLES', 'PALETTES',
+           'DEFAULT_SPEC', 'MANIFEST_FORMAT', 'MaskChoice', 'parse_colour', 'parse_spec', 'MaskParams', 'key_to_int',
+           'sample_mask_params', 'MaskSampler', 'manifest_header', 'manifest_line', 'read_manifest']
 
-# %% ../nbs/09_maskspec.ipynb #5fbf242b
+# %% ../nbs/09_maskspec.ipynb #81e1a4f1
 RENDERER_VERSION = 1  # bump when a change to the drawing code changes output bytes: manifests record it
+SAMPLER_VERSION = 2   # bump when a (spec, seed) draws other masks: 2 made the paper style the default
 
 # %% ../nbs/09_maskspec.ipynb #caac9b44
 COLOURS = {
@@ -35,6 +36,7 @@ COLOURS = {
 MASK_TYPES = ("surgical", "n95", "kn95", "cloth", "gaiter")
 FABRIC_TYPES = ("cloth", "gaiter")
 TEXTURES = ("plain", "stripes", "checks", "dots", "noise")
+STYLES = ("paper", "bold")
 PALETTES = {  # colours a type draws from when the spec names none
     "surgical": ("lightblue", "white", "green", "black"),
     "n95": ("white", "white", "white", "beige"),
@@ -47,11 +49,12 @@ DEFAULT_SPEC = "cloth, surgical-#adff2f, surgical-#87cefa, KN95, N95"  # the aut
 
 @dataclass(frozen=True)
 class MaskChoice:
-    "One entry of a spec: a mask type, and optionally a fixed colour, texture and (N95) valve."
+    "One entry of a spec: a mask type, and optionally a fixed colour, texture, (N95) valve and style."
     type: str
     colour: tuple | None = None
     texture: str | None = None
     valve: bool | None = None
+    style: str | None = None
 
 
 def parse_colour(text: str, where: str = "colour") -> tuple:
@@ -72,7 +75,7 @@ def parse_spec(spec: str) -> list[MaskChoice]:
         if kind not in MASK_TYPES:
             raise FocusFaceError(f"mask spec {shorten(spec)}: unknown mask type {shorten(words[0])} in {shorten(token)}; "
                              f"choose from {list(MASK_TYPES)}")
-        colour = texture = valve = None
+        colour = texture = valve = style = None
         for word in (w.strip() for w in words[1:]):
             where = f"mask spec {shorten(spec)}, {shorten(token)}"
             if word.lower() in TEXTURES:
@@ -84,10 +87,13 @@ def parse_spec(spec: str) -> list[MaskChoice]:
                 if kind != "n95": raise FocusFaceError(f"{where}: only an n95 has a valve")
                 if valve is not None: raise FocusFaceError(f"{where}: 'valve' or 'novalve', not both")
                 valve = word.lower() == "valve"
+            elif word.lower() in STYLES:
+                if style is not None: raise FocusFaceError(f"{where}: two styles ({style}, {word}); name one")
+                style = word.lower()
             else:
                 if colour is not None: raise FocusFaceError(f"{where}: two colours; name one")
                 colour = parse_colour(word, where=where)
-        choices.append(MaskChoice(kind, colour, texture, valve))
+        choices.append(MaskChoice(kind, colour, texture, valve, style))
     if not choices: raise FocusFaceError(f"mask spec {shorten(spec)} names no mask type; e.g. {DEFAULT_SPEC!r}")
     return choices
 
@@ -110,6 +116,10 @@ class MaskParams:
     texture_angle: float = 0.0
     texture_seed: int = 0
     valve: bool = False
+    jaw: float = 0.0
+    cheek: float = 0.0
+    fittings: bool = True
+    texture_strength: float = 1.0
 
     def __post_init__(self):
         if self.type not in MASK_TYPES:
@@ -131,7 +141,9 @@ class MaskParams:
             raise FocusFaceError(f"mask bottom ({self.bottom}) must lie at least 10 px below its top ({self.top})")
         if not isinstance(self.texture_seed, int) or isinstance(self.texture_seed, bool) or self.texture_seed < 0:
             raise FocusFaceError(f"mask texture_seed must be a non-negative integer, got {shorten(self.texture_seed)}")
-        if not isinstance(self.valve, bool): raise FocusFaceError(f"mask valve must be true or false, got {shorten(self.valve)}")
+        for name in ("valve", "fittings"):
+            if not isinstance(getattr(self, name), bool):
+                raise FocusFaceError(f"mask {name} must be true or false, got {shorten(getattr(self, name))}")
 
     def to_dict(self) -> dict:
         d = asdict(self); d["colour"], d["texture_colour"] = list(self.colour), list(self.texture_colour)
@@ -147,7 +159,8 @@ class MaskParams:
 
 
 _PARAM_RANGES = dict(top=(30.0, 90.0), bottom=(40.0, 160.0), width=(0.5, 1.6), angle=(-45.0, 45.0), dx=(-20.0, 20.0),
-                     dy=(-20.0, 20.0), shading=(0.0, 1.0), texture_period=(2.0, 64.0), texture_angle=(-360.0, 360.0))
+                     dy=(-20.0, 20.0), shading=(0.0, 1.0), texture_period=(2.0, 64.0), texture_angle=(-360.0, 360.0),
+                     jaw=(-0.5, 0.8), cheek=(-0.3, 0.6), texture_strength=(0.0, 1.0))
 
 # %% ../nbs/09_maskspec.ipynb #9120899b
 def key_to_int(key) -> int:
@@ -164,13 +177,24 @@ def _jitter_colour(rng, colour) -> tuple:
     return tuple(float(v) for v in np.clip(np.asarray(colour, float) * gain, 0, 255).round(2))
 
 
-def sample_mask_params(spec: str | Sequence[MaskChoice] = DEFAULT_SPEC, seed: int = 0, key=0, *,
-                       epoch: int | None = None) -> MaskParams:
-    "Draw the mask for image `key`: a choice from `spec`, its colour, texture and geometry jitter."
-    choices = parse_spec(spec) if isinstance(spec, str) else list(spec)
-    entropy = [int(seed), key_to_int(key)] + ([int(epoch)] if epoch is not None else [])
-    rng = np.random.default_rng(entropy)
-    choice = choices[int(rng.integers(len(choices)))]
+# The paper style, calibrated on MaskTheFace's masks of 310 aligned LFW faces with the authors' spec (the development
+# sample; nbs/22_maskfidelity measures both): per type, the photographed mask's own colour (what a choice without a
+# colour gets), the top edge (median, spread), the width and the bend to the jaw and cheeks (the means, by a search
+# that matched the mean width of every row of the crop). MaskTheFace recolours its mask
+# photographs by blending the named colour with the photograph at half strength; the bottom reaches the chin.
+_PAPER_STYLE = {
+    "surgical": dict(own=(163, 201, 227), top=(61.0, 2.2), width=0.9, jaw=0.3, cheek=0.1),
+    "kn95": dict(own=(246, 246, 247), top=(67.0, 2.6), width=1.1, jaw=0.15, cheek=0.0),
+    "n95": dict(own=(221, 219, 212), top=(60.5, 2.8), width=0.8, jaw=0.15, cheek=0.2),
+    "cloth": dict(own=(56, 55, 54), top=(62.5, 2.8), width=1.0, jaw=0.3, cheek=0.2),
+    "gaiter": dict(own=(56, 55, 54), top=(63.0, 2.8), width=1.0, jaw=0.0, cheek=0.1),
+}
+_MATERIAL = {"surgical": (198, 204, 200), "kn95": (246, 246, 247), "n95": (221, 219, 212), "cloth": (56, 55, 54),
+             "gaiter": (56, 55, 54)}  # the grey level a named colour is blended with, per material
+
+
+def _sample_bold(rng, choice: MaskChoice) -> dict:
+    "focusface's first look; its draws are kept exactly as they were, so old seeds give the same masks."
     palette = PALETTES[choice.type]
     colour = choice.colour if choice.colour is not None else COLOURS[palette[int(rng.integers(len(palette)))]]
     p = dict(type=choice.type, colour=_jitter_colour(rng, colour),
@@ -185,7 +209,39 @@ def sample_mask_params(spec: str | Sequence[MaskChoice] = DEFAULT_SPEC, seed: in
     if choice.type == "n95":
         draw = bool(rng.random() < 0.3)  # drawn whatever the spec says, so the choice does not shift later draws
         p["valve"] = draw if choice.valve is None else choice.valve
-    return MaskParams(**p)
+    return p
+
+
+def _sample_paper(rng, choice: MaskChoice) -> dict:
+    "MaskTheFace's masks: muted colours, its sizes and their spread, a shape that follows the jaw, no loops."
+    cal = _PAPER_STYLE[choice.type]
+    own = np.asarray(cal["own"], float)
+    colour = own if choice.colour is None else 0.5 * np.asarray(choice.colour, float) + 0.5 * np.asarray(_MATERIAL[choice.type])
+    centre, spread = cal["top"]
+    gain = rng.uniform(0.92, 1.04) * (1 + rng.normal(0, 0.008, 3))  # lighter or darker, hardly tinted
+    p = dict(type=choice.type, colour=tuple(float(v) for v in np.clip(colour * gain, 0, 255).round(2)), fittings=False,
+             top=float(np.clip(rng.normal(centre, spread), centre - 5, min(centre + 7, 69.0))),  # nose tip at 71.7, bottom=float(rng.uniform(110.0, 118.0)),
+             width=float(cal["width"] * np.clip(rng.normal(1.0, 0.04), 0.9, 1.1)),
+             jaw=float(np.clip(rng.normal(cal["jaw"], 0.08), -0.1, 0.6)), cheek=float(np.clip(rng.normal(cal["cheek"], 0.05), -0.1, 0.4)),
+             angle=float(np.clip(rng.normal(0, 3.0), -6, 6)), dx=float(rng.uniform(-1.5, 1.5)), dy=0.0,
+             shading=float(rng.uniform(0.15, 0.35)))
+    if choice.type in FABRIC_TYPES:  # a woven fabric: faint blotches of a lighter shade, or the named pattern, muted
+        second = np.clip(np.asarray(p["colour"]) * 1.6 + 12, 0, 255)
+        p.update(texture=choice.texture or "noise", texture_colour=tuple(float(v) for v in second.round(2)),
+                 texture_strength=0.5 if choice.texture else 0.6, texture_period=float(rng.uniform(2.0, 2.5)),
+                 texture_angle=float(rng.choice([0.0, 90.0, 45.0, -45.0])), texture_seed=int(rng.integers(2**31)))
+    if choice.type == "n95": p["valve"] = bool(choice.valve)  # MaskTheFace's N95 has none
+    return p
+
+
+def sample_mask_params(spec: str | Sequence[MaskChoice] = DEFAULT_SPEC, seed: int = 0, key=0, *,
+                       epoch: int | None = None) -> MaskParams:
+    "Draw the mask for image `key`: a choice from `spec`, its colour, texture and geometry jitter, in its style."
+    choices = parse_spec(spec) if isinstance(spec, str) else list(spec)
+    entropy = [int(seed), key_to_int(key)] + ([int(epoch)] if epoch is not None else [])
+    rng = np.random.default_rng(entropy)
+    choice = choices[int(rng.integers(len(choices)))]
+    return MaskParams(**(_sample_bold if choice.style == "bold" else _sample_paper)(rng, choice))
 
 # %% ../nbs/09_maskspec.ipynb #4bfab4a6
 class MaskSampler:
@@ -198,12 +254,12 @@ class MaskSampler:
 
     def __repr__(self): return f"MaskSampler({self.spec!r}, seed={self.seed})"
 
-# %% ../nbs/09_maskspec.ipynb #c484c567
+# %% ../nbs/09_maskspec.ipynb #fb5636bf
 MANIFEST_FORMAT = 1
 
 
 def manifest_header(**info) -> dict:
-    return dict(focusface_masks=MANIFEST_FORMAT, renderer=RENDERER_VERSION, **info)
+    return dict(focusface_masks=MANIFEST_FORMAT, renderer=RENDERER_VERSION, sampler=SAMPLER_VERSION, **info)
 
 
 def manifest_line(key, params: MaskParams) -> str:

@@ -277,7 +277,8 @@ def train(config: TrainConfig | str | Path, *, resume: bool = False, overwrite: 
              f"{device}, global batch {config.batch_size} pairs, {steps_per_epoch} steps per epoch")
 
     def save_state():
-        finite = torch.tensor(float(all(torch.isfinite(p).all() for p in model.parameters())), device=device)
+        finite = torch.tensor(float(all(torch.isfinite(v).all() for v in model.state_dict().values()  # weights and
+                                        if v.is_floating_point())), device=device)  # BatchNorm's running statistics
         if world > 1: torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
         if finite.item() < 1:  # never replace a good checkpoint with a diverged model
             log.close()

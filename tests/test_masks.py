@@ -53,10 +53,13 @@ def test_spec_language_and_its_errors():
         parse_spec("surgical-mauve")
     with pytest.raises(ValueError, match="names no mask type"):
         parse_spec(" , ")
-    # a fixed colour is kept (up to the colour jitter), the default mix draws all five variants
-    colours = [sample_mask_params("surgical-#adff2f", 0, k).colour for k in range(50)]
+    # bold: a fixed colour is kept (up to the colour jitter); paper: blended half and half with the material's own
+    colours = [sample_mask_params("surgical-#adff2f-bold", 0, k).colour for k in range(50)]
     assert all(abs(c[0] - 173) < 30 and c[1] > 200 and c[2] < 90 for c in colours)
-    kinds = {(p.type, p.colour[1] > 230 and p.colour[2] < 120) for p in (sample_mask_params(DEFAULT_SPEC, 0, k) for k in range(300))}
+    colours = [sample_mask_params("surgical-#adff2f", 0, k).colour for k in range(50)]
+    assert all(200 < c[1] < 245 and 75 < c[1] - c[2] < 125 and c[0] < c[1] for c in colours)
+    # the default mix draws all five variants
+    kinds = {(p.type, p.colour[1] > p.colour[2] + 60) for p in (sample_mask_params(DEFAULT_SPEC, 0, k) for k in range(300))}
     assert {"cloth", "surgical", "kn95", "n95"} <= {t for t, _ in kinds} and ("surgical", True) in kinds
 
 
@@ -242,3 +245,23 @@ def test_mask_command_line(tmp_path):
     assert again.returncode == 2 and "exists" in again.stderr and "--overwrite" in again.stderr
     bad = run(tmp_path / "e.bin", tmp_path / "x.bin", "--code", "surgical, ffp2")
     assert bad.returncode == 2 and "unknown mask type 'ffp2'" in bad.stderr
+
+
+def test_masks_of_earlier_manifests_replay_byte_for_byte():
+    """Entries written before the paper style (no jaw, cheek, fittings, texture_strength) draw the same bytes, and the
+    bold style samples the same parameters as the sampler of then."""
+    import hashlib, json
+    import cv2
+    from pathlib import Path
+    from focusface.maskspec import MaskParams
+    fixture = json.loads((Path(__file__).parent / "fixtures" / "masks" / "bold_v1.json").read_text())
+    face = cv2.resize(np.random.default_rng(5).integers(40, 220, (8, 8, 3)).astype(np.uint8), (112, 112),
+                      interpolation=cv2.INTER_CUBIC)
+    assert len(fixture["masks"]) == 15
+    for item in fixture["masks"]:
+        entry = dict(item["entry"]); key = entry.pop("key")
+        params = MaskParams.from_dict(entry)
+        assert hashlib.sha256(apply_mask(face, params).tobytes()).hexdigest() == item["sha256"], key
+        kind, index = key.split("/")
+        assert sample_mask_params(f"{kind}-bold", 3, int(index)) == params, key
+        assert sample_mask_params(kind, 3, int(index)) != params, key  # the default style is the paper's now
