@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "mask", _cmd_mask, "write a masked copy of a rec folder, .bin or image folder, with a manifest")
     p.add_argument("src", help="an insightface folder, an evaluation .bin, or an image folder")
     p.add_argument("dst", help="where the masked copy goes (a .bin for a .bin source)")
-    p.add_argument("--code", default=DEFAULT_SPEC, help="mask choices, one drawn per image (type[-colour][-texture], comma-separated)")
+    p.add_argument("--code", default=DEFAULT_SPEC, help="mask choices, one drawn per image (type[-colour][-texture][-bold], comma-separated; the default style is the paper's, MaskTheFace-like)")
     p.add_argument("--seed", type=int, default=0, help="seed of the per-image mask choice")
     p.add_argument("--workers", type=_non_negative, default=2, help="worker processes (0: mask in this process)")
     p.add_argument("--protocol", choices=("um", "mm"), default="mm", help="for a .bin: um masks the second image of every pair, mm both")

@@ -227,12 +227,12 @@ def _pattern(params: MaskParams, frame: _Frame, xs: np.ndarray, ys: np.ndarray, 
 
 
 def _fittings(out: np.ndarray, params: MaskParams, frame: _Frame) -> None:
-    "Ear loops, straps, nose wire and valve, drawn over the composited face."
+    "Ear loops, straps and nose wire (when `params.fittings`) and the valve, drawn over the composited face."
     colour = tuple(float(c) for c in params.colour)
     roles = dict(loop=tuple(float(0.6 * c) for c in colour) if params.type == "cloth"
                  else tuple(float(min(255.0, 0.5 * c + 125)) for c in colour),
                  dark=tuple(float(0.6 * c) for c in colour), wire=(205.0, 205.0, 210.0))
-    _draw_lines(out, MASK_SHAPES[params.type]["fitting_lines"], frame, roles.__getitem__)
+    if params.fittings: _draw_lines(out, MASK_SHAPES[params.type]["fitting_lines"], frame, roles.__getitem__)
     if params.type == "n95" and params.valve:
         centre = tuple(int(v) for v in np.round(frame(_VALVE_CENTRE)[0] * 16))
         cv2.circle(out, centre, int(round(16 * 5.5 * frame.scale)), roles["dark"], -1, cv2.LINE_AA, 4)
@@ -315,7 +315,7 @@ def apply_mask(image: np.ndarray, params: MaskParams) -> np.ndarray:
         material = cv2.multiply(mixed, shade3)
     blended = cv2.blendLinear(material, roi_u8.astype(np.float32), alpha, 1 - alpha)
     out[y0:y1, x0:x1] = cv2.convertScaleAbs(blended)  # rounds and saturates to uint8
-    if params.fittings: _fittings(out, params, frame)
+    _fittings(out, params, frame)
     return out
 
 # %% ../nbs/10_masks.ipynb #ce6a6127

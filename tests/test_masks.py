@@ -265,3 +265,15 @@ def test_masks_of_earlier_manifests_replay_byte_for_byte():
         kind, index = key.split("/")
         assert sample_mask_params(f"{kind}-bold", 3, int(index)) == params, key
         assert sample_mask_params(kind, 3, int(index)) != params, key  # the default style is the paper's now
+
+
+def test_paper_style_draws_no_loops_but_a_named_valve():
+    face = _face(1)
+    valve, plain = sample_mask_params("n95-valve", 0, 7), sample_mask_params("n95-novalve", 0, 7)
+    assert valve.fittings is False and valve.valve and not plain.valve
+    assert not np.array_equal(apply_mask(face, valve), apply_mask(face, plain))  # the valve is drawn
+    surgical = sample_mask_params("surgical", 0, 7)
+    outside = mask_alpha(surgical) == 0  # no ear loops outside the mask body in the paper style
+    assert np.array_equal(apply_mask(face, surgical)[outside], face[outside])
+    bold = sample_mask_params("surgical-bold", 0, 7)
+    assert not np.array_equal(apply_mask(face, bold)[mask_alpha(bold) == 0], face[mask_alpha(bold) == 0])
