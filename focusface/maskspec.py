@@ -91,8 +91,13 @@ def parse_spec(spec: str) -> list[MaskChoice]:
                 if style is not None: raise FocusFaceError(f"{where}: two styles ({style}, {word}); name one")
                 style = word.lower()
             else:
+                try: named = parse_colour(word, where=where)
+                except FocusFaceError:
+                    raise FocusFaceError(f"{where}: unknown colour {shorten(word)}; a word after the type is a colour "
+                                         f"(#rrggbb or one of {sorted(COLOURS)}), a texture {list(TEXTURES)}, valve or "
+                                         f"novalve, or a style {list(STYLES)}") from None
                 if colour is not None: raise FocusFaceError(f"{where}: two colours; name one")
-                colour = parse_colour(word, where=where)
+                colour = named
         choices.append(MaskChoice(kind, colour, texture, valve, style))
     if not choices: raise FocusFaceError(f"mask spec {shorten(spec)} names no mask type; e.g. {DEFAULT_SPEC!r}")
     return choices
