@@ -225,7 +225,8 @@ def _sample_paper(rng, choice: MaskChoice) -> dict:
     centre, spread = cal["top"]
     gain = rng.uniform(0.92, 1.04) * (1 + rng.normal(0, 0.008, 3))  # lighter or darker, hardly tinted
     p = dict(type=choice.type, colour=tuple(float(v) for v in np.clip(colour * gain, 0, 255).round(2)), fittings=False,
-             top=float(np.clip(rng.normal(centre, spread), centre - 5, min(centre + 7, 69.0))),  # nose tip at 71.7, bottom=float(rng.uniform(110.0, 118.0)),
+             top=float(np.clip(rng.normal(centre, spread), centre - 5, min(centre + 7, 69.0))),  # nose tip at 71.7
+             bottom=111.0,  # the crop's last row, which MaskTheFace's masks reach
              width=float(cal["width"] * np.clip(rng.normal(1.0, 0.04), 0.9, 1.1)),
              jaw=float(np.clip(rng.normal(cal["jaw"], 0.08), -0.1, 0.6)), cheek=float(np.clip(rng.normal(cal["cheek"], 0.05), -0.1, 0.4)),
              angle=float(np.clip(rng.normal(0, 3.0), -6, 6)), dx=float(rng.uniform(-1.5, 1.5)), dy=0.0,
