@@ -42,27 +42,12 @@ def describe(path) -> dict:
                 stored="arrays" if isinstance(pairs.images[0], np.ndarray) else "encoded")
 
 
-def _image_source(path):
-    "(count, function index -> (name, encoded bytes or array), is a pair set) for any dataset."
-    from focusface.datasets import InsightFaceDataset, dataset_kind
-    from focusface.evalsets import read_eval_set
-    from focusface.images import list_image_folder
-    kind = dataset_kind(path)
-    if kind == "rec":
-        ds = InsightFaceDataset(path)
-        return len(ds), lambda i: (f"{path} key {int(ds.image_keys[i])}", ds.read(int(ds.image_keys[i]))[1]), False
-    if kind == "images":
-        files = [p for _, images in list_image_folder(path) for p in images]
-        return len(files), lambda i: (str(files[i]), files[i].read_bytes()), False
-    pairs = read_eval_set(path)
-    return len(pairs.images), lambda i: (f"{path} image {i}", pairs.images[i]), True
-
-
 def sample_images(path, n: int = 16) -> list:
     "Up to `n` decoded RGB images spread evenly over the dataset (whole pairs, for a pair set)."
     import numpy as np
     from focusface.images import decode_image
-    count, get, paired = _image_source(Path(path))
+    from focusface.inference import image_source
+    count, get, _, paired = image_source(Path(path))
     if paired:
         firsts = np.unique(np.linspace(0, count // 2 - 1, max(1, min(n // 2, count // 2))).astype(int)) * 2
         picks = [i for f in firsts for i in (f, f + 1)]
@@ -75,7 +60,8 @@ def check_images(path, progress: bool = False) -> tuple[int, list[str]]:
     from tqdm.auto import tqdm
     from focusface.files import FocusFaceError
     from focusface.images import decode_with_warnings, jpeg_truncated
-    count, get, _ = _image_source(Path(path))
+    from focusface.inference import image_source
+    count, get, _, _ = image_source(Path(path))
     bad = []
     for i in tqdm(range(count), disable=not progress, desc=f"decoding {Path(path).name}", unit="img"):
         try:
@@ -183,11 +169,48 @@ def _cmd_evaluate(args) -> int:
     from focusface.evaluate import evaluate, format_table
     metrics = evaluate(args.checkpoint, args.data, args.out, protocols=args.protocols, spec=args.code, seed=args.seed,
                        score=args.score, batch_size=args.batch_size, flip=not args.no_flip, device=args.device,
-                       figures=not args.no_figures, overwrite=args.overwrite, progress=not args.quiet)
+                       figures=not args.no_figures, overwrite=args.overwrite, channel_order=args.channel_order,
+                       progress=not args.quiet)
     print(format_table(metrics))
     print("scores: " + ("cosine similarity" if args.score == "cosine" else "the authors' 1 - ||a - b|| / 2")
           + "; each protocol's 'paper' block in metrics.json holds pyeer's numbers on the authors' score")
     if args.out: print(f"results: {args.out}/metrics.json, scores/, curves/, masks/" + ("" if args.no_figures else ", figures/"))
+    return 0
+
+
+def _cmd_verify(args) -> int:
+    import json
+    from focusface.inference import verify
+    r = verify(args.checkpoint, args.image_a, args.image_b, threshold=args.threshold, channel_order=args.channel_order,
+               flip=not args.no_flip, faces=(args.face_a, args.face_b), device=args.device)
+    r.pop("aligned")
+    if args.json:
+        print(json.dumps(r, indent=1))
+        return 0
+    print(f"similarity {r['similarity']:.4f}: {'SAME person' if r['same'] else 'DIFFERENT people'} "
+          f"(threshold {r['threshold']:.4f}, {r['threshold_source']})")
+    for image in r["images"]:
+        print(f"  {image['image']}: P(masked) {image['p_masked']:.3f} ({'masked' if image['masked'] else 'unmasked'}); {image['note']}")
+    return 0
+
+
+def _cmd_embed(args) -> int:
+    from focusface.inference import embed_dataset
+    info = embed_dataset(args.checkpoint, args.src, args.out, batch_size=args.batch_size, flip=not args.no_flip,
+                         channel_order=args.channel_order, device=args.device, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"{info['out']}: {info['embedded']} of {info['images']} images embedded (channel order {info['channel_order'].upper()})"
+          + (f"; {info['failed']} gave no face (see 'ok' and 'notes' in the file)" if info["failed"] else "")
+          + (f"; {info['several_faces']} had several faces (the main one was used; see 'notes')" if info["several_faces"] else ""))
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from focusface.inference import export_onnx
+    info = export_onnx(args.checkpoint, args.out, channel_order=args.channel_order, opset=args.opset, overwrite=args.overwrite)
+    print(f"{info['out']}: {info['bytes'] / 1e6:.1f} MB, opset {info['opset']}, input faces (batch, 3, 112, 112) "
+          f"{info['metadata']['channel_order'].upper()} scaled {info['metadata']['input_scale']}")
+    print(f"checked with onnxruntime on a batch of {info['check_batch']}: max |ONNX - PyTorch| = "
+          f"{info['max_abs_diff']['embedding']:.2e} (embedding), {info['max_abs_diff']['p_masked']:.2e} (P(masked))")
     return 0
 
 # %% ../nbs/19_cli.ipynb #2ae2a4d5
@@ -268,9 +291,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: the GPU if there is one, else cpu)")
     p.add_argument("--no-flip", action="store_true", help="embed without flip fusion")
     p.add_argument("--no-figures", action="store_true", help="write no figures")
+    p.add_argument("--channel-order", choices=("rgb", "bgr"), help="override the channel order the checkpoint records")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = _command(sub, "inspect", _cmd_inspect, "say what a checkpoint holds (ours, the authors' .mdl)")
     p.add_argument("checkpoint", help="a focusface checkpoint, the authors' .mdl, or an insightface backbone.pth")
+    p = _command(sub, "verify", _cmd_verify, "say whether two face images show the same person, and whether each wears a mask")
+    p.add_argument("checkpoint", help="a focusface checkpoint or the authors' .mdl")
+    p.add_argument("image_a", help="a photo (aligned first) or an aligned 112x112 crop")
+    p.add_argument("image_b", help="a photo (aligned first) or an aligned 112x112 crop")
+    p.add_argument("--threshold", help="a cosine similarity, or the metrics.json of 'focusface evaluate' (its U-U threshold "
+                   "at FMR 0.1%%); default: the checkpoint's own, else 0.28 (ArcFace r100 at FMR 0.1%% on LFW)")
+    p.add_argument("--face-a", type=_non_negative, help="which face of image A when it holds several (0 = the main face)")
+    p.add_argument("--face-b", type=_non_negative, help="which face of image B when it holds several (0 = the main face)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--channel-order", choices=("rgb", "bgr"), help="override the channel order the checkpoint records")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: the GPU if there is one, else cpu)")
+    p.add_argument("--no-flip", action="store_true", help="embed without flip fusion")
+    p = _command(sub, "embed", _cmd_embed, "write identity embeddings and P(masked) of every image of a dataset to a .npz")
+    p.add_argument("checkpoint", help="a focusface checkpoint or the authors' .mdl")
+    p.add_argument("src", help="a folder of photos or aligned crops (flat or one sub-folder per identity), a rec folder, or a .bin")
+    p.add_argument("out", help="the .npz to write (keys, embeddings, p_masked, ok, notes)")
+    p.add_argument("--batch-size", type=_positive, default=64, help="images per forward pass")
+    p.add_argument("--channel-order", choices=("rgb", "bgr"), help="override the channel order the checkpoint records")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: the GPU if there is one, else cpu)")
+    p.add_argument("--no-flip", action="store_true", help="embed without flip fusion")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (never a source)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = _command(sub, "export", _cmd_export, "write the inference model (embedding + P(masked)) as ONNX, checked with onnxruntime")
+    p.add_argument("checkpoint", help="a focusface checkpoint or the authors' .mdl")
+    p.add_argument("out", help="the .onnx file to write")
+    p.add_argument("--channel-order", choices=("rgb", "bgr"), help="override the channel order the checkpoint records")
+    p.add_argument("--opset", type=_positive, default=17, help="ONNX opset version")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (never the checkpoint)")
     return parser
 
 
@@ -287,6 +339,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"focusface {args.command}: error: {message}", file=sys.stderr)
         return 2
 
-# %% ../nbs/19_cli.ipynb #3f7b3878
+# %% ../nbs/19_cli.ipynb #a7ac9570
 if __name__ == "__main__":
     sys.exit(main())

@@ -20,7 +20,7 @@ from .images import decode_image
 from .masks import apply_mask
 from .maskspec import DEFAULT_SPEC, MaskSampler, manifest_header, manifest_line
 from .metrics import Scores, curve, kfold_accuracy, pyeer_metrics, rates_at, verification_metrics
-from .model import FocusFace, load_checkpoint, resolve_device, to_model_input
+from .model import FocusFace, load_checkpoint, resolve_device, to_model_input, with_channel_order
 from .template import TEMPLATE_SIZE
 
 # %% auto #0
@@ -246,6 +246,7 @@ def evaluate(model, data, out=None, *,
              overwrite: bool = False,   # replace a non-empty `out`
              masked_data=None,          # masked copies of the sets (`--protocol mm`), in the order of `data`
              names=None,                # what to call the sets in the results (default: their file names)
+             channel_order=None,        # rgb | bgr: override the order the model expects (default: the checkpoint's)
              progress: bool = False) -> dict:
     "Evaluate a FocusFace model (or a checkpoint path) on evaluation sets; write the outputs under `out`."
     protocols = _check_protocols(protocols)
@@ -258,6 +259,7 @@ def evaluate(model, data, out=None, *,
     sources = [data] if isinstance(data, (str, Path)) else list(data)
     if not sources: raise FocusFaceError("no evaluation set given")
     if not isinstance(model, FocusFace): model = load_checkpoint(model, map_location="cpu", with_classifier=False)
+    model = with_channel_order(model, channel_order)
     sets = [load_eval_set(source) for source in sources]
     masked_sources = [] if masked_data is None else ([masked_data] if isinstance(masked_data, (str, Path)) else list(masked_data))
     if masked_sources and len(masked_sources) != len(sources):

@@ -23,9 +23,9 @@ from .losses import MarginHead, create_margin_head
 
 # %% auto #0
 __all__ = ['CHANNEL_ORDERS', 'CHECKPOINT_FORMAT', 'to_model_input', 'EmbeddingHead', 'FocusFaceOutput', 'FocusFace',
-           'CheckpointError', 'read_weights', 'strip_module_prefix', 'detect_layout', 'infer_trunk',
-           'focusface_to_authors_key', 'authors_to_focusface', 'load_state_into', 'atomic_torch_save', 'state_digest',
-           'save_checkpoint', 'load_checkpoint', 'init_from_backbone', 'resolve_device']
+           'with_channel_order', 'CheckpointError', 'read_weights', 'strip_module_prefix', 'detect_layout',
+           'infer_trunk', 'focusface_to_authors_key', 'authors_to_focusface', 'load_state_into', 'atomic_torch_save',
+           'state_digest', 'save_checkpoint', 'load_checkpoint', 'init_from_backbone', 'resolve_device']
 
 # %% ../nbs/08_model.ipynb #df0afcc4
 CHANNEL_ORDERS = ("rgb", "bgr")
@@ -120,6 +120,17 @@ class FocusFace(nn.Module):
         "`embed` for RGB uint8 faces (N, 112, 112, 3), in the model's channel order unless `channel_order` overrides it."
         device = next(self.parameters()).device
         return self.embed(to_model_input(faces, channel_order or self.channel_order).to(device), flip=flip)
+
+
+def with_channel_order(model: FocusFace, channel_order: str | None) -> FocusFace:
+    "The same network (weights shared, not copied) told to expect `channel_order`; `None` keeps the model's own."
+    if channel_order is None or channel_order == model.channel_order: return model
+    if channel_order not in CHANNEL_ORDERS:
+        raise FocusFaceError(f"channel_order must be one of {CHANNEL_ORDERS}, got {shorten(channel_order)}")
+    import copy
+    other = copy.copy(model)
+    other.config = dict(model.config, channel_order=channel_order)
+    return other
 
 # %% ../nbs/08_model.ipynb #ae08d198
 class CheckpointError(FocusFaceError):
@@ -288,6 +299,15 @@ def _focusface_parts(raw: dict, path) -> tuple[dict, dict]:
     return dict(config), dict(state)
 
 
+def _recorded_threshold(raw: dict) -> float | None:
+    "The U-U threshold at FMR 0.1% a training run recorded from its validation pairs (model.pt, best.pt), if any."
+    extra = raw.get("extra") if isinstance(raw.get("extra"), dict) else {}
+    summary = extra.get("summary") if isinstance(extra.get("summary"), dict) else {}
+    values = summary.get("val") if isinstance(summary.get("val"), dict) else extra
+    value = values.get("val/uu_threshold_fmr1000")
+    return float(value) if isinstance(value, (int, float)) and np.isfinite(value) else None
+
+
 def load_checkpoint(path, map_location="cpu", *, with_classifier: bool = True,
                     channel_order: str | None = None) -> FocusFace:
     "A `FocusFace` in eval mode from our checkpoint or the authors' `focus_face*.mdl` (`channel_order` overrides the file's)."
@@ -323,6 +343,7 @@ def load_checkpoint(path, map_location="cpu", *, with_classifier: bool = True,
         raise CheckpointError(f"{path}: its config does not build a model ({shorten(str(e), 200)})") from None
     load_state_into(model, state, source=str(path), layout=layout,
                     file_key=focusface_to_authors_key if layout == "authors" else (lambda key: key))
+    model.recorded_threshold = _recorded_threshold(raw) if layout == "focusface" else None
     return model.eval()
 
 # %% ../nbs/08_model.ipynb #df64360f

@@ -216,7 +216,9 @@ def _validate(model: FocusFace, pairs, config: TrainConfig, device) -> dict:
     model.eval()
     m = evaluate_pairs(model, pairs, protocols="uu,um", spec=config.mask_spec, seed=config.mask_seed,
                        batch_size=config.val_batch_size, device=device)["metrics"]
-    return {f"val/{p}_{k}": m[p][k] for p in ("uu", "um") for k in ("accuracy", "eer", "fmr100")}
+    values = {f"val/{p}_{k}": m[p][k] for p in ("uu", "um") for k in ("accuracy", "eer", "fmr100")}
+    values["val/uu_threshold_fmr1000"] = m["uu"]["threshold_fmr1000"]  # `focusface verify`'s default for this model
+    return values
 
 # %% ../nbs/18_train.ipynb #41772806
 def train(config: TrainConfig | str | Path, *, resume: bool = False, overwrite: bool = False) -> dict:
@@ -297,7 +299,7 @@ def train(config: TrainConfig | str | Path, *, resume: bool = False, overwrite: 
             position["best"] = dict(values, step=position["global_step"])
             if rank == 0: save_checkpoint(model, out / "best.pt", extra=dict(step=position["global_step"], **values))
         log.metrics(position["global_step"], values)
-        log.line(f"validation at step {position['global_step']}: " + "  ".join(f"{k[4:]} {v * 100:.2f}%" for k, v in values.items()))
+        log.line(f"validation at step {position['global_step']}: " + "  ".join(f"{k[4:]} {v * 100:.2f}%" for k, v in values.items() if "threshold" not in k))
 
     model.train(); [m.eval() for m in frozen]
     window, started, done_before, paused = {}, time.perf_counter(), position["global_step"], [0.0]
