@@ -1,7 +1,7 @@
 """Using a trained model, on this machine: onnxruntime against PyTorch for r100, `focusface embed` on a rec of
 10,000 aligned images (throughput and peak memory against a rec of 1,000), and photo alignment per image.
 
-Run: python benchmarks/bench_inference.py [--images 10000] [--backbone r18] [--skip-onnx] [--skip-embed]
+Run: python benchmarks/bench_inference.py [--images 10000] [--backbone r18] [--skip-onnx] [--skip-embed] [--photos 80]
 The alignment line needs the LFW development sample (FOCUSFACE_LFW_SAMPLE) and dlib (focusface[align]).
 """
 import argparse
@@ -98,12 +98,23 @@ def alignment(limit: int = 80):
             if faces: align_face(raw, faces[0].landmarks)
         per = (time.perf_counter() - start) / len(raws) * 1000
         print(f"align a 250x250 photo (HOG detection upsampled {upsample}x + 68 landmarks + warp): {per:.1f} ms per photo")
+    from focusface.maskfit import FACE_BOX, check_landmarks, fit_mask_params
+    from focusface.masks import apply_mask
+    from focusface.maskspec import MaskSampler
     aligner = DlibAligner()
-    crops = [decode_image(p.read_bytes()) for p in sorted((sample / "aligned").glob("*/*.jpg"))[:limit]]
+    files = sorted((sample / "aligned").glob("*/*.jpg"))[:limit]
+    crops = [decode_image(p.read_bytes()) for p in files]
     start = time.perf_counter()
-    for crop in crops: aligner.landmarks_in_box(crop, (16, 26, 96, 116))
-    print(f"68 landmarks on an aligned crop in a fixed box (no detection): "
-          f"{(time.perf_counter() - start) / len(crops) * 1000:.2f} ms per face")
+    shapes = [aligner.landmarks_in_box(crop, FACE_BOX) for crop in crops]
+    landmarks_ms = (time.perf_counter() - start) / len(crops) * 1000
+    sampler = MaskSampler()
+    start = time.perf_counter()
+    for key, (crop, shape) in enumerate(zip(crops, shapes)):
+        params = sampler(key)
+        apply_mask(crop, params if check_landmarks(shape) else fit_mask_params(params, shape))
+    fit_ms = (time.perf_counter() - start) / len(crops) * 1000
+    print(f"68 landmarks on an aligned crop in a fixed box (no detection): {landmarks_ms:.2f} ms per face; "
+          f"check + fit + draw the mask: {fit_ms:.2f} ms; together {landmarks_ms + fit_ms:.2f} ms per face")
 
 
 def main():
@@ -113,11 +124,12 @@ def main():
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--skip-onnx", action="store_true")
     parser.add_argument("--skip-embed", action="store_true")
+    parser.add_argument("--photos", type=int, default=80, help="LFW sample photos and crops timed for alignment")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
     if not args.skip_onnx: onnx_against_pytorch("r100", batch=16)
     if not args.skip_embed: embedding(args.backbone, args.images, args.batch)
-    alignment()
+    alignment(args.photos)
 
 
 if __name__ == "__main__":

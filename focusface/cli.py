@@ -139,8 +139,11 @@ def _cmd_mask(args) -> int:
     from focusface.maskdata import mask_dataset
     info = mask_dataset(args.src, args.dst, spec=args.code, seed=args.seed, protocol=args.protocol,
                         workers=args.workers, quality=args.quality, overwrite=args.overwrite, replay=args.replay,
-                        progress=not args.quiet)
+                        landmarks=args.landmarks, progress=not args.quiet)
     print(f"{args.dst}: {info['masked']} of {info['images']} images masked; manifest {info['manifest']}")
+    if "fitted" in info:
+        print(f"{info['fitted']} masks fitted to their landmarks, {info['template']} kept the template's shape "
+              "(landmarks missing or rejected; the manifest's header lists them with the reason)")
     if info["damaged"]:
         shown = ", ".join(map(str, info["damaged"][:10])) + (", ..." if len(info["damaged"]) > 10 else "")
         print(f"warning: {len(info['damaged'])} source image(s) are damaged (the decoder repaired them; they were masked "
@@ -170,11 +173,19 @@ def _cmd_evaluate(args) -> int:
     metrics = evaluate(args.checkpoint, args.data, args.out, protocols=args.protocols, spec=args.code, seed=args.seed,
                        score=args.score, batch_size=args.batch_size, flip=not args.no_flip, device=args.device,
                        figures=not args.no_figures, overwrite=args.overwrite, channel_order=args.channel_order,
-                       progress=not args.quiet)
+                       landmarks=args.landmarks, progress=not args.quiet)
     print(format_table(metrics))
     print("scores: " + ("cosine similarity" if args.score == "cosine" else "the authors' 1 - ||a - b|| / 2")
           + "; each protocol's 'paper' block in metrics.json holds pyeer's numbers on the authors' score")
     if args.out: print(f"results: {args.out}/metrics.json, scores/, curves/, masks/" + ("" if args.no_figures else ", figures/"))
+    return 0
+
+
+def _cmd_landmarks(args) -> int:
+    from focusface.maskfit import compute_landmarks
+    info = compute_landmarks(args.src, args.out, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"{info['out']}: landmarks of {info['images']} images; {info['ok']} look right"
+          + (f", {info['rejected']} do not and will keep the template mask (see 'notes' in the file)" if info["rejected"] else ""))
     return 0
 
 
@@ -262,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=("um", "mm"), default="mm", help="for a .bin: um masks the second image of every pair, mm both")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality of re-encoded images")
     p.add_argument("--replay", metavar="MANIFEST", help="draw the masks recorded in this manifest instead of sampling")
+    p.add_argument("--landmarks", metavar="NPZ", help="fit each mask to the face's landmarks (from 'focusface landmarks SRC')")
     p.add_argument("--overwrite", action="store_true", help="replace DST (and its manifest) if it exists (never a source)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = _command(sub, "synth", _cmd_synth, "write the embedded synthetic dataset (train rec, val.bin, eval.bin)")
@@ -292,9 +304,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-flip", action="store_true", help="embed without flip fusion")
     p.add_argument("--no-figures", action="store_true", help="write no figures")
     p.add_argument("--channel-order", choices=("rgb", "bgr"), help="override the channel order the checkpoint records")
+    p.add_argument("--landmarks", nargs="+", metavar="NPZ", help="landmarks files of the sets, in their order ('focusface "
+                   "landmarks'): masks fitted to each face")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = _command(sub, "inspect", _cmd_inspect, "say what a checkpoint holds (ours, the authors' .mdl)")
     p.add_argument("checkpoint", help="a focusface checkpoint, the authors' .mdl, or an insightface backbone.pth")
+    p = _command(sub, "landmarks", _cmd_landmarks, "compute the 68 landmarks of every aligned face of a dataset, for fitted masks")
+    p.add_argument("src", help="a rec folder, a .bin, or a folder of aligned crops")
+    p.add_argument("out", help="the .npz to write (keys, landmarks, ok, notes)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (never a source)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = _command(sub, "verify", _cmd_verify, "say whether two face images show the same person, and whether each wears a mask")
     p.add_argument("checkpoint", help="a focusface checkpoint or the authors' .mdl")
     p.add_argument("image_a", help="a photo (aligned first) or an aligned 112x112 crop")

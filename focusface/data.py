@@ -13,6 +13,7 @@ from .files import FocusFaceError, FormatError, worker_tempdir
 from .images import decode_image
 from .masks import apply_mask
 from .maskspec import DEFAULT_SPEC, MaskSampler
+from .maskfit import fitted_sampler
 
 # %% auto #0
 __all__ = ['image_classes', 'PairedFaces', 'PairBatchSampler', 'make_loader', 'batch_grid', 'holdout_pairs']
@@ -44,7 +45,8 @@ class PairedFaces:
                  new_mask_each_epoch: bool = True,  # draw a new mask for an image every epoch
                  masked_root=None,             # a pre-masked copy of `root` to read masked views from
                  masked_views: bool = True,    # False: unmasked views only (the ArcFace baseline)
-                 exclude_classes=()):          # class ids held out of training (for validation pairs)
+                 exclude_classes=(),           # class ids held out of training (for validation pairs)
+                 landmarks=None):              # a landmarks file of `root` (focusface landmarks): masks fitted to each face
         if not 0.0 <= unmasked_share <= 1.0:
             raise FocusFaceError(f"unmasked_share must be in [0, 1], got {unmasked_share}")
         self.faces = InsightFaceDataset(root)
@@ -53,7 +55,10 @@ class PairedFaces:
         if self.masked is not None and not np.array_equal(self.masked.image_keys, self.faces.image_keys):
             raise FormatError(f"{masked_root}: its image keys differ from {root}'s; a pre-masked copy must come from "
                               "`focusface mask` on the same rec")
-        self.sampler = MaskSampler(spec, seed)
+        if self.masked is not None and landmarks is not None:
+            raise FocusFaceError("landmarks fit masks drawn on the fly; a pre-masked copy (masked_train) has its masks "
+                                 "already: give one or the other (`focusface mask --landmarks` fits the pre-masked copy)")
+        self.sampler = fitted_sampler(MaskSampler(spec, seed), landmarks)
         self.seed, self.unmasked_share, self.flip = int(seed), float(unmasked_share), flip
         self.new_mask_each_epoch, self.masked_views = new_mask_each_epoch, masked_views
         self.num_classes = self.faces.num_classes

@@ -20,6 +20,7 @@ from .images import decode_image
 from .masks import apply_mask
 from .maskspec import DEFAULT_SPEC, MaskSampler, manifest_header, manifest_line
 from .metrics import Scores, curve, kfold_accuracy, pyeer_metrics, rates_at, verification_metrics
+from .maskfit import LandmarkTable, fitted_sampler
 from .model import FocusFace, load_checkpoint, resolve_device, to_model_input, with_channel_order
 from .template import TEMPLATE_SIZE
 
@@ -115,6 +116,7 @@ def _check_protocols(protocols) -> list[str]:
 def evaluate_pairs(model: FocusFace, pairs: EvalPairs, *, protocols=PROTOCOLS, spec: str = DEFAULT_SPEC, seed: int = 0,
                    score: str = "cosine", batch_size: int = 128, flip: bool = True, device=None,
                    masked: EvalPairs | None = None,  # the same set with every image masked (focusface mask --protocol mm)
+                   landmarks=None,  # the set's landmarks file (focusface landmarks): masks fitted to each face
                    progress: bool = False) -> dict:
     "Scores, metrics and mask manifests of one evaluation set under each protocol (U-U is always computed)."
     protocols = _check_protocols(protocols)
@@ -123,7 +125,9 @@ def evaluate_pairs(model: FocusFace, pairs: EvalPairs, *, protocols=PROTOCOLS, s
                              f"{len(pairs)}, or other same/different flags)")
     if "uu" not in protocols: protocols = ["uu"] + protocols  # the U-U thresholds are needed for the masked protocols
     n = len(pairs.images)
-    sampler = MaskSampler(spec, seed)
+    if masked is not None and landmarks is not None:
+        raise FocusFaceError(f"{masked.source}: a pre-masked set carries its masks already; landmarks do not apply to it")
+    sampler = fitted_sampler(MaskSampler(spec, seed), landmarks)
     source = pairs.source or pairs.name
     plain, p_plain = embed_images(model, pairs.images, sampler=None, batch_size=batch_size, flip=flip, device=device,
                                   source=source, progress=progress)
@@ -156,9 +160,10 @@ def evaluate_pairs(model: FocusFace, pairs: EvalPairs, *, protocols=PROTOCOLS, s
         if protocol != "uu" and masked is None:  # a pre-masked set has its manifest already
             side = [1] if protocol == "um" else [0, 1]
             keys = [int(k) for k in np.arange(n) if k % 2 in side]
+            lines = [manifest_line(k, sampler(k)) for k in keys]
+            fit = sampler.manifest_info() if landmarks is not None else {}
             manifests[protocol] = [json.dumps(manifest_header(kind="eval", source=source, protocol=protocol, spec=spec,
-                                                              seed=seed, images=len(keys)))] + \
-                [manifest_line(k, sampler(k)) for k in keys]
+                                                              seed=seed, images=len(keys), **fit))] + lines
     for protocol in protocols:  # the operating points fixed on unmasked faces
         if protocol == "uu": continue
         uu = results["uu"]
@@ -245,6 +250,7 @@ def evaluate(model, data, out=None, *,
              figures: bool = True,      # write ROC/DET/score figures
              overwrite: bool = False,   # replace a non-empty `out`
              masked_data=None,          # masked copies of the sets (`--protocol mm`), in the order of `data`
+             landmarks=None,            # landmarks files of the sets (`focusface landmarks`), in the order of `data`
              names=None,                # what to call the sets in the results (default: their file names)
              channel_order=None,        # rgb | bgr: override the order the model expects (default: the checkpoint's)
              progress: bool = False) -> dict:
@@ -265,6 +271,10 @@ def evaluate(model, data, out=None, *,
     if masked_sources and len(masked_sources) != len(sources):
         raise FocusFaceError(f"{len(masked_sources)} masked sets for {len(sources)} evaluation sets: give one for each, in order")
     masked_sets = [read_eval_set(source) for source in masked_sources] or [None] * len(sets)
+    landmark_files = [] if landmarks is None else ([landmarks] if isinstance(landmarks, (str, Path)) else list(landmarks))
+    if landmark_files and len(landmark_files) != len(sources):
+        raise FocusFaceError(f"{len(landmark_files)} landmarks files for {len(sources)} evaluation sets: give one for each, in order")
+    landmark_files = [LandmarkTable(f) for f in landmark_files] or [None] * len(sets)
     if names is not None and len(names) != len(sets):
         raise FocusFaceError(f"{len(names)} names for {len(sets)} evaluation sets")
     names = _unique_names(sets, sources) if names is None else _unique_names(
@@ -273,9 +283,10 @@ def evaluate(model, data, out=None, *,
     rank, _ = _dist()
     all_metrics, results = {}, {}
     from tqdm.auto import tqdm
-    for name, pairs, masked in tqdm(list(zip(names, sets, masked_sets)), desc="evaluation sets", disable=not progress or rank != 0):
+    for name, pairs, masked, marks in tqdm(list(zip(names, sets, masked_sets, landmark_files)), desc="evaluation sets",
+                                           disable=not progress or rank != 0):
         result = evaluate_pairs(model, pairs, protocols=protocols, spec=spec, seed=seed, score=score, batch_size=batch_size,
-                                flip=flip, device=device, masked=masked, progress=progress)
+                                flip=flip, device=device, masked=masked, landmarks=marks, progress=progress)
         all_metrics[name] = {p: {k: v for k, v in m.items() if not k.startswith("_")} for p, m in result["metrics"].items()
                              if p in protocols}
         results[name] = result

@@ -17,6 +17,7 @@ from .datasets import InsightFaceDataset, dataset_kind
 from .evalsets import read_bin, write_bin
 from .files import FocusFaceError, FormatError, atomic_dir, atomic_file, check_destination, ordered_map
 from .images import decode_with_warnings, encode_image, jpeg_truncated, list_image_folder
+from .maskfit import fitted_sampler
 from .masks import apply_mask
 from .maskspec import DEFAULT_SPEC, MaskParams, MaskSampler, manifest_header, manifest_line, read_manifest
 from .recordio import RecordReader, RecordWriter, pack_record, unpack_record
@@ -120,6 +121,7 @@ def mask_dataset(src, dst, *,
                  quality: int = 95,          # JPEG quality of re-encoded images
                  overwrite: bool = False,    # replace an existing `dst` (never a source)
                  replay=None,                # a manifest to replay instead of sampling
+                 landmarks=None,             # a landmarks file (`focusface landmarks`): masks fitted to each face
                  progress: bool = True) -> dict:
     "Write a masked copy of a rec folder, `.bin` or image folder, with its manifest; returns a summary."
     src, dst = Path(src), Path(dst)
@@ -129,11 +131,13 @@ def mask_dataset(src, dst, *,
         raise FocusFaceError(f"--protocol must be 'um' (mask the second image of each pair) or 'mm' (both), got {protocol!r}")
     if kind == "bin" and dst.suffix != ".bin": raise FocusFaceError(f"{dst}: a masked .bin must be written to a .bin path")
     if not 1 <= int(quality) <= 100: raise FocusFaceError(f"--quality must be in [1, 100], got {quality}")
-    sources = [src] + ([Path(replay)] if replay is not None else [])
+    if replay is not None and landmarks is not None:
+        raise FocusFaceError("a replay draws the masks its manifest recorded (fitted ones included): --landmarks does not apply")
+    sources = [src] + [Path(p) for p in (replay, landmarks) if p is not None]
     check_destination(dst, overwrite=overwrite, sources=sources)
     manifest_path = _manifest_path(dst, kind)
     if kind == "bin": check_destination(manifest_path, overwrite=overwrite, sources=sources)
-    sampler = MaskSampler(spec, seed)
+    sampler = fitted_sampler(MaskSampler(spec, seed), landmarks)
     if replay is not None:
         replay_header, _ = read_manifest(replay)
         protocol = replay_header.get("protocol") if kind == "bin" else protocol  # the replay masks what it masked
@@ -154,6 +158,8 @@ def mask_dataset(src, dst, *,
         header_info = dict(spec=None, seed=None, replayed_from=str(replay))
     else:
         params, header_info = [sampler(k) for k in keys], dict(spec=spec, seed=int(seed))
+        if landmarks is not None: header_info.update(sampler.manifest_info())
+    fit = dict(fitted=len(keys) - len(sampler.fallbacks), template=len(sampler.fallbacks)) if landmarks is not None else {}
     header = manifest_header(kind=kind, source=str(src), fingerprint=fingerprint, images=len(keys),
                              protocol=protocol if kind == "bin" else "mm", **header_info)
     desc = f"masking {src.name}"
@@ -169,7 +175,7 @@ def mask_dataset(src, dst, *,
             write_bin(dst, images, pairs.issame, overwrite=overwrite)
             header.update(output_sha256=file_sha256(dst), damaged=damaged)
             manifest.write("\n".join([json.dumps(header)] + [manifest_line(k, p) for k, p in zip(keys, params)]) + "\n")
-        return dict(kind=kind, images=len(images), masked=len(keys), manifest=str(manifest_path), damaged=damaged)
+        return dict(kind=kind, images=len(images), masked=len(keys), manifest=str(manifest_path), damaged=damaged, **fit)
 
     with atomic_dir(dst, overwrite=overwrite, sources=sources) as tmp:
         lines = []
@@ -198,4 +204,4 @@ def mask_dataset(src, dst, *,
             for extra in src.glob("*.txt"): (tmp / extra.name).write_bytes(extra.read_bytes())
         header["damaged"] = damaged
         (tmp / "masks.jsonl").write_text("\n".join([json.dumps(header)] + lines) + "\n")
-    return dict(kind=kind, images=len(keys), masked=len(keys), manifest=str(manifest_path), damaged=damaged)
+    return dict(kind=kind, images=len(keys), masked=len(keys), manifest=str(manifest_path), damaged=damaged, **fit)

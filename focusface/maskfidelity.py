@@ -15,8 +15,8 @@ import numpy as np
 from .files import FocusFaceError, FormatError
 
 # %% auto #0
-__all__ = ['mask_geometry', 'summarise_geometry', 'read_maskthefaced', 'maskthefaced_mask', 'our_params', 'compare_geometry',
-           'geometry_table', 'fidelity_gallery', 'DlibRecognizer', 'recognizer_effect']
+__all__ = ['mask_geometry', 'summarise_geometry', 'read_maskthefaced', 'maskthefaced_mask', 'our_params', 'sample_landmarks',
+           'compare_geometry', 'geometry_table', 'overlap', 'fidelity_gallery', 'DlibRecognizer', 'recognizer_effect']
 
 # %% ../nbs/22_maskfidelity.ipynb #f4c57fe0
 def mask_geometry(mask) -> dict:
@@ -67,19 +67,36 @@ def maskthefaced_mask(sample, row) -> np.ndarray:
     image = decode_image(path.read_bytes())
     return image[..., 0] if image.ndim == 3 else image
 
-# %% ../nbs/22_maskfidelity.ipynb #3431d526
-def our_params(row, style: str = "paper", seed: int = 0):
-    "The focusface mask for a sample face: MaskTheFace's variant for it, in `style`, keyed by its file name."
+# %% ../nbs/22_maskfidelity.ipynb #04a6e4ff
+def our_params(row, style: str = "paper", seed: int = 0, landmarks: dict | None = None):
+    "The focusface mask for a sample face: MaskTheFace's variant for it, in `style` (or `fitted`), keyed by its file name."
     from focusface.maskspec import sample_mask_params
-    return sample_mask_params(f"{row['variant']}-{style}", seed, row["file"])
+    if style != "fitted": return sample_mask_params(f"{row['variant']}-{style}", seed, row["file"])
+    from focusface.maskfit import fit_mask_params
+    params = sample_mask_params(f"{row['variant']}-paper", seed, row["file"])
+    shape = (landmarks or {}).get(row["file"])
+    return params if shape is None else fit_mask_params(params, shape)
 
 
-def compare_geometry(sample, rows, styles=("paper", "bold"), seed: int = 0) -> dict:
+def sample_landmarks(sample, rows, aligner=None) -> dict:
+    "{file: 68 landmarks} of the sample's aligned faces, from dlib's predictor on `focusface.maskfit.FACE_BOX`."
+    from focusface.align import DlibAligner
+    from focusface.images import decode_image
+    from focusface.maskfit import FACE_BOX, check_landmarks
+    aligner = aligner or DlibAligner()
+    out = {}
+    for r in rows:
+        shape = aligner.landmarks_in_box(decode_image((Path(sample) / "aligned" / r["file"]).read_bytes()), FACE_BOX)
+        if not check_landmarks(shape): out[r["file"]] = shape
+    return out
+
+
+def compare_geometry(sample, rows, styles=("paper", "bold"), seed: int = 0, landmarks: dict | None = None) -> dict:
     "Geometry summaries `{set: {variant or 'all': summary}}` for MaskTheFace's masks and ours in each style."
     from focusface.masks import mask_alpha
     masked = [r for r in rows if r["status"] == "masked"]
     sets = {"maskthefaced": [mask_geometry(maskthefaced_mask(sample, r)) for r in masked]}
-    for style in styles: sets[style] = [mask_geometry(mask_alpha(our_params(r, style, seed))) for r in masked]
+    for style in styles: sets[style] = [mask_geometry(mask_alpha(our_params(r, style, seed, landmarks))) for r in masked]
     out = {}
     for name, geometries in sets.items():
         out[name] = {"all": summarise_geometry(geometries)}
@@ -97,9 +114,21 @@ def geometry_table(summary: dict) -> str:
                          f"| {s['left']:.0f}-{s['right']:.0f} |")
     return "\n".join(lines)
 
-# %% ../nbs/22_maskfidelity.ipynb #1adb4bfe
-def fidelity_gallery(sample, rows, faces_per_variant: int = 3, style: str = "paper", seed: int = 0) -> np.ndarray:
-    "An RGB grid: a column pair (MaskTheFace's, ours in `style`) per variant, `faces_per_variant` rows."
+# %% ../nbs/22_maskfidelity.ipynb #b38bb620
+def overlap(sample, rows, styles=("paper",), seed: int = 0, landmarks: dict | None = None) -> dict:
+    "{style: per-face IoU (array) of our binary mask with MaskTheFace's}, over the faces MaskTheFace masked."
+    from focusface.masks import mask_alpha
+    masked = [r for r in rows if r["status"] == "masked"]
+    theirs = [maskthefaced_mask(sample, r) > 127 for r in masked]
+    out = {}
+    for style in styles:
+        ours = (mask_alpha(our_params(r, style, seed, landmarks)) > 0.5 for r in masked)
+        out[style] = np.array([(a & b).sum() / max((a | b).sum(), 1) for a, b in zip(ours, theirs)])
+    return out
+
+# %% ../nbs/22_maskfidelity.ipynb #46d7c077
+def fidelity_gallery(sample, rows, faces_per_variant: int = 3, styles=("paper",), seed: int = 0, landmarks=None) -> np.ndarray:
+    "An RGB grid: per variant, MaskTheFace's mask then ours in each of `styles`, `faces_per_variant` rows."
     from focusface.images import decode_image
     from focusface.masks import apply_mask
     masked = [r for r in rows if r["status"] == "masked"]
@@ -108,14 +137,15 @@ def fidelity_gallery(sample, rows, faces_per_variant: int = 3, style: str = "pap
     for variant in variants:
         picked = [r for r in masked if r["variant"] == variant][:faces_per_variant]
         if len(picked) < faces_per_variant: raise FocusFaceError(f"fewer than {faces_per_variant} faces wear {variant}")
-        tiles = [np.concatenate([decode_image((Path(sample) / "maskthefaced" / "images" / r["file"]).read_bytes()),
-                                 apply_mask(decode_image((Path(sample) / "aligned" / r["file"]).read_bytes()), our_params(r, style, seed))], 1)
+        tiles = [np.concatenate([decode_image((Path(sample) / "maskthefaced" / "images" / r["file"]).read_bytes())]
+                                + [apply_mask(decode_image((Path(sample) / "aligned" / r["file"]).read_bytes()),
+                                              our_params(r, style, seed, landmarks)) for style in styles], 1)
                  for r in picked]
         columns.append(np.concatenate(tiles, 0))
     gap = np.full((columns[0].shape[0], 6, 3), 255, np.uint8)
     return np.concatenate([c for column in columns for c in (column, gap)][:-1], 1), variants
 
-# %% ../nbs/22_maskfidelity.ipynb #0e4dd34a
+# %% ../nbs/22_maskfidelity.ipynb #6b6520f6
 class DlibRecognizer:
     "dlib's face recognition model on aligned 112x112 crops (cosine similarity of unit 128-d descriptors)."
     FACE_BOX = (16, 26, 96, 116)  # left, top, right, bottom in the 112x112 crop
@@ -144,8 +174,9 @@ class DlibRecognizer:
         d = np.array(self.model.compute_face_descriptor(np.ascontiguousarray(image), shape), np.float64)
         return d / np.linalg.norm(d)
 
-# %% ../nbs/22_maskfidelity.ipynb #fce85350
-def recognizer_effect(sample, rows, recognizer=None, styles=("paper", "bold"), seed: int = 0, progress: bool = False) -> dict:
+# %% ../nbs/22_maskfidelity.ipynb #fd2e56d0
+def recognizer_effect(sample, rows, recognizer=None, styles=("paper", "bold"), seed: int = 0, progress: bool = False,
+                      landmarks: dict | None = None) -> dict:
     "Genuine-pair similarity drops (U-U to U-M) and M-M impostor similarity, MaskTheFace's masks against ours."
     from focusface.images import decode_image
     from focusface.masks import apply_mask
@@ -163,7 +194,7 @@ def recognizer_effect(sample, rows, recognizer=None, styles=("paper", "bold"), s
         shape = recognizer.landmarks(face)
         emb["unmasked"].append(recognizer.embed(face, shape))
         emb["maskthefaced"].append(recognizer.embed(decode_image((Path(sample) / "maskthefaced" / "images" / r["file"]).read_bytes()), shape))
-        for style in styles: emb[style].append(recognizer.embed(apply_mask(face, our_params(r, style, seed)), shape))
+        for style in styles: emb[style].append(recognizer.embed(apply_mask(face, our_params(r, style, seed, landmarks)), shape))
     emb = {s: np.stack(v) for s, v in emb.items()}
     genuine = [(i, j) for i, j in combinations(range(len(masked)), 2) if masked[i]["person"] == masked[j]["person"]]
     genuine += [(j, i) for i, j in genuine]

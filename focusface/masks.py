@@ -136,14 +136,15 @@ class _Frame:
         m = self.matrix.astype(np.float64)
         det = m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0]
         self.inverse = (np.array([[m[1, 1], -m[0, 1]], [-m[1, 0], m[0, 0]]]) / det).astype(np.float32)
-        self.jaw, self.cheek = np.float32(params.jaw), np.float32(params.cheek)
+        self.jaw, self.cheek, self.skew = np.float32(params.jaw), np.float32(params.cheek), np.float32(params.skew)
 
     def __call__(self, uv) -> np.ndarray:
         uv = np.asarray(uv, np.float32)
-        if self.jaw or self.cheek:  # the shape bent to a face (zero for both: exactly the arithmetic of before)
+        if self.jaw or self.cheek or self.skew:  # the shape bent to a face (all zero: exactly the arithmetic of before)
             u, v = uv[..., 0], uv[..., 1]
             narrow = 1 - self.jaw * np.clip((v - 0.3) / 0.7, 0, 1.5)   # lower part: along the jaw line
             drop = self.cheek * u * u * np.clip(1 - v / 0.4, 0, 1)      # top edge: down from the nose bridge
+            if self.skew: narrow = narrow * (1 + self.skew * np.sign(u))  # a turned head: one side wider
             uv = np.stack([u * narrow, v + drop], -1)
         return uv @ self.matrix.T + self.shift
 

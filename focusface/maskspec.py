@@ -125,6 +125,7 @@ class MaskParams:
     cheek: float = 0.0
     fittings: bool = True
     texture_strength: float = 1.0
+    skew: float = 0.0
 
     def __post_init__(self):
         if self.type not in MASK_TYPES:
@@ -165,7 +166,7 @@ class MaskParams:
 
 _PARAM_RANGES = dict(top=(30.0, 90.0), bottom=(40.0, 160.0), width=(0.5, 1.6), angle=(-45.0, 45.0), dx=(-20.0, 20.0),
                      dy=(-20.0, 20.0), shading=(0.0, 1.0), texture_period=(2.0, 64.0), texture_angle=(-360.0, 360.0),
-                     jaw=(-0.5, 0.8), cheek=(-0.3, 0.6), texture_strength=(0.0, 1.0))
+                     jaw=(-0.5, 0.8), cheek=(-0.3, 0.6), texture_strength=(0.0, 1.0), skew=(-0.6, 0.6))
 
 # %% ../nbs/09_maskspec.ipynb #9120899b
 def key_to_int(key) -> int:

@@ -196,7 +196,7 @@ def _prepare_out(config: TrainConfig, rank: int, resume: bool, overwrite: bool) 
     "Check (and on rank 0, clear if asked) the run folder; True when an earlier run is to be resumed."
     from focusface.files import check_destination
     out = Path(config.out)
-    sources = [s for s in (config.train, config.masked_train, config.init, config.val, config.holdout)
+    sources = [s for s in (config.train, config.masked_train, config.landmarks, config.init, config.val, config.holdout)
                if s and not str(s).startswith("synthetic")]
     check_destination(out, overwrite=True, sources=sources)  # never a source, whatever the flags
     has_run = out.is_dir() and any(out.iterdir())
@@ -234,7 +234,7 @@ def train(config: TrainConfig | str | Path, *, resume: bool = False, overwrite: 
     dataset = PairedFaces(config.train, spec=config.mask_spec, seed=config.mask_seed, unmasked_share=config.unmasked_share,
                           flip=config.flip, new_mask_each_epoch=config.new_mask_each_epoch,
                           masked_root=config.masked_train, masked_views=config.method != "arcface",
-                          exclude_classes=_read_holdout(config.holdout))
+                          exclude_classes=_read_holdout(config.holdout), landmarks=config.landmarks)
     _check_labels(dataset.faces)
     if config.val:
         from focusface.evaluate import load_eval_set

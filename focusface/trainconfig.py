@@ -28,6 +28,7 @@ class TrainConfig:
     train: str = ""                      # insightface folder of training faces (train.rec, train.idx, property)
     val: str | None = None               # held-out pair set for validation: a .bin, a pairs folder, synthetic[:SEED]
     masked_train: str | None = None      # a pre-masked copy of `train` (focusface mask), instead of masking on the fly
+    landmarks: str | None = None         # landmarks of `train` (focusface landmarks): on-the-fly masks fitted to each face
     holdout: str | None = None           # a file of class ids (one a line) left out of training: the identities of `val`
     out: str = "runs/focusface"          # the run's folder: checkpoints, logs, model.pt, summary.json
     method: str = "focusface"            # focusface | arcface | arcface_aug
@@ -89,11 +90,13 @@ class TrainConfig:
             need(getattr(self, name) is None or getattr(self, name) >= 1, f"{name} must be at least 1 (or null), got {getattr(self, name)}")
         need(self.lr > 0 and self.momentum >= 0 and self.weight_decay >= 0, "lr must be positive, momentum and weight_decay not negative")
         need(0 <= self.unmasked_share <= 1, f"unmasked_share must be in [0, 1], got {self.unmasked_share}")
+        need(not (self.landmarks and self.masked_train), "landmarks fit the masks drawn on the fly; masked_train has its "
+             "masks already (fit those with `focusface mask --landmarks`): give one or the other")
         need(self.warmup_epochs >= 0 and self.workers >= 0, "warmup_epochs and workers must not be negative")
         need(self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be positive (or null), got {self.grad_clip}")
 
 
-_OPTIONAL = dict(val=str, masked_train=str, holdout=str, init=str, device=str, max_steps=int, val_every=int, grad_clip=float)
+_OPTIONAL = dict(val=str, masked_train=str, landmarks=str, holdout=str, init=str, device=str, max_steps=int, val_every=int, grad_clip=float)
 
 
 def _coerce(name: str, value, default):
