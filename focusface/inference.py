@@ -34,13 +34,16 @@ def load_model(checkpoint, channel_order: str | None = None, device=None) -> Foc
 
 
 def channel_order_check(checkpoint, pairs, device=None) -> dict:
-    "U-U verification accuracy of a model under both channel orders on an evaluation set: {'rgb': ..., 'bgr': ...}."
-    from focusface.evaluate import evaluate
+    "U-U verification accuracy (10-fold) under both channel orders on an evaluation set (a path or `EvalPairs`)."
+    from focusface.evaluate import evaluate_pairs, load_eval_set
+    from focusface.evalsets import EvalPairs
     model = load_model(checkpoint, device=device)
-    return {order: evaluate(model, pairs, protocols="uu", channel_order=order, figures=False, device=device)
+    if not isinstance(pairs, EvalPairs): pairs = load_eval_set(pairs)
+    where = next(model.parameters()).device
+    return {order: evaluate_pairs(with_channel_order(model, order), pairs, protocols="uu", device=where)["metrics"]["uu"]["accuracy"]
             for order in ("rgb", "bgr")}
 
-# %% ../nbs/24_inference.ipynb #d92e693b
+# %% ../nbs/24_inference.ipynb #7e16aea7
 def read_face(source, *, face: int | None = None, aligner=None):
     "An `AlignedFace` from an image file or an RGB array (photo or aligned 112x112 crop)."
     from focusface.images import decode_image
@@ -57,7 +60,7 @@ def embed_aligned(model: FocusFace, faces, flip: bool = True) -> tuple[np.ndarra
     e, p = model.embed(to_model_input(np.asarray(faces), model.channel_order).to(device), flip=flip)
     return e.float().cpu().numpy(), p.float().cpu().numpy()
 
-# %% ../nbs/24_inference.ipynb #a047a0df
+# %% ../nbs/24_inference.ipynb #cc80b228
 DEFAULT_THRESHOLD = 0.28      # cosine; ArcFace r100 (MS1M) at FMR 0.1% on LFW (Deb et al., AdvFaces, IJCB 2020)
 THRESHOLD_FMR = 0.001         # the false match rate every threshold here is chosen for
 
@@ -97,7 +100,7 @@ def resolve_threshold(model, threshold=None) -> tuple[float, str]:
         raise FocusFaceError(f"--threshold must be a cosine similarity in [-1, 1], got {value}")
     return value, "given"
 
-# %% ../nbs/24_inference.ipynb #ecc5da10
+# %% ../nbs/24_inference.ipynb #50e097f8
 def verify(checkpoint, image_a, image_b, *, threshold=None, channel_order: str | None = None, flip: bool = True,
            faces=(None, None), aligner=None, device=None) -> dict:
     "Are the faces of `image_a` and `image_b` the same person? Similarity, decision, threshold and P(masked) of each."
@@ -114,7 +117,7 @@ def verify(checkpoint, image_a, image_b, *, threshold=None, channel_order: str |
                         for image, a, p in zip((image_a, image_b), aligned, p_masked)],
                 aligned=[a.image for a in aligned])
 
-# %% ../nbs/24_inference.ipynb #3a71e510
+# %% ../nbs/24_inference.ipynb #4c95bbbd
 def image_source(path) -> tuple[int, object, list, bool]:
     "(count, function i -> (name, encoded bytes or array), keys, is a pair set) for a dataset or an image folder."
     from focusface.datasets import InsightFaceDataset, dataset_kind
@@ -190,7 +193,7 @@ def embed_dataset(checkpoint, src, out, *, batch_size: int = 64, flip: bool = Tr
     return dict(out=str(out), images=count, embedded=int(ok.sum()), failed=int((~ok).sum()),
                 several_faces=sum(bool(n) and o for n, o in zip(notes, ok)), channel_order=model.channel_order)
 
-# %% ../nbs/24_inference.ipynb #983c6908
+# %% ../nbs/24_inference.ipynb #29e550ce
 class InferenceModel(torch.nn.Module):
     "What the ONNX file computes: float faces (N, 3, 112, 112) in [-1, 1] -> unit embedding (N, D), P(masked) (N,)."
     def __init__(self, model: FocusFace):

@@ -110,6 +110,12 @@ def test_verify_uses_the_threshold_a_training_run_recorded(tmp_path, faces):
     assert verify(tmp_path / "run.pt", folder / "face0.png", folder / "face1.png", threshold=0.1)["threshold"] == 0.1
 
 
+def test_inspect_shows_the_recorded_threshold(tmp_path, capsys):
+    save_checkpoint(FocusFace("tiny").eval(), tmp_path / "run.pt", extra={"val/uu_threshold_fmr1000": 0.55})
+    assert run("inspect", tmp_path / "run.pt") == 0
+    assert "threshold recorded by its training run: 0.5500" in capsys.readouterr().out
+
+
 def test_unreadable_greyscale_and_alpha_images(checkpoints, faces, tmp_path, capsys):
     folder, arrays = faces
     damaged = tmp_path / "damaged.jpg"
