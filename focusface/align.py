@@ -15,8 +15,8 @@ from .template import TEMPLATE_LANDMARKS, TEMPLATE_SIZE
 
 # %% auto #0
 __all__ = ['FIVE_FROM_68', 'DOUBTFUL_SCORE', 'five_points', 'similarity_transform', 'align_face', 'Face', 'visible_area',
-           'rank_faces', 'DlibAligner', 'NoFaceError', 'AlignedFace', 'as_rgb', 'default_aligner', 'align_photo',
-           'read_reference_landmarks', 'alignment_accuracy']
+           'rank_faces', 'import_dlib', 'DlibAligner', 'NoFaceError', 'AlignedFace', 'as_rgb', 'default_aligner',
+           'align_photo', 'read_reference_landmarks', 'alignment_accuracy']
 
 # %% ../nbs/23_align.ipynb #4626673e
 FIVE_FROM_68 = (tuple(range(36, 42)), tuple(range(42, 48)), (30,), (48,), (54,))  # iBUG 300-W numbering
@@ -88,15 +88,16 @@ def rank_faces(faces: list[Face], shape) -> list[Face]:
     return sorted(faces, key=lambda f: -weight(f))
 
 
-def _import_dlib():
+def import_dlib(purpose: str = "aligning photos", alternative: str = ", or give aligned 112x112 crops"):
+    "(dlib, face_recognition_models), or a `FocusFaceError` saying what needs them and how to install them."
     try:
         import warnings
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # face_recognition_models imports pkg_resources
             import dlib, face_recognition_models as models
     except ImportError as e:
-        raise FocusFaceError(f"aligning photos needs dlib and its models ({e.name} is missing): "
-                             'pip install "focusface[align]", or give aligned 112x112 crops') from None
+        raise FocusFaceError(f"{purpose} needs dlib and its models ({e.name} is missing): "
+                             f'pip install "focusface[align]"{alternative}') from None
     return dlib, models
 
 
@@ -106,7 +107,7 @@ class DlibAligner:
         if isinstance(upsample, bool) or not isinstance(upsample, int) or not 0 <= upsample <= 3:
             raise FocusFaceError(f"upsample must be 0, 1, 2 or 3, got {upsample!r}")
         self.upsample, self.min_score = upsample, float(min_score)
-        dlib, models = _import_dlib()
+        dlib, models = import_dlib()
         self._dlib = dlib
         self.detector = dlib.get_frontal_face_detector()
         self.predictor = dlib.shape_predictor(models.pose_predictor_model_location())

@@ -151,14 +151,8 @@ class DlibRecognizer:
     FACE_BOX = (16, 26, 96, 116)  # left, top, right, bottom in the 112x112 crop
 
     def __init__(self):
-        try:
-            import warnings
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # face_recognition_models imports pkg_resources
-                import dlib, face_recognition_models as models
-        except ImportError as e:
-            raise FocusFaceError(f"the recognizer needs dlib and its models ({e.name} is missing): "
-                                 'pip install "focusface[fidelity]"') from None
+        from focusface.align import import_dlib
+        dlib, models = import_dlib("the recognizer", alternative="")
         self._dlib = dlib
         self.predictor = dlib.shape_predictor(models.pose_predictor_five_point_model_location())
         self.model = dlib.face_recognition_model_v1(models.face_recognition_model_location())
