@@ -154,6 +154,9 @@ def atomic_dir(dst, *, overwrite: bool = False, sources: Iterable = ()) -> Itera
 def atomic_file(path, mode: str = "wb", *, overwrite: bool = True, sources: Iterable = ()):
     "A file open for writing; it becomes `path` when the block completes and vanishes if the block fails."
     path = check_destination(path, overwrite=overwrite, sources=sources)
+    if path.is_dir() and not path.is_symlink():  # --overwrite replaces a file with a file, never a folder with one
+        raise DestinationError(f"{path} is a folder: give the path of the file to write (a folder is never replaced "
+                               "by a file, even with --overwrite)")
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path):
         remove_stale_temporaries(path)

@@ -216,6 +216,7 @@ def export_onnx(checkpoint, out, *, channel_order: str | None = None, opset: int
     except ImportError as e:
         raise FocusFaceError(f'export needs onnx and onnxruntime ({e.name} is missing): pip install "focusface[onnx]"') from None
     out = Path(out)
+    if out.suffix != ".onnx": raise FocusFaceError(f"{out}: the output must be a .onnx file")
     sources = [checkpoint] if isinstance(checkpoint, (str, Path)) else []
     check_destination(out, overwrite=overwrite, sources=sources)
     model = load_model(checkpoint, channel_order, device="cpu")

@@ -187,3 +187,16 @@ def test_embedding_streams_in_bounded_memory(checkpoints, tmp_path):
 
     small, large = peak(100), peak(800)
     assert large < small + 800 * 600, (small, large)  # keys and flags only: well under a kilobyte per image
+
+
+def test_outputs_are_files_of_their_kind_and_never_replace_a_folder(checkpoints, faces, tmp_path, capsys):
+    folder, _ = faces
+    assert run("export", checkpoints["ours"], tmp_path / "m.txt") == 2
+    assert "must be a .onnx file" in capsys.readouterr().err
+    (tmp_path / "m.onnx").mkdir()
+    (tmp_path / "m.onnx" / "keep.txt").write_text("mine")
+    assert run("export", checkpoints["ours"], tmp_path / "m.onnx", "--overwrite") == 2
+    assert "is a folder" in capsys.readouterr().err
+    (tmp_path / "e.npz").mkdir()
+    assert run("embed", checkpoints["ours"], folder, tmp_path / "e.npz", "--overwrite", "--quiet") == 2
+    assert (tmp_path / "m.onnx" / "keep.txt").read_text() == "mine" and (tmp_path / "e.npz").is_dir()
