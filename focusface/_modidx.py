@@ -257,6 +257,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                 'focusface/maskfit.py'),
                                    'focusface.maskfit.LandmarkTable._position': ( 'maskfit.html#landmarktable._position',
                                                                                   'focusface/maskfit.py'),
+                                   'focusface.maskfit.LandmarkTable.coverage': ( 'maskfit.html#landmarktable.coverage',
+                                                                                 'focusface/maskfit.py'),
                                    'focusface.maskfit.LandmarkTable.get': ('maskfit.html#landmarktable.get', 'focusface/maskfit.py'),
                                    'focusface.maskfit._clip': ('maskfit.html#_clip', 'focusface/maskfit.py'),
                                    'focusface.maskfit._five': ('maskfit.html#_five', 'focusface/maskfit.py'),

@@ -175,6 +175,16 @@ class LandmarkTable:
         if not self.ok[i]: return None, str(self.notes[i])
         return self.landmarks[i], ""
 
+    def coverage(self, keys) -> tuple[int, int]:
+        "(how many of `keys` have accepted landmarks, how many keep the template mask)."
+        keys = list(keys)
+        if self.integer_keys and keys and all(isinstance(k, (int, np.integer)) for k in keys):
+            wanted = np.asarray(keys, np.int64)
+            j = np.minimum(np.searchsorted(self.sorted_keys, wanted), self.count - 1)
+            fitted = int(((self.sorted_keys[j] == wanted) & self.ok[self.order[j]]).sum())
+        else: fitted = sum(1 for k in keys if self.get(k)[0] is not None)
+        return fitted, len(keys) - fitted
+
     def __len__(self) -> int: return self.count
 
 # %% ../nbs/25_maskfit.ipynb #28192f46

@@ -277,6 +277,12 @@ def train(config: TrainConfig | str | Path, *, resume: bool = False, overwrite: 
     log.line(f"{'resuming at' if resuming else 'starting'} step {position['global_step']}/{total}: {config.method} "
              f"{config.backbone}, {len(dataset):,} images of {dataset.num_classes:,} identities, {world} process(es) on "
              f"{device}, global batch {config.batch_size} pairs, {steps_per_epoch} steps per epoch")
+    fit = None
+    if config.landmarks:  # the on-the-fly masks' counterpart of a manifest's note: how many keep the template mask
+        fitted, kept = dataset.sampler.table.coverage(dataset.keys)
+        fit = dict(file=config.landmarks, fitted=fitted, template=kept)
+        log.line(f"landmarks {config.landmarks}: {fitted:,} training images get masks fitted to their landmarks, "
+                 f"{kept:,} keep the template's (landmarks missing or rejected)")
 
     def save_state():
         finite = torch.tensor(float(all(torch.isfinite(v).all() for v in model.state_dict().values()  # weights and
@@ -359,7 +365,7 @@ def train(config: TrainConfig | str | Path, *, resume: bool = False, overwrite: 
                    wall_time_s=round(position["wall_time"], 1), processes=world, device=str(device),
                    pairs_per_s=round((position["global_step"] - done_before) * config.batch_size
                                      / max(1e-9, time.perf_counter() - started - paused[0]), 1),  # training only
-                   val=position["val"], best=position["best"])
+                   val=position["val"], best=position["best"], landmarks=fit)
     if rank == 0:
         save_checkpoint(model, out / "model.pt", extra=dict(summary=summary))
         atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())

@@ -122,3 +122,18 @@ def test_landmarks_of_real_aligned_faces(lfw_sample, tmp_path, capsys):
     assert "8 masks fitted to their landmarks, 0 kept the template's shape" in capsys.readouterr().out
     masked = decode_image((tmp_path / "masked" / first).read_bytes())
     assert np.abs(masked.astype(int) - decode_image((person.parent / first).read_bytes())).mean() > 5
+
+
+def test_a_training_run_says_how_many_masks_follow_landmarks(tmp_path):
+    from focusface.data import PairedFaces
+    from focusface.synthdata import make_training_set
+    from focusface.train import train
+    from focusface.trainconfig import load_config
+    make_training_set(tmp_path / "train", identities=4, images_per_identity=4, workers=0, progress=False)
+    keys = [int(k) for k in PairedFaces(tmp_path / "train").keys]
+    ok = [i % 4 != 0 for i in range(len(keys))]  # every fourth face's landmarks rejected
+    marks = _landmarks_file(tmp_path / "lm.npz", keys, [_face_shape()] * len(keys), ok, ["" if o else "bad" for o in ok])
+    summary = train(load_config(train=str(tmp_path / "train"), out=str(tmp_path / "run"), backbone="tiny", epochs=1,
+                                batch_size=8, lr_batch=8, workers=0, progress=False, landmarks=str(marks), max_steps=1))
+    assert summary["landmarks"] == dict(file=str(marks), fitted=12, template=4)
+    assert "12 training images get masks fitted to their landmarks, 4 keep the template's" in (tmp_path / "run" / "train.log").read_text()
