@@ -3,6 +3,7 @@ succeeds or raises a FocusFaceError: never another exception, never a hang, neve
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ from focusface.datasets import InsightFaceDataset, write_insightface_folder
 from focusface.evalsets import read_bin, read_pairs_folder, write_bin
 from focusface.files import FocusFaceError
 from focusface.images import decode_image, encode_image
+from focusface.inference import _write_npz
+from focusface.maskfit import LandmarkTable
 from focusface.maskspec import MaskParams, manifest_header, manifest_line, parse_spec, read_manifest
 from focusface.model import FocusFace, load_checkpoint, save_checkpoint
 
@@ -42,6 +45,15 @@ def damage(data: bytes, draw) -> bytes:
     return bytes(data)
 
 
+@contextmanager
+def damaged_copy(files, name: str, data):
+    "The path of a damaged copy of one of the valid files, in a folder removed afterwards."
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d, name)
+        path.write_bytes(damage(files[name], data.draw))
+        yield path
+
+
 def survives(read):
     "Run a reader: success, or a FocusFaceError; anything else fails the test."
     try: read()
@@ -61,6 +73,9 @@ def files(tmp_path_factory):
     save_checkpoint(FocusFace("tiny", embedding_size=16, mask_embedding_size=4), d / "m.pt")  # small: ~0.6 MB
     (d / "manifest.jsonl").write_text("\n".join([json.dumps(manifest_header(kind="bin", spec="surgical", seed=0))]
                                                 + [manifest_line(k, MaskParams("surgical")) for k in range(4)]) + "\n")
+    _write_npz(d / "landmarks.npz", dict(keys=np.arange(4), landmarks=np.zeros((4, 68, 2), np.float32), ok=np.ones(4, bool),
+                                         notes=np.array([""] * 4), image_size=np.array(112), box=np.zeros(4, np.float32),
+                                         source=np.array("fuzz")))
     return Valid({p.name: p.read_bytes() for p in d.iterdir() if p.is_file()},
                  rec={n: (d / "rec" / n).read_bytes() for n in ("train.rec", "train.idx", "property")})
 
@@ -83,10 +98,9 @@ def test_rec_folder(files, data, part):
 @FUZZ
 @given(data=st.data())
 def test_bin(files, data):
-    with tempfile.TemporaryDirectory() as d:
-        Path(d, "x.bin").write_bytes(damage(files["set.bin"], data.draw))
-        survives(lambda: [decode_image(im) for im in read_bin(Path(d, "x.bin")).images])
-        survives(lambda: check_images(Path(d, "x.bin")))
+    with damaged_copy(files, "set.bin", data) as path:
+        survives(lambda: [decode_image(im) for im in read_bin(path).images])
+        survives(lambda: check_images(path))
 
 
 @FUZZ
@@ -103,17 +117,20 @@ def test_pairs_folder(files, data):
 @FUZZ
 @given(data=st.data())
 def test_manifest(files, data):
-    with tempfile.TemporaryDirectory() as d:
-        Path(d, "m.jsonl").write_bytes(damage(files["manifest.jsonl"], data.draw))
-        survives(lambda: read_manifest(Path(d, "m.jsonl")))
+    with damaged_copy(files, "manifest.jsonl", data) as path: survives(lambda: read_manifest(path))
 
 
 @FUZZ
 @given(data=st.data())
 def test_checkpoint(files, data):
-    with tempfile.TemporaryDirectory() as d:
-        Path(d, "m.pt").write_bytes(damage(files["m.pt"], data.draw))
-        survives(lambda: load_checkpoint(Path(d, "m.pt")))
+    with damaged_copy(files, "m.pt", data) as path: survives(lambda: load_checkpoint(path))
+
+
+@FUZZ
+@given(data=st.data())
+def test_landmarks_file(files, data):
+    with damaged_copy(files, "landmarks.npz", data) as path:
+        survives(lambda: [LandmarkTable(path).get(k) for k in range(5)])
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)
