@@ -46,7 +46,7 @@ def sample_images(path, n: int = 16) -> list:
     "Up to `n` decoded RGB images spread evenly over the dataset (whole pairs, for a pair set)."
     import numpy as np
     from focusface.images import decode_image
-    from focusface.inference import image_source
+    from focusface.datasets import image_source
     count, get, _, paired = image_source(Path(path))
     if paired:
         firsts = np.unique(np.linspace(0, count // 2 - 1, max(1, min(n // 2, count // 2))).astype(int)) * 2
@@ -60,7 +60,7 @@ def check_images(path, progress: bool = False) -> tuple[int, list[str]]:
     from tqdm.auto import tqdm
     from focusface.files import FocusFaceError
     from focusface.images import decode_with_warnings, jpeg_truncated
-    from focusface.inference import image_source
+    from focusface.datasets import image_source
     count, get, _, _ = image_source(Path(path))
     bad = []
     for i in tqdm(range(count), disable=not progress, desc=f"decoding {Path(path).name}", unit="img"):

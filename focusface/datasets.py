@@ -16,7 +16,7 @@ from .images import decode_image, encode_image, list_image_folder
 from .recordio import RecordReader, RecordWriter, pack_record, unpack_record
 
 # %% auto #0
-__all__ = ['read_property', 'InsightFaceDataset', 'write_insightface_folder', 'pack_folder', 'dataset_kind']
+__all__ = ['read_property', 'InsightFaceDataset', 'write_insightface_folder', 'pack_folder', 'dataset_kind', 'image_source']
 
 # %% ../nbs/04_datasets.ipynb #fdc6e405
 def read_property(root) -> tuple[int, int, int]:
@@ -186,3 +186,22 @@ def dataset_kind(path) -> str:
     raise FormatError(f"{path}: not a dataset focusface knows{'' if path.exists() else ' (no such file or folder)'}: "
                       "expected an insightface folder (train.rec, train.idx, property), an evaluation .bin, a folder "
                       "with pairs.txt, or root/<identity>/<image> files")
+
+
+def image_source(path) -> tuple[int, object, list, bool]:
+    "(count, function i -> (name, encoded bytes or array), keys, is a pair set) for a dataset or an image folder."
+    from focusface.evalsets import read_eval_set
+    from focusface.images import IMAGE_SUFFIXES
+    path = Path(path)
+    kind = dataset_kind(path)
+    if kind == "rec":
+        ds = InsightFaceDataset(path)
+        keys = [int(k) for k in ds.image_keys]
+        return len(keys), lambda i: (f"{path} key {keys[i]}", ds.read(keys[i])[1]), keys, False
+    if kind == "images":
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files: files = [p for _, images in list_image_folder(path) for p in images]
+        keys = [p.relative_to(path).as_posix() for p in files]
+        return len(files), lambda i: (str(files[i]), files[i].read_bytes()), keys, False
+    pairs = read_eval_set(path)
+    return len(pairs.images), lambda i: (f"{path} image {i}", pairs.images[i]), list(range(len(pairs.images))), True

@@ -17,8 +17,8 @@ from typing import Callable, Iterable, Iterator
 
 # %% auto #0
 __all__ = ['FocusFaceError', 'FormatError', 'DestinationError', 'shorten', 'check_destination', 'remove_stale_temporaries',
-           'glob_escape', 'temporary_path', 'atomic_dir', 'atomic_file', 'atomic_write_bytes', 'worker_tempdir',
-           'ordered_map']
+           'glob_escape', 'temporary_path', 'atomic_dir', 'atomic_file', 'atomic_write_bytes', 'write_npz',
+           'worker_tempdir', 'ordered_map']
 
 # %% ../nbs/01_files.ipynb #b0e022b1
 class FocusFaceError(ValueError):
@@ -172,6 +172,17 @@ def atomic_write_bytes(path, data: bytes, *, overwrite: bool = True) -> Path:
     "Write `data` to `path` through a temporary file and a rename."
     with atomic_file(path, overwrite=overwrite) as f: f.write(data)
     return Path(path)
+
+
+def write_npz(out, arrays: dict, sources=()) -> None:
+    "Store `arrays` (values: arrays, or paths of .npy files) as an uncompressed .npz, written whole or not at all."
+    import zipfile
+    import numpy as np
+    with atomic_file(out, sources=sources) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+        for name, value in arrays.items():
+            if isinstance(value, Path): z.write(value, f"{name}.npy")
+            else:
+                with z.open(f"{name}.npy", "w", force_zip64=True) as member: np.lib.format.write_array(member, np.asarray(value))
 
 # %% ../nbs/01_files.ipynb #550e51f2
 def _alive(pid: int) -> bool:

@@ -106,7 +106,8 @@ def compute_landmarks(src, out, *, box=FACE_BOX, overwrite: bool = False, progre
     from focusface.align import DlibAligner
     from focusface.files import check_destination
     from focusface.images import decode_image
-    from focusface.inference import _write_npz, image_source
+    from focusface.datasets import image_source
+    from focusface.files import write_npz
     out = Path(out)
     if out.suffix != ".npz": raise FocusFaceError(f"{out}: the landmarks file must be a .npz")
     check_destination(out, overwrite=overwrite, sources=[src])
@@ -131,7 +132,7 @@ def compute_landmarks(src, out, *, box=FACE_BOX, overwrite: bool = False, progre
             ok[i] = not notes[i]
         landmarks.flush(); del landmarks
         key_array = np.array(keys, dtype=np.int64 if all(isinstance(k, int) for k in keys) else str)
-        _write_npz(out, dict(keys=key_array, landmarks=Path(tmp) / "landmarks.npy", ok=ok, notes=np.array(notes, dtype=str),
+        write_npz(out, dict(keys=key_array, landmarks=Path(tmp) / "landmarks.npy", ok=ok, notes=np.array(notes, dtype=str),
                              image_size=np.array(size or TEMPLATE_SIZE), box=np.array(box, np.float32),
                              source=np.array(str(src))), sources=[src])
     return dict(out=str(out), images=count, ok=int(ok.sum()), rejected=int((~ok).sum()))

@@ -8,7 +8,7 @@ from focusface.cli import main
 from focusface.evalsets import read_bin, write_bin
 from focusface.files import FocusFaceError
 from focusface.images import decode_image, encode_image
-from focusface.inference import _write_npz
+from focusface.files import write_npz
 from focusface.maskdata import mask_dataset
 from focusface.maskfit import FACE_BOX, FittedSampler, LandmarkTable, fit_mask_params
 from focusface.maskspec import MaskSampler, read_manifest
@@ -30,7 +30,7 @@ def _face_shape(widen=0.0):
 
 def _landmarks_file(path, keys, shapes, ok=None, notes=None):
     n = len(keys)
-    _write_npz(path, dict(keys=np.array(keys), landmarks=np.asarray(shapes, np.float32),
+    write_npz(path, dict(keys=np.array(keys), landmarks=np.asarray(shapes, np.float32),
                           ok=np.ones(n, bool) if ok is None else np.array(ok),
                           notes=np.array([""] * n if notes is None else notes), image_size=np.array(112),
                           box=np.array(FACE_BOX, np.float32), source=np.array("test")))
