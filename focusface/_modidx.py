@@ -261,7 +261,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                  'focusface/maskfit.py'),
                                    'focusface.maskfit.LandmarkTable.get': ('maskfit.html#landmarktable.get', 'focusface/maskfit.py'),
                                    'focusface.maskfit._clip': ('maskfit.html#_clip', 'focusface/maskfit.py'),
-                                   'focusface.maskfit._five': ('maskfit.html#_five', 'focusface/maskfit.py'),
                                    'focusface.maskfit._jaw_x': ('maskfit.html#_jaw_x', 'focusface/maskfit.py'),
                                    'focusface.maskfit.check_landmarks': ('maskfit.html#check_landmarks', 'focusface/maskfit.py'),
                                    'focusface.maskfit.compute_landmarks': ('maskfit.html#compute_landmarks', 'focusface/maskfit.py'),
