@@ -12,7 +12,7 @@ from .files import FocusFaceError
 from .template import TEMPLATE_SIZE
 
 # %% auto #0
-__all__ = ['IMAGE_SIZE', 'BN_EPS', 'check_image_batch', 'conv3x3', 'IBasicBlock', 'IResNet', 'register_backbone',
+__all__ = ['IMAGE_SIZE', 'BN_EPS', 'TRUNK_INITS', 'check_image_batch', 'conv3x3', 'IBasicBlock', 'IResNet', 'register_backbone',
            'list_backbones', 'backbone_spec', 'find_backbone', 'create_backbone']
 
 # %% ../nbs/06_backbones.ipynb #5af3a595
@@ -59,6 +59,9 @@ class IBasicBlock(nn.Module):
         return out + shortcut
 
 # %% ../nbs/06_backbones.ipynb #12e4d11c
+TRUNK_INITS = ("insightface", "damped")
+
+
 class IResNet(nn.Module):
     "iResNet trunk (insightface layout) with an optional embedding layer `fc` + `features`."
     def __init__(self, *,
@@ -67,8 +70,10 @@ class IResNet(nn.Module):
                  embedding_size: int = 512,                    # output of the embedding layer
                  dropout: float = 0.0,                         # before the embedding layer (insightface default 0)
                  include_embedding: bool = True,               # False: no fc/features, use forward_features
-                 stem_stride: int = 1):                        # 2: a strided stem and a stride-1 last stage (cheap demo nets)
+                 stem_stride: int = 1,                         # 2: a strided stem and a stride-1 last stage (cheap demo nets)
+                 init: str = "insightface"):                   # how the weights start: one of TRUNK_INITS
         super().__init__()
+        if init not in TRUNK_INITS: raise FocusFaceError(f"init must be one of {list(TRUNK_INITS)}, got {init!r}")
         if len(layers) != 4 or any(int(n) < 1 for n in layers):
             raise FocusFaceError(f"layers must be four positive block counts, got {layers!r}")
         if len(widths) != 4 or any(int(w) < 1 for w in widths):
@@ -96,7 +101,7 @@ class IResNet(nn.Module):
             self.features = nn.BatchNorm1d(embedding_size, eps=BN_EPS)
             nn.init.constant_(self.features.weight, 1.0)
             self.features.weight.requires_grad = False  # insightface freezes the scale of the last BN
-        self._init_weights()
+        self._init_weights(init)
 
     @staticmethod
     def _make_stage(in_channels: int, width: int, depth: int, stride: int = 2) -> nn.Sequential:
@@ -106,16 +111,16 @@ class IResNet(nn.Module):
         blocks += [IBasicBlock(width, width) for _ in range(depth - 1)]
         return nn.Sequential(*blocks)
 
-    def _init_weights(self):
-        # He initialisation, with the last convolution of every residual branch damped (x0.1): the residual sum
-        # then keeps about the variance of its input, so even an untrained model in eval mode (BN = identity)
-        # gives finite outputs. insightface's N(0, 0.1) for every conv overflows to NaN in eval mode at r100.
+    def _init_weights(self, init: str):
         for m in self.modules():
-            if isinstance(m, nn.Conv2d): nn.init.kaiming_normal_(m.weight, a=0.25, nonlinearity="leaky_relu")
+            if isinstance(m, nn.Conv2d):
+                if init == "insightface": nn.init.normal_(m.weight, 0.0, 0.1)
+                else: nn.init.kaiming_normal_(m.weight, a=0.25, nonlinearity="leaky_relu")
             elif isinstance(m, nn.BatchNorm2d): nn.init.ones_(m.weight); nn.init.zeros_(m.bias)
-        for m in self.modules():
-            if isinstance(m, IBasicBlock):
-                with torch.no_grad(): m.conv2.weight.mul_(0.1)
+        if init == "damped":
+            for m in self.modules():
+                if isinstance(m, IBasicBlock):
+                    with torch.no_grad(): m.conv2.weight.mul_(0.1)
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         "(N, 3, 112, 112) in [-1, 1] -> the (N, C, 7, 7) map after the last BN."
@@ -173,6 +178,6 @@ def find_backbone(layers, widths) -> str | None:
 
 
 def create_backbone(name: str, **kwargs) -> IResNet:
-    "Build the registered iResNet `name`; `kwargs` go to `IResNet` (embedding_size, dropout, include_embedding)."
+    "Build the registered iResNet `name`; `kwargs` go to `IResNet` (embedding_size, dropout, include_embedding, init)."
     spec = backbone_spec(name)
     return IResNet(layers=spec["layers"], widths=spec["widths"], stem_stride=spec["stem_stride"], **kwargs)

@@ -18,13 +18,25 @@ def test_registry_has_the_paper_depths():
 
 @pytest.mark.parametrize("name", ALL)
 def test_backbone_forward_shapes_and_finite(name):
-    net = create_backbone(name).eval()
+    """insightface's initialisation is finite where it is used, in training (BatchNorm normalises every layer);
+    `damped` is finite untrained in eval mode too, where every BatchNorm is the identity."""
     images = torch.rand(2, 3, 112, 112) * 2 - 1
+    for init, mode in (("insightface", "train"), ("damped", "eval")):
+        torch.manual_seed(0)
+        net = getattr(create_backbone(name, init=init), mode)()
+        with torch.no_grad():
+            fmap, emb = net.forward_features(images), net(images)
+        assert fmap.shape == (2, net.feature_channels, 7, 7)
+        assert emb.shape == (2, 512)
+        assert torch.isfinite(emb).all(), (init, mode)
+
+
+def test_the_reference_initialisation_is_not_finite_untrained_in_eval_mode():
+    """Why `damped` exists: an untrained r100 with N(0, 0.1) convolutions overflows when BatchNorm is the identity."""
+    torch.manual_seed(0)
     with torch.no_grad():
-        fmap, emb = net.forward_features(images), net(images)
-    assert fmap.shape == (2, net.feature_channels, 7, 7)
-    assert emb.shape == (2, 512)
-    assert torch.isfinite(emb).all()
+        emb = create_backbone("r100", init="insightface").eval()(torch.rand(1, 3, 112, 112) * 2 - 1)
+    assert not torch.isfinite(emb).all()
 
 
 SMALL = [n for n in ALL if n in ("tiny", "r18", "r34")]  # forward+backward of the deep ones is slow on a CPU
@@ -45,7 +57,7 @@ def test_focusface_every_trainable_parameter_gets_a_gradient(name):
 
 @pytest.mark.parametrize("name", ALL)
 def test_eval_mode_is_deterministic(name):
-    model = FocusFace(name).eval()
+    model = FocusFace(name, trunk_init="damped").eval()
     images = torch.rand(3, 3, 112, 112) * 2 - 1
     first, second = model.embed(images), model.embed(images)
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
