@@ -104,6 +104,8 @@ def _cmd_inspect(args) -> int:
     n = sum(p.numel() for p in model.parameters())
     print(f"FocusFace backbone={model.config['backbone']} embedding={model.config['embedding_size']} "
           f"channel order={model.channel_order.upper()} parameters={n/1e6:.1f}M (without the identity classifier)")
+    if not model.has_mask_head: print("mask head: none (a plain face recognition backbone: identity embedding only)")
+    elif not model.mask_head_trained: print("mask head: present but never trained (an `arcface` baseline run)")
     if model.recorded_threshold is not None:
         print(f"verification threshold recorded by its training run: {model.recorded_threshold:.4f} "
               "(cosine; U-U at FMR 0.1% on its validation pairs)")
@@ -176,7 +178,8 @@ def _cmd_evaluate(args) -> int:
     metrics = evaluate(args.checkpoint, args.data, args.out, protocols=args.protocols, spec=args.code, seed=args.seed,
                        score=args.score, batch_size=args.batch_size, flip=not args.no_flip, device=args.device,
                        figures=not args.no_figures, overwrite=args.overwrite, channel_order=args.channel_order,
-                       landmarks=args.landmarks, progress=not args.quiet)
+                       landmarks=args.landmarks, masked_data=args.masked, masked_side=args.masked_side,
+                       progress=not args.quiet)
     print(format_table(metrics))
     print("scores: " + ("cosine similarity" if args.score == "cosine" else "the authors' 1 - ||a - b|| / 2")
           + "; each protocol's 'paper' block in metrics.json holds pyeer's numbers on the authors' score")
@@ -204,7 +207,9 @@ def _cmd_verify(args) -> int:
     print(f"similarity {r['similarity']:.4f}: {'SAME person' if r['same'] else 'DIFFERENT people'} "
           f"(threshold {r['threshold']:.4f}, {r['threshold_source']})")
     for image in r["images"]:
-        print(f"  {image['image']}: P(masked) {image['p_masked']:.3f} ({'masked' if image['masked'] else 'unmasked'}); {image['note']}")
+        said = "P(masked) n/a (this model has no mask head)" if image["p_masked"] is None else \
+            f"P(masked) {image['p_masked']:.3f} ({'masked' if image['masked'] else 'unmasked'})"
+        print(f"  {image['image']}: {said}; {image['note']}")
     return 0
 
 
@@ -294,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     from focusface.trainconfig import add_train_arguments
     add_train_arguments(p)
     p = _command(sub, "evaluate", _cmd_evaluate, "U-U / U-M / M-M verification of a checkpoint on evaluation sets")
-    p.add_argument("checkpoint", help="a focusface checkpoint or the authors' .mdl")
+    p.add_argument("checkpoint", help="a focusface checkpoint, the authors' .mdl, or an insightface/ElasticFace backbone.pth")
     p.add_argument("data", nargs="+", help="evaluation .bin files, pairs folders, or synthetic[:SEED]")
     p.add_argument("--protocols", default="uu,um,mm", help="comma-separated: uu, um, mm")
     p.add_argument("--out", help="folder for metrics.json, scores, curves, mask manifests and figures")
@@ -309,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel-order", choices=("rgb", "bgr"), help="override the channel order the checkpoint records")
     p.add_argument("--landmarks", nargs="+", metavar="NPZ", help="landmarks files of the sets, in their order ('focusface "
                    "landmarks'): masks fitted to each face")
+    p.add_argument("--masked", nargs="+", metavar="BIN", help="masked copies of the sets, in their order, instead of drawing "
+                   "masks ('focusface mask --protocol mm', or a copy masked by MaskTheFace)")
+    p.add_argument("--masked-side", choices=("second", "first"), default="second", help="U-M: which image of each pair "
+                   "wears the mask (first: as the FocusFace authors evaluated)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = _command(sub, "inspect", _cmd_inspect, "say what a checkpoint holds (ours, the authors' .mdl)")
     p.add_argument("checkpoint", help="a focusface checkpoint, the authors' .mdl, or an insightface backbone.pth")
@@ -318,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (never a source)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = _command(sub, "verify", _cmd_verify, "say whether two face images show the same person, and whether each wears a mask")
-    p.add_argument("checkpoint", help="a focusface checkpoint or the authors' .mdl")
+    p.add_argument("checkpoint", help="a focusface checkpoint, the authors' .mdl, or a backbone.pth")
     p.add_argument("image_a", help="a photo (aligned first) or an aligned 112x112 crop")
     p.add_argument("image_b", help="a photo (aligned first) or an aligned 112x112 crop")
     p.add_argument("--threshold", help="a cosine similarity, or the metrics.json of 'focusface evaluate' (its U-U threshold "
@@ -330,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: the GPU if there is one, else cpu)")
     p.add_argument("--no-flip", action="store_true", help="embed without flip fusion")
     p = _command(sub, "embed", _cmd_embed, "write identity embeddings and P(masked) of every image of a dataset to a .npz")
-    p.add_argument("checkpoint", help="a focusface checkpoint or the authors' .mdl")
+    p.add_argument("checkpoint", help="a focusface checkpoint, the authors' .mdl, or a backbone.pth")
     p.add_argument("src", help="a folder of photos or aligned crops (flat or one sub-folder per identity), a rec folder, or a .bin")
     p.add_argument("out", help="the .npz to write (keys, embeddings, p_masked, ok, notes)")
     p.add_argument("--batch-size", type=_positive, default=64, help="images per forward pass")
@@ -340,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (never a source)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = _command(sub, "export", _cmd_export, "write the inference model (embedding + P(masked)) as ONNX, checked with onnxruntime")
-    p.add_argument("checkpoint", help="a focusface checkpoint or the authors' .mdl")
+    p.add_argument("checkpoint", help="a focusface checkpoint, the authors' .mdl, or a backbone.pth")
     p.add_argument("out", help="the .onnx file to write")
     p.add_argument("--channel-order", choices=("rgb", "bgr"), help="override the channel order the checkpoint records")
     p.add_argument("--opset", type=_positive, default=17, help="ONNX opset version")

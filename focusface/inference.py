@@ -107,9 +107,10 @@ def verify(checkpoint, image_a, image_b, *, threshold=None, channel_order: str |
     embeddings, p_masked = embed_aligned(model, np.stack([a.image for a in aligned]), flip=flip)
     similarity = float(embeddings[0] @ embeddings[1])
     return dict(similarity=similarity, same=similarity >= value, threshold=value, threshold_source=source,
-                threshold_fmr=THRESHOLD_FMR, channel_order=model.channel_order,
-                images=[dict(image=str(image) if isinstance(image, (str, Path)) else "array", p_masked=float(p),
-                             masked=bool(p >= 0.5), faces_found=a.faces_found,
+                threshold_fmr=THRESHOLD_FMR, channel_order=model.channel_order, mask_head=model.has_mask_head,
+                images=[dict(image=str(image) if isinstance(image, (str, Path)) else "array",
+                             p_masked=float(p) if np.isfinite(p) else None,  # None: the model has no mask head
+                             masked=bool(p >= 0.5) if np.isfinite(p) else None, faces_found=a.faces_found,
                              detector_score=None if a.face is None else round(a.face.score, 3), note=a.note)
                         for image, a, p in zip((image_a, image_b), aligned, p_masked)],
                 aligned=[a.image for a in aligned])
@@ -197,7 +198,10 @@ def export_onnx(checkpoint, out, *, channel_order: str | None = None, opset: int
         proto = onnx.load(str(traced))
     from focusface import __version__
     meta = dict(channel_order=model.channel_order, input_layout="NCHW float32, 112x112 aligned to the ArcFace template",
-                input_scale="(pixel / 255 - 0.5) / 0.5", outputs="embedding: unit identity embedding; p_masked: P(face wears a mask)",
+                input_scale="(pixel / 255 - 0.5) / 0.5",
+                outputs="embedding: unit identity embedding; p_masked: P(face wears a mask)" + (
+                    "" if model.has_mask_head else " (NaN: this model has no mask head)"),
+                mask_head="yes" if model.has_mask_head else "none",
                 backbone=str(model.config["backbone"]), source=str(checkpoint) if sources else "model",
                 producer=f"focusface {__version__}")
     for key, value in meta.items():
@@ -207,7 +211,10 @@ def export_onnx(checkpoint, out, *, channel_order: str | None = None, opset: int
     faces = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (check_batch, 3, 112, 112)).astype(np.float32))
     with torch.no_grad(): expected = [t.numpy() for t in wrapper(faces)]
     got = session.run(None, {"faces": faces.numpy()})
-    diff = dict(embedding=float(np.abs(got[0] - expected[0]).max()), p_masked=float(np.abs(got[1] - expected[1]).max()))
+    gap = lambda a, b: float(np.where(np.isnan(a) & np.isnan(b), 0.0, np.abs(a - b)).max())  # NaN: no mask head, in both
+    diff = dict(embedding=gap(got[0], expected[0]), p_masked=gap(got[1], expected[1]))
+    if not all(np.isfinite(v) for v in diff.values()):
+        raise FocusFaceError(f"{out}: the ONNX model's outputs are not finite where PyTorch's are; not written")
     if max(diff.values()) > ONNX_TOLERANCE:
         raise FocusFaceError(f"{out}: the ONNX model differs from PyTorch by {max(diff.values()):.2e} (more than "
                              f"{ONNX_TOLERANCE}); not written")

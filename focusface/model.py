@@ -25,7 +25,8 @@ from .losses import MarginHead, create_margin_head
 __all__ = ['CHANNEL_ORDERS', 'CHECKPOINT_FORMAT', 'to_model_input', 'EmbeddingHead', 'FocusFaceOutput', 'FocusFace',
            'with_channel_order', 'CheckpointError', 'read_weights', 'strip_module_prefix', 'detect_layout',
            'infer_trunk', 'focusface_to_authors_key', 'authors_to_focusface', 'load_state_into', 'atomic_torch_save',
-           'state_digest', 'save_checkpoint', 'load_checkpoint', 'init_from_backbone', 'resolve_device']
+           'state_digest', 'save_checkpoint', 'insightface_to_focusface', 'load_checkpoint', 'init_from_backbone',
+           'resolve_device']
 
 # %% ../nbs/08_model.ipynb #df0afcc4
 CHANNEL_ORDERS = ("rgb", "bgr")
@@ -46,24 +47,28 @@ def to_model_input(images, channel_order: str = "rgb") -> torch.Tensor:
 
 # %% ../nbs/08_model.ipynb #8d35f2db
 class EmbeddingHead(nn.Module):
-    "FocusFace head: two 7x7 convolutions on the trunk's feature map, one per task."
-    def __init__(self, in_channels: int = 512, embedding_size: int = 512, mask_embedding_size: int = 32):
+    "FocusFace head: two 7x7 convolutions on the trunk's feature map, one per task (or the identity one alone)."
+    def __init__(self, in_channels: int = 512, embedding_size: int = 512, mask_embedding_size: int = 32,
+                 mask_branch: bool = True):  # False: identity only (an insightface backbone loaded for evaluation)
         super().__init__()
         self.identity_conv = nn.Conv2d(in_channels, embedding_size, kernel_size=7, bias=False)
         self.identity_bn = nn.BatchNorm2d(embedding_size, eps=BN_EPS)
-        self.mask_conv = nn.Conv2d(in_channels, mask_embedding_size, kernel_size=7, bias=False)
-        self.mask_bn = nn.BatchNorm2d(mask_embedding_size, eps=BN_EPS)
+        self.mask_conv = self.mask_bn = None
+        if mask_branch:
+            self.mask_conv = nn.Conv2d(in_channels, mask_embedding_size, kernel_size=7, bias=False)
+            self.mask_bn = nn.BatchNorm2d(mask_embedding_size, eps=BN_EPS)
 
-    def forward(self, feature_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, feature_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         identity = self.identity_bn(self.identity_conv(feature_map)).flatten(1)
+        if self.mask_conv is None: return identity, None
         mask = F.relu6(self.mask_bn(self.mask_conv(feature_map))).flatten(1)
         return identity, mask
 
 # %% ../nbs/08_model.ipynb #ac8ea777
 class FocusFaceOutput(NamedTuple):
     identity_embedding: torch.Tensor  # (N, 512), raw (not normalised): what the consistency loss compares
-    mask_embedding: torch.Tensor      # (N, 32), after ReLU6
-    mask_logits: torch.Tensor         # (N, 2), index 1 = masked
+    mask_embedding: torch.Tensor | None  # (N, 32), after ReLU6; None for a model without a mask head
+    mask_logits: torch.Tensor | None     # (N, 2), index 1 = masked; None for a model without a mask head
 
 
 class FocusFace(nn.Module):
@@ -75,7 +80,9 @@ class FocusFace(nn.Module):
                  margin: str = "arcface",          # identity classifier: arcface | cosface
                  margin_s: float = 64.0,           # its scale
                  margin_m: float = 0.5,            # its margin
-                 channel_order: str = "rgb"):      # the colour order the network was trained on: rgb | bgr
+                 channel_order: str = "rgb",       # the colour order the network was trained on: rgb | bgr
+                 mask_head: bool = True,           # False: identity embedding only (a plain face recognition backbone)
+                 trunk_init: str = "insightface"): # how an untrained trunk starts (focusface.backbones.TRUNK_INITS)
         super().__init__()
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
             raise FocusFaceError(f"num_classes must be None (inference only) or an integer >= 2, got {shorten(num_classes)}")
@@ -86,11 +93,13 @@ class FocusFace(nn.Module):
             raise FocusFaceError(f"channel_order must be one of {CHANNEL_ORDERS}, got {shorten(channel_order)}")
         self.config = dict(backbone=backbone, num_classes=num_classes, embedding_size=embedding_size,
                            mask_embedding_size=mask_embedding_size, dropout=dropout, margin=margin,
-                           margin_s=margin_s, margin_m=margin_m, channel_order=channel_order)
-        self.backbone: IResNet = create_backbone(backbone, dropout=dropout, include_embedding=False)
-        self.head = EmbeddingHead(self.backbone.feature_channels, embedding_size, mask_embedding_size)
-        self.mask_classifier = nn.Linear(mask_embedding_size, 2)
+                           margin_s=margin_s, margin_m=margin_m, channel_order=channel_order, mask_head=bool(mask_head),
+                           trunk_init=trunk_init)
+        self.backbone: IResNet = create_backbone(backbone, dropout=dropout, include_embedding=False, init=trunk_init)
+        self.head = EmbeddingHead(self.backbone.feature_channels, embedding_size, mask_embedding_size, mask_branch=mask_head)
+        self.mask_classifier = nn.Linear(mask_embedding_size, 2) if mask_head else None
         self.identity_classifier: MarginHead | None = None
+        self.mask_head_trained = bool(mask_head)  # load_checkpoint: False for an `arcface` run, whose mask branch never trained
         if num_classes is not None:
             self.identity_classifier = create_margin_head(margin, embedding_size, num_classes, s=margin_s, m=margin_m)
 
@@ -99,18 +108,25 @@ class FocusFace(nn.Module):
         feature_map = self.backbone.forward_features(images)
         feature_map = self.backbone.dropout(feature_map)
         identity, mask = self.head(feature_map)
-        return FocusFaceOutput(identity, mask, self.mask_classifier(mask))
+        return FocusFaceOutput(identity, mask, None if mask is None else self.mask_classifier(mask))
+
+    @property
+    def has_mask_head(self) -> bool: return self.mask_classifier is not None
+
+    def _p_masked(self, out: FocusFaceOutput) -> torch.Tensor:
+        if out.mask_logits is None: return torch.full_like(out.identity_embedding[:, 0], float("nan"))  # traced with its batch
+        return out.mask_logits.softmax(1)[:, 1]
 
     @torch.inference_mode()
     def embed(self, images: torch.Tensor, flip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        "L2-normalised identity embeddings (N, 512) and P(masked) (N,) for float images (N, 3, 112, 112) in [-1, 1]."
+        "L2-normalised identity embeddings (N, 512) and P(masked) (N,; NaN without a mask head) for float images (N, 3, 112, 112) in [-1, 1]."
         check_image_batch(images)
         out = self(images)
-        identity, p_masked = out.identity_embedding, out.mask_logits.softmax(1)[:, 1]
+        identity, p_masked = out.identity_embedding, self._p_masked(out)
         if flip:
             mirrored = self(images.flip(3))
             identity = identity + mirrored.identity_embedding
-            p_masked = 0.5 * (p_masked + mirrored.mask_logits.softmax(1)[:, 1])
+            p_masked = 0.5 * (p_masked + self._p_masked(mirrored))
         return F.normalize(identity, dim=1), p_masked
 
     @property
@@ -274,6 +290,35 @@ def save_checkpoint(model: FocusFace, path, extra: dict | None = None) -> Path:
     return atomic_torch_save(dict(focusface_checkpoint=CHECKPOINT_FORMAT, config=dict(model.config),
                                   state_dict=state, sha256=state_digest(state), extra=extra or {}), path)
 
+# %% ../nbs/08_model.ipynb #be2ac22c
+def insightface_to_focusface(state_dict: dict, path="weights") -> dict:
+    "An insightface/ElasticFace `backbone.pth` state dict in our names: the trunk, and its embedding layer as the identity branch."
+    state = strip_module_prefix(state_dict)
+    need = ["fc.weight", "features.weight", "features.bias", "features.running_mean", "features.running_var"]
+    absent = [k for k in need if not isinstance(state.get(k), torch.Tensor)]
+    if absent: raise CheckpointError(f"{path}: an insightface backbone needs its embedding layer; {shorten(absent)} "
+                                     "missing or not tensors: the file is damaged or not a complete backbone.pth")
+    last = state.get("layer4.0.conv1.weight")
+    if not isinstance(last, torch.Tensor) or last.ndim != 4:
+        raise CheckpointError(f"{path}: layer4.0.conv1.weight is missing or not a convolution: the trunk is incomplete")
+    weight, channels = state["fc.weight"], int(last.shape[0])
+    if weight.ndim != 2 or weight.shape[1] != channels * 49:
+        raise CheckpointError(f"{path}: fc.weight is {tuple(weight.shape)}; a backbone with a {channels}-channel 7x7 map "
+                              f"needs (embedding size, {channels * 49})")
+    size = int(weight.shape[0])
+    bias = state.get("fc.bias")
+    bias = torch.zeros(size, dtype=weight.dtype) if bias is None else bias
+    for key in need[1:] + ["fc.bias"]:
+        if key in state and tuple(state[key].shape) != (size,):
+            raise CheckpointError(f"{path}: {key} is {tuple(state[key].shape)}; the embedding layer has {size} outputs")
+    out = {"backbone." + k: v for k, v in state.items() if not k.startswith(("fc.", "features."))}
+    out["head.identity_conv.weight"] = weight.reshape(size, channels, 7, 7)
+    out["head.identity_bn.weight"], out["head.identity_bn.bias"] = state["features.weight"], state["features.bias"]
+    out["head.identity_bn.running_mean"] = state["features.running_mean"] - bias  # BN(z + b; mu) = BN(z; mu - b)
+    out["head.identity_bn.running_var"] = state["features.running_var"]
+    out["head.identity_bn.num_batches_tracked"] = state.get("features.num_batches_tracked", torch.tensor(0))
+    return out
+
 # %% ../nbs/08_model.ipynb #b5c35c7a
 def _focusface_parts(raw: dict, path) -> tuple[dict, dict]:
     "The checked (config, state_dict) of a focusface checkpoint."
@@ -308,9 +353,17 @@ def _recorded_threshold(raw: dict) -> float | None:
     return float(value) if isinstance(value, (int, float)) and np.isfinite(value) else None
 
 
+def _recorded_method(raw: dict) -> str | None:
+    "The training method a focusface run recorded with its model (model.pt, best.pt), if any."
+    extra = raw.get("extra") if isinstance(raw.get("extra"), dict) else {}
+    summary = extra.get("summary") if isinstance(extra.get("summary"), dict) else extra
+    method = summary.get("method")
+    return method if isinstance(method, str) else None
+
+
 def load_checkpoint(path, map_location="cpu", *, with_classifier: bool = True,
                     channel_order: str | None = None) -> FocusFace:
-    "A `FocusFace` in eval mode from our checkpoint or the authors' `focus_face*.mdl` (`channel_order` overrides the file's)."
+    "A `FocusFace` in eval mode from our checkpoint, the authors' `focus_face*.mdl` or a plain `backbone.pth` (`channel_order` overrides the file's)."
     raw = read_weights(path, map_location)
     layout = detect_layout(raw)
     if layout == "focusface":
@@ -330,10 +383,10 @@ def load_checkpoint(path, map_location="cpu", *, with_classifier: bool = True,
             config["num_classes"] = int(state["identity_classifier.weight"].shape[0])
         else:
             state = {k: v for k, v in state.items() if not k.startswith("identity_classifier.")}
-    elif layout == "insightface":
-        raise CheckpointError(f"{path}: this is an insightface/ElasticFace backbone (top-level conv1/layer*/fc keys), "
-                              "not a FocusFace model: use FocusFace(...) then init_from_backbone(model, path) to "
-                              "train on top of it")
+    elif layout == "insightface":  # a plain recognizer: the identity branch only, RGB as arcface_torch trains
+        state = insightface_to_focusface(raw, path)
+        config = dict(backbone=_trunk_name(state, "backbone.", path), channel_order="rgb", mask_head=False,
+                      embedding_size=int(state["head.identity_conv.weight"].shape[0]))
     else:
         raise CheckpointError(f"{path}: unrecognised layout (first keys: {list(raw)[:5]}); expected a focusface "
                               "checkpoint, the authors' focus_face*.mdl state dict, or an insightface backbone.pth")
@@ -344,25 +397,29 @@ def load_checkpoint(path, map_location="cpu", *, with_classifier: bool = True,
     load_state_into(model, state, source=str(path), layout=layout,
                     file_key=focusface_to_authors_key if layout == "authors" else (lambda key: key))
     model.recorded_threshold = _recorded_threshold(raw) if layout == "focusface" else None
+    model.mask_head_trained = model.has_mask_head and not (layout == "focusface" and _recorded_method(raw) == "arcface")
     return model.eval()
 
 # %% ../nbs/08_model.ipynb #df64360f
 def init_from_backbone(model: FocusFace, path, map_location="cpu") -> list[str]:
-    "Load an insightface/ElasticFace `backbone.pth` into `model.backbone`; return the keys it skipped."
+    "Load an insightface/ElasticFace `backbone.pth` into `model` (trunk and identity branch); return the keys left as they were."
     raw = read_weights(path, map_location)
     layout = detect_layout(raw)
     if layout != "insightface":
         hint = " (use load_checkpoint for it)" if layout in ("focusface", "authors") else ""
         raise CheckpointError(f"{path}: expected an insightface-style backbone.pth, found the {layout} layout{hint}")
-    state = strip_module_prefix(raw)
-    name = _trunk_name(state, "", path)
+    state = insightface_to_focusface(raw, path)
+    name = _trunk_name(state, "backbone.", path)
     if name != model.config["backbone"]:
         raise CheckpointError(f"{path}: the file holds an iResNet '{name}' trunk but the model was built with "
                               f"backbone={model.config['backbone']!r}: build FocusFace({name!r}, ...)")
-    skipped = [k for k in state if k.startswith(("fc.", "features."))]
-    trunk = {k: v for k, v in state.items() if k not in skipped}
-    load_state_into(model.backbone, trunk, source=str(path), layout=layout)
-    return skipped
+    if model.channel_order != "rgb":
+        raise CheckpointError(f"{path}: insightface backbones are trained on RGB faces, but the model expects "
+                              f"{model.channel_order.upper()}: build it with channel_order='rgb'")
+    own = model.state_dict()
+    kept = [k for k in own if k not in state]
+    load_state_into(model, {**{k: own[k] for k in kept}, **state}, source=str(path), layout=layout)
+    return kept
 
 # %% ../nbs/08_model.ipynb #c138a8f8
 def resolve_device(device=None) -> torch.device:

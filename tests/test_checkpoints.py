@@ -120,20 +120,43 @@ def test_interrupted_save_leaves_no_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_insightface_backbone_initialises_the_trunk(tmp_path):
+def _insightface_embedding(sd, feature_map):
+    """insightface's embedding layer computed from the file's tensors: features(fc(flatten(map)))."""
+    z = feature_map.flatten(1) @ sd["fc.weight"].T + sd["fc.bias"]
+    return F.batch_norm(z, sd["features.running_mean"], sd["features.running_var"], sd["features.weight"],
+                        sd["features.bias"], training=False, eps=1e-5)
+
+
+def test_insightface_backbone_transfers_exactly(tmp_path):
+    """On top starts from the pretrained embedding: trunk, fc and features all arrive, to float precision."""
+    torch.manual_seed(7)
     sd = insightface_backbone(layers=(2, 2, 2, 2))
+    sd["bn2.weight"] = torch.zeros(512)        # the trunk's output is then bn2's bias: a known feature map
+    sd["bn2.bias"] = torch.randn(512)
     torch.save(sd, tmp_path / "backbone.pth")
+    images = torch.rand(3, 3, 112, 112) * 2 - 1
+    expected = _insightface_embedding(sd, sd["bn2.bias"].view(1, 512, 1, 1).expand(3, 512, 7, 7))
     model = FocusFace("r18", num_classes=10)
-    head_before = model.head.identity_conv.weight.clone()
-    skipped = init_from_backbone(model, tmp_path / "backbone.pth")
-    assert sorted(skipped) == sorted(k for k in sd if k.startswith(("fc.", "features.")))
-    for key in ("conv1.weight", "layer4.1.conv2.weight", "layer2.0.downsample.1.running_var", "bn2.bias"):
+    mask_before = model.head.mask_conv.weight.clone()
+    kept = init_from_backbone(model, tmp_path / "backbone.pth")
+    assert set(kept) == {k for k in model.state_dict() if k.startswith(("head.mask_", "mask_classifier.", "identity_classifier."))}
+    assert torch.equal(model.head.mask_conv.weight, mask_before)
+    for key in ("conv1.weight", "layer4.1.conv2.weight", "layer2.0.downsample.1.running_var"):
         torch.testing.assert_close(model.backbone.state_dict()[key], sd[key])
-    assert torch.equal(model.head.identity_conv.weight, head_before)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(images).identity_embedding, expected, rtol=1e-5, atol=1e-5)
+    # evaluated on its own: the same embedding, RGB, and no mask head (P(masked) unknown)
+    baseline = load_checkpoint(tmp_path / "backbone.pth")
+    assert (baseline.channel_order, baseline.has_mask_head, baseline.identity_classifier) == ("rgb", False, None)
+    embedding, p_masked = baseline.embed(images)
+    torch.testing.assert_close(embedding, F.normalize(expected, dim=1), rtol=1e-5, atol=1e-6)
+    assert torch.isnan(p_masked).all()
     with pytest.raises(CheckpointError, match=r"'r18' trunk .* backbone='r50'"):
         init_from_backbone(FocusFace("r50"), tmp_path / "backbone.pth")
-    with pytest.raises(CheckpointError, match="not a FocusFace model"):
-        load_checkpoint(tmp_path / "backbone.pth")
+    del sd["features.running_var"]
+    torch.save(sd, tmp_path / "incomplete.pth")
+    with pytest.raises(CheckpointError, match="features.running_var"):
+        load_checkpoint(tmp_path / "incomplete.pth")
 
 
 def test_wrong_files_give_clear_errors(tmp_path):

@@ -12,7 +12,7 @@ from focusface.cli import main
 from focusface.files import FocusFaceError
 from focusface.inference import embed_aligned, embed_dataset, export_onnx, load_model, verify
 from focusface.model import FocusFace, load_checkpoint, save_checkpoint
-from weight_layouts import authors_mdl
+from weight_layouts import authors_mdl, insightface_backbone
 
 
 def _dlib_or_skip():
@@ -28,7 +28,8 @@ def checkpoints(tmp_path_factory):
     torch.manual_seed(1)
     save_checkpoint(FocusFace("tiny").eval(), d / "ours.pt")
     torch.save(authors_mdl(layers=(2, 2, 2, 2), num_classes=None), d / "theirs.mdl")
-    return dict(ours=d / "ours.pt", authors=d / "theirs.mdl")
+    torch.save(insightface_backbone(layers=(2, 2, 2, 2)), d / "backbone.pth")
+    return dict(ours=d / "ours.pt", authors=d / "theirs.mdl", insightface=d / "backbone.pth")
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +201,36 @@ def test_outputs_are_files_of_their_kind_and_never_replace_a_folder(checkpoints,
     (tmp_path / "e.npz").mkdir()
     assert run("embed", checkpoints["ours"], folder, tmp_path / "e.npz", "--overwrite", "--quiet") == 2
     assert (tmp_path / "m.onnx" / "keep.txt").read_text() == "mine" and (tmp_path / "e.npz").is_dir()
+
+
+def test_a_plain_backbone_works_in_every_command_and_says_it_has_no_mask_head(checkpoints, faces, tmp_path, capsys):
+    """An insightface/ElasticFace backbone.pth: the published baselines, evaluated without training FocusFace."""
+    import onnx
+    from focusface.synthdata import synthetic_pairs
+    from focusface.evalsets import write_bin
+    folder, arrays = faces
+    ckpt = checkpoints["insightface"]
+    assert run("inspect", ckpt) == 0
+    assert "mask head: none" in capsys.readouterr().out
+    assert run("verify", ckpt, folder / "face0.png", folder / "face1.png") == 0
+    said = capsys.readouterr().out
+    assert "similarity" in said and said.count("P(masked) n/a (this model has no mask head)") == 2
+    assert run("verify", ckpt, folder / "face0.png", folder / "face1.png", "--json") == 0
+    result = json.loads(capsys.readouterr().out)  # valid JSON: no NaN
+    assert result["mask_head"] is False and [i["p_masked"] for i in result["images"]] == [None, None]
+    assert run("embed", ckpt, folder, tmp_path / "e.npz", "--quiet") == 0
+    z = np.load(tmp_path / "e.npz")
+    np.testing.assert_allclose(z["embeddings"], embed_aligned(load_model(ckpt), arrays)[0], atol=1e-5)
+    assert np.isnan(z["p_masked"]).all() and z["ok"].all()
+    assert run("export", ckpt, tmp_path / "m.onnx") == 0
+    meta = {p.key: p.value for p in onnx.load(tmp_path / "m.onnx").metadata_props}
+    assert meta["mask_head"] == "none" and meta["channel_order"] == "rgb"
+    pairs = synthetic_pairs(0, first_identity=7000, identities=20, pairs_per_fold=2)
+    write_bin(tmp_path / "set.bin", pairs.images, pairs.issame)
+    capsys.readouterr()
+    assert run("evaluate", ckpt, tmp_path / "set.bin", "--out", tmp_path / "eval", "--quiet") == 0
+    table = capsys.readouterr().out
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())["set"]
+    assert sorted(metrics) == ["mm", "um", "uu"]
+    assert all(m["mask_detection_accuracy"] is None and 0 <= m["eer"] <= 1 for m in metrics.values())
+    assert table.count("n/a") == 3

@@ -59,6 +59,6 @@ def insightface_backbone(layers=(3, 13, 30, 3)):
     """insightface/ElasticFace backbone.pth: top-level trunk + fc Linear(25088, 512) + features BN1d(512)."""
     out = iresnet_trunk(layers)
     out["fc.weight"] = torch.randn(512, 512 * 49) * 0.001
-    out["fc.bias"] = torch.zeros(512)
+    out["fc.bias"] = torch.randn(512) * 0.5
     _bn("features", 512, out)
     return out
