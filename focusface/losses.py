@@ -85,6 +85,19 @@ def create_margin_head(name: str, embedding_size: int, num_classes: int, **kwarg
 CONTRASTIVE = ("mse", "cosine", "mse_teacher", "infonce", "none")
 
 
+def _gather_batch(embeddings: torch.Tensor, labels: torch.Tensor | None):
+    "(every process's embeddings in rank order, with gradients; their labels; where this process's rows start)."
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return embeddings, labels, 0
+    from torch.distributed.nn.functional import all_gather  # differentiable: gradients return to their owner
+    everything = torch.cat(all_gather(embeddings))
+    if labels is not None:
+        parts = [torch.empty_like(labels) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, labels.contiguous())
+        labels = torch.cat(parts)
+    return everything, labels, dist.get_rank() * len(embeddings)
+
+
 def consistency_loss(identity_unmasked: torch.Tensor,  # (N, D) identity embeddings of the unmasked views
                      identity_masked: torch.Tensor,    # (N, D) the masked views of the same images
                      kind: str = "mse",                # one of CONTRASTIVE
@@ -98,12 +111,17 @@ def consistency_loss(identity_unmasked: torch.Tensor,  # (N, D) identity embeddi
     if kind == "cosine": return (1 - (u * m).sum(1)).mean()
     if kind == "infonce":
         if temperature <= 0: raise FocusFaceError(f"infonce temperature must be positive, got {temperature}")
-        logits = m @ u.T / temperature                 # row i: masked view i against every unmasked view
-        if labels is not None:                         # the same person's other images are not negatives
-            same = labels[:, None] == labels[None, :]
-            logits = logits.masked_fill(same & ~torch.eye(len(labels), dtype=torch.bool, device=logits.device), float("-inf"))
-        target = torch.arange(len(u), device=u.device)
-        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        all_u, all_labels, start = _gather_batch(u, labels)   # under torchrun: the whole global batch
+        all_m, _, _ = _gather_batch(m, None)
+        target = start + torch.arange(len(u), device=u.device)  # image i's own other view, among all of them
+        def one_way(rows, columns):                     # each row against every column of the global batch
+            logits = rows @ columns.T / temperature
+            if labels is not None:                      # the same person's other images are not negatives
+                other = labels[:, None] == all_labels[None, :]
+                other[torch.arange(len(rows), device=rows.device), target] = False
+                logits = logits.masked_fill(other, float("-inf"))
+            return F.cross_entropy(logits, target)
+        return 0.5 * (one_way(m, all_u) + one_way(u, all_m))
     raise FocusFaceError(f"unknown contrastive module {kind!r}; choose one of {list(CONTRASTIVE)}")
 
 # %% ../nbs/07_losses.ipynb #c8d808e9

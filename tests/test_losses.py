@@ -113,3 +113,33 @@ def test_focusface_loss_parts_by_hand():
     assert parts["mask"].item() == pytest.approx(mask, rel=1e-6)
     assert parts["consistency"].item() == pytest.approx(consistency, rel=1e-6)
     assert parts["loss"].item() == pytest.approx(identity + 0.1 * mask + consistency / 3, rel=1e-6)
+
+
+def _infonce_on_a_slice(rank, world, store, u, m, labels, out):
+    import torch.distributed as dist
+    from focusface.losses import consistency_loss
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    rows = slice(rank * len(u) // world, (rank + 1) * len(u) // world)
+    u_local, m_local = u[rows].clone().requires_grad_(True), m[rows].clone().requires_grad_(True)
+    loss = consistency_loss(u_local, m_local, "infonce", labels=labels[rows], temperature=0.2)
+    loss.backward()
+    # what DDP would do: average the per-process losses' gradients over the processes
+    torch.save(dict(loss=loss.detach(), grad_u=u_local.grad / world, grad_m=m_local.grad / world), f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_infonce_under_ddp_equals_the_whole_batch(tmp_path):
+    """Negatives come from every process's share: two processes give the single-process loss and gradients."""
+    import torch.multiprocessing as mp
+    from focusface.losses import consistency_loss
+    torch.manual_seed(0)
+    u, m = torch.randn(8, 16, dtype=torch.float64), torch.randn(8, 16, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2, 3, 0, 5, 6, 1])  # same identities on both processes: not each other's negatives
+    whole_u, whole_m = u.clone().requires_grad_(True), m.clone().requires_grad_(True)
+    whole = consistency_loss(whole_u, whole_m, "infonce", labels=labels, temperature=0.2)
+    whole.backward()
+    mp.spawn(_infonce_on_a_slice, args=(2, tmp_path / "store", u, m, labels, tmp_path / "out"), nprocs=2)
+    parts = [torch.load(tmp_path / f"out.{r}") for r in range(2)]
+    torch.testing.assert_close(sum(p["loss"] for p in parts) / 2, whole.detach())
+    torch.testing.assert_close(torch.cat([p["grad_u"] for p in parts]), whole_u.grad)
+    torch.testing.assert_close(torch.cat([p["grad_m"] for p in parts]), whole_m.grad)
