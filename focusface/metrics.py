@@ -99,7 +99,7 @@ def pyeer_rates(genuine, impostor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def pyeer_metrics(genuine, impostor) -> dict:
-    "pyeer 0.5.6's `get_eer_stats` numbers: eer, fmr100, fmr1000, zero_fmr, g_mean, i_mean, auc (see the table above)."
+    "pyeer 0.5.6's `get_eer_stats` numbers (eer, fmr100, fmr1000, zero_fmr, g_mean, i_mean, auc, d_prime) and the FDR."
     _, fmr, fnmr = pyeer_rates(genuine, impostor)
     at = lambda target: float(fnmr[np.argmin(np.abs(fmr - target))])  # the first of equally close FMRs
     diff = fmr - fnmr
@@ -111,9 +111,12 @@ def pyeer_metrics(genuine, impostor) -> dict:
         eer = float((fnmr[best] + fmr[best]) / 2)
     tpr = 1 - fnmr
     auc = float(((fmr[:-1] - fmr[1:]) * (tpr[:-1] + (tpr[1:] - tpr[:-1]) / 2)).sum())
-    return dict(eer=eer, fmr100=at(0.01), fmr1000=at(0.001), zero_fmr=at(0.0),
-                g_mean=float(np.mean(np.asarray(genuine, np.float64))), i_mean=float(np.mean(np.asarray(impostor, np.float64))),
-                auc=auc)
+    g, i = np.asarray(genuine, np.float64), np.asarray(impostor, np.float64)
+    g_mean, i_mean, g_var, i_var = float(g.mean()), float(i.mean()), float(g.var()), float(i.var())
+    spread = g_var + i_var
+    return dict(eer=eer, fmr100=at(0.01), fmr1000=at(0.001), zero_fmr=at(0.0), g_mean=g_mean, i_mean=i_mean, auc=auc,
+                d_prime=abs(g_mean - i_mean) / math.sqrt(spread / 2) if spread > 0 else 1.0,  # pyeer's decidability
+                fdr=(g_mean - i_mean) ** 2 / spread if spread > 0 else math.inf)            # not in pyeer: ours
 
 # %% ../nbs/14_metrics.ipynb #54e29588
 def verification_metrics(genuine, impostor) -> dict:

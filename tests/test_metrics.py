@@ -116,7 +116,8 @@ def _pyeer(genuine, impostor):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pyeer warns on curves that never cross, and on AUC < 0.5
         s = get_eer_stats(list(genuine), list(impostor))
-    return dict(eer=s.eer, fmr100=s.fmr100, fmr1000=s.fmr1000, zero_fmr=s.fmr0, g_mean=s.gmean, i_mean=s.imean, auc=s.auc)
+    return dict(eer=s.eer, fmr100=s.fmr100, fmr1000=s.fmr1000, zero_fmr=s.fmr0, g_mean=s.gmean, i_mean=s.imean, auc=s.auc,
+                d_prime=s.decidability)
 
 
 def _score_sets():
