@@ -25,8 +25,8 @@ from .model import FocusFace, load_checkpoint, resolve_device, to_model_input, w
 from .template import TEMPLATE_SIZE
 
 # %% auto #0
-__all__ = ['PROTOCOLS', 'SCORES', 'SYNTHETIC_FIRST_IDENTITY', 'TABLE_METRICS', 'PERCENT_METRICS', 'load_eval_set', 'embed_images',
-           'pair_scores', 'evaluate_pairs', 'format_table', 'save_figures', 'evaluate']
+__all__ = ['PROTOCOLS', 'SCORES', 'SYNTHETIC_FIRST_IDENTITY', 'MASKED_SIDES', 'TABLE_METRICS', 'PERCENT_METRICS', 'load_eval_set',
+           'embed_images', 'pair_scores', 'evaluate_pairs', 'format_table', 'save_figures', 'evaluate']
 
 # %% ../nbs/15_evaluate.ipynb #21e9ebad
 PROTOCOLS = ("uu", "um", "mm")
@@ -105,21 +105,45 @@ def pair_scores(reference: np.ndarray, probe: np.ndarray, score: str = "cosine")
     raise FocusFaceError(f"--score must be one of {SCORES}, got {shorten(score)}")
 
 # %% ../nbs/15_evaluate.ipynb #88409ece
+MASKED_SIDES = ("second", "first")
+
+
 def _check_protocols(protocols) -> list[str]:
     protocols = [p.strip().lower() for p in (protocols.split(",") if isinstance(protocols, str) else protocols) if p.strip()]
     bad = [p for p in protocols if p not in PROTOCOLS]
     if bad or not protocols:
-        raise FocusFaceError(f"--protocols: unknown protocol(s) {shorten(bad or protocols)}; choose from {list(PROTOCOLS)}, comma-separated")
+        raise FocusFaceError(f"protocols: unknown protocol(s) {shorten(bad or protocols)}; choose from {list(PROTOCOLS)}, comma-separated")
     return sorted(set(protocols), key=PROTOCOLS.index)
+
+
+def _same_image(a, b) -> bool:
+    "Whether two stored images (encoded bytes or arrays) are the same picture byte for byte."
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape and np.array_equal(a, b)
+    return bytes(a) == bytes(b)
+
+
+def _mask_detection_accuracy(model, p_plain, p_masked, worn, protocol, masked_side) -> float | None:
+    "The share of images whose P(masked) >= 0.5 says what they wear, or None when the model has no trained mask head."
+    if not getattr(model, "has_mask_head", True) or not getattr(model, "mask_head_trained", True): return None
+    wears = dict(uu=(False, False), um=(masked_side == "first", masked_side == "second"), mm=(True, True))[protocol]
+    said, truth = [], []
+    for side, masked in enumerate(wears):
+        said.append((p_masked if masked else p_plain)[side::2] >= 0.5)
+        truth.append(worn[side::2] if masked else np.zeros(len(worn) // 2, bool))
+    return float((np.concatenate(said) == np.concatenate(truth)).mean())
 
 
 def evaluate_pairs(model: FocusFace, pairs: EvalPairs, *, protocols=PROTOCOLS, spec: str = DEFAULT_SPEC, seed: int = 0,
                    score: str = "cosine", batch_size: int = 128, flip: bool = True, device=None,
                    masked: EvalPairs | None = None,  # the same set with every image masked (focusface mask --protocol mm)
                    landmarks=None,  # the set's landmarks file (focusface landmarks): masks fitted to each face
+                   masked_side: str = "second",  # U-M: which image of each pair wears the mask (first: the authors')
                    progress: bool = False) -> dict:
     "Scores, metrics and mask manifests of one evaluation set under each protocol (U-U is always computed)."
     protocols = _check_protocols(protocols)
+    if masked_side not in MASKED_SIDES:
+        raise FocusFaceError(f"masked_side must be one of {list(MASKED_SIDES)}, got {shorten(masked_side)}")
     if masked is not None and (len(masked.images) != len(pairs.images) or not np.array_equal(masked.issame, pairs.issame)):
         raise FocusFaceError(f"{masked.source}: not a masked copy of {pairs.source} ({len(masked)} pairs against "
                              f"{len(pairs)}, or other same/different flags)")
@@ -131,35 +155,37 @@ def evaluate_pairs(model: FocusFace, pairs: EvalPairs, *, protocols=PROTOCOLS, s
     source = pairs.source or pairs.name
     plain, p_plain = embed_images(model, pairs.images, sampler=None, batch_size=batch_size, flip=flip, device=device,
                                   source=source, progress=progress)
-    masked_idx = np.arange(n) if "mm" in protocols else np.arange(1, n, 2)
+    probe = 1 if masked_side == "second" else 0  # the U-M side that wears the mask
+    masked_idx = np.arange(n) if "mm" in protocols else np.arange(probe, n, 2)
     masked_emb = np.zeros_like(plain); p_masked = np.zeros(n, np.float32)
     if "um" in protocols or "mm" in protocols:
         masked_emb[masked_idx], p_masked[masked_idx] = embed_images(model, pairs.images if masked is None else masked.images,
                                                                 indices=masked_idx, sampler=sampler if masked is None else None,
                                                                 batch_size=batch_size, flip=flip, device=device,
                                                                 source=source, progress=progress)
-    views = dict(uu=(plain[0::2], plain[1::2]), um=(plain[0::2], masked_emb[1::2]), mm=(masked_emb[0::2], masked_emb[1::2]))
-    truth = dict(uu=(0, 0), um=(0, 1), mm=(1, 1))  # which side wears a mask
+    # which images really wear a mask: all that were drawn; in a copy masked elsewhere (MaskTheFace), not those it
+    # left as they were (no face found), which count as unmasked for the mask head
+    worn = np.ones(n, bool) if masked is None else np.array([not _same_image(a, b) for a, b in zip(pairs.images, masked.images)])
+    um = (plain[0::2], masked_emb[1::2]) if probe == 1 else (masked_emb[0::2], plain[1::2])
+    views = dict(uu=(plain[0::2], plain[1::2]), um=um, mm=(masked_emb[0::2], masked_emb[1::2]))
     results, scores, manifests = {}, {}, {}
     for protocol in protocols:
-        reference, probe = views[protocol]
-        sim = pair_scores(reference, probe, score)
+        reference, other = views[protocol]
+        sim = pair_scores(reference, other, score)
         scores[protocol] = sim
         s = Scores(sim[pairs.issame], sim[~pairs.issame])
         metrics = verification_metrics(s, None)
-        acc = kfold_accuracy(pair_scores(reference, probe, "cosine"), pairs.issame)
+        acc = kfold_accuracy(pair_scores(reference, other, "cosine"), pairs.issame)
         metrics.update(accuracy=acc["accuracy"], accuracy_std=acc["std"], score=score)
-        authors = pair_scores(reference, probe, "authors")  # the paper's numbers: pyeer on the authors' score
+        authors = pair_scores(reference, other, "authors")  # the paper's numbers: pyeer on the authors' score
         metrics["paper"] = pyeer_metrics(authors[pairs.issame], authors[~pairs.issame])
-        p_first = p_plain[0::2] if truth[protocol][0] == 0 else p_masked[0::2]
-        p_second = p_plain[1::2] if truth[protocol][1] == 0 else p_masked[1::2]
-        correct = np.concatenate([(p_first >= 0.5) == truth[protocol][0], (p_second >= 0.5) == truth[protocol][1]])
-        metrics["mask_detection_accuracy"] = float(correct.mean())
+        metrics["mask_detection_accuracy"] = _mask_detection_accuracy(model, p_plain, p_masked, worn, protocol, masked_side)
+        if protocol == "um": metrics["masked_side"] = masked_side
+        if protocol != "uu" and masked is not None: metrics["unmasked_in_masked_copy"] = int((~worn).sum())
         results[protocol] = metrics
         results[protocol]["_curve"] = curve(s, None)
         if protocol != "uu" and masked is None:  # a pre-masked set has its manifest already
-            side = [1] if protocol == "um" else [0, 1]
-            keys = [int(k) for k in np.arange(n) if k % 2 in side]
+            keys = [int(k) for k in (np.arange(probe, n, 2) if protocol == "um" else np.arange(n))]
             lines = [manifest_line(k, sampler(k)) for k in keys]
             fit = sampler.manifest_info() if landmarks is not None else {}
             manifests[protocol] = [json.dumps(manifest_header(kind="eval", source=source, protocol=protocol, spec=spec,
@@ -185,8 +211,8 @@ def format_table(metrics: dict, columns=TABLE_METRICS) -> str:
     rows = [header]
     for name, by_protocol in metrics.items():
         for protocol, values in by_protocol.items():
-            rows.append([name, protocol.upper()] + [f"{values[m] * 100:.3f}" if m in PERCENT_METRICS else f"{values[m]:.4f}"
-                                                    for m in columns])
+            rows.append([name, protocol.upper()] + ["n/a" if values.get(m) is None else f"{values[m] * 100:.3f}"
+                                                    if m in PERCENT_METRICS else f"{values[m]:.4f}" for m in columns])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)
 
@@ -253,6 +279,7 @@ def evaluate(model, data, out=None, *,
              landmarks=None,            # landmarks files of the sets (`focusface landmarks`), in the order of `data`
              names=None,                # what to call the sets in the results (default: their file names)
              channel_order=None,        # rgb | bgr: override the order the model expects (default: the checkpoint's)
+             masked_side: str = "second",  # U-M: which image of each pair wears the mask (first: the authors')
              progress: bool = False) -> dict:
     "Evaluate a FocusFace model (or a checkpoint path) on evaluation sets; write the outputs under `out`."
     protocols = _check_protocols(protocols)
@@ -260,10 +287,15 @@ def evaluate(model, data, out=None, *,
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise FocusFaceError(f"--batch-size must be a positive integer, got {shorten(batch_size)}")
     MaskSampler(spec, seed)
+    if masked_side not in MASKED_SIDES:
+        raise FocusFaceError(f"masked_side must be one of {list(MASKED_SIDES)}, got {shorten(masked_side)}")
     device = resolve_device(device)
-    if out is not None: out = check_destination(out, overwrite=overwrite)
     sources = [data] if isinstance(data, (str, Path)) else list(data)
     if not sources: raise FocusFaceError("no evaluation set given")
+    as_list = lambda v: [] if v is None else ([v] if isinstance(v, (str, Path)) else list(v))
+    read = [s for s in [model] + sources + as_list(masked_data) + as_list(landmarks)
+            if isinstance(s, (str, Path)) and not str(s).startswith("synthetic")]  # never replaced by the results
+    if out is not None: out = check_destination(out, overwrite=overwrite, sources=read)
     if not isinstance(model, FocusFace): model = load_checkpoint(model, map_location="cpu", with_classifier=False)
     model = with_channel_order(model, channel_order)
     sets = [load_eval_set(source) for source in sources]
@@ -286,12 +318,13 @@ def evaluate(model, data, out=None, *,
     for name, pairs, masked, marks in tqdm(list(zip(names, sets, masked_sets, landmark_files)), desc="evaluation sets",
                                            disable=not progress or rank != 0):
         result = evaluate_pairs(model, pairs, protocols=protocols, spec=spec, seed=seed, score=score, batch_size=batch_size,
-                                flip=flip, device=device, masked=masked, landmarks=marks, progress=progress)
+                                flip=flip, device=device, masked=masked, landmarks=marks, masked_side=masked_side,
+                                progress=progress)
         all_metrics[name] = {p: {k: v for k, v in m.items() if not k.startswith("_")} for p, m in result["metrics"].items()
                              if p in protocols}
         results[name] = result
     if out is not None and rank == 0:
-        with atomic_dir(out, overwrite=overwrite) as tmp:
+        with atomic_dir(out, overwrite=overwrite, sources=read) as tmp:
             for name, result in results.items():
                 (tmp / "scores").mkdir(exist_ok=True)
                 np.savez_compressed(tmp / "scores" / f"{name}.npz", issame=result["issame"],

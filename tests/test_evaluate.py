@@ -176,3 +176,45 @@ def test_authors_score_reproduces_numbers_computed_by_hand(tmp_path):
     assert metrics["i_mean"] == pytest.approx(by_hand[~pairs.issame].mean(), abs=1e-5)
     assert metrics["paper"]["g_mean"] == pytest.approx(by_hand[pairs.issame].mean(), abs=1e-5)
     assert metrics["paper"]["i_mean"] == pytest.approx(by_hand[~pairs.issame].mean(), abs=1e-5)
+    gm, im, gv, iv = (by_hand[pairs.issame].mean(), by_hand[~pairs.issame].mean(), by_hand[pairs.issame].var(),
+                      by_hand[~pairs.issame].var())
+    assert metrics["paper"]["fdr"] == pytest.approx((gm - im) ** 2 / (gv + iv), rel=1e-4)  # FDR on the authors' score too
+
+
+def test_an_externally_masked_copy_with_the_authors_side(tmp_path):
+    """`--masked` takes another tool's masked copy; its unmasked leftovers count as unmasked; `--masked-side first`."""
+    data = _synthetic_bin(tmp_path / "e.bin", pairs_per_fold=4)
+    pairs = load_eval_set(data)
+    sampler = MaskSampler(seed=5)
+    from focusface.masks import apply_mask
+    images = [encode_image(apply_mask(decode_image(im), sampler(k)), ".png") if k % 4 else im  # every 4th left as it was
+              for k, im in enumerate(pairs.images)]
+    write_bin(tmp_path / "e.masked.bin", images, pairs.issame)
+    save_checkpoint(FocusFace("tiny").eval(), tmp_path / "m.pt")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "focusface.cli", "evaluate", str(tmp_path / "m.pt"), str(data),
+                                     *map(str, a), "--no-figures", "--quiet"], capture_output=True, text=True)
+    out = run("--masked", tmp_path / "e.masked.bin", "--masked-side", "first", "--out", tmp_path / "r")
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())["e"]
+    assert metrics["um"]["masked_side"] == "first" and metrics["um"]["unmasked_in_masked_copy"] == len(images) // 4
+    model = load_checkpoint(tmp_path / "m.pt")
+    e_plain, _ = embed_images(model, pairs.images)
+    e_masked, _ = embed_images(model, images)
+    um = (e_masked[0::2] * e_plain[1::2]).sum(1)   # the first image of each pair from the masked copy
+    assert np.load(tmp_path / "r" / "scores" / "e.npz")["um"] == pytest.approx(um, abs=1e-5)
+    assert not (tmp_path / "r" / "masks").exists()  # nothing was drawn: the copy carries its own masks
+
+
+def test_evaluate_never_replaces_what_it_reads(tmp_path):
+    """`--out` that is, holds or lies inside a checkpoint, set or masked copy is refused, --overwrite or not."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    data = _synthetic_bin(victim / "val.bin", pairs_per_fold=2)
+    save_checkpoint(FocusFace("tiny").eval(), victim / "model.pt")
+    (victim / "notes.txt").write_text("mine")
+    for out in (victim, victim / "val.bin", victim / "model.pt", tmp_path):
+        result = subprocess.run([sys.executable, "-m", "focusface.cli", "evaluate", str(victim / "model.pt"), str(data),
+                                 "--out", str(out), "--overwrite", "--no-figures", "--quiet"], capture_output=True, text=True)
+        assert result.returncode == 2 and "source" in result.stderr, (out, result.stderr)
+    assert sorted(p.name for p in victim.iterdir()) == ["model.pt", "notes.txt", "val.bin"]
+    assert (victim / "notes.txt").read_text() == "mine" and load_eval_set(data)
