@@ -30,25 +30,31 @@ __all__ = ['build_model', 'TrainingStep', 'distributed_setup', 'save_training_st
            'run_from_arguments', 'main']
 
 # %% ../nbs/18_train.ipynb #097bc844
-def build_model(config: TrainConfig, num_classes: int) -> tuple[FocusFace, list[nn.Module]]:
+def build_model(config: TrainConfig, num_classes: int, *, sync_bn: bool = False) -> tuple[FocusFace, list[nn.Module]]:
     "(model, frozen modules) for `config`; the frozen modules must stay in eval mode while training."
-    torch.manual_seed(config.seed)
-    model = FocusFace(config.backbone, num_classes, embedding_size=config.embedding_size, dropout=config.dropout,
-                      margin=config.margin, margin_s=config.margin_s, margin_m=config.margin_m)
+    source, layout = None, None
     if config.init:
         layout = detect_layout(read_weights(config.init))
-        if layout == "insightface": init_from_backbone(model, config.init)
-        else:
-            source = load_checkpoint(config.init, channel_order="rgb")
+        if layout != "insightface":
+            source = load_checkpoint(config.init)  # keeps the order it was trained in (the authors': BGR)
             if source.config["backbone"] != config.backbone:
                 raise FocusFaceError(f"init {config.init}: a '{source.config['backbone']}' model, but backbone is "
                                      f"'{config.backbone}': set backbone={source.config['backbone']}")
-            state = source.state_dict()
-            if source.identity_classifier is None or source.identity_classifier.num_classes != num_classes:
-                state = {k: v for k, v in state.items() if not k.startswith("identity_classifier.")}
-            missing, unexpected = model.load_state_dict(state, strict=False)
-            wrong = [k for k in missing if not k.startswith("identity_classifier.")] + list(unexpected)
-            if wrong: raise FocusFaceError(f"init {config.init}: keys that do not fit: {shorten(wrong)}")
+            if not source.has_mask_head:
+                raise FocusFaceError(f"init {config.init}: a model without a mask head; start from its backbone.pth")
+    torch.manual_seed(config.seed)
+    model = FocusFace(config.backbone, num_classes, embedding_size=config.embedding_size, dropout=config.dropout,
+                      margin=config.margin, margin_s=config.margin_s, margin_m=config.margin_m,
+                      trunk_init=config.trunk_init, channel_order=source.channel_order if source is not None else "rgb")
+    if layout == "insightface": init_from_backbone(model, config.init)
+    elif source is not None:
+        state = source.state_dict()
+        if source.identity_classifier is None or source.identity_classifier.num_classes != num_classes:
+            state = {k: v for k, v in state.items() if not k.startswith("identity_classifier.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        wrong = [k for k in missing if not k.startswith("identity_classifier.")] + list(unexpected)
+        if wrong: raise FocusFaceError(f"init {config.init}: keys that do not fit: {shorten(wrong)}")
+    if sync_bn: model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     frozen = []
     if config.freeze == "trunk": frozen.append(model.backbone)
     elif config.freeze == "trunk_but_last_stage":
@@ -69,22 +75,30 @@ class TrainingStep(nn.Module):
         self.autocast = dict(bfloat16=torch.bfloat16, float16=torch.float16).get(
             {"bf16": "bfloat16", "fp16": "float16"}.get(config.precision, ""))
 
+    def _forward(self, images: torch.Tensor):
+        "(identity embeddings, mask logits) in float32 of uint8 faces, under the run's precision and memory format."
+        x = to_model_input(images, self.model.channel_order)
+        if self.config.channels_last: x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+            out = self.net(x)
+        return out.identity_embedding.float(), out.mask_logits.float()
+
     def forward(self, unmasked: torch.Tensor, masked: torch.Tensor | None, labels: torch.Tensor,
                 is_masked: torch.Tensor | None = None) -> dict:
         c = self.config
-        images = unmasked if masked is None else torch.cat([unmasked, masked])
-        x = to_model_input(images, self.model.channel_order)
-        if c.channels_last: x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(x.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
-            out = self.net(x)
-        identity, mask_logits = out.identity_embedding.float(), out.mask_logits.float()
         head = self.model.identity_classifier
         if masked is None:
+            identity, _ = self._forward(unmasked)
             loss = F.cross_entropy(head(identity, labels), labels)
             return dict(loss=loss, identity=loss.detach())
-        n = len(labels)
+        if c.bn_views == "separate":  # the authors': each view is a batch of its own
+            (identity_u, logits_u), (identity_m, logits_m) = self._forward(unmasked), self._forward(masked)
+        else:
+            n = len(labels)
+            identity, logits = self._forward(torch.cat([unmasked, masked]))
+            identity_u, identity_m, logits_u, logits_m = identity[:n], identity[n:], logits[:n], logits[n:]
         focus = c.method == "focusface"
-        return focusface_loss(identity[:n], identity[n:], mask_logits[:n], mask_logits[n:], labels, head,
+        return focusface_loss(identity_u, identity_m, logits_u, logits_m, labels, head,
                               masked_labels=is_masked, mask_weight=c.mask_weight if focus else 0.0,
                               consistency_weight=c.contrastive_weight if focus else 0.0,
                               contrastive=c.contrastive if focus else "none", temperature=c.infonce_temperature)
@@ -111,7 +125,8 @@ def _gather(obj, world: int) -> list:
 
 
 _RESUME_FREE = {"out", "workers", "progress", "log_every", "val_every", "checkpoint_every", "val_batch_size", "max_steps",
-                "device", "compile"}  # may change between a run and its resumption
+                "device", "compile", "trunk_init", "val_at_start"}  # may change between a run and its resumption
+_LEGACY = dict(grad_clip_scope="all", bn_views="joint")  # settings added later: what runs saved before them did
 
 
 def save_training_state(path, model: FocusFace, optimizer, scaler, config: TrainConfig, position: dict, rng: list) -> None:
@@ -128,7 +143,8 @@ def load_training_state(path, config: TrainConfig) -> dict:
     if state_digest(raw["state_dict"]) != raw.get("sha256"):
         raise FocusFaceError(f"{path}: the weights do not match their hash: the checkpoint is damaged")
     saved = raw["extra"]["train_config"]
-    changed = {k: (saved.get(k), v) for k, v in asdict(config).items() if k not in _RESUME_FREE and saved.get(k) != v}
+    changed = {k: (saved.get(k, _LEGACY.get(k)), v) for k, v in asdict(config).items()
+               if k not in _RESUME_FREE and saved.get(k, _LEGACY.get(k)) != v}
     if changed:
         raise FocusFaceError(f"{path}: the run was made with other settings, so it cannot be resumed with these: "
                              + ", ".join(f"{k} was {shorten(a)}, now {shorten(b)}" for k, (a, b) in changed.items()))
@@ -228,6 +244,9 @@ def train(config: TrainConfig | str | Path, *, resume: bool = False, overwrite: 
     if config.batch_size % world:
         raise FocusFaceError(f"batch_size {config.batch_size} (pairs per step, all processes) must divide among {world} processes")
     if config.precision == "fp16" and device.type != "cuda": raise FocusFaceError("precision fp16 needs a CUDA device; use bf16 or fp32")
+    if config.sync_bn and world > 1 and device.type != "cuda":
+        raise FocusFaceError("sync_bn needs CUDA devices (PyTorch's SyncBatchNorm synchronises GPU tensors only); "
+                             "set sync_bn=false to train on CPUs")
     out = Path(config.out)
     resuming = _prepare_out(config, rank, resume, overwrite)
     if world > 1: torch.distributed.barrier()
@@ -242,10 +261,12 @@ def train(config: TrainConfig | str | Path, *, resume: bool = False, overwrite: 
     sampler = PairBatchSampler(len(dataset), config.batch_size, seed=config.seed, epochs=config.epochs)
     steps_per_epoch = sampler.steps_per_epoch
     total = config.epochs * steps_per_epoch if config.max_steps is None else min(config.max_steps, config.epochs * steps_per_epoch)
-    model, frozen = build_model(config, dataset.num_classes)
+    model, frozen = build_model(config, dataset.num_classes, sync_bn=config.sync_bn and world > 1)
     model.to(device)
     if config.channels_last: model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
+    clipped = params if config.grad_clip_scope == "all" else \
+        [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("identity_classifier.")]
     optimizer = torch.optim.SGD(params, lr=learning_rate(config, 0, steps_per_epoch), momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
@@ -276,7 +297,14 @@ def train(config: TrainConfig | str | Path, *, resume: bool = False, overwrite: 
             atomic_write_bytes(out / "batch.png", encode_image(grid, ".png"))
     log.line(f"{'resuming at' if resuming else 'starting'} step {position['global_step']}/{total}: {config.method} "
              f"{config.backbone}, {len(dataset):,} images of {dataset.num_classes:,} identities, {world} process(es) on "
-             f"{device}, global batch {config.batch_size} pairs, {steps_per_epoch} steps per epoch")
+             f"{device}, global batch {config.batch_size} pairs, {steps_per_epoch} steps per epoch; views through "
+             f"BatchNorm {config.bn_views}{' (synchronised across processes)' if config.sync_bn and world > 1 else ''}, "
+             f"gradient clipping {'off' if not config.grad_clip else f'at norm {config.grad_clip:g} ({config.grad_clip_scope})'}, "
+             f"faces in {model.channel_order.upper()}" + (f", from {config.init}" if config.init else ""))
+    if config.bn_views == "separate" and config.method == "focusface" and config.unmasked_share == 0 and not config.masked_train:
+        log.line("warning: bn_views=separate with every masked view masked: BatchNorm removes the difference between the "
+                 "two batches, so the mask head cannot learn it (see the training chapter); set unmasked_share (the "
+                 "authors' masked batches held MaskTheFace's misses) or bn_views=joint")
     fit = None
     if config.landmarks:  # the on-the-fly masks' counterpart of a manifest's note: how many keep the template mask
         fitted, kept = dataset.sampler.table.coverage(dataset.keys)
@@ -303,10 +331,13 @@ def train(config: TrainConfig | str | Path, *, resume: bool = False, overwrite: 
         position["val"] = values
         if position["best"] is None or values["val/um_accuracy"] > position["best"]["val/um_accuracy"]:
             position["best"] = dict(values, step=position["global_step"])
-            if rank == 0: save_checkpoint(model, out / "best.pt", extra=dict(step=position["global_step"], **values))
+            if rank == 0: save_checkpoint(model, out / "best.pt", extra=dict(step=position["global_step"], method=config.method, **values))
         log.metrics(position["global_step"], values)
         log.line(f"validation at step {position['global_step']}: " + "  ".join(f"{k[4:]} {v * 100:.2f}%" for k, v in values.items() if "threshold" not in k))
 
+    if config.val and config.val_at_start and not resuming:  # the starting model (on top: the pretrained one)
+        validate()
+        position["val_start"] = dict(position["val"])
     model.train(); [m.eval() for m in frozen]
     window, started, done_before, paused = {}, time.perf_counter(), position["global_step"], [0.0]
     mark = (started, 0.0, position["global_step"])  # (time, pauses, step) at the last log line: its rate is the window's
@@ -329,7 +360,7 @@ def train(config: TrainConfig | str | Path, *, resume: bool = False, overwrite: 
         scaler.scale(parts["loss"]).backward()
         if config.grad_clip:
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            torch.nn.utils.clip_grad_norm_(clipped, config.grad_clip)
         scaler.step(optimizer); scaler.update()
         position["global_step"] += 1; position["pairs"] += config.batch_size
         position["step"] += 1
@@ -365,7 +396,9 @@ def train(config: TrainConfig | str | Path, *, resume: bool = False, overwrite: 
                    wall_time_s=round(position["wall_time"], 1), processes=world, device=str(device),
                    pairs_per_s=round((position["global_step"] - done_before) * config.batch_size
                                      / max(1e-9, time.perf_counter() - started - paused[0]), 1),  # training only
-                   val=position["val"], best=position["best"], landmarks=fit)
+                   val=position["val"], val_start=position.get("val_start"), best=position["best"], landmarks=fit,
+                   channel_order=model.channel_order, bn_views=config.bn_views,
+                   grad_clip=config.grad_clip and dict(norm=config.grad_clip, scope=config.grad_clip_scope))
     if rank == 0:
         save_checkpoint(model, out / "model.pt", extra=dict(summary=summary))
         atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())

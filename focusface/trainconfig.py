@@ -15,11 +15,14 @@ from .files import FocusFaceError, shorten
 from .maskspec import DEFAULT_SPEC
 
 # %% auto #0
-__all__ = ['METHODS', 'FREEZE', 'TrainConfig', 'config_defaults', 'load_config', 'learning_rate', 'add_train_arguments']
+__all__ = ['METHODS', 'FREEZE', 'BN_VIEWS', 'CLIP_SCOPES', 'TrainConfig', 'config_defaults', 'load_config', 'learning_rate',
+           'add_train_arguments']
 
 # %% ../nbs/17_trainconfig.ipynb #ea6d91cc
 METHODS = ("focusface", "arcface", "arcface_aug")
 FREEZE = ("none", "trunk", "trunk_but_last_stage")
+BN_VIEWS = ("separate", "joint")
+CLIP_SCOPES = ("network", "all")
 
 
 @dataclass
@@ -49,18 +52,21 @@ class TrainConfig:
     margin_m: float = 0.5
     init: str | None = None              # start from this checkpoint / .mdl / backbone.pth
     freeze: str = "none"                 # none | trunk | trunk_but_last_stage
-    epochs: int = 24
+    epochs: int = 16                     # insightface arcface_torch, MS1MV2 (2021 configs/base.py)
     max_steps: int | None = None         # stop after this many optimiser steps (the schedule still spans `epochs`)
     batch_size: int = 480                # pairs per optimiser step, all processes together (the authors': 480)
-    lr: float = 0.1                      # learning rate for a global batch of `lr_batch`, scaled linearly
+    lr: float = 0.1                      # learning rate for a global batch of `lr_batch`, scaled linearly (the authors')
     lr_batch: int = 480
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_epochs: float = 0.0
     schedule: str = "step"               # step | cosine
-    lr_steps: list = field(default_factory=lambda: [10, 16, 22])  # epochs where `step` multiplies the rate by lr_gamma
+    lr_steps: list = field(default_factory=lambda: [8, 14])  # epochs where `step` multiplies the rate by lr_gamma
     lr_gamma: float = 0.1
-    grad_clip: float | None = 5.0        # max gradient norm (None: no clipping)
+    grad_clip: float | None = None       # max gradient norm (None: no clipping, as the authors)
+    grad_clip_scope: str = "network"     # network: trunk and heads, not the class centres | all: everything
+    bn_views: str = "joint"              # joint: both views in one batch | separate: a pass per view (the authors')
+    trunk_init: str = "insightface"      # insightface: N(0, 0.1) convolutions (the reference) | damped
     precision: str = "fp32"              # fp32 | bf16 | fp16 (fp16 on CUDA only, with a gradient scaler)
     channels_last: bool = False
     compile: bool = False
@@ -70,6 +76,7 @@ class TrainConfig:
     seed: int = 0                        # data order and model initialisation
     log_every: int = 50                  # steps between log lines and logged metrics
     val_every: int | None = None         # steps between validations (default: once per epoch)
+    val_at_start: bool = False           # validate before the first step too (on top: the starting model's accuracy)
     val_batch_size: int = 256
     checkpoint_every: int = 500          # steps between resumable checkpoints (and at every epoch's end)
     progress: bool = True                # a tqdm bar on rank 0
@@ -94,6 +101,10 @@ class TrainConfig:
              "masks already (fit those with `focusface mask --landmarks`): give one or the other")
         need(self.warmup_epochs >= 0 and self.workers >= 0, "warmup_epochs and workers must not be negative")
         need(self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be positive (or null), got {self.grad_clip}")
+        need(self.grad_clip_scope in CLIP_SCOPES, f"grad_clip_scope must be one of {list(CLIP_SCOPES)}, got {shorten(self.grad_clip_scope)}")
+        need(self.bn_views in BN_VIEWS, f"bn_views must be one of {list(BN_VIEWS)}, got {shorten(self.bn_views)}")
+        from focusface.backbones import TRUNK_INITS
+        need(self.trunk_init in TRUNK_INITS, f"trunk_init must be one of {list(TRUNK_INITS)}, got {shorten(self.trunk_init)}")
 
 
 _OPTIONAL = dict(val=str, masked_train=str, landmarks=str, holdout=str, init=str, device=str, max_steps=int, val_every=int, grad_clip=float)
@@ -104,6 +115,9 @@ def _coerce(name: str, value, default):
     kind = _OPTIONAL.get(name) or type(default)
     if value is None and name in _OPTIONAL: return None
     if kind is float and isinstance(value, int) and not isinstance(value, bool): return float(value)
+    if kind is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 and 1.0e9 (no dot, or no sign) as strings
+        try: return float(value)
+        except ValueError: pass
     if kind is list and isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         return [float(v) for v in value]
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)): return value

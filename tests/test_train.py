@@ -139,3 +139,74 @@ def test_on_top_of_a_pretrained_model_with_a_frozen_trunk(faces, tmp_path):
     assert torch.equal(top["backbone.layer1.0.bn1.running_mean"], base["backbone.layer1.0.bn1.running_mean"])
     assert not torch.equal(top["backbone.layer4.0.conv1.weight"], base["backbone.layer4.0.conv1.weight"])
     assert summary["init"].endswith("model.pt") and summary["pairs_seen"] > 0 and summary["wall_time_s"] > 0
+
+
+def _as_insightface_backbone(model_path, out):
+    """Write a trained focusface model's trunk and identity branch as an insightface backbone.pth, by the published
+    layout (top-level trunk, fc = Linear(C*49, 512), features = BatchNorm1d(512)), mapped here by hand."""
+    state = torch.load(model_path, weights_only=True)["state_dict"]
+    sd = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    conv = state["head.identity_conv.weight"]
+    sd["fc.weight"], sd["fc.bias"] = conv.reshape(conv.shape[0], -1).clone(), torch.zeros(conv.shape[0])
+    for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+        sd[f"features.{name}"] = state[f"head.identity_bn.{name}"]
+    torch.save(sd, out)
+
+
+def test_on_top_of_a_backbone_starts_from_its_embedding(faces, tmp_path):
+    """The paper's third claim needs this: a run on top of a published backbone validates, before its first step,
+    exactly as the backbone itself does (its embedding arrives whole), then trains its mask head."""
+    from focusface.evalsets import write_bin
+    from focusface.synthdata import synthetic_pairs
+    pairs = synthetic_pairs(3, first_identity=9000, identities=20, pairs_per_fold=4)
+    write_bin(tmp_path / "val.bin", pairs.images, pairs.issame)
+    common = dict(backbone="tiny", val=str(tmp_path / "val.bin"), epochs=1, dropout=0.0)
+    base = train(load_config(overrides=_args(faces, tmp_path / "base", method="arcface", **common)))
+    _as_insightface_backbone(tmp_path / "base" / "model.pt", tmp_path / "backbone.pth")
+    top = train(load_config(overrides=_args(faces, tmp_path / "top", init=str(tmp_path / "backbone.pth"), val_at_start=True,
+                                             lr=0.01, **common)))
+    for key in ("val/uu_accuracy", "val/um_accuracy", "val/uu_eer"):
+        assert top["val_start"][key] == base["val"][key], (key, top["val_start"][key], base["val"][key])
+    assert top["channel_order"] == "rgb" and "starting step 0" in (tmp_path / "top" / "train.log").read_text()
+    log = (tmp_path / "top" / "train.log").read_text()
+    assert log.index("validation at step 0") < log.index("step 2/")
+
+
+def _one_step(faces, out, **extra):
+    train(load_config(overrides=_args(faces, out, max_steps=1, dropout=0.0, **extra)))
+    return _state(out / "checkpoint.pt")
+
+
+def test_gradient_clipping_leaves_the_class_centres_alone_unless_asked(faces, tmp_path):
+    """grad_clip clips the network (trunk and heads); the ArcFace class centres get their full gradient, as in
+    insightface's arcface_torch. grad_clip_scope=all clips them too (focusface before)."""
+    free = _one_step(faces, tmp_path / "free")
+    network = _one_step(faces, tmp_path / "network", grad_clip=1e-3)
+    everything = _one_step(faces, tmp_path / "all", grad_clip=1e-3, grad_clip_scope="all")
+    centres, trunk = "identity_classifier.weight", "backbone.layer4.0.conv1.weight"
+    assert torch.equal(network[centres], free[centres])                 # the same first update: not clipped
+    assert not torch.equal(everything[centres], free[centres])          # clipped with the rest
+    assert not torch.equal(network[trunk], free[trunk])                 # the network is clipped in both
+
+
+def test_a_checkpoint_from_before_the_training_choices_resumes_only_with_its_own(faces, tmp_path):
+    """Runs saved before grad_clip_scope existed clipped everything (and saved no bn_views: one joint pass, the
+    default): resuming them under the new defaults is refused with what to set."""
+    run = tmp_path / "old"
+    _one_step(faces, run, epochs=2, grad_clip=5.0)
+    raw = torch.load(run / "checkpoint.pt", weights_only=True)
+    for key in ("bn_views", "grad_clip_scope", "trunk_init", "val_at_start"): raw["extra"]["train_config"].pop(key)
+    torch.save(raw, run / "checkpoint.pt")  # the extra is outside the weights' hash
+    old = _args(faces, run, epochs=2, dropout=0.0, grad_clip=5.0, max_steps=2)
+    stderr = _fails(old + ["--resume"], "grad_clip_scope was 'all', now 'network'")
+    assert "cannot be resumed" in stderr and "bn_views" not in stderr
+    assert "bn_views was 'joint', now 'separate'" in _fails(old + ["bn_views=separate", "grad_clip_scope=all", "--resume"])
+    again = subprocess.run(CLI + ["train", *old, "grad_clip_scope=all", "--resume"], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.slow
+def test_sync_bn_on_cpu_processes_is_refused_before_any_work(faces, tmp_path):
+    out = _torchrun(2, *_args(faces, tmp_path / "sync", sync_bn=True))
+    assert out.returncode != 0 and "sync_bn needs CUDA devices" in out.stderr, out.stderr[-2000:]
+    assert not (tmp_path / "sync" / "checkpoint.pt").exists()
