@@ -142,11 +142,11 @@ def evaluate_variant(model_path, index: dict, masked: dict, out, *, protocols: s
                        batch_size=batch_size, device=device, masked_data=[masked[n]["mm"] for n in names], names=names,
                        overwrite=True)
     if metrics_file is not None:  # the few numbers `dvc metrics show` compares, beside what the run cost
-        compact = {s: {p: {k: round(v, 6) for k, v in m.items() if k in SUMMARY_METRICS} for p, m in by.items()}
-                   for s, by in metrics.items()}
-        if run_summary is not None:
+        compact = {s: {p: {k: round(v, 6) for k, v in m.items() if k in SUMMARY_METRICS and v is not None}  # None: no
+                           for p, m in by.items()} for s, by in metrics.items()}                      # trained mask head
+        if run_summary is not None:  # what the run cost in work done; its wall time differs from machine to machine
             run = json.loads(Path(run_summary).read_text())
-            compact["training"] = {k: run[k] for k in ("steps", "pairs_seen", "images_seen", "wall_time_s")}
+            compact["training"] = {k: run[k] for k in ("steps", "pairs_seen", "images_seen")}
         atomic_write_bytes(metrics_file, (json.dumps(compact, indent=1, sort_keys=True) + "\n").encode())
     return metrics
 

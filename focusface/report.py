@@ -38,7 +38,7 @@ def load_results(variants: dict) -> list[dict]:
                 metrics = by_protocol[protocol]
                 rows.append(dict(variant=variant, set=name, protocol=protocol, **metrics,
                                  steps=summary["steps"], pairs_seen=summary["pairs_seen"], images_seen=summary["images_seen"],
-                                 wall_time_s=summary["wall_time_s"], init=summary.get("init")))
+                                 init=summary.get("init")))
     return rows
 
 
@@ -72,14 +72,13 @@ def results_table(rows: list[dict], fmt: str = "md") -> str:
 
 
 def cost_table(rows: list[dict]) -> str:
-    "What each variant's training cost, in Markdown: optimiser steps, pairs and images seen, wall time."
-    seen, lines = set(), ["| variant | started from | steps | pairs seen | images seen | wall time |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+    "What each variant's training cost, in Markdown: optimiser steps, pairs and images seen (wall time depends on the machine: see each run's summary.json)."
+    seen, lines = set(), ["| variant | started from | steps | pairs seen | images seen |", "| --- | --- | ---: | ---: | ---: |"]
     for r in rows:
         if r["variant"] in seen: continue
         seen.add(r["variant"])
         start = Path(r["init"]).parent.name if r.get("init") else "random weights"
-        wall = f"{r['wall_time_s']:.0f} s" if r["wall_time_s"] < 120 else f"{r['wall_time_s'] / 60:.1f} min"
-        lines.append(f"| {r['variant']} | {start} | {r['steps']:,} | {r['pairs_seen']:,} | {r['images_seen']:,} | {wall} |")
+        lines.append(f"| {r['variant']} | {start} | {r['steps']:,} | {r['pairs_seen']:,} | {r['images_seen']:,} |")
     return "\n".join(lines) + "\n"
 
 
