@@ -14,9 +14,10 @@ from .files import FocusFaceError
 from .template import TEMPLATE_LANDMARKS, TEMPLATE_SIZE
 
 # %% auto #0
-__all__ = ['FIVE_FROM_68', 'DOUBTFUL_SCORE', 'five_points', 'similarity_transform', 'align_face', 'Face', 'visible_area',
-           'rank_faces', 'import_dlib', 'DlibAligner', 'NoFaceError', 'AlignedFace', 'as_rgb', 'default_aligner',
-           'align_photo', 'read_reference_landmarks', 'alignment_accuracy']
+__all__ = ['FIVE_FROM_68', 'DOUBTFUL_SCORE', 'DOUBTFUL_PROBABILITY', 'DETECTORS', 'five_points', 'similarity_transform',
+           'align_face', 'Face', 'visible_area', 'rank_faces', 'import_dlib', 'DlibAligner', 'MtcnnAligner',
+           'make_aligner', 'NoFaceError', 'AlignedFace', 'as_rgb', 'default_aligner', 'align_photo', 'mask_photo',
+           'read_reference_landmarks', 'alignment_accuracy']
 
 # %% ../nbs/23_align.ipynb #4626673e
 FIVE_FROM_68 = (tuple(range(36, 42)), tuple(range(42, 48)), (30,), (48,), (54,))  # iBUG 300-W numbering
@@ -57,11 +58,11 @@ def align_face(image, landmarks, size: int = TEMPLATE_SIZE) -> np.ndarray:
 # %% ../nbs/23_align.ipynb #5dce21c0
 @dataclass
 class Face:
-    "A face found in a photo: box (left, top, right, bottom), detector score, five points (5, 2), 68 points (68, 2)."
+    "A face found in a photo: box (left, top, right, bottom), detector score, five points (5, 2), 68 points (68, 2) or None."
     box: tuple
     score: float
     landmarks: np.ndarray
-    shape: np.ndarray
+    shape: np.ndarray | None = None  # dlib's 68 points; MTCNN gives only the five
 
     @property
     def size(self) -> int: return int(min(self.box[2] - self.box[0], self.box[3] - self.box[1]))
@@ -103,6 +104,8 @@ def import_dlib(purpose: str = "aligning photos", alternative: str = ", or give 
 
 class DlibAligner:
     "dlib's HOG face detector and 68-point landmark predictor (models shipped in packages: nothing downloads)."
+    name = "dlib"
+
     def __init__(self, upsample: int = 1, min_score: float = 0.0):
         if isinstance(upsample, bool) or not isinstance(upsample, int) or not 0 <= upsample <= 3:
             raise FocusFaceError(f"upsample must be 0, 1, 2 or 3, got {upsample!r}")
@@ -111,6 +114,9 @@ class DlibAligner:
         self._dlib = dlib
         self.detector = dlib.get_frontal_face_detector()
         self.predictor = dlib.shape_predictor(models.pose_predictor_model_location())
+
+    @property
+    def smallest_face(self) -> int: return 80 // 2 ** self.upsample  # the HOG window is 80 px, upsampling halves it
 
     def landmarks_in_box(self, image, box) -> np.ndarray:
         "The 68 landmarks (68, 2) of the face in `box` (left, top, right, bottom) of an RGB image."
@@ -127,6 +133,36 @@ class DlibAligner:
             shape = self.landmarks_in_box(image, box)
             faces.append(Face(box, float(score), five_points(shape), shape))
         return rank_faces(faces, image.shape)
+
+# %% ../nbs/23_align.ipynb #a37ae2a9
+DOUBTFUL_PROBABILITY = 0.9  # MTCNN face probabilities below this are doubtful finds
+DETECTORS = ("mtcnn", "dlib")
+
+
+class MtcnnAligner:
+    "MTCNN (`focusface.mtcnn`): finds masked faces too, and gives the five template points directly."
+    name = "mtcnn"
+
+    def __init__(self, min_face: int = 20, threads: int = 1, **options):  # options: thresholds, scale_factor
+        from focusface.mtcnn import MTCNN
+        self.detector = MTCNN(min_face=min_face, threads=threads, **options)
+
+    @property
+    def smallest_face(self) -> int: return self.detector.min_face
+
+    def detect(self, image) -> list[Face]:
+        "Every face in an RGB uint8 image, main face first (`rank_faces`)."
+        image = np.ascontiguousarray(image)
+        boxes, scores, points = self.detector.detect(image)
+        faces = [Face(tuple(int(round(v)) for v in box), float(score), five) for box, score, five in zip(boxes, scores, points)]
+        return rank_faces(faces, image.shape)
+
+
+def make_aligner(detector: str = "mtcnn", **options):
+    "A face aligner by name: `mtcnn` (the default) or `dlib` (HOG + 68 points); `options` go to its class."
+    if detector == "mtcnn": return MtcnnAligner(**options)
+    if detector == "dlib": return DlibAligner(**options)
+    raise FocusFaceError(f"detector must be one of {list(DETECTORS)}, got {detector!r}")
 
 # %% ../nbs/23_align.ipynb #976ac1b5
 class NoFaceError(FocusFaceError):
@@ -156,27 +192,28 @@ def as_rgb(image, source: str = "image") -> np.ndarray:
 _ALIGNER = {}
 
 
-def default_aligner() -> DlibAligner:
-    "One `DlibAligner` per process (loading the predictor takes about a second)."
-    if "dlib" not in _ALIGNER: _ALIGNER["dlib"] = DlibAligner()
-    return _ALIGNER["dlib"]
+def default_aligner(detector: str = "mtcnn"):
+    "One aligner of each kind per process (`make_aligner`; loading dlib's predictor takes about a second)."
+    if detector not in _ALIGNER: _ALIGNER[detector] = make_aligner(detector)
+    return _ALIGNER[detector]
 
 
 def align_photo(image, *, aligner=None, face: int | None = None, source: str = "image") -> AlignedFace:
-    "Detect, pick and align the face of a photo; a 112x112 input passes through as already aligned."
+    "Detect, pick and align the face of a photo (`aligner`: one, or a detector's name); a 112x112 input passes through as aligned."
     image = as_rgb(image, source)
     if image.shape[:2] == (TEMPLATE_SIZE, TEMPLATE_SIZE):
         if face not in (None, 0): raise FocusFaceError(f"{source}: an aligned 112x112 crop holds one face; face={face} does not apply")
         return AlignedFace(image, None, 1, "a 112x112 crop: used as aligned, no detection")
     if face is not None and (isinstance(face, bool) or not isinstance(face, int) or face < 0):
         raise FocusFaceError(f"face must be 0 (the main face), 1, 2, ..., got {face!r}")
-    aligner = aligner or default_aligner()
+    if aligner is None or isinstance(aligner, str): aligner = default_aligner(aligner or "mtcnn")
     faces = rank_faces(aligner.detect(image), image.shape)
     h, w = image.shape[:2]
     if not faces:
-        smallest = 80 // 2 ** aligner.upsample
-        raise NoFaceError(f"{source}: no face found ({w}x{h} px photo; the detector finds frontal faces from about "
-                          f"{smallest} px wide): give a photo with a larger or more frontal face, or an aligned 112x112 crop")
+        what = {"dlib": "dlib's HOG detector finds unmasked frontal faces", "mtcnn": "MTCNN finds faces"}.get(
+            getattr(aligner, "name", ""), "the detector finds faces")
+        raise NoFaceError(f"{source}: no face found ({w}x{h} px photo; {what} from about {aligner.smallest_face} px "
+                          "wide): give a photo with a larger or more frontal face, or an aligned 112x112 crop")
     if face is not None and face >= len(faces):
         raise FocusFaceError(f"{source}: face {face} asked for, but {len(faces)} found (0 = the main face)")
     chosen = faces[face or 0]
@@ -186,6 +223,25 @@ def align_photo(image, *, aligner=None, face: int | None = None, source: str = "
                 + "; ".join(f"face {i}: {f.describe()}" for i, f in enumerate(faces) if f is not chosen)
                 + ("; choose another with face=N (--face N; 0 = the main face)" if face is None else ""))
     return AlignedFace(align_face(image, chosen.landmarks), chosen, len(faces), note)
+
+# %% ../nbs/23_align.ipynb #a3c21096
+def mask_photo(image, landmarks, params) -> np.ndarray:
+    "The RGB photo with the mask `params` (focusface.maskspec.MaskParams) drawn on the face whose five points are `landmarks`."
+    import cv2
+    from focusface.masks import apply_mask
+    image = as_rgb(image)
+    template = np.asarray(TEMPLATE_LANDMARKS, np.float64)
+    scale = np.sqrt(abs(np.linalg.det(similarity_transform(landmarks, template)[:, :2])))  # template px per photo px
+    size = int(np.clip(round(TEMPLATE_SIZE / scale), TEMPLATE_SIZE, 4 * TEMPLATE_SIZE))     # the face at its own size
+    forward = similarity_transform(landmarks, template * size / TEMPLATE_SIZE)
+    crop = cv2.warpAffine(image, forward, (size, size), flags=cv2.INTER_LINEAR)
+    masked = apply_mask(crop, params)
+    changed = (masked != crop).any(2).astype(np.float32)
+    h, w = image.shape[:2]
+    back = cv2.invertAffineTransform(forward)
+    alpha = cv2.warpAffine(changed, back, (w, h), flags=cv2.INTER_LINEAR)[:, :, None]
+    drawn = cv2.warpAffine(masked, back, (w, h), flags=cv2.INTER_LINEAR).astype(np.float32)
+    return np.clip(alpha * drawn + (1 - alpha) * image, 0, 255).round().astype(np.uint8)
 
 # %% ../nbs/23_align.ipynb #bea8f38f
 def read_reference_landmarks(sample) -> dict:
