@@ -125,6 +125,7 @@ def _infonce_on_a_slice(rank, world, store, u, m, labels, out):
     loss.backward()
     # what DDP would do: average the per-process losses' gradients over the processes
     torch.save(dict(loss=loss.detach(), grad_u=u_local.grad / world, grad_m=m_local.grad / world), f"{out}.{rank}")
+    dist.barrier()  # every collective done before the group goes (gloo aborts a process whose work is still queued)
     dist.destroy_process_group()
 
 
