@@ -17,7 +17,7 @@ from .template import TEMPLATE_LANDMARKS, TEMPLATE_SIZE
 __all__ = ['FIVE_FROM_68', 'DOUBTFUL_SCORE', 'DOUBTFUL_PROBABILITY', 'DETECTORS', 'five_points', 'similarity_transform',
            'align_face', 'Face', 'visible_area', 'rank_faces', 'import_dlib', 'DlibAligner', 'MtcnnAligner',
            'make_aligner', 'NoFaceError', 'AlignedFace', 'as_rgb', 'default_aligner', 'align_photo', 'mask_photo',
-           'read_reference_landmarks', 'alignment_accuracy']
+           'detection_figure', 'read_reference_landmarks', 'alignment_accuracy']
 
 # %% ../nbs/23_align.ipynb #4626673e
 FIVE_FROM_68 = (tuple(range(36, 42)), tuple(range(42, 48)), (30,), (48,), (54,))  # iBUG 300-W numbering
@@ -242,6 +242,31 @@ def mask_photo(image, landmarks, params) -> np.ndarray:
     alpha = cv2.warpAffine(changed, back, (w, h), flags=cv2.INTER_LINEAR)[:, :, None]
     drawn = cv2.warpAffine(masked, back, (w, h), flags=cv2.INTER_LINEAR).astype(np.float32)
     return np.clip(alpha * drawn + (1 - alpha) * image, 0, 255).round().astype(np.uint8)
+
+# %% ../nbs/23_align.ipynb #ccfc1760
+def detection_figure(photos, aligner=None, columns: int = 4):
+    "A figure of photos with every face found (box, five points; the main face in red) and, below each, its aligned main face."
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+    if aligner is None or isinstance(aligner, str): aligner = default_aligner(aligner or "mtcnn")
+    rows = -(-len(photos) // columns)
+    fig = Figure(figsize=(2.6 * columns, 4.4 * rows))
+    axes = fig.subplots(2 * rows, columns, squeeze=False, gridspec_kw=dict(height_ratios=[1.4, 1] * rows))
+    for ax in axes.ravel(): ax.axis("off")
+    for k, photo in enumerate(photos):
+        top, bottom = axes[2 * (k // columns)][k % columns], axes[2 * (k // columns) + 1][k % columns]
+        photo = as_rgb(photo)
+        faces = rank_faces(aligner.detect(photo), photo.shape)
+        top.imshow(photo)
+        for i, f in enumerate(faces):
+            l, t, r, b = f.box
+            colour = "red" if i == 0 else "yellow"
+            top.add_patch(Rectangle((l, t), r - l, b - t, fill=False, color=colour, lw=1.2))
+            top.plot(f.landmarks[:, 0], f.landmarks[:, 1], ".", color=colour, ms=3)
+        top.set_title(f"{len(faces)} face{'s' if len(faces) != 1 else ''}" + (f", p {faces[0].score:.2f}" if faces else ""), fontsize=8)
+        if faces: bottom.imshow(align_face(photo, faces[0].landmarks))
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/23_align.ipynb #bea8f38f
 def read_reference_landmarks(sample) -> dict:

@@ -179,8 +179,14 @@ def _cmd_evaluate(args) -> int:
                        score=args.score, batch_size=args.batch_size, flip=not args.no_flip, device=args.device,
                        figures=not args.no_figures, overwrite=args.overwrite, channel_order=args.channel_order,
                        landmarks=args.landmarks, masked_data=args.masked, masked_side=args.masked_side,
-                       progress=not args.quiet)
+                       mask_labels=args.mask_labels, skip_missing=args.skip_missing, progress=not args.quiet)
     print(format_table(metrics))
+    for name, by_protocol in metrics.items():
+        if "all" in by_protocol:
+            counts = ", ".join(f"{p.upper()} {m['n_pairs']}" for p, m in by_protocol.items())
+            skipped = by_protocol["all"].get("skipped_pairs")
+            print(f"{name}: real masks from its labels, no mask drawn; pairs {counts}"
+                  + (f"; {skipped} pairs left out (an image missing: see the align report)" if skipped else ""))
     print("scores: " + ("cosine similarity" if args.score == "cosine" else "the authors' 1 - ||a - b|| / 2")
           + "; each protocol's 'paper' block in metrics.json holds pyeer's numbers on the authors' score")
     if args.out: print(f"results: {args.out}/metrics.json, scores/, curves/, masks/" + ("" if args.no_figures else ", figures/"))
@@ -199,7 +205,7 @@ def _cmd_verify(args) -> int:
     import json
     from focusface.inference import verify
     r = verify(args.checkpoint, args.image_a, args.image_b, threshold=args.threshold, channel_order=args.channel_order,
-               flip=not args.no_flip, faces=(args.face_a, args.face_b), device=args.device)
+               flip=not args.no_flip, faces=(args.face_a, args.face_b), device=args.device, aligner=args.detector)
     r.pop("aligned")
     if args.json:
         print(json.dumps(r, indent=1))
@@ -216,10 +222,25 @@ def _cmd_verify(args) -> int:
 def _cmd_embed(args) -> int:
     from focusface.inference import embed_dataset
     info = embed_dataset(args.checkpoint, args.src, args.out, batch_size=args.batch_size, flip=not args.no_flip,
-                         channel_order=args.channel_order, device=args.device, overwrite=args.overwrite, progress=not args.quiet)
+                         channel_order=args.channel_order, device=args.device, overwrite=args.overwrite,
+                         aligner=args.detector, progress=not args.quiet)
     print(f"{info['out']}: {info['embedded']} of {info['images']} images embedded (channel order {info['channel_order'].upper()})"
           + (f"; {info['failed']} gave no face (see 'ok' and 'notes' in the file)" if info["failed"] else "")
           + (f"; {info['several_faces']} had several faces (the main one was used; see 'notes')" if info["several_faces"] else ""))
+    return 0
+
+
+def _cmd_align(args) -> int:
+    from focusface.alignfolder import align_folder
+    info = align_folder(args.src, args.dst, detector=args.detector, workers=args.workers, quality=args.quality,
+                        overwrite=args.overwrite, progress=not args.quiet)
+    print(f"{info['out']}: {info['aligned']} of {info['images']} photos aligned ({info['detector']})"
+          + (f", {info['several_faces']} with several faces (the main one used)" if info["several_faces"] else "")
+          + (f"; {info['copied']} copied as 112x112 crops" if info["copied"] else "")
+          + (f"; {info['no_face']} without a face" if info["no_face"] else "")
+          + (f"; {info['unreadable']} unreadable" if info["unreadable"] else "")
+          + (f"; carried over: {', '.join(info['carried'])}" if info["carried"] else "")
+          + f". Report: {info['report']}")
     return 0
 
 
@@ -318,6 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "masks ('focusface mask --protocol mm', or a copy masked by MaskTheFace)")
     p.add_argument("--masked-side", choices=("second", "first"), default="second", help="U-M: which image of each pair "
                    "wears the mask (first: as the FocusFace authors evaluated)")
+    p.add_argument("--mask-labels", nargs="+", metavar="TXT", help="real-mask labels of pairs folders, in their order "
+                   "(MFR2's 'Name, N, mask_type' lines; default: mfr2_labels.txt or mask_labels.txt beside pairs.txt)")
+    p.add_argument("--skip-missing", action="store_true", help="leave out the pairs that name an image the folder lacks "
+                   "(the photos 'focusface align' found no face in), and say how many")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = _command(sub, "inspect", _cmd_inspect, "say what a checkpoint holds (ours, the authors' .mdl)")
     p.add_argument("checkpoint", help="a focusface checkpoint, the authors' .mdl, or an insightface backbone.pth")
@@ -335,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--face-a", type=_non_negative, help="which face of image A when it holds several (0 = the main face)")
     p.add_argument("--face-b", type=_non_negative, help="which face of image B when it holds several (0 = the main face)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--detector", choices=("mtcnn", "dlib"), default="mtcnn", help="the face detector for photos (MTCNN "
+                   "finds masked faces; dlib's HOG needs the whole face)")
     p.add_argument("--channel-order", choices=("rgb", "bgr"), help="override the channel order the checkpoint records")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: the GPU if there is one, else cpu)")
     p.add_argument("--no-flip", action="store_true", help="embed without flip fusion")
@@ -343,10 +370,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", help="a folder of photos or aligned crops (flat or one sub-folder per identity), a rec folder, or a .bin")
     p.add_argument("out", help="the .npz to write (keys, embeddings, p_masked, ok, notes)")
     p.add_argument("--batch-size", type=_positive, default=64, help="images per forward pass")
+    p.add_argument("--detector", choices=("mtcnn", "dlib"), default="mtcnn", help="the face detector for photos")
     p.add_argument("--channel-order", choices=("rgb", "bgr"), help="override the channel order the checkpoint records")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: the GPU if there is one, else cpu)")
     p.add_argument("--no-flip", action="store_true", help="embed without flip fusion")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (never a source)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = _command(sub, "align", _cmd_align, "align every photo of a folder (flat, per identity, or a pairs folder such as "
+                 "MFR2) onto the 112x112 template, with a report of the photos without a face")
+    p.add_argument("src", help="a folder of photos: flat, <identity>/<image>, or with pairs.txt (and mask labels)")
+    p.add_argument("dst", help="the folder to write: the same layout, pairs.txt and labels carried over, alignment.tsv")
+    p.add_argument("--detector", choices=("mtcnn", "dlib"), default="mtcnn", help="the face detector")
+    p.add_argument("--workers", type=_non_negative, default=2, help="worker processes (0: align in this process)")
+    p.add_argument("--quality", type=int, default=95, help="JPEG quality of the aligned crops (PNG stays PNG)")
+    p.add_argument("--overwrite", action="store_true", help="replace DST if it exists (never the source)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = _command(sub, "export", _cmd_export, "write the inference model (embedding + P(masked)) as ONNX, checked with onnxruntime")
     p.add_argument("checkpoint", help="a focusface checkpoint, the authors' .mdl, or a backbone.pth")

@@ -7,7 +7,7 @@ LFW/MFR2-style folders with a `pairs.txt`, both as one type, `EvalPairs`."""
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -17,7 +17,8 @@ from .files import FormatError, atomic_write_bytes, shorten
 from .images import decode_image
 
 # %% auto #0
-__all__ = ['EvalPairs', 'read_bin', 'write_bin', 'read_pairs_folder', 'read_eval_set']
+__all__ = ['LABEL_FILES', 'UNMASKED_LABEL', 'EvalPairs', 'read_bin', 'write_bin', 'read_mask_labels', 'read_pairs_folder',
+           'read_eval_set']
 
 # %% ../nbs/05_evalsets.ipynb #3512175e
 _BIN_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
@@ -41,9 +42,13 @@ class EvalPairs:
     issame: np.ndarray
     name: str = ""
     source: str = ""
+    mask_types: list | None = None  # real masks: what each image wears ("no-mask" = unmasked), from a labels file
+    skipped: list = field(default_factory=list)  # pairs left out because an image is missing (skip_missing=True)
 
     def __post_init__(self):
         self.issame = np.asarray(self.issame, dtype=bool).ravel()
+        if self.mask_types is not None and len(self.mask_types) != len(self.images):
+            raise FormatError(f"{self.source or self.name}: {len(self.mask_types)} mask labels for {len(self.images)} images")
         if not len(self.issame):
             raise FormatError(f"{self.source or self.name}: the set holds no pairs; a verification set needs genuine "
                               "and impostor pairs")
@@ -52,6 +57,11 @@ class EvalPairs:
                               "a verification set needs exactly two images per pair")
 
     def __len__(self): return len(self.issame)
+
+    @property
+    def masked(self) -> np.ndarray | None:
+        "Which images really wear a mask (from `mask_types`), or None for a set without labels."
+        return None if self.mask_types is None else np.array([t != UNMASKED_LABEL for t in self.mask_types])
 
     def __iter__(self):  # unpack like the insightface tuple: images, issame = pairs
         return iter((self.images, self.issame))
@@ -116,25 +126,51 @@ def write_bin(path, images: Sequence, issame: Sequence[bool], *, overwrite: bool
     return atomic_write_bytes(path, pickle.dumps((bins, [bool(v) for v in pairs.issame]), protocol=4), overwrite=overwrite)
 
 # %% ../nbs/05_evalsets.ipynb #6a0abd06
-def _find_image(root: Path, name: str, number: int, where: str) -> Path:
+LABEL_FILES = ("mfr2_labels.txt", "mask_labels.txt")  # found beside pairs.txt
+UNMASKED_LABEL = "no-mask"
+
+
+def read_mask_labels(path) -> dict[tuple[str, int], str]:
+    "MFR2's labels file: lines `Name, N, mask_type` (`no-mask` = unmasked) -> {(name, image number): type}."
+    path = Path(path)
+    if not path.is_file(): raise FormatError(f"{path}: mask labels file not found (lines 'Name, N, mask_type')")
+    try: text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FormatError(f"{path}: not UTF-8 text (byte {e.start}); a labels file holds 'Name, N, mask_type' lines") from None
+    labels = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip(): continue
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 3 or not parts[0] or not parts[1].isdigit() or not parts[2]:
+            raise FormatError(f"{path}:{lineno}: expected 'Name, N, mask_type', got {shorten(line.strip())}")
+        labels[(parts[0], int(parts[1]))] = parts[2].lower()
+    if not labels: raise FormatError(f"{path}: no labels found")
+    return labels
+
+
+def _find_image(root: Path, name: str, number: int, where: str, missing_ok: bool = False) -> Path | None:
     stem = f"{name}_{number:04d}"
     for ext in (".jpg", ".png", ".jpeg", ".JPG", ".PNG", ".JPEG"):
         p = root / name / f"{stem}{ext}"
         if p.is_file(): return p
+    if missing_ok: return None
     raise FormatError(f"{where}: image {root / name / stem}.jpg (or .png) not found; the pairs file names an image "
-                      "the folder does not have")
+                      "the folder does not have (after `focusface align`, the photos without a face are missing: "
+                      "evaluate with --skip-missing to leave their pairs out)")
 
 
-def read_pairs_folder(root, pairs_file=None) -> EvalPairs:
-    "An LFW/MFR2-style folder + pairs file -> `EvalPairs` (encoded images in pair order)."
+def read_pairs_folder(root, pairs_file=None, mask_labels=None, skip_missing: bool = False) -> EvalPairs:
+    "An LFW/MFR2-style folder + pairs file (+ mask labels, found beside it) -> `EvalPairs` (encoded images in pair order)."
     root = Path(root)
     pairs_file = Path(pairs_file) if pairs_file is not None else root / "pairs.txt"
+    if mask_labels is None: mask_labels = next((pairs_file.parent / n for n in LABEL_FILES if (pairs_file.parent / n).is_file()), None)
+    labels = read_mask_labels(mask_labels) if mask_labels is not None else None
     if not pairs_file.is_file():
         raise FormatError(f"{pairs_file}: pairs file not found (expected 'Name i j' / 'Name1 i Name2 j' lines)")
     try: text = pairs_file.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
         raise FormatError(f"{pairs_file}: not UTF-8 text (byte {e.start}); a pairs file holds 'Name i j' lines") from None
-    images, issame = [], []
+    images, issame, mask_types, skipped = [], [], [], []
     for lineno, line in enumerate(text.splitlines(), start=1):
         parts = line.split()
         where = f"{pairs_file}:{lineno}"
@@ -150,15 +186,28 @@ def read_pairs_folder(root, pairs_file=None) -> EvalPairs:
             if name in (".", "..") or any(c in name for c in "/\\\0"):
                 raise FormatError(f"{where}: identity {shorten(name)} is not a folder name of {root}; a pairs file may "
                                   "only name folders inside it")
-        for name, number in (a, b): images.append(_find_image(root, name, number, where).read_bytes())
+        found = [_find_image(root, name, number, where, missing_ok=skip_missing) for name, number in (a, b)]
+        if None in found:
+            skipped.append(f"{where}: {' and '.join(f'{n} {k}' for (n, k), f in zip((a, b), found) if f is None)} missing")
+            continue
+        for (name, number), path in zip((a, b), found):
+            images.append(path.read_bytes())
+            if labels is not None:
+                if (name, number) not in labels:
+                    raise FormatError(f"{where}: {mask_labels} has no line for {name} image {number}: every image a "
+                                      "pair names needs its mask label")
+                mask_types.append(labels[(name, number)])
         issame.append(same)
-    if not issame: raise FormatError(f"{pairs_file}: no pairs found")
-    return EvalPairs(images, issame, name=root.name, source=str(pairs_file))
+    if not issame: raise FormatError(f"{pairs_file}: no pairs found" + (f" ({len(skipped)} skipped: an image missing)" if skipped else ""))
+    return EvalPairs(images, issame, name=root.name, source=str(pairs_file),
+                     mask_types=mask_types if labels is not None else None, skipped=skipped)
 
 
-def read_eval_set(path) -> EvalPairs:
-    "An evaluation set from a `.bin` file or an LFW-style folder with `pairs.txt`."
+def read_eval_set(path, mask_labels=None, skip_missing: bool = False) -> EvalPairs:
+    "An evaluation set from a `.bin` file or an LFW-style folder with `pairs.txt` (and MFR2's mask labels)."
     path = Path(path)
-    if path.is_file(): return read_bin(path)
-    if path.is_dir(): return read_pairs_folder(path)
+    if path.is_file():
+        if mask_labels is not None: raise FormatError(f"{path}: mask labels apply to a pairs folder, not to a .bin")
+        return read_bin(path)
+    if path.is_dir(): return read_pairs_folder(path, mask_labels=mask_labels, skip_missing=skip_missing)
     raise FormatError(f"{path}: not found; expected an evaluation .bin or a folder with pairs.txt")

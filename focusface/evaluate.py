@@ -26,7 +26,8 @@ from .template import TEMPLATE_SIZE
 
 # %% auto #0
 __all__ = ['PROTOCOLS', 'SCORES', 'SYNTHETIC_FIRST_IDENTITY', 'MASKED_SIDES', 'TABLE_METRICS', 'PERCENT_METRICS', 'load_eval_set',
-           'embed_images', 'pair_scores', 'evaluate_pairs', 'format_table', 'save_figures', 'evaluate']
+           'embed_images', 'pair_scores', 'evaluate_pairs', 'evaluate_real_masks', 'format_table', 'protocol_issame',
+           'save_figures', 'evaluate']
 
 # %% ../nbs/15_evaluate.ipynb #21e9ebad
 PROTOCOLS = ("uu", "um", "mm")
@@ -34,8 +35,8 @@ SCORES = ("cosine", "authors")
 SYNTHETIC_FIRST_IDENTITY = 1_000_000
 
 
-def load_eval_set(source) -> EvalPairs:
-    "An evaluation set from a `.bin`, a pairs folder, or `synthetic` / `synthetic:SEED`, checked for evaluation."
+def load_eval_set(source, mask_labels=None, skip_missing: bool = False) -> EvalPairs:
+    "An evaluation set from a `.bin`, a pairs folder (with its mask labels), or `synthetic[:SEED]`, checked for evaluation."
     text = str(source)
     if text == "synthetic" or text.startswith("synthetic:"):
         from focusface.synthdata import synthetic_pairs
@@ -45,7 +46,7 @@ def load_eval_set(source) -> EvalPairs:
         pairs = synthetic_pairs(int(seed), first_identity=SYNTHETIC_FIRST_IDENTITY, identities=200, encoding=".png",
                                 name=f"synthetic{int(seed)}")
     else:
-        pairs = read_eval_set(source)
+        pairs = read_eval_set(source, mask_labels=mask_labels, skip_missing=skip_missing)
     where = pairs.source or text
     if len(pairs) < 10:
         raise FocusFaceError(f"{where}: {len(pairs)} pairs; evaluation needs at least 10 (one per fold of the 10-fold accuracy)")
@@ -141,6 +142,12 @@ def evaluate_pairs(model: FocusFace, pairs: EvalPairs, *, protocols=PROTOCOLS, s
                    masked_side: str = "second",  # U-M: which image of each pair wears the mask (first: the authors')
                    progress: bool = False) -> dict:
     "Scores, metrics and mask manifests of one evaluation set under each protocol (U-U is always computed)."
+    if pairs.mask_types is not None:  # real masks, labelled: the protocols are the labels' (evaluate_real_masks)
+        if masked is not None or landmarks is not None:
+            raise FocusFaceError(f"{pairs.source}: its images carry real masks (a labels file); a masked copy or landmarks "
+                                 "for drawing masks do not apply to it")
+        return evaluate_real_masks(model, pairs, protocols=protocols, score=score, batch_size=batch_size, flip=flip,
+                                   device=device, progress=progress)
     protocols = _check_protocols(protocols)
     if masked_side not in MASKED_SIDES:
         raise FocusFaceError(f"masked_side must be one of {list(MASKED_SIDES)}, got {shorten(masked_side)}")
@@ -199,6 +206,55 @@ def evaluate_pairs(model: FocusFace, pairs: EvalPairs, *, protocols=PROTOCOLS, s
                                  fmr_at_uu_fmr1000_threshold=at["fmr"][1], fnmr_at_uu_fmr1000_threshold=at["fnmr"][1])
     return dict(metrics=results, scores=scores, manifests=manifests, issame=pairs.issame, score=score)
 
+# %% ../nbs/15_evaluate.ipynb #48a937d0
+def _protocol_metrics(sim: np.ndarray, authors: np.ndarray, issame: np.ndarray, score: str) -> dict:
+    "Every metric of one protocol's pairs, or only their counts when they are too few to measure."
+    counts = dict(n_pairs=int(len(issame)), n_genuine=int(issame.sum()), n_impostor=int((~issame).sum()))
+    if len(issame) < 10 or issame.all() or not issame.any():
+        return dict(counts, note="too few pairs (fewer than 10, or no genuine or no impostor pair): not measured")
+    s = Scores(sim[issame], sim[~issame])
+    metrics = dict(verification_metrics(s, None), **counts)
+    acc = kfold_accuracy(np.asarray(sim if score == "cosine" else 1 - 2 * (1 - sim) ** 2), issame)
+    metrics.update(accuracy=acc["accuracy"], accuracy_std=acc["std"], score=score, _curve=curve(s, None),
+                   paper=pyeer_metrics(authors[issame], authors[~issame]))
+    return metrics
+
+
+def evaluate_real_masks(model: FocusFace, pairs: EvalPairs, *, protocols=PROTOCOLS, score: str = "cosine",
+                        batch_size: int = 128, flip: bool = True, device=None, progress: bool = False) -> dict:
+    "U-U, U-M, M-M and all pairs of a set whose images carry real-mask labels; no mask is drawn."
+    protocols = _check_protocols(protocols)
+    source = pairs.source or pairs.name
+    embeddings, p_masked = embed_images(model, pairs.images, batch_size=batch_size, flip=flip, device=device,
+                                        source=source, progress=progress)
+    worn, types = pairs.masked, np.array(pairs.mask_types)
+    cosine = pair_scores(embeddings[0::2], embeddings[1::2], "cosine")
+    sims = dict(cosine=cosine, authors=pair_scores(embeddings[0::2], embeddings[1::2], "authors"))
+    masks_per_pair = worn[0::2].astype(int) + worn[1::2]
+    chosen = {p: masks_per_pair == k for k, p in enumerate(PROTOCOLS) if p in protocols}
+    chosen["all"] = np.ones(len(pairs), bool)
+    trained_head = getattr(model, "has_mask_head", True) and getattr(model, "mask_head_trained", True)
+    results, scores, issame = {}, {}, {}
+    for protocol, rows in chosen.items():
+        metrics = _protocol_metrics(sims[score][rows], sims["authors"][rows], pairs.issame[rows], score)
+        images = np.repeat(rows, 2)
+        metrics["mask_detection_accuracy"] = float(((p_masked[images] >= 0.5) == worn[images]).mean()) \
+            if trained_head and images.any() else None
+        results[protocol], scores[protocol], issame[protocol] = metrics, sims[score][rows], pairs.issame[rows]
+    if trained_head:
+        results["all"]["mask_detection_by_type"] = {t: float(((p_masked[types == t] >= 0.5) == (t != "no-mask")).mean())
+                                                    for t in sorted(set(types))}
+    results["all"]["images_by_mask_type"] = {t: int((types == t).sum()) for t in sorted(set(types))}  # per pair image
+    if pairs.skipped: results["all"]["skipped_pairs"] = len(pairs.skipped)
+    if "uu" in results and "_curve" in results["uu"]:  # the operating points fixed on unmasked pairs
+        for protocol in ("um", "mm", "all"):
+            if protocol not in results or "_curve" not in results[protocol]: continue
+            at = rates_at(scores[protocol][issame[protocol]], scores[protocol][~issame[protocol]],
+                          [results["uu"]["threshold_fmr100"], results["uu"]["threshold_fmr1000"]])
+            results[protocol].update(fmr_at_uu_fmr100_threshold=at["fmr"][0], fnmr_at_uu_fmr100_threshold=at["fnmr"][0],
+                                     fmr_at_uu_fmr1000_threshold=at["fmr"][1], fnmr_at_uu_fmr1000_threshold=at["fnmr"][1])
+    return dict(metrics=results, scores=scores, manifests={}, issame=issame, score=score, real_masks=True)
+
 # %% ../nbs/15_evaluate.ipynb #ea415e4a
 TABLE_METRICS = ("accuracy", "eer", "fmr100", "fmr1000", "zero_fmr", "auc", "g_mean", "i_mean", "fdr", "mask_detection_accuracy")
 PERCENT_METRICS = {"accuracy", "eer", "fmr100", "fmr1000", "zero_fmr", "mask_detection_accuracy", "fmr100_pyeer",
@@ -217,7 +273,12 @@ def format_table(metrics: dict, columns=TABLE_METRICS) -> str:
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)
 
 
-_COLOURS = dict(uu="tab:blue", um="tab:orange", mm="tab:red")
+_COLOURS = dict(uu="tab:blue", um="tab:orange", mm="tab:red", all="tab:gray")
+
+
+def protocol_issame(result: dict, protocol: str) -> np.ndarray:
+    "The same/different flags of the pairs `result['scores'][protocol]` scores (one array, or one per protocol of a real-mask set)."
+    return result["issame"][protocol] if isinstance(result["issame"], dict) else result["issame"]
 
 
 def save_figures(name: str, result: dict, folder: Path) -> list[Path]:
@@ -229,6 +290,7 @@ def save_figures(name: str, result: dict, folder: Path) -> list[Path]:
     fig_roc, fig_det = Figure(figsize=(5, 4)), Figure(figsize=(5, 4))
     ax_roc, ax_det = fig_roc.subplots(), fig_det.subplots()
     for protocol, m in result["metrics"].items():
+        if "_curve" not in m: continue  # too few pairs to measure
         fmr, fnmr = np.array(m["_curve"]["fmr"]), np.array(m["_curve"]["fnmr"])
         label = f"{protocol.upper()} (EER {m['eer'] * 100:.2f}%)"
         shown = fmr > 0  # a zero rate has no place on a log axis
@@ -244,8 +306,9 @@ def save_figures(name: str, result: dict, folder: Path) -> list[Path]:
     everything = np.concatenate(list(result["scores"].values()))
     bins = np.linspace(min(everything.min(), 0.0), max(everything.max(), 1.0), 81)
     for ax, (protocol, sim) in zip(axes[0], result["scores"].items()):
-        ax.hist(sim[result["issame"]], bins=bins, alpha=0.6, density=True, label="genuine", color="tab:green")
-        ax.hist(sim[~result["issame"]], bins=bins, alpha=0.6, density=True, label="impostor", color="tab:purple")
+        same = protocol_issame(result, protocol)
+        ax.hist(sim[same], bins=bins, alpha=0.6, density=True, label="genuine", color="tab:green")
+        ax.hist(sim[~same], bins=bins, alpha=0.6, density=True, label="impostor", color="tab:purple")
         ax.set(title=f"{name}: {protocol.upper()}", xlabel=score_label); ax.legend()
     axes[0][0].set_ylabel("density (pairs)")
     for figure, suffix in ((fig_roc, "roc"), (fig_det, "det"), (fig, "scores")):
@@ -275,11 +338,13 @@ def evaluate(model, data, out=None, *,
              device=None,               # cpu, cuda, cuda:N; default: this rank's GPU if there is one
              figures: bool = True,      # write ROC/DET/score figures
              overwrite: bool = False,   # replace a non-empty `out`
-             masked_data=None,          # masked copies of the sets (`--protocol mm`), in the order of `data`
+             masked_data=None,          # masked copies of the sets (`--protocol mm`), in the order of `data` (None: draw)
              landmarks=None,            # landmarks files of the sets (`focusface landmarks`), in the order of `data`
              names=None,                # what to call the sets in the results (default: their file names)
              channel_order=None,        # rgb | bgr: override the order the model expects (default: the checkpoint's)
              masked_side: str = "second",  # U-M: which image of each pair wears the mask (first: the authors')
+             mask_labels=None,          # real-mask labels of pairs folders, in the order of `data` (default: beside pairs.txt)
+             skip_missing: bool = False,  # leave out the pairs of a pairs folder that name a missing image
              progress: bool = False) -> dict:
     "Evaluate a FocusFace model (or a checkpoint path) on evaluation sets; write the outputs under `out`."
     protocols = _check_protocols(protocols)
@@ -293,16 +358,20 @@ def evaluate(model, data, out=None, *,
     sources = [data] if isinstance(data, (str, Path)) else list(data)
     if not sources: raise FocusFaceError("no evaluation set given")
     as_list = lambda v: [] if v is None else ([v] if isinstance(v, (str, Path)) else list(v))
-    read = [s for s in [model] + sources + as_list(masked_data) + as_list(landmarks)
+    read = [s for s in [model] + sources + as_list(masked_data) + as_list(landmarks) + as_list(mask_labels)
             if isinstance(s, (str, Path)) and not str(s).startswith("synthetic")]  # never replaced by the results
+    labels = as_list(mask_labels)
+    if labels and len(labels) != len(sources):
+        raise FocusFaceError(f"{len(labels)} mask labels files for {len(sources)} evaluation sets: give one for each, in order")
     if out is not None: out = check_destination(out, overwrite=overwrite, sources=read)
     if not isinstance(model, FocusFace): model = load_checkpoint(model, map_location="cpu", with_classifier=False)
     model = with_channel_order(model, channel_order)
-    sets = [load_eval_set(source) for source in sources]
+    sets = [load_eval_set(source, mask_labels=label, skip_missing=skip_missing)
+            for source, label in zip(sources, labels or [None] * len(sources))]
     masked_sources = [] if masked_data is None else ([masked_data] if isinstance(masked_data, (str, Path)) else list(masked_data))
     if masked_sources and len(masked_sources) != len(sources):
         raise FocusFaceError(f"{len(masked_sources)} masked sets for {len(sources)} evaluation sets: give one for each, in order")
-    masked_sets = [read_eval_set(source) for source in masked_sources] or [None] * len(sets)
+    masked_sets = [None if source is None else read_eval_set(source) for source in masked_sources] or [None] * len(sets)
     landmark_files = [] if landmarks is None else ([landmarks] if isinstance(landmarks, (str, Path)) else list(landmarks))
     if landmark_files and len(landmark_files) != len(sources):
         raise FocusFaceError(f"{len(landmark_files)} landmarks files for {len(sources)} evaluation sets: give one for each, in order")
@@ -321,15 +390,18 @@ def evaluate(model, data, out=None, *,
                                 flip=flip, device=device, masked=masked, landmarks=marks, masked_side=masked_side,
                                 progress=progress)
         all_metrics[name] = {p: {k: v for k, v in m.items() if not k.startswith("_")} for p, m in result["metrics"].items()
-                             if p in protocols}
+                             if p in protocols or p == "all"}
         results[name] = result
     if out is not None and rank == 0:
         with atomic_dir(out, overwrite=overwrite, sources=read) as tmp:
             for name, result in results.items():
                 (tmp / "scores").mkdir(exist_ok=True)
-                np.savez_compressed(tmp / "scores" / f"{name}.npz", issame=result["issame"],
+                same = result["issame"]  # real-mask sets: each protocol its own pairs (issame_<protocol>)
+                flags = {f"issame_{p}": v for p, v in same.items()} if isinstance(same, dict) else dict(issame=same)
+                np.savez_compressed(tmp / "scores" / f"{name}.npz", **flags,
                                     **{p: s.astype(np.float32) for p, s in result["scores"].items()})
-                atomic_write_bytes(tmp / "curves" / f"{name}.json", json.dumps({p: m["_curve"] for p, m in result["metrics"].items()}).encode())
+                atomic_write_bytes(tmp / "curves" / f"{name}.json", json.dumps(
+                    {p: m["_curve"] for p, m in result["metrics"].items() if "_curve" in m}).encode())
                 for protocol, lines in result["manifests"].items():
                     atomic_write_bytes(tmp / "masks" / f"{name}.{protocol}.jsonl", ("\n".join(lines) + "\n").encode())
                 if figures: save_figures(name, result, tmp / "figures")

@@ -13,7 +13,7 @@ from .files import FocusFaceError, atomic_dir, atomic_write_bytes, check_destina
 
 # %% auto #0
 __all__ = ['MISSING_DATA', 'SUMMARY_METRICS', 'recorded_hash', 'check_data', 'main', 'prepare_data', 'prepare_masked_sets',
-           'variant_config', 'run_variant', 'evaluate_variant']
+           'align_real', 'variant_config', 'run_variant', 'evaluate_variant']
 
 # %% ../nbs/20_experiment.ipynb #5d947c4b
 MISSING_DATA = """the paper setting needs the real data, which focusface does not download:
@@ -21,6 +21,7 @@ MISSING_DATA = """the paper setting needs the real data, which focusface does no
     dataset page (github.com/deepinsight/insightface, recognition/_datasets_): put train.rec, train.idx and
     property in {ms1m}/
   - the evaluation sets of the same package (lfw.bin, cfp_fp.bin, agedb_30.bin, ...): put them in {eval_dir}/
+  - optionally MFR2, the real-mask benchmark (its 160x160 photos, pairs.txt, mfr2_labels.txt): in {mfr2}/
 then run `dvc add data` (it records them with links, not copies) and `dvc repro` again; or go back to the
 embedded demo with `setting: demo` in params.yaml."""
 
@@ -36,7 +37,7 @@ def recorded_hash(record) -> str | None:
 
 
 def check_data(setting: str = "demo", ms1m: str = "data/ms1m", eval_dir: str = "data/eval", out=None,
-               record="data.dvc") -> dict:
+               record="data.dvc", mfr2: str = "data/mfr2") -> dict:
     """Check that the setting's data is there, else say what to get; return its fingerprint (each file's size and
     modification time, the hash `dvc add` recorded in `record`) and write it to `out` (JSON) if given."""
     if setting not in ("demo", "paper"): raise FocusFaceError(f"setting must be demo or paper, got {setting!r}")
@@ -45,20 +46,24 @@ def check_data(setting: str = "demo", ms1m: str = "data/ms1m", eval_dir: str = "
         bins = sorted(Path(eval_dir).glob("*.bin"))
         parts = [Path(ms1m) / n for n in ("train.rec", "train.idx", "property")]
         if not all(p.is_file() for p in parts) or not bins:
-            raise FocusFaceError(MISSING_DATA.format(ms1m=ms1m, eval_dir=eval_dir))
-        found["files"] = {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in parts + bins}
+            raise FocusFaceError(MISSING_DATA.format(ms1m=ms1m, eval_dir=eval_dir, mfr2=mfr2))
+        real = sorted(p for p in Path(mfr2).rglob("*") if p.is_file()) if Path(mfr2).is_dir() else []  # optional
+        found["files"] = {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in parts + bins + real}
         if record is not None: found["recorded"] = recorded_hash(record)
     if out is not None: atomic_write_bytes(out, (json.dumps(found, indent=1) + "\n").encode())
     return found
 
 
 def main(argv=None) -> int:
-    "`python -m focusface.experiment check-data SETTING MS1M EVAL_DIR OUT`: the pipeline's first, cheapest stage."
+    "`python -m focusface.experiment check-data SETTING MS1M EVAL_DIR MFR2 OUT` or `align-real SETTING MFR2 OUT WORKERS`: the plain stages."
     import sys
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 5 or argv[0] != "check-data":
-        print("usage: python -m focusface.experiment check-data SETTING MS1M EVAL_DIR OUT", file=sys.stderr); return 2
-    try: check_data(*argv[1:4], out=argv[4])
+    usage = ("usage: python -m focusface.experiment check-data SETTING MS1M EVAL_DIR MFR2 OUT\n"
+             "       python -m focusface.experiment align-real SETTING MFR2 OUT WORKERS")
+    try:
+        if len(argv) == 6 and argv[0] == "check-data": check_data(*argv[1:3], out=argv[5], mfr2=argv[4], eval_dir=argv[3])
+        elif len(argv) == 5 and argv[0] == "align-real" and argv[4].isdigit(): align_real(*argv[1:4], workers=int(argv[4]))
+        else: print(usage, file=sys.stderr); return 2
     except FocusFaceError as e:
         print(f"focusface: {e}", file=sys.stderr); return 2
     return 0
@@ -114,6 +119,22 @@ def prepare_masked_sets(index: dict, out, *, spec: str, seed: int = 0, workers: 
         (tmp / "masked.json").write_text(json.dumps(masked, indent=1) + "\n")
     return masked
 
+# %% ../nbs/20_experiment.ipynb #f22be08d
+def align_real(setting: str, mfr2, out, workers: int = 2) -> dict:
+    "The `real` stage: MFR2 aligned into `out/mfr2` when the paper setting has it; returns `{set: folder}` (also `out/index.json`)."
+    out, mfr2 = Path(out), Path(mfr2)
+    if setting not in ("demo", "paper"): raise FocusFaceError(f"setting must be demo or paper, got {setting!r}")
+    with atomic_dir(out, overwrite=True) as tmp:
+        index = {}
+        if setting == "paper" and mfr2.is_dir():
+            from focusface.alignfolder import align_folder
+            if not (mfr2 / "pairs.txt").is_file():
+                raise FocusFaceError(f"{mfr2}: MFR2 needs its pairs.txt and mfr2_labels.txt beside the photos")
+            align_folder(mfr2, tmp / "mfr2", workers=workers, progress=False)
+            index["mfr2"] = str(out / "mfr2")
+        (tmp / "index.json").write_text(json.dumps(index, indent=1) + "\n")
+    return index
+
 # %% ../nbs/20_experiment.ipynb #d7ea12ba
 def variant_config(index: dict, out, settings: dict):
     "The `TrainConfig` of one variant: the data of `index` (train, val, holdout) and the variant's `settings`."
@@ -134,13 +155,14 @@ SUMMARY_METRICS = ("accuracy", "eer", "fmr100", "fmr1000", "fdr", "mask_detectio
 
 
 def evaluate_variant(model_path, index: dict, masked: dict, out, *, protocols: str = "uu,um,mm", score: str = "cosine",
-                     batch_size: int = 256, device=None, metrics_file=None, run_summary=None) -> dict:
-    "Evaluate `model_path` on the index's evaluation sets (masked views from `masked`) into `out`; returns the metrics."
+                     batch_size: int = 256, device=None, metrics_file=None, run_summary=None, real=None) -> dict:
+    "Evaluate `model_path` on the index's evaluation sets (masked views from `masked`) and the `real` sets into `out`."
     from focusface.evaluate import evaluate
-    names = sorted(index["eval"])
-    metrics = evaluate(model_path, [index["eval"][n] for n in names], out, protocols=protocols, score=score,
-                       batch_size=batch_size, device=device, masked_data=[masked[n]["mm"] for n in names], names=names,
-                       overwrite=True)
+    names, real = sorted(index["eval"]), dict(real or {})
+    metrics = evaluate(model_path, [index["eval"][n] for n in names] + [real[n] for n in sorted(real)], out,
+                       protocols=protocols, score=score, batch_size=batch_size, device=device,
+                       masked_data=[masked[n]["mm"] for n in names] + [None] * len(real), names=names + sorted(real),
+                       skip_missing=bool(real), overwrite=True)
     if metrics_file is not None:  # the few numbers `dvc metrics show` compares, beside what the run cost
         compact = {s: {p: {k: round(v, 6) for k, v in m.items() if k in SUMMARY_METRICS and v is not None}  # None: no
                            for p, m in by.items()} for s, by in metrics.items()}                      # trained mask head

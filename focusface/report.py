@@ -34,7 +34,7 @@ def load_results(variants: dict) -> list[dict]:
             if not path.is_file(): raise FocusFaceError(f"{path}: missing; run the stage that makes it (dvc repro)")
         summary = json.loads((run / "summary.json").read_text())
         for name, by_protocol in json.loads((evaluation / "metrics.json").read_text()).items():
-            for protocol in sorted(by_protocol, key=("uu", "um", "mm").index):
+            for protocol in sorted(by_protocol, key=("uu", "um", "mm", "all").index):  # all: a real-mask set's every pair
                 metrics = by_protocol[protocol]
                 rows.append(dict(variant=variant, set=name, protocol=protocol, **metrics,
                                  steps=summary["steps"], pairs_seen=summary["pairs_seen"], images_seen=summary["images_seen"],
@@ -43,6 +43,7 @@ def load_results(variants: dict) -> list[dict]:
 
 
 def _cell(row: dict, key: str) -> str:
+    if row.get(key) is None: return "n/a"  # a protocol with too few pairs to measure
     if key in _PERCENT: return f"{row[key] * 100:.2f}"
     return f"{row[key]:.3f}" if key in ("g_mean", "i_mean") else f"{row[key]:.2f}"
 
@@ -141,8 +142,9 @@ def score_figure(evaluations: dict, path, eval_set: str | None = None):
     bins = np.linspace(-0.4, 1.0, 57)
     for row, (variant, s) in zip(axes, scores.items()):
         for ax, protocol in zip(row, protocols):
-            ax.hist(s[protocol][s["issame"]], bins=bins, alpha=0.6, density=True, color="tab:green", label="genuine")
-            ax.hist(s[protocol][~s["issame"]], bins=bins, alpha=0.6, density=True, color="tab:purple", label="impostor")
+            same = s["issame"] if "issame" in s else s[f"issame_{protocol}"]  # a real-mask set: per protocol
+            ax.hist(s[protocol][same], bins=bins, alpha=0.6, density=True, color="tab:green", label="genuine")
+            ax.hist(s[protocol][~same], bins=bins, alpha=0.6, density=True, color="tab:purple", label="impostor")
             ax.set_title(f"{variant}: {protocol.upper()}", fontsize=9)
         row[0].set_ylabel("density")
     for ax in axes[-1]: ax.set_xlabel("cosine similarity")

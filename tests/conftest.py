@@ -8,6 +8,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Real faces for development live outside the repository, never inside it; scripts/test points
 # FOCUSFACE_LFW_SAMPLE at their usual place (see README).
 LFW_SAMPLE = Path(os.environ["FOCUSFACE_LFW_SAMPLE"]) if os.environ.get("FOCUSFACE_LFW_SAMPLE") else None
+RWMFD_SAMPLE = Path(os.environ["FOCUSFACE_RWMFD_SAMPLE"]) if os.environ.get("FOCUSFACE_RWMFD_SAMPLE") else None
 
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -26,3 +27,19 @@ def lfw_sample() -> Path:
         pytest.skip(f"the LFW development sample is absent ({LFW_SAMPLE or 'FOCUSFACE_LFW_SAMPLE is not set'}); "
                     "set FOCUSFACE_LFW_SAMPLE to its folder (scripts/test does)")
     return LFW_SAMPLE
+
+
+@pytest.fixture
+def rwmfd_sample() -> Path:
+    if RWMFD_SAMPLE is None or not (RWMFD_SAMPLE / "photos").is_dir():
+        pytest.skip(f"the RWMFD sample of real masked photos is absent ({RWMFD_SAMPLE or 'FOCUSFACE_RWMFD_SAMPLE is not set'}); "
+                    "set FOCUSFACE_RWMFD_SAMPLE to its folder (scripts/test does)")
+    return RWMFD_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def mtcnn():
+    from focusface.align import MtcnnAligner
+    from focusface.files import FocusFaceError
+    try: return MtcnnAligner()
+    except FocusFaceError as e: pytest.skip(str(e))
