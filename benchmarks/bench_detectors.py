@@ -1,7 +1,9 @@
 """Face detectors on real masked photos: how many they find, how well they place the five points, how fast.
 
-    FOCUSFACE_LFW_SAMPLE=../shared/data/lfw-sample FOCUSFACE_RWMFD_SAMPLE=../shared/data/rwmfd-sample \
-        python benchmarks/bench_detectors.py --out benchmarks/results [--detectors mtcnn,dlib,dlib0]
+    python benchmarks/bench_detectors.py --out benchmarks/results [--detectors mtcnn,dlib,dlib0]
+
+with $FOCUSFACE_LFW_SAMPLE and $FOCUSFACE_RWMFD_SAMPLE pointing at the two development samples (as scripts/test sets
+them).
 
 Measured, for each detector (`mtcnn`: focusface.mtcnn, the default; `dlib`: dlib's HOG detector upsampled once,
 the default before; `dlib0`: not upsampled; `dlib_cnn`: dlib's CNN (MMOD) detector from face-recognition-models,
@@ -59,8 +61,9 @@ def main():
     from focusface.align import mask_photo, read_reference_landmarks
     from focusface.images import decode_image
     from focusface.maskspec import DEFAULT_SPEC, MaskSampler
-    lfw = Path(os.environ.get("FOCUSFACE_LFW_SAMPLE", "../shared/data/lfw-sample"))
-    rwmfd = Path(os.environ.get("FOCUSFACE_RWMFD_SAMPLE", "../shared/data/rwmfd-sample"))
+    if not (os.environ.get("FOCUSFACE_LFW_SAMPLE") and os.environ.get("FOCUSFACE_RWMFD_SAMPLE")):
+        raise SystemExit("set FOCUSFACE_LFW_SAMPLE and FOCUSFACE_RWMFD_SAMPLE to the two development samples")
+    lfw, rwmfd = Path(os.environ["FOCUSFACE_LFW_SAMPLE"]), Path(os.environ["FOCUSFACE_RWMFD_SAMPLE"])
     photos = sorted(p for p in (rwmfd / "photos").rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     reference = read_reference_landmarks(lfw)
     raw = {name: decode_image((lfw / "raw" / name).read_bytes(), name) for name in reference}

@@ -115,13 +115,13 @@ def _cmd_inspect(args) -> int:
 def _cmd_info(args) -> int:
     from focusface.files import atomic_write_bytes, check_destination
     from focusface.images import encode_image
-    if args.sheet: check_destination(args.sheet, overwrite=True, sources=[args.path])
+    if args.sheet: check_destination(args.sheet, overwrite=args.overwrite, sources=[args.path])
     for key, value in describe(args.path).items():
         if isinstance(value, dict): value = ", ".join(f"{k} {v}" for k, v in value.items())
         print(f"{key.replace('_', ' ')}: {value}")
     if args.sheet:
         sheet = contact_sheet(sample_images(args.path, args.samples), columns=args.columns)
-        atomic_write_bytes(args.sheet, encode_image(sheet, ".png"))
+        atomic_write_bytes(args.sheet, encode_image(sheet, ".png"), overwrite=args.overwrite, sources=[args.path])
         print(f"contact sheet: {args.sheet}")
     if args.check:
         count, bad = check_images(args.path, progress=not args.quiet)
@@ -284,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "info", _cmd_info, "say what a dataset holds (rec folder, .bin, pairs folder, image folder)")
     p.add_argument("path", help="an insightface folder, an evaluation .bin, a folder with pairs.txt, or root/<identity>/<image>")
     p.add_argument("--sheet", metavar="PNG", help="save a contact sheet of sample images to this PNG file")
+    p.add_argument("--overwrite", action="store_true", help="replace the --sheet file if it exists (never the dataset)")
     p.add_argument("--samples", type=_positive, default=16, help="images on the contact sheet")
     p.add_argument("--columns", type=_positive, default=8, help="columns of the contact sheet")
     p.add_argument("--check", action="store_true", help="decode every image and list the damaged ones (exit 1 if any)")

@@ -119,11 +119,12 @@ def read_bin(path) -> EvalPairs:
     return _check_bin(obj, path)
 
 
-def write_bin(path, images: Sequence, issame: Sequence[bool], *, overwrite: bool = True) -> Path:
-    "Write an insightface-style `.bin` (images: encoded bytes or RGB uint8 arrays), atomically."
+def write_bin(path, images: Sequence, issame: Sequence[bool], *, overwrite: bool = True, sources=()) -> Path:
+    "Write an insightface-style `.bin` (images: encoded bytes or RGB uint8 arrays), atomically; never over one of `sources`."
     pairs = EvalPairs(list(images), issame, source=str(path))
     bins = [bytes(im) if isinstance(im, (bytes, bytearray)) else np.ascontiguousarray(im, np.uint8) for im in pairs.images]
-    return atomic_write_bytes(path, pickle.dumps((bins, [bool(v) for v in pairs.issame]), protocol=4), overwrite=overwrite)
+    return atomic_write_bytes(path, pickle.dumps((bins, [bool(v) for v in pairs.issame]), protocol=4),
+                              overwrite=overwrite, sources=sources)
 
 # %% ../nbs/05_evalsets.ipynb #6a0abd06
 LABEL_FILES = ("mfr2_labels.txt", "mask_labels.txt")  # found beside pairs.txt

@@ -315,7 +315,7 @@ def save_figures(name: str, result: dict, folder: Path) -> list[Path]:
         path = folder / f"{name}_{suffix}.png"
         figure.tight_layout()
         buffer = io.BytesIO(); figure.savefig(buffer, dpi=110, format="png")
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path, buffer.getvalue(), sources=())
         written.append(path)
     return written
 
@@ -401,9 +401,9 @@ def evaluate(model, data, out=None, *,
                 np.savez_compressed(tmp / "scores" / f"{name}.npz", **flags,
                                     **{p: s.astype(np.float32) for p, s in result["scores"].items()})
                 atomic_write_bytes(tmp / "curves" / f"{name}.json", json.dumps(
-                    {p: m["_curve"] for p, m in result["metrics"].items() if "_curve" in m}).encode())
+                    {p: m["_curve"] for p, m in result["metrics"].items() if "_curve" in m}).encode(), sources=())
                 for protocol, lines in result["manifests"].items():
-                    atomic_write_bytes(tmp / "masks" / f"{name}.{protocol}.jsonl", ("\n".join(lines) + "\n").encode())
+                    atomic_write_bytes(tmp / "masks" / f"{name}.{protocol}.jsonl", ("\n".join(lines) + "\n").encode(), sources=())
                 if figures: save_figures(name, result, tmp / "figures")
-            atomic_write_bytes(tmp / "metrics.json", (json.dumps(all_metrics, indent=1, sort_keys=True) + "\n").encode())
+            atomic_write_bytes(tmp / "metrics.json", (json.dumps(all_metrics, indent=1, sort_keys=True) + "\n").encode(), sources=())
     return all_metrics

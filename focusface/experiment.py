@@ -50,7 +50,7 @@ def check_data(setting: str = "demo", ms1m: str = "data/ms1m", eval_dir: str = "
         real = sorted(p for p in Path(mfr2).rglob("*") if p.is_file()) if Path(mfr2).is_dir() else []  # optional
         found["files"] = {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in parts + bins + real}
         if record is not None: found["recorded"] = recorded_hash(record)
-    if out is not None: atomic_write_bytes(out, (json.dumps(found, indent=1) + "\n").encode())
+    if out is not None: atomic_write_bytes(out, (json.dumps(found, indent=1) + "\n").encode(), sources=())
     return found
 
 
@@ -84,7 +84,7 @@ def prepare_data(out, *, setting: str = "demo", seed: int = 0,
         check_data(setting, ms1m, eval_dir, record=None)  # the check stage did the rest
         bins = sorted(Path(eval_dir).glob("*.bin"))
         InsightFaceDataset(ms1m)  # readable: property, index, header
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, sources=[ms1m, eval_dir] if setting == "paper" else ()) as tmp:
         if setting == "demo":
             from focusface.synthdata import make_demo_data
             info = make_demo_data(tmp / "demo", seed=seed, train_identities=train_identities,
@@ -110,7 +110,7 @@ def prepare_masked_sets(index: dict, out, *, spec: str, seed: int = 0, workers: 
     from focusface.maskdata import mask_dataset
     out = Path(out)
     masked = {}
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, sources=list(index["eval"].values())) as tmp:
         for name, path in index["eval"].items():
             for protocol in ("um", "mm"):
                 mask_dataset(path, tmp / f"{name}.{protocol}.bin", spec=spec, seed=seed, protocol=protocol, workers=workers,
@@ -124,7 +124,7 @@ def align_real(setting: str, mfr2, out, workers: int = 2) -> dict:
     "The `real` stage: MFR2 aligned into `out/mfr2` when the paper setting has it; returns `{set: folder}` (also `out/index.json`)."
     out, mfr2 = Path(out), Path(mfr2)
     if setting not in ("demo", "paper"): raise FocusFaceError(f"setting must be demo or paper, got {setting!r}")
-    with atomic_dir(out, overwrite=True) as tmp:
+    with atomic_dir(out, overwrite=True, sources=[mfr2]) as tmp:
         index = {}
         if setting == "paper" and mfr2.is_dir():
             from focusface.alignfolder import align_folder
@@ -169,7 +169,7 @@ def evaluate_variant(model_path, index: dict, masked: dict, out, *, protocols: s
         if run_summary is not None:  # what the run cost in work done; its wall time differs from machine to machine
             run = json.loads(Path(run_summary).read_text())
             compact["training"] = {k: run[k] for k in ("steps", "pairs_seen", "images_seen")}
-        atomic_write_bytes(metrics_file, (json.dumps(compact, indent=1, sort_keys=True) + "\n").encode())
+        atomic_write_bytes(metrics_file, (json.dumps(compact, indent=1, sort_keys=True) + "\n").encode(), sources=())
     return metrics
 
 # %% ../nbs/20_experiment.ipynb #9d1ab419

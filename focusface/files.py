@@ -6,6 +6,7 @@ process pool that dataset-wide jobs share."""
 # %% ../nbs/01_files.ipynb #fdc1b730
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import re
@@ -17,8 +18,8 @@ from typing import Callable, Iterable, Iterator
 
 # %% auto #0
 __all__ = ['FocusFaceError', 'FormatError', 'DestinationError', 'shorten', 'check_destination', 'remove_stale_temporaries',
-           'glob_escape', 'temporary_path', 'atomic_dir', 'atomic_file', 'atomic_write_bytes', 'write_npz',
-           'worker_tempdir', 'ordered_map']
+           'glob_escape', 'temporary_path', 'atomic_dir', 'atomic_file', 'atomic_write_bytes', 'scratch_dir',
+           'allocated_memmap', 'write_npz', 'worker_tempdir', 'ordered_map']
 
 # %% ../nbs/01_files.ipynb #b0e022b1
 class FocusFaceError(ValueError):
@@ -49,8 +50,8 @@ def _overlap(dst: Path, src: Path) -> str | None:
     return None
 
 
-def check_destination(dst, *, overwrite: bool = False, sources: Iterable = ()) -> Path:
-    "Refuse `dst` if it exists (unless `overwrite`) or overlaps a source; returns it as a `Path`."
+def check_destination(dst, *, sources: Iterable, overwrite: bool = False) -> Path:
+    "Refuse `dst` if it exists (unless `overwrite`) or overlaps one of the `sources` (every path the command reads)."
     dst = Path(dst)
     for src in sources:
         how = _overlap(dst, Path(src))
@@ -59,8 +60,7 @@ def check_destination(dst, *, overwrite: bool = False, sources: Iterable = ()) -
                                    "was written" + (" (--overwrite never replaces a source)" if overwrite else ""))
     empty_folder = dst.is_dir() and not dst.is_symlink() and not any(dst.iterdir())  # nothing to lose
     if (dst.exists() or dst.is_symlink()) and not overwrite and not empty_folder:
-        raise DestinationError(f"{dst} exists: choose another destination, or pass --overwrite (overwrite=True) to "
-                               "replace it")
+        raise DestinationError(f"{dst} exists: choose another destination, or pass --overwrite to replace it")
     return dst
 
 # %% ../nbs/01_files.ipynb #0c798c5a
@@ -100,13 +100,33 @@ def _locked(dst: Path):
         lock.unlink(missing_ok=True); os.close(fd)
 
 
+def _alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+
 def remove_stale_temporaries(dst) -> list[Path]:
-    "Remove the temporaries of `dst` that killed runs left (call with the destination's lock held)."
+    "Remove the temporaries of `dst` that runs no longer alive left (a killed run's; never a running one's)."
     dst = Path(dst)
-    stale = [p for p in dst.parent.glob(f".{glob_escape(dst.name)}{_TMP_TAG}*.tmp")
-             if re.fullmatch(rf"\.{re.escape(dst.name)}{re.escape(_TMP_TAG)}\d+-.*\.tmp", p.name)]
+    stale = []
+    for p in dst.parent.glob(f".{glob_escape(dst.name)}{_TMP_TAG}*.tmp"):
+        made_by = re.fullmatch(rf"\.{re.escape(dst.name)}{re.escape(_TMP_TAG)}(\d+)-.*\.tmp", p.name)
+        if made_by and int(made_by.group(1)) != os.getpid() and not _alive(int(made_by.group(1))): stale.append(p)
     for p in stale: shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
     return stale
+
+
+def _is_disk_full(error: OSError) -> bool: return error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _disk_full(dst: Path) -> DestinationError:
+    "A full disk (or quota) while writing `dst`, said with the destination and the space left."
+    try: free = f"{shutil.disk_usage(dst.parent).free / 1e6:,.1f} MB free"
+    except OSError: free = "free space unknown"
+    return DestinationError(f"{dst}: the disk is full ({free} on {dst.parent}): nothing was written; free some space "
+                            "or choose another destination")
 
 
 def glob_escape(name: str) -> str:
@@ -136,7 +156,7 @@ def _put_in_place(tmp: Path, dst: Path) -> None:
 
 
 @contextmanager
-def atomic_dir(dst, *, overwrite: bool = False, sources: Iterable = ()) -> Iterator[Path]:
+def atomic_dir(dst, *, sources: Iterable, overwrite: bool = False) -> Iterator[Path]:
     "A new empty folder to fill; it becomes `dst` when the block completes and vanishes if the block fails."
     dst = check_destination(dst, overwrite=overwrite, sources=sources)
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -145,13 +165,17 @@ def atomic_dir(dst, *, overwrite: bool = False, sources: Iterable = ()) -> Itera
         tmp = temporary_path(dst, directory=True)
         try:
             yield tmp
-            _put_in_place(tmp, check_destination(dst, overwrite=overwrite))  # it may have appeared meanwhile
+            _put_in_place(tmp, check_destination(dst, overwrite=overwrite, sources=sources))  # it may have appeared meanwhile
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if _is_disk_full(e): raise _disk_full(dst) from None
+            raise
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True); raise
 
 
 @contextmanager
-def atomic_file(path, mode: str = "wb", *, overwrite: bool = True, sources: Iterable = ()):
+def atomic_file(path, mode: str = "wb", *, sources: Iterable, overwrite: bool = True):
     "A file open for writing; it becomes `path` when the block completes and vanishes if the block fails."
     path = check_destination(path, overwrite=overwrite, sources=sources)
     if path.is_dir() and not path.is_symlink():  # --overwrite replaces a file with a file, never a folder with one
@@ -162,36 +186,64 @@ def atomic_file(path, mode: str = "wb", *, overwrite: bool = True, sources: Iter
         remove_stale_temporaries(path)
         tmp = temporary_path(path, directory=False)
         try:
-            with open(tmp, mode) as f: yield f
-            _put_in_place(tmp, check_destination(path, overwrite=overwrite))
+            with open(tmp, mode) as f:
+                yield f
+                f.flush(); os.fsync(f.fileno())  # a full disk shows here, not after the rename
+            _put_in_place(tmp, check_destination(path, overwrite=overwrite, sources=sources))
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            if _is_disk_full(e): raise _disk_full(path) from None
+            raise
         except BaseException:
             tmp.unlink(missing_ok=True); raise
 
 
-def atomic_write_bytes(path, data: bytes, *, overwrite: bool = True) -> Path:
+def atomic_write_bytes(path, data: bytes, *, sources: Iterable, overwrite: bool = True) -> Path:
     "Write `data` to `path` through a temporary file and a rename."
-    with atomic_file(path, overwrite=overwrite) as f: f.write(data)
+    with atomic_file(path, sources=sources, overwrite=overwrite) as f: f.write(data)
     return Path(path)
 
 
-def write_npz(out, arrays: dict, sources=()) -> None:
+@contextmanager
+def scratch_dir(dst, *, need: int = 0) -> Iterator[Path]:
+    "A working folder beside `dst` for the pieces of an output (`need` bytes checked free first); always removed after."
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(dst.parent).free
+    if need > free:
+        raise DestinationError(f"{dst}: needs about {need / 1e6:,.1f} MB of scratch space beside it, and {dst.parent} has "
+                               f"{free / 1e6:,.1f} MB free: free some space or choose another destination")
+    remove_stale_temporaries(dst)
+    tmp = temporary_path(dst, directory=True)  # named like every temporary: a killed run's is removed by the next
+    try: yield tmp
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+
+
+def allocated_memmap(path, dtype, shape, dst):
+    "`np.lib.format.open_memmap` for writing, with its disk space reserved now (a full disk later would be a SIGBUS)."
+    import numpy as np
+    array = np.lib.format.open_memmap(path, "w+", dtype, shape)
+    try:
+        with open(path, "r+b") as f: os.posix_fallocate(f.fileno(), 0, os.path.getsize(path))
+    except OSError as e:
+        del array
+        Path(path).unlink(missing_ok=True)
+        if _is_disk_full(e): raise _disk_full(Path(dst)) from None
+        raise
+    return array
+
+
+def write_npz(out, arrays: dict, *, sources: Iterable, overwrite: bool = True) -> None:
     "Store `arrays` (values: arrays, or paths of .npy files) as an uncompressed .npz, written whole or not at all."
     import zipfile
     import numpy as np
-    with atomic_file(out, sources=sources) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+    with atomic_file(out, sources=sources, overwrite=overwrite) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
         for name, value in arrays.items():
             if isinstance(value, Path): z.write(value, f"{name}.npy")
             else:
                 with z.open(f"{name}.npy", "w", force_zip64=True) as member: np.lib.format.write_array(member, np.asarray(value))
 
 # %% ../nbs/01_files.ipynb #550e51f2
-def _alive(pid: int) -> bool:
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: return True
-    return True
-
-
 def worker_tempdir() -> Path:
     "The folder this process's worker pools use for their sockets (made on first use; stale ones of dead processes removed)."
     import multiprocessing as mp

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -17,7 +16,8 @@ import torch
 
 from .align import align_photo
 from .datasets import image_source
-from .files import FocusFaceError, FormatError, atomic_file, check_destination, shorten, write_npz
+from .files import (FocusFaceError, FormatError, allocated_memmap, atomic_file, check_destination, scratch_dir,
+                             shorten, write_npz)
 from .model import FocusFace, load_checkpoint, resolve_device, with_channel_order
 
 # %% auto #0
@@ -129,12 +129,10 @@ def embed_dataset(checkpoint, src, out, *, batch_size: int = 64, flip: bool = Tr
     model = load_model(checkpoint, channel_order, device)
     count, get, keys, _ = image_source(src)
     if count == 0: raise FormatError(f"{src}: holds no images")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
-        tmp = Path(tmp)
-        size = model.config["embedding_size"]
-        embeddings = np.lib.format.open_memmap(tmp / "embeddings.npy", "w+", np.float32, (count, size))
-        p_masked = np.lib.format.open_memmap(tmp / "p_masked.npy", "w+", np.float32, (count,))
+    size = model.config["embedding_size"]
+    with scratch_dir(out, need=2 * count * (size + 1) * 4) as tmp:  # the arrays, then the .npz made of them
+        embeddings = allocated_memmap(tmp / "embeddings.npy", np.float32, (count, size), out)
+        p_masked = allocated_memmap(tmp / "p_masked.npy", np.float32, (count,), out)
         ok, notes = np.zeros(count, bool), [""] * count
         bar = tqdm(total=count, disable=not progress, desc=f"embedding {Path(src).name}", unit="img")
         for start in range(0, count, batch_size):
@@ -158,7 +156,7 @@ def embed_dataset(checkpoint, src, out, *, batch_size: int = 64, flip: bool = Tr
         write_npz(out, dict(keys=key_array, embeddings=tmp / "embeddings.npy", p_masked=tmp / "p_masked.npy", ok=ok,
                              notes=np.array(notes, dtype=str), checkpoint=np.array(str(checkpoint) if isinstance(checkpoint, (str, Path)) else "model"),
                              channel_order=np.array(model.channel_order), flip=np.array(flip)),
-                   sources=[src])
+                   sources=[src] + ([checkpoint] if isinstance(checkpoint, (str, Path)) else []), overwrite=overwrite)
     return dict(out=str(out), images=count, embedded=int(ok.sum()), failed=int((~ok).sum()),
                 several_faces=sum(bool(n) and o for n, o in zip(notes, ok)), channel_order=model.channel_order)
 
@@ -189,9 +187,9 @@ def export_onnx(checkpoint, out, *, channel_order: str | None = None, opset: int
     check_destination(out, overwrite=overwrite, sources=sources)
     model = load_model(checkpoint, channel_order, device="cpu")
     wrapper = InferenceModel(model).eval()
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+    with scratch_dir(out) as tmp, warnings.catch_warnings():  # beside the output, named as every temporary
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-        traced = Path(tmp) / "model.onnx"
+        traced = tmp / "model.onnx"
         torch.onnx.export(wrapper, (torch.zeros(2, 3, 112, 112),), str(traced), input_names=["faces"],
                           output_names=["embedding", "p_masked"], opset_version=opset, dynamo=False,
                           dynamic_axes={"faces": {0: "batch"}, "embedding": {0: "batch"}, "p_masked": {0: "batch"}})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -15,7 +16,7 @@ import numpy as np
 
 from .datasets import InsightFaceDataset, dataset_kind
 from .evalsets import read_bin, write_bin
-from .files import FocusFaceError, FormatError, atomic_dir, atomic_file, check_destination, ordered_map
+from .files import FocusFaceError, FormatError, atomic_dir, atomic_file, check_destination, ordered_map, scratch_dir
 from .images import decode_with_warnings, encode_image, jpeg_truncated, list_image_folder
 from .maskfit import fitted_sampler
 from .masks import apply_mask
@@ -166,15 +167,18 @@ def mask_dataset(src, dst, *,
 
     damaged = []
     if kind == "bin":  # the manifest's lock is held from the start: a second run to the same place stops at once
-        with atomic_file(manifest_path, "w", overwrite=overwrite) as manifest:
+        if dst.is_dir(): raise FocusFaceError(f"{dst} is a folder: a masked .bin goes to a .bin path (never over a folder)")
+        with atomic_file(manifest_path, "w", overwrite=overwrite, sources=sources) as manifest, scratch_dir(dst) as scratch:
             items = [(k, str(src), pairs.images[k], p.to_dict()) for k, p in zip(keys, params)]
             images = list(pairs.images)
             for key, data, cut in _run_jobs("bin", items, quality, workers, progress, desc):
                 images[key] = data
                 if cut: damaged.append(key)
-            write_bin(dst, images, pairs.issame, overwrite=overwrite)
-            header.update(output_sha256=file_sha256(dst), damaged=damaged)
+            staged = write_bin(scratch / dst.name, images, pairs.issame, sources=sources)  # data and manifest are one
+            header.update(output_sha256=file_sha256(staged), damaged=damaged)             # unit: both are written in
             manifest.write("\n".join([json.dumps(header)] + [manifest_line(k, p) for k, p in zip(keys, params)]) + "\n")
+            manifest.flush(); os.fsync(manifest.fileno())  # full before anything moves: a full disk leaves neither
+            os.replace(staged, check_destination(dst, overwrite=overwrite, sources=sources))  # then the manifest's rename
         return dict(kind=kind, images=len(images), masked=len(keys), manifest=str(manifest_path), damaged=damaged, **fit)
 
     with atomic_dir(dst, overwrite=overwrite, sources=sources) as tmp:

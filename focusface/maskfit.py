@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .align import five_points
-from .files import FocusFaceError, FormatError, check_destination, write_npz
+from .files import FocusFaceError, FormatError, allocated_memmap, check_destination, scratch_dir, write_npz
 from .masks import _HALF_WIDTH  # template px from the centre line to the cheek edge at width 1.0
 from .maskspec import MaskParams
 from .template import TEMPLATE_LANDMARKS, TEMPLATE_SIZE
@@ -98,7 +98,6 @@ def fit_mask_params(params: MaskParams, shape68, size: int = TEMPLATE_SIZE) -> M
 # %% ../nbs/25_maskfit.ipynb #4bb53109
 def compute_landmarks(src, out, *, box=FACE_BOX, overwrite: bool = False, progress: bool = False, aligner=None) -> dict:
     "68 landmarks of every aligned crop of `src` into `out` (.npz: keys, landmarks, ok, notes, image_size, box)."
-    import tempfile
     from tqdm.auto import tqdm
     from focusface.align import DlibAligner
     from focusface.images import decode_image
@@ -109,10 +108,9 @@ def compute_landmarks(src, out, *, box=FACE_BOX, overwrite: bool = False, progre
     aligner = aligner or DlibAligner()
     count, get, keys, _ = image_source(src)
     if count == 0: raise FormatError(f"{src}: holds no images")
-    out.parent.mkdir(parents=True, exist_ok=True)
     ok, notes, size = np.zeros(count, bool), [""] * count, None
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
-        landmarks = np.lib.format.open_memmap(Path(tmp) / "landmarks.npy", "w+", np.float32, (count, 68, 2))
+    with scratch_dir(out, need=2 * count * 68 * 2 * 4) as tmp:  # the array, then the .npz made of it
+        landmarks = allocated_memmap(tmp / "landmarks.npy", np.float32, (count, 68, 2), out)
         for i in tqdm(range(count), disable=not progress, desc=f"landmarks of {Path(src).name}", unit="img"):
             name, data = get(i)
             try: image = decode_image(data, name)
@@ -127,9 +125,9 @@ def compute_landmarks(src, out, *, box=FACE_BOX, overwrite: bool = False, progre
             ok[i] = not notes[i]
         landmarks.flush(); del landmarks
         key_array = np.array(keys, dtype=np.int64 if all(isinstance(k, int) for k in keys) else str)
-        write_npz(out, dict(keys=key_array, landmarks=Path(tmp) / "landmarks.npy", ok=ok, notes=np.array(notes, dtype=str),
+        write_npz(out, dict(keys=key_array, landmarks=tmp / "landmarks.npy", ok=ok, notes=np.array(notes, dtype=str),
                              image_size=np.array(size or TEMPLATE_SIZE), box=np.array(box, np.float32),
-                             source=np.array(str(src))), sources=[src])
+                             source=np.array(str(src))), sources=[src], overwrite=overwrite)
     return dict(out=str(out), images=count, ok=int(ok.sum()), rejected=int((~ok).sum()))
 
 

@@ -268,7 +268,7 @@ CHECKPOINT_FORMAT = 1
 
 def atomic_torch_save(obj, path) -> Path:
     "torch.save to a temporary file beside `path`, then rename: the final name holds a whole file or nothing."
-    with atomic_file(path) as f: torch.save(obj, f)
+    with atomic_file(path, sources=()) as f: torch.save(obj, f)  # a run's own outputs
     return Path(path)
 
 

@@ -93,7 +93,7 @@ def write_tables(rows: list[dict], folder) -> list[Path]:
           "U-M masks the probe, M-M both images.\n\n" + results_table(rows, "md") + "\nTraining cost:\n\n" + cost_table(rows))
     written = []
     for name, text in (("results.md", md), ("results.tex", results_table(rows, "tex")), ("results.csv", results_table(rows, "csv"))):
-        written.append(atomic_write_bytes(folder / name, text.encode()))
+        written.append(atomic_write_bytes(folder / name, text.encode(), sources=()))
     return written
 
 # %% ../nbs/21_report.ipynb #4aac7e3f
@@ -108,7 +108,7 @@ def _colours(variants) -> dict:
 def save_figure(fig, path) -> Path:
     "Write a matplotlib figure to `path` as a PNG, atomically."
     buffer = io.BytesIO(); fig.tight_layout(); fig.savefig(buffer, dpi=110, format="png")
-    return atomic_write_bytes(path, buffer.getvalue())
+    return atomic_write_bytes(path, buffer.getvalue(), sources=())
 
 
 def curve_figures(evaluations: dict, folder, eval_set: str | None = None) -> list[Path]:

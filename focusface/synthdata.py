@@ -48,7 +48,7 @@ def make_training_set(dst, *, seed: int = 0, identities: int = 300, images_per_i
                       first_identity: int = 0, workers: int = 2, overwrite: bool = False, progress: bool = False) -> Path:
     "Write synthetic identities as an insightface dataset folder (header layout), class ids from 0."
     _check_counts(identities=identities, images_per_identity=images_per_identity)
-    dst = check_destination(dst, overwrite=overwrite)
+    dst = check_destination(dst, overwrite=overwrite, sources=())
     keys = [(first_identity + i, j) for i in range(identities) for j in range(images_per_identity)]
     images = _render_encoded(seed, keys, workers, progress, f"training faces -> {dst.name}")
     items = ((who - first_identity, data) for (who, _), data in zip(keys, images))  # written as the workers deliver
@@ -104,13 +104,13 @@ def synthetic_pairs(seed: int = 0, *,
 def make_pairs(dst, *, seed: int = 0, first_identity: int, identities: int, folds: int = 10, pairs_per_fold: int = 60,
                images_per_identity: int = 50, workers: int = 2, overwrite: bool = False, progress: bool = False) -> Path:
     "Write an LFW-style verification `.bin` of synthetic identities (and `<name>.pairs.tsv` saying who is who)."
-    dst = check_destination(dst, overwrite=overwrite)
+    dst = check_destination(dst, overwrite=overwrite, sources=())
     pairs = synthetic_pairs(seed, first_identity=first_identity, identities=identities, folds=folds,
                             pairs_per_fold=pairs_per_fold, images_per_identity=images_per_identity, workers=workers,
                             progress=progress, name=dst.stem)
     write_bin(dst, pairs.images, pairs.issame, overwrite=overwrite)
     atomic_write_bytes(dst.with_suffix(".pairs.tsv"), ("fold\tidentity_a\timage_a\tidentity_b\timage_b\tsame\n" + "".join(
-        "\t".join(str(int(v)) for v in p) + "\n" for p in pairs.pairs)).encode())
+        "\t".join(str(int(v)) for v in p) + "\n" for p in pairs.pairs)).encode(), sources=())
     return dst
 
 
@@ -124,7 +124,7 @@ def make_demo_data(root, *, seed: int = 0, train_identities: int = 300, images_p
     root = Path(root)
     val_first = train_identities
     eval_first = val_first + val_identities
-    with atomic_dir(root, overwrite=overwrite) as tmp:  # the whole root appears at once, or not at all
+    with atomic_dir(root, overwrite=overwrite, sources=()) as tmp:  # the whole root appears at once, or not at all
         make_training_set(tmp / "train", seed=seed, identities=train_identities, images_per_identity=images_per_identity,
                           workers=workers, progress=progress)
         make_pairs(tmp / "val.bin", seed=seed, first_identity=val_first, identities=val_identities,

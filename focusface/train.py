@@ -289,12 +289,12 @@ def train(config: TrainConfig | str | Path, *, resume: bool = False, overwrite: 
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         import yaml
-        atomic_write_bytes(out / "config.yaml", yaml.safe_dump(asdict(config), sort_keys=False).encode())
+        atomic_write_bytes(out / "config.yaml", yaml.safe_dump(asdict(config), sort_keys=False).encode(), sources=())
         if not resuming:
             from focusface.images import encode_image
             first = [dataset[item] for item in next(iter(PairBatchSampler(len(dataset), config.batch_size, seed=config.seed)))[:8]]
             grid = batch_grid({k: np.stack([f[k] for f in first]) for k in first[0] if k in ("unmasked", "masked")})
-            atomic_write_bytes(out / "batch.png", encode_image(grid, ".png"))
+            atomic_write_bytes(out / "batch.png", encode_image(grid, ".png"), sources=())
     log.line(f"{'resuming at' if resuming else 'starting'} step {position['global_step']}/{total}: {config.method} "
              f"{config.backbone}, {len(dataset):,} images of {dataset.num_classes:,} identities, {world} process(es) on "
              f"{device}, global batch {config.batch_size} pairs, {steps_per_epoch} steps per epoch; views through "
@@ -401,7 +401,7 @@ def train(config: TrainConfig | str | Path, *, resume: bool = False, overwrite: 
                    grad_clip=config.grad_clip and dict(norm=config.grad_clip, scope=config.grad_clip_scope))
     if rank == 0:
         save_checkpoint(model, out / "model.pt", extra=dict(summary=summary))
-        atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())
+        atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=1) + "\n").encode(), sources=())
     return summary
 
 # %% ../nbs/18_train.ipynb #c9a69fbd

@@ -22,7 +22,8 @@ def main():
     from focusface.synthfaces import render_faces
     faces = render_faces(0, np.arange(6) + 100, np.zeros(6, int))
     save_figure(gallery_figure(faces), OUT / "mask_gallery.png")  # a label over every column
-    atomic_write_bytes(OUT / "synthetic_identities.png", encode_image(identity_grid(seed=0, identities=8, images=6, spec=DEFAULT_SPEC), ".png"))
+    atomic_write_bytes(OUT / "synthetic_identities.png", encode_image(identity_grid(seed=0, identities=8, images=6, spec=DEFAULT_SPEC), ".png"),
+                       sources=())
     print("wrote", *sorted(p.name for p in OUT.glob("*.png")))
 
 

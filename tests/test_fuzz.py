@@ -73,7 +73,7 @@ def files(tmp_path_factory):
     save_checkpoint(FocusFace("tiny", embedding_size=16, mask_embedding_size=4), d / "m.pt")  # small: ~0.6 MB
     (d / "manifest.jsonl").write_text("\n".join([json.dumps(manifest_header(kind="bin", spec="surgical", seed=0))]
                                                 + [manifest_line(k, MaskParams("surgical")) for k in range(4)]) + "\n")
-    write_npz(d / "landmarks.npz", dict(keys=np.arange(4), landmarks=np.zeros((4, 68, 2), np.float32), ok=np.ones(4, bool),
+    write_npz(d / "landmarks.npz", sources=(), arrays=dict(keys=np.arange(4), landmarks=np.zeros((4, 68, 2), np.float32), ok=np.ones(4, bool),
                                          notes=np.array([""] * 4), image_size=np.array(112), box=np.zeros(4, np.float32),
                                          source=np.array("fuzz")))
     return Valid({p.name: p.read_bytes() for p in d.iterdir() if p.is_file()},

@@ -33,7 +33,7 @@ def _landmarks_file(path, keys, shapes, ok=None, notes=None):
     write_npz(path, dict(keys=np.array(keys), landmarks=np.asarray(shapes, np.float32),
                           ok=np.ones(n, bool) if ok is None else np.array(ok),
                           notes=np.array([""] * n if notes is None else notes), image_size=np.array(112),
-                          box=np.array(FACE_BOX, np.float32), source=np.array("test")))
+                          box=np.array(FACE_BOX, np.float32), source=np.array("test")), sources=())
     return path
 
 
