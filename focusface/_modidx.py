@@ -177,7 +177,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'focusface.files._alive': ('files.html#_alive', 'focusface/files.py'),
                                  'focusface.files._disk_full': ('files.html#_disk_full', 'focusface/files.py'),
                                  'focusface.files._is_disk_full': ('files.html#_is_disk_full', 'focusface/files.py'),
-                                 'focusface.files._locked': ('files.html#_locked', 'focusface/files.py'),
                                  'focusface.files._normal_mode': ('files.html#_normal_mode', 'focusface/files.py'),
                                  'focusface.files._overlap': ('files.html#_overlap', 'focusface/files.py'),
                                  'focusface.files._put_in_place': ('files.html#_put_in_place', 'focusface/files.py'),
@@ -188,6 +187,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'focusface.files.atomic_write_bytes': ('files.html#atomic_write_bytes', 'focusface/files.py'),
                                  'focusface.files.check_destination': ('files.html#check_destination', 'focusface/files.py'),
                                  'focusface.files.glob_escape': ('files.html#glob_escape', 'focusface/files.py'),
+                                 'focusface.files.hold_lock': ('files.html#hold_lock', 'focusface/files.py'),
                                  'focusface.files.ordered_map': ('files.html#ordered_map', 'focusface/files.py'),
                                  'focusface.files.remove_stale_temporaries': ('files.html#remove_stale_temporaries', 'focusface/files.py'),
                                  'focusface.files.scratch_dir': ('files.html#scratch_dir', 'focusface/files.py'),
@@ -524,6 +524,9 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'focusface.train._gather': ('train.html#_gather', 'focusface/train.py'),
                                  'focusface.train._prepare_out': ('train.html#_prepare_out', 'focusface/train.py'),
                                  'focusface.train._read_holdout': ('train.html#_read_holdout', 'focusface/train.py'),
+                                 'focusface.train._run_lock': ('train.html#_run_lock', 'focusface/train.py'),
+                                 'focusface.train._run_sources': ('train.html#_run_sources', 'focusface/train.py'),
+                                 'focusface.train._train': ('train.html#_train', 'focusface/train.py'),
                                  'focusface.train._validate': ('train.html#_validate', 'focusface/train.py'),
                                  'focusface.train.build_model': ('train.html#build_model', 'focusface/train.py'),
                                  'focusface.train.distributed_setup': ('train.html#distributed_setup', 'focusface/train.py'),
@@ -542,4 +545,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                   'focusface/trainconfig.py'),
                                        'focusface.trainconfig.learning_rate': ( 'trainconfig.html#learning_rate',
                                                                                 'focusface/trainconfig.py'),
-                                       'focusface.trainconfig.load_config': ('trainconfig.html#load_config', 'focusface/trainconfig.py')}}}
+                                       'focusface.trainconfig.load_config': ('trainconfig.html#load_config', 'focusface/trainconfig.py'),
+                                       'focusface.trainconfig.parse_train_arguments': ( 'trainconfig.html#parse_train_arguments',
+                                                                                        'focusface/trainconfig.py')}}}

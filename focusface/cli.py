@@ -398,7 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `focusface` console script."
     from focusface.files import FocusFaceError
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # only `train` takes more: its key=value overrides may follow its flags
+        if args.command != "train": parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        from focusface.trainconfig import parse_train_arguments
+        args = parse_train_arguments(parser, argv)
     try:
         return args.func(args)
     except (FocusFaceError, OSError) as e:  # input problems: one clear line, no traceback

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 # %% auto #0
-__all__ = ['FocusFaceError', 'FormatError', 'DestinationError', 'shorten', 'check_destination', 'remove_stale_temporaries',
-           'glob_escape', 'temporary_path', 'atomic_dir', 'atomic_file', 'atomic_write_bytes', 'scratch_dir',
-           'allocated_memmap', 'write_npz', 'worker_tempdir', 'ordered_map']
+__all__ = ['FocusFaceError', 'FormatError', 'DestinationError', 'shorten', 'check_destination', 'hold_lock',
+           'remove_stale_temporaries', 'glob_escape', 'temporary_path', 'atomic_dir', 'atomic_file',
+           'atomic_write_bytes', 'scratch_dir', 'allocated_memmap', 'write_npz', 'worker_tempdir', 'ordered_map']
 
 # %% ../nbs/01_files.ipynb #b0e022b1
 class FocusFaceError(ValueError):
@@ -81,7 +81,7 @@ def _normal_mode(path: Path, directory: bool) -> None:
 
 
 @contextmanager
-def _locked(dst: Path):
+def hold_lock(dst: Path):
     "Hold an exclusive lock on `dst` (a lock file beside it) or raise `DestinationError` at once."
     lock = dst.with_name(f".{dst.name}{_TMP_TAG[:-1]}.lock")
     while True:
@@ -160,7 +160,7 @@ def atomic_dir(dst, *, sources: Iterable, overwrite: bool = False) -> Iterator[P
     "A new empty folder to fill; it becomes `dst` when the block completes and vanishes if the block fails."
     dst = check_destination(dst, overwrite=overwrite, sources=sources)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(dst):
+    with hold_lock(dst):
         remove_stale_temporaries(dst)
         tmp = temporary_path(dst, directory=True)
         try:
@@ -182,7 +182,7 @@ def atomic_file(path, mode: str = "wb", *, sources: Iterable, overwrite: bool = 
         raise DestinationError(f"{path} is a folder: give the path of the file to write (a folder is never replaced "
                                "by a file, even with --overwrite)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(path):
+    with hold_lock(path):
         remove_stale_temporaries(path)
         tmp = temporary_path(path, directory=False)
         try:

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,11 +24,11 @@ from .files import DestinationError, FocusFaceError, atomic_write_bytes, shorten
 from .losses import focusface_loss
 from .model import (FocusFace, detect_layout, init_from_backbone, load_checkpoint, read_weights,
                              resolve_device, save_checkpoint, state_digest, to_model_input)
-from .trainconfig import TrainConfig, add_train_arguments, learning_rate, load_config
+from .trainconfig import TrainConfig, add_train_arguments, learning_rate, load_config, parse_train_arguments
 
 # %% auto #0
-__all__ = ['build_model', 'TrainingStep', 'distributed_setup', 'save_training_state', 'load_training_state', 'RunLog', 'train',
-           'run_from_arguments', 'main']
+__all__ = ['RUN_FILES', 'build_model', 'TrainingStep', 'distributed_setup', 'save_training_state', 'load_training_state',
+           'RunLog', 'train', 'run_from_arguments', 'main']
 
 # %% ../nbs/18_train.ipynb #097bc844
 def build_model(config: TrainConfig, num_classes: int, *, sync_bn: bool = False) -> tuple[FocusFace, list[nn.Module]]:
@@ -208,23 +209,50 @@ def _read_holdout(path) -> list[int]:
     except ValueError: raise FocusFaceError(f"{path}: a holdout file holds class ids, one a line") from None
 
 
-def _prepare_out(config: TrainConfig, rank: int, resume: bool, overwrite: bool) -> bool:
+RUN_FILES = {"model.pt", "best.pt", "checkpoint.pt", "summary.json", "batch.png", "train.log", "config.yaml", "dvclive",
+             "training.png"}  # what a run writes into `out`: a folder of other files is not a run, and never replaced
+
+
+def _run_sources(config: TrainConfig, config_file=None) -> list:
+    "Every path a run reads: the run folder may be none of them, hold none of them, lie in none of them."
+    return [s for s in (config_file, config.train, config.masked_train, config.landmarks, config.init, config.val,
+                        config.holdout) if s and not str(s).startswith("synthetic")]
+
+
+def _prepare_out(config: TrainConfig, rank: int, resume: bool, overwrite: bool, config_file=None) -> bool:
     "Check (and on rank 0, clear if asked) the run folder; True when an earlier run is to be resumed."
     from focusface.files import check_destination
     out = Path(config.out)
-    sources = [s for s in (config.train, config.masked_train, config.landmarks, config.init, config.val, config.holdout)
-               if s and not str(s).startswith("synthetic")]
-    check_destination(out, overwrite=True, sources=sources)  # never a source, whatever the flags
+    check_destination(out, overwrite=True, sources=_run_sources(config, config_file))  # whatever the flags
     has_run = out.is_dir() and any(out.iterdir())
     if resume and (out / "checkpoint.pt").is_file(): return True
     if has_run and not overwrite:
         hint = "it has no checkpoint.pt to resume from; pass --overwrite to start again" if resume else \
             "pass --resume to continue it, or --overwrite to start again"
         raise DestinationError(f"{out} holds another run: {hint}")
-    if has_run and rank == 0:
-        import shutil
-        shutil.rmtree(out)
+    if has_run:
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_FILES)
+        if foreign:
+            raise DestinationError(f"{out} holds files a focusface run does not write ({shorten(foreign)}): --overwrite "
+                                   "replaces only a run's folder; choose another out")
+        if rank == 0:
+            import shutil
+            shutil.rmtree(out)
     return False
+
+
+@contextmanager
+def _run_lock(out: Path, rank: int, world: int):
+    "Hold the run folder's lock for the whole run (rank 0 takes it; every rank stops at once if another run has it)."
+    from focusface.files import hold_lock
+    with ExitStack() as stack:
+        refused = ""
+        if rank == 0:
+            try: stack.enter_context(hold_lock(out))
+            except DestinationError as e: refused = str(e)
+        said = _gather(refused, world)[0]
+        if said: raise DestinationError(said)
+        yield
 
 
 def _validate(model: FocusFace, pairs, config: TrainConfig, device) -> dict:
@@ -237,10 +265,19 @@ def _validate(model: FocusFace, pairs, config: TrainConfig, device) -> dict:
     return values
 
 # %% ../nbs/18_train.ipynb #41772806
-def train(config: TrainConfig | str | Path, *, resume: bool = False, overwrite: bool = False) -> dict:
+def train(config: TrainConfig | str | Path, *, resume: bool = False, overwrite: bool = False,
+          config_file=None) -> dict:  # the YAML file `config` was read from, if any: never inside `out`
     "Train as `config` says (a `TrainConfig` or a YAML file); returns the run's summary (also `out/summary.json`)."
-    if not isinstance(config, TrainConfig): config = load_config(config)
+    if not isinstance(config, TrainConfig): config_file, config = config, load_config(config)
     rank, world, device = distributed_setup(config.device)
+    Path(config.out).parent.mkdir(parents=True, exist_ok=True)
+    from focusface.files import check_destination
+    check_destination(config.out, overwrite=True, sources=_run_sources(config, config_file))  # before the lock beside it
+    with _run_lock(Path(config.out), rank, world):  # a second run to the same folder stops here, before touching it
+        return _train(config, rank, world, device, resume, overwrite, config_file)
+
+
+def _train(config: TrainConfig, rank: int, world: int, device, resume: bool, overwrite: bool, config_file) -> dict:
     if config.batch_size % world:
         raise FocusFaceError(f"batch_size {config.batch_size} (pairs per step, all processes) must divide among {world} processes")
     if config.precision == "fp16" and device.type != "cuda": raise FocusFaceError("precision fp16 needs a CUDA device; use bf16 or fp32")
@@ -248,7 +285,7 @@ def train(config: TrainConfig | str | Path, *, resume: bool = False, overwrite: 
         raise FocusFaceError("sync_bn needs CUDA devices (PyTorch's SyncBatchNorm synchronises GPU tensors only); "
                              "set sync_bn=false to train on CPUs")
     out = Path(config.out)
-    resuming = _prepare_out(config, rank, resume, overwrite)
+    resuming = _prepare_out(config, rank, resume, overwrite, config_file)
     if world > 1: torch.distributed.barrier()
     dataset = PairedFaces(config.train, spec=config.mask_spec, seed=config.mask_seed, unmasked_share=config.unmasked_share,
                           flip=config.flip, new_mask_each_epoch=config.new_mask_each_epoch,
@@ -407,8 +444,9 @@ def train(config: TrainConfig | str | Path, *, resume: bool = False, overwrite: 
 # %% ../nbs/18_train.ipynb #c9a69fbd
 def run_from_arguments(args) -> int:
     "Train from parsed `add_train_arguments` arguments; prints where the results are."
-    summary = train(load_config(args.config, args.overrides), resume=args.resume, overwrite=args.overwrite)
-    out = load_config(args.config, args.overrides).out
+    config = load_config(args.config, args.overrides)  # read once: the run may not see a later edit of the file
+    summary = train(config, resume=args.resume, overwrite=args.overwrite, config_file=args.config)
+    out = config.out
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{out}: model.pt, checkpoint.pt, summary.json ({summary['steps']} steps, {summary['pairs_seen']:,} pairs, "
               f"{summary['wall_time_s']:.0f} s)")
@@ -422,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_train_arguments(parser)
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    args = parser.parse_args(argv)
+    args = parse_train_arguments(parser, argv)
     try: return run_from_arguments(args)
     except (FocusFaceError, OSError) as e:
         if args.debug: raise

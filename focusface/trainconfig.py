@@ -16,7 +16,7 @@ from .maskspec import DEFAULT_SPEC
 
 # %% auto #0
 __all__ = ['METHODS', 'FREEZE', 'BN_VIEWS', 'CLIP_SCOPES', 'TrainConfig', 'config_defaults', 'load_config', 'learning_rate',
-           'add_train_arguments']
+           'parse_train_arguments', 'add_train_arguments']
 
 # %% ../nbs/17_trainconfig.ipynb #ea6d91cc
 METHODS = ("focusface", "arcface", "arcface_aug")
@@ -165,6 +165,16 @@ def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float
     return base * config.lr_gamma ** sum(epoch >= s for s in config.lr_steps)
 
 # %% ../nbs/17_trainconfig.ipynb #24fd5e63
+def parse_train_arguments(parser, argv=None):
+    "`parser.parse_args`, with `key=value` overrides accepted after the flags too (`--config X --resume max_steps=1`)."
+    args, extra = parser.parse_known_args(argv)
+    overrides = [a for a in extra if "=" in a and not a.startswith("-")]
+    if len(overrides) != len(extra) or not hasattr(args, "overrides"):
+        parser.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in overrides) or ' '.join(extra)}")
+    args.overrides = list(args.overrides) + overrides
+    return args
+
+
 def add_train_arguments(parser) -> None:
     "The arguments of `focusface train` and `python -m focusface.train`."
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config values that replace the file's (e.g. epochs=5 backbone=r50)")

@@ -1,0 +1,120 @@
+"""Nothing lost, second round: every writer checks every path its command reads; train folders are locked and only
+run folders are replaced; a full disk leaves nothing half-written and says where. Each test failed before its fix."""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from focusface.evalsets import write_bin
+from focusface.images import encode_image
+from focusface.synthdata import make_training_set
+
+CLI = [sys.executable, "-m", "focusface.cli"]
+
+
+def run(*args, **kw):
+    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, **kw)
+
+
+def refused(out, *expected):
+    assert out.returncode == 2, (out.returncode, out.stdout[-500:], out.stderr[-2000:])
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert all(e in out.stderr for e in expected), out.stderr
+    return out.stderr
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rel2") / "train"
+    make_training_set(root, identities=8, images_per_identity=4, workers=0)
+    return root
+
+
+def _train_args(faces, out, **extra):
+    values = dict(train=str(faces), out=str(out), backbone="demo", epochs=1, batch_size=8, lr_batch=8, workers=0,
+                  progress="false", lr_steps="[]", log_every=1) | extra
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def test_train_never_empties_a_folder_that_holds_its_config_or_is_not_a_run(faces, tmp_path):
+    """`train --config cfgdir/my.yaml out=cfgdir --overwrite` deleted my.yaml and other.yaml, trained, then failed."""
+    cfgdir = tmp_path / "cfgdir"
+    cfgdir.mkdir()
+    (cfgdir / "my.yaml").write_text("backbone: demo\nepochs: 1\n")
+    (cfgdir / "other.yaml").write_text("mine\n")
+    refused(run("train", "--config", cfgdir / "my.yaml", *_train_args(faces, cfgdir), "--overwrite"), "cfgdir", "my.yaml")
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "paper.tex").write_text("\\section{}")
+    refused(run("train", *_train_args(faces, notes), "--overwrite"), "does not write", "paper.tex")
+    assert sorted(p.name for p in cfgdir.iterdir()) == ["my.yaml", "other.yaml"] and (notes / "paper.tex").is_file()
+
+
+def test_a_second_train_run_to_one_folder_stops_at_once_and_deletes_nothing(faces, tmp_path):
+    """Two runs to one `out` both trained (interleaving train.log); a second with --overwrite deleted the first's folder."""
+    out = tmp_path / "run"
+    first = subprocess.Popen(CLI + ["train", *_train_args(faces, out, epochs=30)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (out / "train.log").is_file() and time.time() < deadline: time.sleep(0.05)
+        assert (out / "train.log").is_file(), "the first run did not start"
+        for extra in ([], ["--overwrite"], ["--resume"]):
+            started = time.time()
+            refused(run("train", *_train_args(faces, out, epochs=30), *extra), "being written by another focusface run")
+            assert time.time() - started < 30, "it stops before reading the data"
+        assert (out / "train.log").is_file() and first.poll() is None, "the first run and its folder are untouched"
+    finally:
+        first.kill(); first.wait()
+
+
+def test_overrides_may_follow_the_flags(faces, tmp_path):
+    out = run("train", "--config", "/nonexistent.yaml", "--overwrite", "max_steps=1", "lr=1e-3")
+    refused(out, "/nonexistent.yaml: config file not found")  # parsed, then the config is the problem (not argparse)
+
+
+def test_info_sheet_never_replaces_a_file_silently(tmp_path):
+    data = tmp_path / "eval.bin"
+    write_bin(data, [encode_image(np.full((112, 112, 3), 90, np.uint8))] * 20, [True, False] * 5)
+    (tmp_path / "sheet.png").write_bytes(b"my drawing")
+    refused(run("info", data, "--sheet", tmp_path / "sheet.png"), "sheet.png exists", "--overwrite")
+    assert (tmp_path / "sheet.png").read_bytes() == b"my drawing"
+    refused(run("info", data, "--sheet", data, "--overwrite"), "is the source")
+    assert run("info", data, "--sheet", tmp_path / "sheet.png", "--overwrite").returncode == 0
+    assert (tmp_path / "sheet.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MB file system (tmpfs; needs root, else the test is skipped) that a write can fill."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0: pytest.skip(f"cannot mount a small tmpfs here ({made.stderr.decode().strip()[:80]})")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_leaves_no_masked_bin_without_its_manifest(tmp_path, small_disk):
+    """`mask` of a .bin onto a disk that fills left the .bin without its manifest, and the rerun was refused."""
+    rng = np.random.default_rng(0)
+    images = [encode_image(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)) for _ in range(120)]  # ~3 MB
+    write_bin(tmp_path / "set.bin", images, [True, False] * 30)
+    out = run("mask", tmp_path / "set.bin", small_disk / "set.mm.bin", "--workers", "0", "--quiet")
+    refused(out, "disk is full", "set.mm.bin")
+    assert sorted(p.name for p in small_disk.iterdir()) == [], "no .bin, no manifest, no temporary, no lock"
+
+
+def test_a_full_disk_stops_embed_with_a_message_not_a_bus_error(tmp_path, small_disk):
+    """`embed` died with SIGBUS through a memory-mapped temporary and left it filling the disk."""
+    from focusface.model import FocusFace, save_checkpoint
+    save_checkpoint(FocusFace("tiny", embedding_size=512).eval(), tmp_path / "m.pt")
+    write_bin(tmp_path / "big.bin", [encode_image(np.full((112, 112, 3), 90, np.uint8))] * 2000, [True, False] * 500)
+    out = run("embed", tmp_path / "m.pt", tmp_path / "big.bin", small_disk / "e.npz", "--quiet")  # 4 MB of embeddings
+    refused(out, "e.npz", "MB")
+    assert out.returncode != -7 and sorted(p.name for p in small_disk.iterdir()) == []
