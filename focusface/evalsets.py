@@ -22,6 +22,7 @@ __all__ = ['LABEL_FILES', 'UNMASKED_LABEL', 'EvalPairs', 'read_bin', 'write_bin'
 
 # %% ../nbs/05_evalsets.ipynb #3512175e
 _BIN_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),  # numpy bools in issame
                 ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
 
@@ -73,13 +74,20 @@ class EvalPairs:
                 decode_image(self.images[2 * i + 1], f"{where} image {2 * i + 1}"), bool(self.issame[i]))
 
 
-def _check_bin(obj, path) -> EvalPairs:
+def _check_bin(obj, path, file_size: int | None = None) -> EvalPairs:
     if not isinstance(obj, (tuple, list)) or len(obj) != 2:
         raise FormatError(f"{path}: expected a pickled 2-tuple (bins, issame_list), got "
                           f"{type(obj).__name__}{f' of length {len(obj)}' if isinstance(obj, (tuple, list)) else ''}")
     bins, issame = obj
     if not isinstance(bins, (list, tuple)):
         raise FormatError(f"{path}: bins must be a list of encoded images, got {type(bins).__name__}")
+    if file_size is not None:  # a pickle may name one object many times (its memo): a 2 MB file can hold 8 GB of images
+        copied = sum(len(item) if isinstance(item, bytearray) else item.nbytes if isinstance(item, np.ndarray) else 0
+                     for item in bins)
+        if copied > 4 * file_size + (64 << 20):
+            raise FormatError(f"{path}: its images would take {copied / 1e6:,.0f} MB, from a {file_size / 1e6:,.1f} MB file: "
+                              "the pickle repeats objects by reference, which a .bin written by insightface or focusface "
+                              "never does; refused before copying them")
     images = []
     for i, item in enumerate(bins):
         if isinstance(item, (bytes, bytearray)): images.append(bytes(item))
@@ -116,13 +124,19 @@ def read_bin(path) -> EvalPairs:
                               "(it could run code); only (list of image bytes, list of bools) is accepted") from None
         except Exception as e:
             raise FormatError(f"{path}: not a readable evaluation .bin ({type(e).__name__}: {shorten(str(e))})") from None
-    return _check_bin(obj, path)
+    return _check_bin(obj, path, path.stat().st_size)
 
 
 def write_bin(path, images: Sequence, issame: Sequence[bool], *, overwrite: bool = True, sources=()) -> Path:
     "Write an insightface-style `.bin` (images: encoded bytes or RGB uint8 arrays), atomically; never over one of `sources`."
     pairs = EvalPairs(list(images), issame, source=str(path))
-    bins = [bytes(im) if isinstance(im, (bytes, bytearray)) else np.ascontiguousarray(im, np.uint8) for im in pairs.images]
+    for i, im in enumerate(pairs.images):
+        if not isinstance(im, (bytes, bytearray)) and not (isinstance(im, np.ndarray) and im.dtype == np.uint8 and im.ndim == 3
+                                                          and im.shape[2] == 3):
+            raise FormatError(f"write_bin {path}: image {i} is {type(im).__name__} {getattr(im, 'dtype', '')} "
+                              f"{getattr(im, 'shape', '')}; a .bin holds encoded bytes or RGB uint8 (H, W, 3) arrays "
+                              "(convert floats with np.clip(x, 0, 255).round().astype(np.uint8) first)")
+    bins = [bytes(im) if isinstance(im, (bytes, bytearray)) else np.ascontiguousarray(im) for im in pairs.images]
     return atomic_write_bytes(path, pickle.dumps((bins, [bool(v) for v in pairs.issame]), protocol=4),
                               overwrite=overwrite, sources=sources)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .files import FormatError
+from .files import FormatError, shorten
 
 # %% auto #0
 __all__ = ['MAX_IMAGE_PIXELS', 'IMAGE_SUFFIXES', 'image_size', 'decode_image', 'encode_image', 'decode_with_warnings',
@@ -23,21 +23,50 @@ _IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10 decodes s
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
-def image_size(data: bytes) -> tuple[int, int] | None:
-    "(width, height) from a PNG or JPEG header without decoding, or None if the header does not say."
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24: return struct.unpack(">II", data[16:24])
-    if data[:2] != b"\xff\xd8": return None
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    "The frame size of a JPEG, walking its segments as libjpeg does (bytes between segments are skipped, not fatal)."
     pos = 2
     while pos + 4 <= len(data):
-        if data[pos] != 0xFF: return None
+        if data[pos] != 0xFF:  # libjpeg skips such bytes with a warning ("extraneous bytes before marker")
+            pos = data.find(b"\xff", pos)
+            if pos < 0: return None
+            continue
         marker = data[pos + 1]
         if marker == 0xFF: pos += 1; continue  # fill byte
-        if marker in (0x01, *range(0xD0, 0xD8)): pos += 2; continue  # markers without a length
+        if marker in (0x00, 0x01, *range(0xD0, 0xD9)): pos += 2; continue  # markers without a length
+        if marker == 0xDA: return None  # the scan starts: no frame header before it
         length = struct.unpack(">H", data[pos + 2:pos + 4])[0]
-        if marker in _SOF and pos + 9 <= len(data):
+        if marker in _SOF:
+            if pos + 9 > len(data): return None
             height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
             return width, height
         pos += 2 + length
+    return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    "The canvas size of a WebP: lossy (VP8), lossless (VP8L) or extended (VP8X) (Google's RIFF container spec)."
+    chunk = data[12:16]
+    if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
+        width, height = struct.unpack("<HH", data[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X" and len(data) >= 30:
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    return None
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    "(width, height) from a JPEG, PNG, BMP or WebP header without decoding, or None if the header does not say."
+    data = bytes(data[:1 << 20])  # every size this reads is near the start (JPEG: after its metadata segments)
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24: return struct.unpack(">II", data[16:24])
+    if data[:2] == b"\xff\xd8": return _jpeg_size(data)
+    if data[:2] == b"BM" and len(data) >= 26:
+        width, height = struct.unpack("<ii", data[18:26])
+        return abs(width), abs(height)  # a negative height is a top-down bitmap
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP": return _webp_size(data)
     return None
 
 
@@ -49,6 +78,10 @@ def decode_image(data, source: str = "image") -> np.ndarray:
         return data
     data = bytes(data)
     size = image_size(data)
+    if size is None and len(data):  # OpenCV decodes more formats; focusface only those whose size it reads first
+        raise FormatError(f"{source}: not a JPEG, PNG, BMP or WebP image whose header gives its size ({len(data)} bytes, "
+                          f"starting {shorten(data[:8])}): focusface decodes only those, so that it knows an image's "
+                          "size before decoding it; convert it, or re-create the file if it is damaged")
     if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
         raise FormatError(f"{source}: the image header announces {size[0]}x{size[1]} pixels, more than the "
                           f"{MAX_IMAGE_PIXELS:,} focusface decodes (focusface.images.MAX_IMAGE_PIXELS); the file is "

@@ -146,3 +146,71 @@ def test_spec_strings(text):
                        | st.lists(st.floats(allow_nan=True), max_size=4)))
 def test_mask_parameters_from_any_json(values):
     survives(lambda: MaskParams.from_dict(values))
+
+
+def _announcing(kind: str, width: int, height: int) -> bytes:
+    "A small real image whose header is patched to announce width x height (the decoder would allocate for that)."
+    import struct
+    import cv2
+    image = np.full((16, 24, 3), 120, np.uint8)
+    if kind == "jpeg_stray_byte":  # a stray byte before the frame header: libjpeg skips it and reads the frame
+        data = bytearray(encode_image(image, ".jpg"))
+        sof = next(i for i in range(2, len(data) - 1) if data[i] == 0xFF and data[i + 1] in (0xC0, 0xC2))
+        data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+        return bytes(data[:sof] + b"\x00" + data[sof:])
+    if kind == "webp_lossless":
+        data = bytearray(cv2.imencode(".webp", image, [cv2.IMWRITE_WEBP_QUALITY, 101])[1].tobytes())
+        data[21:25] = ((width - 1) | (height - 1) << 14).to_bytes(4, "little")
+        return bytes(data)
+    if kind == "webp_lossy":
+        data = bytearray(cv2.imencode(".webp", image, [cv2.IMWRITE_WEBP_QUALITY, 80])[1].tobytes())
+        data[26:30] = struct.pack("<HH", width, height)
+        return bytes(data)
+    if kind == "webp_extended":  # a VP8X header before the lossy frame, as encoders write for metadata
+        lossy = cv2.imencode(".webp", image, [cv2.IMWRITE_WEBP_QUALITY, 80])[1].tobytes()
+        vp8x = b"VP8X" + struct.pack("<I", 10) + b"\x00\x00\x00\x00" + (width - 1).to_bytes(3, "little") \
+            + (height - 1).to_bytes(3, "little")
+        body = b"WEBP" + vp8x + lossy[12:]
+        return b"RIFF" + struct.pack("<I", len(body)) + body
+    if kind == "bmp":
+        data = bytearray(cv2.imencode(".bmp", image)[1].tobytes())
+        data[18:26] = struct.pack("<ii", width, -height)
+        return bytes(data)
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["jpeg_stray_byte", "webp_lossless", "webp_lossy", "webp_extended", "bmp"])
+def test_a_huge_announced_size_is_refused_before_decoding(kind):
+    """A 12000x12000 WebP of 256 KB, or a JPEG with a stray byte before its frame header, decoded to 7.1 GB."""
+    import tracemalloc
+    data = _announcing(kind, 12000, 12000)
+    tracemalloc.start()
+    with pytest.raises(FocusFaceError, match="12000x12000"):
+        decode_image(data, source=kind)
+    assert tracemalloc.get_traced_memory()[1] < 20 << 20
+    tracemalloc.stop()
+    assert decode_image(_announcing(kind, 24, 16)).shape == (16, 24, 3)  # the same header, honest: decodes
+
+
+def test_a_bin_that_repeats_one_object_is_refused_before_it_is_copied(tmp_path):
+    """A 2.1 MB pickle of [bytearray(2 MiB)] * 4000 became 8 GB when each reference was copied."""
+    import pickle
+    import resource
+    block = bytearray(2 << 20)
+    (tmp_path / "memo.bin").write_bytes(pickle.dumps(([block] * 4000, [True, False] * 1000), protocol=5))  # BYTEARRAY8
+    assert (tmp_path / "memo.bin").stat().st_size < 3 << 20
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(FocusFaceError, match="repeats objects by reference"):
+        read_bin(tmp_path / "memo.bin")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # kB: nothing near 8 GB was made
+
+
+@FUZZ
+@given(data=st.data(), kind=st.sampled_from(["jpeg_stray_byte", "webp_lossless", "webp_lossy", "webp_extended", "bmp"]),
+       width=st.integers(1, 60000), height=st.integers(1, 60000))
+def test_image_headers_of_any_size_are_bounded(data, kind, width, height):
+    """Any announced size, any damage: refused, or decoded within the pixel limit."""
+    from focusface.images import MAX_IMAGE_PIXELS
+    try: image = decode_image(damage(_announcing(kind, width, height), data.draw))
+    except FocusFaceError: return
+    assert image.shape[0] * image.shape[1] <= MAX_IMAGE_PIXELS
