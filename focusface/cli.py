@@ -104,6 +104,10 @@ def _cmd_inspect(args) -> int:
     n = sum(p.numel() for p in model.parameters())
     print(f"FocusFace backbone={model.config['backbone']} embedding={model.config['embedding_size']} "
           f"channel order={model.channel_order.upper()} parameters={n/1e6:.1f}M (without the identity classifier)")
+    if detect_layout(raw) == "focusface":
+        print({"all": "hashes: weights and training state verified",
+               "weights": "hashes: weights verified; the rest unverified (written before focusface hashed it)",
+               "none": "hashes: none, unverified (written before focusface hashed checkpoints)"}[model.verified])
     if not model.has_mask_head: print("mask head: none (a plain face recognition backbone: identity embedding only)")
     elif not model.mask_head_trained: print("mask head: present but never trained (an `arcface` baseline run)")
     if model.recorded_threshold is not None:
@@ -146,6 +150,9 @@ def _cmd_mask(args) -> int:
                         workers=args.workers, quality=args.quality, overwrite=args.overwrite, replay=args.replay,
                         landmarks=args.landmarks, progress=not args.quiet)
     print(f"{args.dst}: {info['masked']} of {info['images']} images masked; manifest {info['manifest']}")
+    if info.get("unverified"):
+        print(f"warning: {args.replay} was written before manifests recorded their source: whether it was made from "
+              f"{args.src} could not be checked", file=sys.stderr)
     if "fitted" in info:
         print(f"{info['fitted']} masks fitted to their landmarks, {info['template']} kept the template's shape "
               "(landmarks missing or rejected; the manifest's header lists them with the reason)")

@@ -98,11 +98,14 @@ def _manifest_path(dst: Path, kind: str) -> Path:
     return dst.with_suffix(".masks.jsonl") if kind == "bin" else dst / "masks.jsonl"
 
 
-def _replayed(replay, kind: str, fingerprint: str, keys: list) -> list[MaskParams]:
-    "The parameters a manifest recorded for `keys`, after checking it belongs to this source."
+def _replayed(replay, kind: str, fingerprint: str, keys: list) -> tuple[list[MaskParams], bool]:
+    "(The parameters a manifest recorded for `keys`, whether its source could be checked), after checking it is this source's."
     header, entries = read_manifest(replay)
     if header.get("kind") != kind or (kind == "bin" and header.get("protocol") not in ("um", "mm")):
         raise FocusFaceError(f"{replay}: a manifest of a {header.get('kind')!r} source cannot replay a {kind!r} source")
+    if "fingerprint" not in header and "sampler" in header:  # every manifest of this format records its source
+        raise FocusFaceError(f"{replay}: its header has no fingerprint of the source it was made from, which every "
+                             "manifest of this version records: it was edited or damaged; use the manifest as written")
     if header.get("fingerprint") not in (None, fingerprint):
         raise FocusFaceError(f"{replay}: made from another dataset (fingerprint {header.get('fingerprint')}, this source "
                              f"has {fingerprint}); replay it on the dataset it was made from")
@@ -111,7 +114,7 @@ def _replayed(replay, kind: str, fingerprint: str, keys: list) -> list[MaskParam
         raise FocusFaceError(f"{replay}: the manifest has {len(entries)} entries for the {len(keys)} images to mask"
                              + (f" and no entry for key {missing[0]!r}" if missing else "")
                              + ": it was made from another dataset or protocol")
-    return [entries[k] for k in keys]
+    return [entries[k] for k in keys], "fingerprint" in header
 
 
 def mask_dataset(src, dst, *,
@@ -155,8 +158,8 @@ def mask_dataset(src, dst, *,
         keys = [p.relative_to(src).as_posix() for p in files]
     if not keys: raise FormatError(f"{src}: holds no images to mask")
     if replay is not None:
-        params = _replayed(replay, kind, fingerprint, keys)
-        header_info = dict(spec=None, seed=None, replayed_from=str(replay))
+        params, checked = _replayed(replay, kind, fingerprint, keys)
+        header_info = dict(spec=None, seed=None, replayed_from=str(replay), **({} if checked else dict(unverified_source=True)))
     else:
         params, header_info = [sampler(k) for k in keys], dict(spec=spec, seed=int(seed))
         if landmarks is not None: header_info.update(sampler.manifest_info())
@@ -179,7 +182,8 @@ def mask_dataset(src, dst, *,
             manifest.write("\n".join([json.dumps(header)] + [manifest_line(k, p) for k, p in zip(keys, params)]) + "\n")
             manifest.flush(); os.fsync(manifest.fileno())  # full before anything moves: a full disk leaves neither
             os.replace(staged, check_destination(dst, overwrite=overwrite, sources=sources))  # then the manifest's rename
-        return dict(kind=kind, images=len(images), masked=len(keys), manifest=str(manifest_path), damaged=damaged, **fit)
+        return dict(kind=kind, images=len(images), masked=len(keys), manifest=str(manifest_path), damaged=damaged,
+                    unverified=bool(header.get("unverified_source")), **fit)
 
     with atomic_dir(dst, overwrite=overwrite, sources=sources) as tmp:
         lines = []
@@ -208,4 +212,5 @@ def mask_dataset(src, dst, *,
             for extra in src.glob("*.txt"): (tmp / extra.name).write_bytes(extra.read_bytes())
         header["damaged"] = damaged
         (tmp / "masks.jsonl").write_text("\n".join([json.dumps(header)] + lines) + "\n")
-    return dict(kind=kind, images=len(keys), masked=len(keys), manifest=str(manifest_path), damaged=damaged, **fit)
+    return dict(kind=kind, images=len(keys), masked=len(keys), manifest=str(manifest_path), damaged=damaged,
+                unverified=bool(header.get("unverified_source")), **fit)

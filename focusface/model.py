@@ -25,8 +25,8 @@ from .losses import MarginHead, create_margin_head
 __all__ = ['CHANNEL_ORDERS', 'CHECKPOINT_FORMAT', 'to_model_input', 'EmbeddingHead', 'FocusFaceOutput', 'FocusFace',
            'with_channel_order', 'CheckpointError', 'read_weights', 'strip_module_prefix', 'detect_layout',
            'infer_trunk', 'focusface_to_authors_key', 'authors_to_focusface', 'load_state_into', 'atomic_torch_save',
-           'state_digest', 'save_checkpoint', 'insightface_to_focusface', 'load_checkpoint', 'init_from_backbone',
-           'resolve_device']
+           'state_digest', 'content_digest', 'save_checkpoint', 'insightface_to_focusface', 'checkpoint_verified',
+           'load_checkpoint', 'init_from_backbone', 'resolve_device']
 
 # %% ../nbs/08_model.ipynb #df0afcc4
 CHANNEL_ORDERS = ("rgb", "bgr")
@@ -263,13 +263,20 @@ def load_state_into(module: nn.Module, state_dict: dict, *, source: str, layout:
         for k, v in state_dict.items(): own[k].copy_(v)
 
 # %% ../nbs/08_model.ipynb #133f4522
-CHECKPOINT_FORMAT = 1
-
+CHECKPOINT_FORMAT = 2  # 2: the extra (optimiser, position, random states) hashed too; 1 is still read
 
 def atomic_torch_save(obj, path) -> Path:
     "torch.save to a temporary file beside `path`, then rename: the final name holds a whole file or nothing."
     with atomic_file(path, sources=()) as f: torch.save(obj, f)  # a run's own outputs
     return Path(path)
+
+
+def _tensor_bytes(t: torch.Tensor, where: str) -> bytes:
+    if t.layout != torch.strided:
+        raise CheckpointError(f"{where} is a {t.layout} tensor: a checkpoint holds dense tensors only; the file is damaged "
+                              "or was not written by focusface")
+    t = t.detach().cpu().contiguous()
+    return f"{t.dtype}|{tuple(t.shape)}|".encode() + (t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
 
 
 def state_digest(state_dict: dict) -> str:
@@ -278,17 +285,37 @@ def state_digest(state_dict: dict) -> str:
     for key in sorted(state_dict):
         value = state_dict[key]
         if not isinstance(value, torch.Tensor): raise CheckpointError(f"state_dict[{shorten(key)}] is not a tensor")
-        t = value.detach().cpu().contiguous()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(f"{key}|".encode()); h.update(_tensor_bytes(value, f"state_dict[{shorten(key)}]"))
+    return h.hexdigest()
+
+
+def content_digest(obj) -> str:
+    "SHA-256 of plain data (dicts, lists, tensors, arrays, numbers, strings), independent of dict order."
+    h = hashlib.sha256()
+    def feed(x, where):
+        if isinstance(x, dict):
+            h.update(b"{")
+            for k in sorted(x, key=repr): h.update(repr(k).encode() + b":"); feed(x[k], f"{where}[{shorten(k)}]")
+            h.update(b"}")
+        elif isinstance(x, (list, tuple)):
+            h.update(b"[" if isinstance(x, list) else b"(")
+            for i, v in enumerate(x): feed(v, f"{where}[{i}]")
+            h.update(b"]")
+        elif isinstance(x, torch.Tensor): h.update(b"T" + _tensor_bytes(x, where))
+        elif isinstance(x, np.ndarray): h.update(b"A" + _tensor_bytes(torch.from_numpy(np.ascontiguousarray(x)), where))
+        elif isinstance(x, (bytes, bytearray)): h.update(b"B%d|" % len(x) + bytes(x))
+        elif x is None or isinstance(x, (bool, int, float, str, np.generic)): h.update(repr(x).encode() + b";")
+        else: raise CheckpointError(f"{where} is a {type(x).__name__}: a checkpoint holds plain data only")
+    feed(obj, "checkpoint")
     return h.hexdigest()
 
 
 def save_checkpoint(model: FocusFace, path, extra: dict | None = None) -> Path:
-    "Save `model` (and plain-data `extra`) as a focusface checkpoint with a hash of its weights."
-    state = model.state_dict()
-    return atomic_torch_save(dict(focusface_checkpoint=CHECKPOINT_FORMAT, config=dict(model.config),
-                                  state_dict=state, sha256=state_digest(state), extra=extra or {}), path)
+    "Save `model` (and plain-data `extra`) as a focusface checkpoint with hashes of its weights and of the rest."
+    state, config, extra = model.state_dict(), dict(model.config), extra or {}
+    return atomic_torch_save(dict(focusface_checkpoint=CHECKPOINT_FORMAT, config=config, state_dict=state,
+                                  sha256=state_digest(state), extra=extra,
+                                  extra_sha256=content_digest(dict(config=config, extra=extra))), path)
 
 # %% ../nbs/08_model.ipynb #be2ac22c
 def insightface_to_focusface(state_dict: dict, path="weights") -> dict:
@@ -320,21 +347,35 @@ def insightface_to_focusface(state_dict: dict, path="weights") -> dict:
     return out
 
 # %% ../nbs/08_model.ipynb #b5c35c7a
+def checkpoint_verified(raw: dict, path) -> str:
+    "Check a focusface checkpoint's hashes: `all` (format 2: weights and the rest), `weights` or `none` (format 1)."
+    state = raw.get("state_dict")
+    if raw.get("focusface_checkpoint") == CHECKPOINT_FORMAT:
+        if "sha256" not in raw or "extra_sha256" not in raw:
+            raise CheckpointError(f"{path}: a format-{CHECKPOINT_FORMAT} focusface checkpoint without its "
+                                  f"{'sha256' if 'sha256' not in raw else 'extra_sha256'} hash: the file was edited or "
+                                  "damaged; use another copy")
+    if "sha256" in raw and state_digest(state) != raw["sha256"]:
+        raise CheckpointError(f"{path}: the weights do not match the hash stored with them: the file is damaged; "
+                              "use another copy")
+    if "extra_sha256" in raw and content_digest(dict(config=raw.get("config"), extra=raw.get("extra", {}))) != raw["extra_sha256"]:
+        raise CheckpointError(f"{path}: its training state (optimiser, position, random states or config) does not "
+                              "match the hash stored with it: the file is damaged; use another copy")
+    return "all" if "extra_sha256" in raw else "weights" if "sha256" in raw else "none"
+
+
 def _focusface_parts(raw: dict, path) -> tuple[dict, dict]:
     "The checked (config, state_dict) of a focusface checkpoint."
-    if raw.get("focusface_checkpoint") != CHECKPOINT_FORMAT:
+    if raw.get("focusface_checkpoint") not in (1, CHECKPOINT_FORMAT):
         raise CheckpointError(f"{path}: focusface checkpoint format {shorten(raw.get('focusface_checkpoint'))} is not "
-                              f"supported by this version (expects {CHECKPOINT_FORMAT})")
+                              f"supported by this version (it reads 1 and {CHECKPOINT_FORMAT})")
     config, state = raw.get("config"), raw.get("state_dict")
     if not isinstance(config, dict) or not isinstance(state, dict):
         raise CheckpointError(f"{path}: a focusface checkpoint needs a 'config' dict and a 'state_dict' dict; the file "
                               "is damaged or was not written by focusface.model.save_checkpoint")
     wrong = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if wrong: raise CheckpointError(f"{path}: state_dict[{shorten(wrong[0])}] is not a tensor: the file is damaged")
-    if "sha256" in raw:  # checkpoints from before the hash was introduced have none
-        if state_digest(state) != raw["sha256"]:
-            raise CheckpointError(f"{path}: the weights do not match the hash stored with them: the file is damaged; "
-                                  "use another copy")
+    checkpoint_verified(raw, path)
     known = set(FocusFace.__init__.__code__.co_varnames[1:FocusFace.__init__.__code__.co_argcount
                                                          + FocusFace.__init__.__code__.co_kwonlyargcount])
     unknown = sorted(set(config) - known)
@@ -397,6 +438,7 @@ def load_checkpoint(path, map_location="cpu", *, with_classifier: bool = True,
     load_state_into(model, state, source=str(path), layout=layout,
                     file_key=focusface_to_authors_key if layout == "authors" else (lambda key: key))
     model.recorded_threshold = _recorded_threshold(raw) if layout == "focusface" else None
+    model.verified = checkpoint_verified(raw, path) if layout == "focusface" else "none"  # what its hashes cover
     model.mask_head_trained = model.has_mask_head and not (layout == "focusface" and _recorded_method(raw) == "arcface")
     return model.eval()
 

@@ -22,8 +22,8 @@ from torch import nn
 from .data import PairBatchSampler, PairedFaces, batch_grid, make_loader
 from .files import DestinationError, FocusFaceError, atomic_write_bytes, shorten
 from .losses import focusface_loss
-from .model import (FocusFace, detect_layout, init_from_backbone, load_checkpoint, read_weights,
-                             resolve_device, save_checkpoint, state_digest, to_model_input)
+from .model import (FocusFace, checkpoint_verified, detect_layout, init_from_backbone, load_checkpoint,
+                             read_weights, resolve_device, save_checkpoint, to_model_input)
 from .trainconfig import TrainConfig, add_train_arguments, learning_rate, load_config, parse_train_arguments
 
 # %% auto #0
@@ -141,15 +141,15 @@ def load_training_state(path, config: TrainConfig) -> dict:
     raw = read_weights(path)
     if detect_layout(raw) != "focusface" or "position" not in raw.get("extra", {}):
         raise FocusFaceError(f"{path}: not a focusface training checkpoint (no training position in it)")
-    if state_digest(raw["state_dict"]) != raw.get("sha256"):
-        raise FocusFaceError(f"{path}: the weights do not match their hash: the checkpoint is damaged")
+    verified = checkpoint_verified(raw, path)  # everything a resume reads, for checkpoints of the current format
+    if verified == "none": raise FocusFaceError(f"{path}: a training checkpoint without the hash of its weights: damaged or edited")
     saved = raw["extra"]["train_config"]
     changed = {k: (saved.get(k, _LEGACY.get(k)), v) for k, v in asdict(config).items()
                if k not in _RESUME_FREE and saved.get(k, _LEGACY.get(k)) != v}
     if changed:
         raise FocusFaceError(f"{path}: the run was made with other settings, so it cannot be resumed with these: "
                              + ", ".join(f"{k} was {shorten(a)}, now {shorten(b)}" for k, (a, b) in changed.items()))
-    return dict(raw["extra"], state_dict=raw["state_dict"])
+    return dict(raw["extra"], state_dict=raw["state_dict"], verified=verified)
 
 # %% ../nbs/18_train.ipynb #837e8211
 class RunLog:
@@ -332,6 +332,9 @@ def _train(config: TrainConfig, rank: int, world: int, device, resume: bool, ove
             first = [dataset[item] for item in next(iter(PairBatchSampler(len(dataset), config.batch_size, seed=config.seed)))[:8]]
             grid = batch_grid({k: np.stack([f[k] for f in first]) for k in first[0] if k in ("unmasked", "masked")})
             atomic_write_bytes(out / "batch.png", encode_image(grid, ".png"), sources=())
+    if resuming and state["verified"] != "all":
+        log.line(f"warning: {out / 'checkpoint.pt'} was written before focusface hashed a run's optimiser state, data "
+                 "position and random states: its weights are verified, the rest is not")
     log.line(f"{'resuming at' if resuming else 'starting'} step {position['global_step']}/{total}: {config.method} "
              f"{config.backbone}, {len(dataset):,} images of {dataset.num_classes:,} identities, {world} process(es) on "
              f"{device}, global batch {config.batch_size} pairs, {steps_per_epoch} steps per epoch; views through "

@@ -118,3 +118,32 @@ def test_a_full_disk_stops_embed_with_a_message_not_a_bus_error(tmp_path, small_
     out = run("embed", tmp_path / "m.pt", tmp_path / "big.bin", small_disk / "e.npz", "--quiet")  # 4 MB of embeddings
     refused(out, "e.npz", "MB")
     assert out.returncode != -7 and sorted(p.name for p in small_disk.iterdir()) == []
+
+
+def test_a_manifest_or_checkpoint_without_its_hash_is_refused_and_a_legacy_one_says_so(tmp_path):
+    """A manifest whose fingerprint, or a checkpoint whose sha256, was simply deleted replayed or loaded without a word."""
+    import torch
+    from focusface.model import FocusFace, load_checkpoint, save_checkpoint
+    rng = np.random.default_rng(1)
+    write_bin(tmp_path / "set.bin", [encode_image(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)) for _ in range(20)],
+              [True, False] * 5)
+    assert run("mask", tmp_path / "set.bin", tmp_path / "a.bin", "--workers", "0", "--quiet").returncode == 0
+    lines = (tmp_path / "a.masks.jsonl").read_text().splitlines()
+    header = json.loads(lines[0]); del header["fingerprint"]
+    (tmp_path / "edited.jsonl").write_text("\n".join([json.dumps(header)] + lines[1:]) + "\n")
+    refused(run("mask", tmp_path / "set.bin", tmp_path / "b.bin", "--replay", tmp_path / "edited.jsonl", "--quiet"),
+            "edited.jsonl", "no fingerprint")
+    del header["sampler"]  # a manifest from before the sampler version and fingerprints: replayed, with a warning
+    (tmp_path / "legacy.jsonl").write_text("\n".join([json.dumps(header)] + lines[1:]) + "\n")
+    out = run("mask", tmp_path / "set.bin", tmp_path / "c.bin", "--replay", tmp_path / "legacy.jsonl", "--quiet")
+    assert out.returncode == 0 and "could not be checked" in out.stderr, out.stderr
+    save_checkpoint(FocusFace("tiny"), tmp_path / "m.pt")
+    raw = torch.load(tmp_path / "m.pt", weights_only=True)
+    del raw["sha256"]
+    torch.save(raw, tmp_path / "nohash.pt")
+    refused(run("inspect", tmp_path / "nohash.pt"), "nohash.pt", "without its sha256 hash")
+    raw["focusface_checkpoint"] = 1; del raw["extra_sha256"]
+    torch.save(raw, tmp_path / "legacy.pt")
+    out = run("inspect", tmp_path / "legacy.pt")
+    assert out.returncode == 0 and "unverified" in out.stdout, out.stdout
+    assert load_checkpoint(tmp_path / "legacy.pt").verified == "none"

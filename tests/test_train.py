@@ -196,13 +196,15 @@ def test_a_checkpoint_from_before_the_training_choices_resumes_only_with_its_own
     _one_step(faces, run, epochs=2, grad_clip=5.0)
     raw = torch.load(run / "checkpoint.pt", weights_only=True)
     for key in ("bn_views", "grad_clip_scope", "trunk_init", "val_at_start"): raw["extra"]["train_config"].pop(key)
-    torch.save(raw, run / "checkpoint.pt")  # the extra is outside the weights' hash
+    raw["focusface_checkpoint"] = 1; del raw["extra_sha256"]  # as written then: format 1, the weights' hash only
+    torch.save(raw, run / "checkpoint.pt")
     old = _args(faces, run, epochs=2, dropout=0.0, grad_clip=5.0, max_steps=2)
     stderr = _fails(old + ["--resume"], "grad_clip_scope was 'all', now 'network'")
     assert "cannot be resumed" in stderr and "bn_views" not in stderr
     assert "bn_views was 'joint', now 'separate'" in _fails(old + ["bn_views=separate", "grad_clip_scope=all", "--resume"])
     again = subprocess.run(CLI + ["train", *old, "grad_clip_scope=all", "--resume"], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
+    assert "the rest is not" in (run / "train.log").read_text()  # it says what it could not verify
 
 
 @pytest.mark.slow
@@ -210,3 +212,15 @@ def test_sync_bn_on_cpu_processes_is_refused_before_any_work(faces, tmp_path):
     out = _torchrun(2, *_args(faces, tmp_path / "sync", sync_bn=True))
     assert out.returncode != 0 and "sync_bn needs CUDA devices" in out.stderr, out.stderr[-2000:]
     assert not (tmp_path / "sync" / "checkpoint.pt").exists()
+
+
+def test_a_resume_reads_nothing_unverified(faces, tmp_path):
+    """64 flipped bytes in an optimiser buffer of checkpoint.pt resumed silently into weights 710 away from a clean
+    resume: every part of the training state is hashed now, and a damaged one is refused."""
+    run = tmp_path / "run"
+    _one_step(faces, run, epochs=2)
+    raw = torch.load(run / "checkpoint.pt", weights_only=True)
+    buffer = next(v["momentum_buffer"] for v in raw["extra"]["optimizer"]["state"].values())
+    buffer.view(-1)[:16] += 1.0
+    torch.save(raw, run / "checkpoint.pt")
+    _fails(_args(faces, run, epochs=2, max_steps=2, dropout=0.0) + ["--resume"], "training state", "does not match the hash")
