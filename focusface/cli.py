@@ -205,6 +205,10 @@ def _cmd_landmarks(args) -> int:
     info = compute_landmarks(args.src, args.out, overwrite=args.overwrite, progress=not args.quiet)
     print(f"{info['out']}: landmarks of {info['images']} images; {info['ok']} look right"
           + (f", {info['rejected']} do not and will keep the template mask (see 'notes' in the file)" if info["rejected"] else ""))
+    if info["damaged"]:
+        shown = ", ".join(map(str, info["damaged"][:10])) + (", ..." if len(info["damaged"]) > 10 else "")
+        print(f"warning: {len(info['damaged'])} source image(s) are damaged (repaired by the decoder, or unreadable): "
+              f"{shown}; `focusface info --check {args.src}` lists them", file=sys.stderr)
     return 0
 
 

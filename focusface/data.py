@@ -58,7 +58,7 @@ class PairedFaces:
         if self.masked is not None and landmarks is not None:
             raise FocusFaceError("landmarks fit masks drawn on the fly; a pre-masked copy (masked_train) has its masks "
                                  "already: give one or the other (`focusface mask --landmarks` fits the pre-masked copy)")
-        self.sampler = fitted_sampler(MaskSampler(spec, seed), landmarks)
+        self.sampler = fitted_sampler(MaskSampler(spec, seed), landmarks, source=root)
         self.seed, self.unmasked_share, self.flip = int(seed), float(unmasked_share), flip
         self.new_mask_each_epoch, self.masked_views = new_mask_each_epoch, masked_views
         self.num_classes = self.faces.num_classes

@@ -6,6 +6,7 @@ and written from a folder of aligned faces or any stream of labelled images."""
 # %% ../nbs/04_datasets.ipynb #bfc24b44
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Iterable
 
@@ -16,7 +17,8 @@ from .images import decode_image, encode_image, list_image_folder
 from .recordio import RecordReader, RecordWriter, pack_record, unpack_record
 
 # %% auto #0
-__all__ = ['read_property', 'InsightFaceDataset', 'write_insightface_folder', 'pack_folder', 'dataset_kind', 'image_source']
+__all__ = ['read_property', 'InsightFaceDataset', 'write_insightface_folder', 'pack_folder', 'dataset_kind', 'image_source',
+           'source_fingerprint', 'file_sha256']
 
 # %% ../nbs/04_datasets.ipynb #fdc6e405
 def read_property(root) -> tuple[int, int, int]:
@@ -188,10 +190,16 @@ def dataset_kind(path) -> str:
                       "with pairs.txt, or root/<identity>/<image> files")
 
 
+def _folder_images(path: Path) -> list[Path]:
+    "The images of a folder: at its top, or else one folder down (<identity>/<image>), in sorted order."
+    from focusface.images import IMAGE_SUFFIXES
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return files or [p for _, images in list_image_folder(path) for p in images]
+
+
 def image_source(path) -> tuple[int, object, list, bool]:
     "(count, function i -> (name, encoded bytes or array), keys, is a pair set) for a dataset or an image folder."
     from focusface.evalsets import read_eval_set
-    from focusface.images import IMAGE_SUFFIXES
     path = Path(path)
     kind = dataset_kind(path)
     if kind == "rec":
@@ -199,9 +207,33 @@ def image_source(path) -> tuple[int, object, list, bool]:
         keys = [int(k) for k in ds.image_keys]
         return len(keys), lambda i: (f"{path} key {keys[i]}", ds.read(keys[i])[1]), keys, False
     if kind == "images":
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files: files = [p for _, images in list_image_folder(path) for p in images]
+        files = _folder_images(path)
         keys = [p.relative_to(path).as_posix() for p in files]
         return len(files), lambda i: (str(files[i]), files[i].read_bytes()), keys, False
     pairs = read_eval_set(path)
     return len(pairs.images), lambda i: (f"{path} image {i}", pairs.images[i]), list(range(len(pairs.images))), True
+
+# %% ../nbs/04_datasets.ipynb #6b52cfaf
+def _hash_file(path: Path, h) -> None:
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
+
+
+def source_fingerprint(src, kind: str | None = None) -> str:
+    "16 hex digits that change when the dataset at `src` (rec folder, `.bin` or image folder) changes."
+    src = Path(src)
+    kind = kind or dataset_kind(src)
+    h = hashlib.sha256(kind.encode())
+    if kind == "bin": _hash_file(src, h)
+    elif kind == "rec":
+        _hash_file(src / "train.idx", h)
+        h.update(str((src / "train.rec").stat().st_size).encode())
+    else:  # the images `image_source` reads, by name and size
+        for p in _folder_images(src): h.update(f"{p.relative_to(src).as_posix()}\t{p.stat().st_size}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def file_sha256(path) -> str:
+    "The SHA-256 of a file's bytes, as hex."
+    h = hashlib.sha256(); _hash_file(Path(path), h)
+    return h.hexdigest()

@@ -376,6 +376,8 @@ def evaluate(model, data, out=None, *,
     if landmark_files and len(landmark_files) != len(sources):
         raise FocusFaceError(f"{len(landmark_files)} landmarks files for {len(sources)} evaluation sets: give one for each, in order")
     landmark_files = [LandmarkTable(f) for f in landmark_files] or [None] * len(sets)
+    for table, source in zip(landmark_files, sources):  # each file must be its set's
+        if table is not None and not str(source).startswith("synthetic"): table.check_source(source)
     if names is not None and len(names) != len(sets):
         raise FocusFaceError(f"{len(names)} names for {len(sets)} evaluation sets")
     names = _unique_names(sets, sources) if names is None else _unique_names(

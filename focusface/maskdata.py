@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .datasets import InsightFaceDataset, dataset_kind
+from .datasets import InsightFaceDataset, dataset_kind, file_sha256, source_fingerprint
 from .evalsets import read_bin, write_bin
 from .files import FocusFaceError, FormatError, atomic_dir, atomic_file, check_destination, ordered_map, scratch_dir
 from .images import decode_with_warnings, encode_image, jpeg_truncated, list_image_folder
@@ -24,33 +24,7 @@ from .maskspec import DEFAULT_SPEC, MaskParams, MaskSampler, manifest_header, ma
 from .recordio import RecordReader, RecordWriter, pack_record, unpack_record
 
 # %% auto #0
-__all__ = ['source_fingerprint', 'file_sha256', 'mask_dataset']
-
-# %% ../nbs/11_maskdata.ipynb #7c9d1573
-def _hash_file(path: Path, h) -> None:
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
-
-
-def source_fingerprint(src, kind: str | None = None) -> str:
-    "16 hex digits that change when the dataset at `src` (rec folder, `.bin` or image folder) changes."
-    src = Path(src)
-    kind = kind or dataset_kind(src)
-    h = hashlib.sha256(kind.encode())
-    if kind == "bin": _hash_file(src, h)
-    elif kind == "rec":
-        _hash_file(src / "train.idx", h)
-        h.update(str((src / "train.rec").stat().st_size).encode())
-    else:
-        for _, paths in list_image_folder(src):
-            for p in paths: h.update(f"{p.relative_to(src).as_posix()}\t{p.stat().st_size}\n".encode())
-    return h.hexdigest()[:16]
-
-
-def file_sha256(path) -> str:
-    "The SHA-256 of a file's bytes, as hex."
-    h = hashlib.sha256(); _hash_file(Path(path), h)
-    return h.hexdigest()
+__all__ = ['mask_dataset']
 
 # %% ../nbs/11_maskdata.ipynb #56d7285c
 def _encoding_of(data) -> str:
@@ -141,7 +115,7 @@ def mask_dataset(src, dst, *,
     check_destination(dst, overwrite=overwrite, sources=sources)
     manifest_path = _manifest_path(dst, kind)
     if kind == "bin": check_destination(manifest_path, overwrite=overwrite, sources=sources)
-    sampler = fitted_sampler(MaskSampler(spec, seed), landmarks)
+    sampler = fitted_sampler(MaskSampler(spec, seed), landmarks, source=src)
     if replay is not None:
         replay_header, _ = read_manifest(replay)
         protocol = replay_header.get("protocol") if kind == "bin" else protocol  # the replay masks what it masked

@@ -100,22 +100,24 @@ def compute_landmarks(src, out, *, box=FACE_BOX, overwrite: bool = False, progre
     "68 landmarks of every aligned crop of `src` into `out` (.npz: keys, landmarks, ok, notes, image_size, box)."
     from tqdm.auto import tqdm
     from focusface.align import DlibAligner
-    from focusface.images import decode_image
-    from focusface.datasets import image_source
+    from focusface.images import decode_with_warnings, jpeg_truncated
+    from focusface.datasets import image_source, source_fingerprint
     out = Path(out)
     if out.suffix != ".npz": raise FocusFaceError(f"{out}: the landmarks file must be a .npz")
     check_destination(out, overwrite=overwrite, sources=[src])
     aligner = aligner or DlibAligner()
     count, get, keys, _ = image_source(src)
     if count == 0: raise FormatError(f"{src}: holds no images")
-    ok, notes, size = np.zeros(count, bool), [""] * count, None
+    ok, notes, size, damaged = np.zeros(count, bool), [""] * count, None, []
+    fingerprint = source_fingerprint(src)  # the file says which dataset it belongs to: never used with another
     with scratch_dir(out, need=2 * count * 68 * 2 * 4) as tmp:  # the array, then the .npz made of it
         landmarks = allocated_memmap(tmp / "landmarks.npy", np.float32, (count, 68, 2), out)
         for i in tqdm(range(count), disable=not progress, desc=f"landmarks of {Path(src).name}", unit="img"):
             name, data = get(i)
-            try: image = decode_image(data, name)
+            try: image, said = decode_with_warnings(data, name)
             except FocusFaceError as e:
-                landmarks[i], notes[i] = np.nan, str(e); continue
+                landmarks[i], notes[i] = np.nan, str(e); damaged.append(name); continue
+            if said or jpeg_truncated(data): damaged.append(name)  # repaired by the decoder: measured as decoded
             h, w = image.shape[:2]
             if h != w: landmarks[i], notes[i] = np.nan, f"{w}x{h}: not a square aligned crop"; continue
             size = size or h
@@ -127,8 +129,8 @@ def compute_landmarks(src, out, *, box=FACE_BOX, overwrite: bool = False, progre
         key_array = np.array(keys, dtype=np.int64 if all(isinstance(k, int) for k in keys) else str)
         write_npz(out, dict(keys=key_array, landmarks=tmp / "landmarks.npy", ok=ok, notes=np.array(notes, dtype=str),
                              image_size=np.array(size or TEMPLATE_SIZE), box=np.array(box, np.float32),
-                             source=np.array(str(src))), sources=[src], overwrite=overwrite)
-    return dict(out=str(out), images=count, ok=int(ok.sum()), rejected=int((~ok).sum()))
+                             source=np.array(str(src)), fingerprint=np.array(fingerprint)), sources=[src], overwrite=overwrite)
+    return dict(out=str(out), images=count, ok=int(ok.sum()), rejected=int((~ok).sum()), damaged=damaged)
 
 
 class LandmarkTable:
@@ -140,6 +142,7 @@ class LandmarkTable:
             with np.load(self.path, allow_pickle=False) as z:
                 keys, self.landmarks, self.ok, self.notes = z["keys"], z["landmarks"], z["ok"], z["notes"]
                 self.image_size = int(z["image_size"])
+                self.fingerprint = str(z["fingerprint"]) if "fingerprint" in z.files else None  # None: written before
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             raise FormatError(f"{self.path}: not a landmarks file of `focusface landmarks` ({type(e).__name__}: {e})") from None
         n = len(keys)
@@ -155,6 +158,15 @@ class LandmarkTable:
         with open(self.path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""): digest.update(block)
         self.sha256 = digest.hexdigest()
+
+    def check_source(self, src) -> bool:
+        "Refuse a landmarks file of another dataset; True when checked, False for a file older than fingerprints."
+        from focusface.datasets import source_fingerprint
+        if self.fingerprint is None: return False
+        if self.fingerprint != source_fingerprint(src):
+            raise FormatError(f"{self.path}: the landmarks of another dataset (fingerprint {self.fingerprint}, {src} has "
+                              f"{source_fingerprint(src)}): make them for this one with `focusface landmarks {src} OUT.npz`")
+        return True
 
     def _position(self, key) -> int | None:
         if self.integer_keys:
@@ -206,6 +218,9 @@ class FittedSampler:
     def __repr__(self): return f"FittedSampler({self.sampler!r}, {str(self.table.path)!r})"
 
 
-def fitted_sampler(sampler, landmarks=None):
-    "`sampler` itself when `landmarks` is None, else a `FittedSampler` over the landmarks file."
-    return sampler if landmarks is None else FittedSampler(sampler, landmarks)
+def fitted_sampler(sampler, landmarks=None, source=None):
+    "`sampler` itself when `landmarks` is None, else a `FittedSampler` over the landmarks file (checked to be `source`'s)."
+    if landmarks is None: return sampler
+    fitted = FittedSampler(sampler, landmarks)
+    if source is not None: fitted.table.check_source(source)
+    return fitted

@@ -147,3 +147,25 @@ def test_a_manifest_or_checkpoint_without_its_hash_is_refused_and_a_legacy_one_s
     out = run("inspect", tmp_path / "legacy.pt")
     assert out.returncode == 0 and "unverified" in out.stdout, out.stdout
     assert load_checkpoint(tmp_path / "legacy.pt").verified == "none"
+
+
+def test_landmarks_belong_to_their_dataset_and_damage_is_reported(tmp_path):
+    """`mask demo/train ... --landmarks lfw.npz` used another dataset's landmarks ("320 masks fitted"); `landmarks` on a
+    rec with a damaged JPEG said "320 look right" with only a libjpeg line on stderr."""
+    pytest.importorskip("dlib")
+    from focusface.datasets import write_insightface_folder
+    from focusface.synthfaces import render_faces
+    faces = [encode_image(f) for f in render_faces(2, np.arange(6), np.zeros(6, int))]
+    cut = faces[3][: len(faces[3]) * 2 // 3]  # a JPEG cut short: libjpeg repairs it, with a warning
+    write_insightface_folder(tmp_path / "a", [(i, f) for i, f in enumerate(faces[:3] + [cut] + faces[4:])], num_images=6,
+                             names=[str(i) for i in range(6)], image_size=(112, 112))
+    write_insightface_folder(tmp_path / "b", [(i, f) for i, f in enumerate(faces)], num_images=6,
+                             names=[str(i) for i in range(6)], image_size=(112, 112))
+    out = run("landmarks", tmp_path / "a", tmp_path / "a.npz", "--quiet")
+    assert out.returncode == 0 and "1 source image(s) are damaged" in out.stderr, out.stderr
+    refused(run("mask", tmp_path / "b", tmp_path / "b-masked", "--landmarks", tmp_path / "a.npz", "--workers", "0", "--quiet"),
+            "a.npz", "another dataset")
+    assert not (tmp_path / "b-masked").exists()
+    assert run("landmarks", tmp_path / "b", tmp_path / "b.npz", "--quiet").returncode == 0  # its own: fitted
+    out = run("mask", tmp_path / "b", tmp_path / "b-masked", "--landmarks", tmp_path / "b.npz", "--workers", "0", "--quiet")
+    assert out.returncode == 0 and "fitted to their landmarks" in out.stdout, out.stderr
