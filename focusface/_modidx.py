@@ -190,6 +190,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'focusface.files.atomic_file': ('files.html#atomic_file', 'focusface/files.py'),
                                  'focusface.files.atomic_write_bytes': ('files.html#atomic_write_bytes', 'focusface/files.py'),
                                  'focusface.files.check_destination': ('files.html#check_destination', 'focusface/files.py'),
+                                 'focusface.files.die_with': ('files.html#die_with', 'focusface/files.py'),
                                  'focusface.files.glob_escape': ('files.html#glob_escape', 'focusface/files.py'),
                                  'focusface.files.hold_lock': ('files.html#hold_lock', 'focusface/files.py'),
                                  'focusface.files.ordered_map': ('files.html#ordered_map', 'focusface/files.py'),

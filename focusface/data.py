@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .datasets import InsightFaceDataset
-from .files import FocusFaceError, FormatError, worker_tempdir
+from .files import FocusFaceError, FormatError, die_with, worker_tempdir
 from .images import decode_image
 from .masks import apply_mask
 from .maskspec import DEFAULT_SPEC, MaskSampler
@@ -137,11 +137,12 @@ class PairBatchSampler:
         return max(0, (self.epochs - self.start_epoch) * self.steps_per_epoch - self.start_step)
 
 # %% ../nbs/16_data.ipynb #16f09e35
-def _worker_init(worker_id: int) -> None:
-    "One thread per worker: the workers are the parallelism (and OpenCV or torch threads would oversubscribe)."
+def _worker_init(worker_id: int, parent: int | None = None) -> None:
+    "One thread per worker (the workers are the parallelism: more would oversubscribe), and no life after the run's."
     import cv2
     import torch
     cv2.setNumThreads(1); torch.set_num_threads(1)
+    if parent is not None: die_with(parent)  # forkserver workers are not the run's children: no parent-death signal
 
 
 def make_loader(dataset: PairedFaces, batch_sampler: PairBatchSampler, *, workers: int = 2, pin_memory: bool = False):
@@ -155,7 +156,8 @@ def make_loader(dataset: PairedFaces, batch_sampler: PairBatchSampler, *, worker
     if workers:
         import multiprocessing as mp  # forkserver: clean workers, never a fork of a kernel or a process holding threads
         worker_tempdir()              # the pool's sockets in a folder that a killed run does not leave behind
-        options.update(worker_init_fn=_worker_init, persistent_workers=True, prefetch_factor=4,
+        import functools, os
+        options.update(worker_init_fn=functools.partial(_worker_init, parent=os.getpid()), persistent_workers=True, prefetch_factor=4,
                        multiprocessing_context=mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"))
     return DataLoader(dataset, batch_sampler=batch_sampler, **options)
 

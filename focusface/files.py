@@ -19,7 +19,8 @@ from typing import Callable, Iterable, Iterator
 # %% auto #0
 __all__ = ['FocusFaceError', 'FormatError', 'DestinationError', 'shorten', 'check_destination', 'hold_lock',
            'remove_stale_temporaries', 'glob_escape', 'temporary_path', 'atomic_dir', 'atomic_file',
-           'atomic_write_bytes', 'scratch_dir', 'allocated_memmap', 'write_npz', 'worker_tempdir', 'ordered_map']
+           'atomic_write_bytes', 'scratch_dir', 'allocated_memmap', 'write_npz', 'die_with', 'worker_tempdir',
+           'ordered_map']
 
 # %% ../nbs/01_files.ipynb #b0e022b1
 class FocusFaceError(ValueError):
@@ -244,6 +245,16 @@ def write_npz(out, arrays: dict, *, sources: Iterable, overwrite: bool = True) -
                 with z.open(f"{name}.npy", "w", force_zip64=True) as member: np.lib.format.write_array(member, np.asarray(value))
 
 # %% ../nbs/01_files.ipynb #550e51f2
+def die_with(parent: int, every: float = 0.5) -> None:
+    "In a worker process: exit as soon as process `parent` is gone (a killed run leaves no workers behind)."
+    import threading, time
+    def watch():
+        while True:
+            time.sleep(every)
+            if not _alive(parent): os._exit(1)  # no clean-up to run: the run they served is gone
+    threading.Thread(target=watch, name="focusface-die-with-parent", daemon=True).start()
+
+
 def worker_tempdir() -> Path:
     "The folder this process's worker pools use for their sockets (made on first use; stale ones of dead processes removed)."
     import multiprocessing as mp
@@ -284,7 +295,7 @@ def ordered_map(function: Callable, jobs: Iterable, workers: int = 2, *,
             import multiprocessing as mp
             worker_tempdir()
             ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
-            with ctx.Pool(workers) as pool:
+            with ctx.Pool(workers, initializer=die_with, initargs=(os.getpid(),)) as pool:
                 for result in pool.imap(function, jobs):
                     bar.update(count(result)); yield result
     finally:

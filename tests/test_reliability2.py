@@ -169,3 +169,69 @@ def test_landmarks_belong_to_their_dataset_and_damage_is_reported(tmp_path):
     assert run("landmarks", tmp_path / "b", tmp_path / "b.npz", "--quiet").returncode == 0  # its own: fitted
     out = run("mask", tmp_path / "b", tmp_path / "b-masked", "--landmarks", tmp_path / "b.npz", "--workers", "0", "--quiet")
     assert out.returncode == 0 and "fitted to their landmarks" in out.stdout, out.stderr
+
+
+def _processes_with(marker: str) -> list[str]:
+    "The command lines of the live processes whose environment holds `marker` (a run and everything it started)."
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit(): continue
+        try:
+            if marker.encode() in (d / "environ").read_bytes():
+                command = (d / "cmdline").read_bytes().replace(b"\0", b" ")[:100].decode(errors="replace")
+                found.append(f"{d.name}: {command}")
+        except OSError: pass
+    return found
+
+
+@pytest.fixture(scope="module")
+def killable(tmp_path_factory, faces):
+    "A checkpoint, an image folder of 300 faces and a training rec, shared by the kill tests."
+    from focusface.model import FocusFace, save_checkpoint
+    from focusface.synthfaces import render_faces
+    d = tmp_path_factory.mktemp("killable")
+    save_checkpoint(FocusFace("r18", trunk_init="damped").eval(), d / "m.pt")  # slow enough to be killed mid-way
+    for i, face in enumerate(render_faces(5, np.arange(300) // 10, np.arange(300) % 10)):
+        (d / "folder" / f"p{i // 10}").mkdir(parents=True, exist_ok=True)
+        (d / "folder" / f"p{i // 10}" / f"{i}.png").write_bytes(encode_image(face, ".png"))
+    return d
+
+
+KILLED = {  # command: (its arguments, the output, what shows it is mid-way)
+    "embed": (lambda d, faces: ["embed", d / "m.pt", d / "folder", d / "out" / "e.npz", "--quiet"], "e.npz", ".e.npz.focusface-"),
+    "landmarks": (lambda d, faces: ["landmarks", d / "folder", d / "out" / "l.npz", "--quiet"], "l.npz", ".l.npz.focusface-"),
+    "export": (lambda d, faces: ["export", d / "m.pt", d / "out" / "m.onnx"], "m.onnx", ".m.onnx.focusface-"),
+    "train": (lambda d, faces: ["train", *_train_args(faces, d / "out" / "run", epochs=40, workers=2)], "run", "run/train.log"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", sorted(KILLED))
+def test_a_killed_run_leaves_no_process_and_the_rerun_no_temporary(killable, faces, tmp_path, command):
+    """SIGKILL of embed/landmarks left a partial beside the output after a successful rerun; export one in $TMPDIR; train
+    with workers=2 orphaned its forkserver, resource tracker and DataLoader workers for minutes."""
+    import signal
+    import uuid
+    if command == "landmarks": pytest.importorskip("dlib")
+    make, name, sign = KILLED[command]
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [str(a) for a in make(killable, faces)]
+    args = [a.replace(str(killable / "out"), str(out)) for a in args]
+    marker, scratch = uuid.uuid4().hex, tmp_path / "tmp"
+    scratch.mkdir()
+    env = dict(os.environ, FOCUSFACE_TEST_MARKER=marker, TMPDIR=str(scratch))
+    victim = subprocess.Popen(CLI + args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    mid_way = lambda: (out / sign).exists() if "/" in sign else any(p.name.startswith(sign) for p in out.iterdir())
+    deadline = time.time() + 120
+    while not mid_way() and victim.poll() is None and time.time() < deadline: time.sleep(0.02)
+    time.sleep(0.5 if command == "train" else 0.05)
+    assert victim.poll() is None, f"{command} finished before it could be killed: give it more work"
+    victim.send_signal(signal.SIGKILL); victim.wait()
+    time.sleep(5)
+    assert not _processes_with(marker), _processes_with(marker)
+    again = subprocess.run(CLI + args + ["--overwrite"], env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    debris = [p.name for p in out.iterdir() if p.name != name] + [p.name for p in scratch.iterdir()  # in $TMPDIR: what
+              if p.name.startswith("tmp") or "focusface" in p.name or p.suffix in (".onnx", ".npz", ".npy")]  # we would make
+    assert not debris, f"temporaries left behind: {debris}"
