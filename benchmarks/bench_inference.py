@@ -69,7 +69,8 @@ def embed_run(checkpoint: Path, rec: Path, out: Path, batch: int):
 
 
 def embedding(backbone: str, images: int, batch: int):
-    from focusface.model import FocusFace, save_checkpoint
+    from focusface.model import FocusFace
+    from focusface.checkpoints import save_checkpoint
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         save_checkpoint(FocusFace(backbone).eval(), d / "model.pt")

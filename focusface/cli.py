@@ -97,7 +97,7 @@ def _cmd_backbones(args) -> int:
 
 
 def _cmd_inspect(args) -> int:
-    from focusface.model import detect_layout, load_checkpoint, read_weights
+    from focusface.checkpoints import detect_layout, load_checkpoint, read_weights
     raw = read_weights(args.checkpoint)
     print(f"{args.checkpoint}: layout {detect_layout(raw)}")
     model = load_checkpoint(args.checkpoint, with_classifier=False)

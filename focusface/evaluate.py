@@ -21,7 +21,8 @@ from .masks import apply_mask
 from .maskspec import DEFAULT_SPEC, MaskSampler, manifest_header, manifest_line
 from .metrics import Scores, curve, kfold_accuracy, pyeer_metrics, rates_at, verification_metrics
 from .maskfit import LandmarkTable, fitted_sampler
-from .model import FocusFace, load_checkpoint, resolve_device, to_model_input, with_channel_order
+from .model import FocusFace, resolve_device, to_model_input, with_channel_order
+from .checkpoints import load_checkpoint
 from .template import TEMPLATE_SIZE
 
 # %% auto #0

@@ -58,6 +58,9 @@ def _webp_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+_SIGNATURES = (("JPEG", b"\xff\xd8"), ("PNG", b"\x89PNG"), ("BMP", b"BM"), ("WebP", b"RIFF"))
+
+
 def image_size(data: bytes) -> tuple[int, int] | None:
     "(width, height) from a JPEG, PNG, BMP or WebP header without decoding, or None if the header does not say."
     data = bytes(data[:1 << 20])  # every size this reads is near the start (JPEG: after its metadata segments)
@@ -79,9 +82,13 @@ def decode_image(data, source: str = "image") -> np.ndarray:
     data = bytes(data)
     size = image_size(data)
     if size is None and len(data):  # OpenCV decodes more formats; focusface only those whose size it reads first
-        raise FormatError(f"{source}: not a JPEG, PNG, BMP or WebP image whose header gives its size ({len(data)} bytes, "
-                          f"starting {shorten(data[:8])}): focusface decodes only those, so that it knows an image's "
-                          "size before decoding it; convert it, or re-create the file if it is damaged")
+        known = next((name for name, magic in _SIGNATURES if data.startswith(magic)), None)
+        if known:
+            raise FormatError(f"{source}: a {known} whose header does not give its size ({len(data)} bytes): the file is "
+                              "corrupt or truncated: re-create it from the source images")
+        raise FormatError(f"{source}: not a JPEG, PNG, BMP or WebP image ({len(data)} bytes, starting {shorten(data[:8])}): "
+                          "focusface decodes only those, whose size it reads before decoding; convert it, or re-create "
+                          "the file if it is damaged")
     if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
         raise FormatError(f"{source}: the image header announces {size[0]}x{size[1]} pixels, more than the "
                           f"{MAX_IMAGE_PIXELS:,} focusface decodes (focusface.images.MAX_IMAGE_PIXELS); the file is "
@@ -148,6 +155,11 @@ def list_image_folder(root) -> list[tuple[str, list[Path]]]:
     out = []
     for person in sorted(p for p in root.iterdir() if p.is_dir()):
         images = sorted(p for p in person.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        for p in [person] + images:  # names go into manifests, identity lists and keys, all UTF-8 text
+            try: p.name.encode("utf-8")
+            except UnicodeEncodeError:
+                raise FormatError(f"{root}: {p.relative_to(root).as_posix().encode('utf-8', 'replace').decode()!r} is not a "
+                                  "UTF-8 file name (its bytes were written in another encoding): rename it") from None
         if images: out.append((person.name, images))
     if not out: raise FormatError(f"{root}: no images found; expected root/<identity>/<image>.jpg")
     return out

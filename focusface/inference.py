@@ -18,7 +18,8 @@ from .align import align_photo
 from .datasets import image_source
 from .files import (FocusFaceError, FormatError, allocated_memmap, atomic_file, check_destination, scratch_dir,
                              shorten, write_npz)
-from .model import FocusFace, load_checkpoint, resolve_device, with_channel_order
+from .model import FocusFace, resolve_device, with_channel_order
+from .checkpoints import load_checkpoint
 
 # %% auto #0
 __all__ = ['DEFAULT_THRESHOLD', 'THRESHOLD_FMR', 'ONNX_TOLERANCE', 'load_model', 'channel_order_check', 'read_face',
@@ -183,6 +184,10 @@ def export_onnx(checkpoint, out, *, channel_order: str | None = None, opset: int
         raise FocusFaceError(f'export needs onnx and onnxruntime ({e.name} is missing): pip install "focusface[onnx]"') from None
     out = Path(out)
     if out.suffix != ".onnx": raise FocusFaceError(f"{out}: the output must be a .onnx file")
+    from torch.onnx._constants import ONNX_MIN_OPSET, ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as MAX_OPSET
+    if isinstance(opset, bool) or not isinstance(opset, int) or not ONNX_MIN_OPSET <= opset <= MAX_OPSET:
+        raise FocusFaceError(f"opset must be an ONNX opset from {ONNX_MIN_OPSET} to {MAX_OPSET} (this PyTorch's exporter), "
+                             f"got {shorten(opset)}")
     sources = [checkpoint] if isinstance(checkpoint, (str, Path)) else []
     check_destination(out, overwrite=overwrite, sources=sources)
     model = load_model(checkpoint, channel_order, device="cpu")

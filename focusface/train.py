@@ -22,13 +22,15 @@ from torch import nn
 from .data import PairBatchSampler, PairedFaces, batch_grid, make_loader
 from .files import DestinationError, FocusFaceError, atomic_write_bytes, shorten
 from .losses import focusface_loss
-from .model import (FocusFace, checkpoint_verified, detect_layout, init_from_backbone, load_checkpoint,
-                             read_weights, resolve_device, save_checkpoint, to_model_input)
+from .model import FocusFace, resolve_device, to_model_input
+from .checkpoints import (checkpoint_verified, detect_layout, init_from_backbone, load_checkpoint, read_weights,
+                                   save_checkpoint)
+from .runlog import RunLog, clock
 from .trainconfig import TrainConfig, add_train_arguments, learning_rate, load_config, parse_train_arguments
 
 # %% auto #0
-__all__ = ['RUN_FILES', 'build_model', 'TrainingStep', 'distributed_setup', 'save_training_state', 'load_training_state',
-           'RunLog', 'train', 'run_from_arguments', 'main']
+__all__ = ['RUN_FILES', 'build_model', 'TrainingStep', 'distributed_setup', 'save_training_state', 'load_training_state', 'train',
+           'run_from_arguments', 'main']
 
 # %% ../nbs/18_train.ipynb #097bc844
 def build_model(config: TrainConfig, num_classes: int, *, sync_bn: bool = False) -> tuple[FocusFace, list[nn.Module]]:
@@ -150,46 +152,6 @@ def load_training_state(path, config: TrainConfig) -> dict:
         raise FocusFaceError(f"{path}: the run was made with other settings, so it cannot be resumed with these: "
                              + ", ".join(f"{k} was {shorten(a)}, now {shorten(b)}" for k, (a, b) in changed.items()))
     return dict(raw["extra"], state_dict=raw["state_dict"], verified=verified)
-
-# %% ../nbs/18_train.ipynb #837e8211
-class RunLog:
-    "Log lines (console + out/train.log) and metrics (DVCLive, when installed) of rank 0; silent elsewhere."
-    def __init__(self, out: Path, config: TrainConfig, rank: int, resume: bool, total: int):
-        self.on, self.out = rank == 0, out
-        self.live = self.bar = None
-        if not self.on: return
-        try:
-            from dvclive import Live
-            self.live = Live(str(out / "dvclive"), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
-            self.live.log_params({k: v for k, v in asdict(config).items() if v is not None})
-        except ImportError: pass
-        if config.progress:
-            from tqdm.auto import tqdm
-            self.bar = tqdm(total=total, desc=f"{config.method} {config.backbone}", unit="step", dynamic_ncols=True)
-
-    def line(self, text: str) -> None:
-        if not self.on: return
-        stamped = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}"
-        (self.bar.write if self.bar else print)(stamped, **({} if self.bar else dict(flush=True)))
-        with open(self.out / "train.log", "a") as f: f.write(stamped + "\n")
-
-    def metrics(self, step: int, values: dict) -> None:
-        if self.live is None: return
-        self.live.step = step
-        for name, value in values.items(): self.live.log_metric(name, float(value))
-        self.live.make_summary()
-
-    def advance(self, n: int, **postfix) -> None:
-        if self.bar: self.bar.update(n); self.bar.set_postfix(**postfix, refresh=False)
-
-    def close(self) -> None:
-        if self.bar: self.bar.close()
-        if self.live is not None: self.live.end()
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 # %% ../nbs/18_train.ipynb #07a0321f
 def _check_labels(faces, limit: int = 200_000) -> None:
@@ -420,7 +382,7 @@ def _train(config: TrainConfig, rank: int, world: int, device, resume: bool, ove
             eta = (total - g) * config.batch_size / max(rate, 1e-9)
             log.line(f"step {g}/{total} epoch {position['epoch'] + (0 if end_of_epoch else position['step'] / steps_per_epoch):.2f} "
                      + " ".join(f"{k} {v:.4f}" for k, v in means.items())
-                     + f" lr {lr:.6f} pairs/s {rate:.1f} elapsed {_clock(position['wall_time'])} ETA {_clock(eta)}")
+                     + f" lr {lr:.6f} pairs/s {rate:.1f} elapsed {clock(position['wall_time'])} ETA {clock(eta)}")
             log.metrics(g, {f"train/{k}": v for k, v in means.items()} | {"train/lr": lr, "train/pairs_per_s": rate})
             window = {}
         pause = time.perf_counter()

@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from focusface.model import (CheckpointError, FocusFace, init_from_backbone, load_checkpoint, save_checkpoint)
+from focusface.model import FocusFace
+from focusface.checkpoints import CheckpointError, init_from_backbone, load_checkpoint, save_checkpoint
 from weight_layouts import authors_mdl, insightface_backbone
 
 

@@ -13,7 +13,8 @@ from focusface.evaluate import embed_images, evaluate, evaluate_pairs, load_eval
 from focusface.evalsets import EvalPairs, write_bin
 from focusface.images import decode_image, encode_image
 from focusface.maskspec import MaskSampler, read_manifest
-from focusface.model import FocusFace, load_checkpoint, save_checkpoint, to_model_input
+from focusface.model import FocusFace, to_model_input
+from focusface.checkpoints import load_checkpoint, save_checkpoint
 from focusface.synthdata import sample_pairs
 from focusface.synthfaces import render_faces
 
@@ -109,7 +110,7 @@ def test_sharded_embedding_under_a_process_group(tmp_path):
     script.write_text(f"""
 import os, sys, numpy as np, torch, torch.distributed as dist
 from focusface.evaluate import embed_images, load_eval_set
-from focusface.model import load_checkpoint
+from focusface.checkpoints import load_checkpoint
 dist.init_process_group("gloo")
 pairs = load_eval_set(r"{tmp_path / 'e.bin'}")
 emb, _ = embed_images(load_checkpoint(r"{tmp_path / 'm.pt'}"), pairs.images, batch_size=7)

@@ -20,7 +20,8 @@ from focusface.images import decode_image, encode_image
 from focusface.files import write_npz
 from focusface.maskfit import LandmarkTable
 from focusface.maskspec import MaskParams, manifest_header, manifest_line, parse_spec, read_manifest
-from focusface.model import FocusFace, load_checkpoint, save_checkpoint
+from focusface.model import FocusFace
+from focusface.checkpoints import load_checkpoint, save_checkpoint
 
 # The same examples on every run (CI stays deterministic); FOCUSFACE_FUZZ_EXAMPLES=2000 FOCUSFACE_FUZZ_RANDOM=1 for a
 # longer hunt. No deadline: a damaged header may announce an image up to the 64-megapixel limit, which then decodes

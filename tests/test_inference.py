@@ -11,7 +11,8 @@ import torch
 from focusface.cli import main
 from focusface.files import FocusFaceError
 from focusface.inference import embed_aligned, embed_dataset, export_onnx, load_model, verify
-from focusface.model import FocusFace, load_checkpoint, save_checkpoint
+from focusface.model import FocusFace
+from focusface.checkpoints import load_checkpoint, save_checkpoint
 from weight_layouts import authors_mdl, insightface_backbone
 
 

@@ -69,7 +69,8 @@ def test_mask_with_landmarks_fits_records_and_replays_without_them(pair_set, tmp
 
 
 def test_evaluate_and_the_command_line_take_landmarks(pair_set, tmp_path, capsys):
-    from focusface.model import FocusFace, save_checkpoint
+    from focusface.model import FocusFace
+    from focusface.checkpoints import save_checkpoint
     marks = _landmarks_file(tmp_path / "lm.npz", list(range(40)), [_face_shape()] * 40)
     save_checkpoint(FocusFace("tiny"), tmp_path / "m.pt")
     assert main(["evaluate", str(tmp_path / "m.pt"), str(pair_set), "--protocols", "um", "--out", str(tmp_path / "ev"),

@@ -13,7 +13,8 @@ import torch
 from focusface.align import mask_photo, read_reference_landmarks, similarity_transform
 from focusface.images import decode_image, encode_image
 from focusface.maskspec import DEFAULT_SPEC, MaskSampler
-from focusface.model import FocusFace, load_checkpoint, save_checkpoint
+from focusface.model import FocusFace
+from focusface.checkpoints import load_checkpoint, save_checkpoint
 from focusface.template import TEMPLATE_LANDMARKS
 
 CLI = [sys.executable, "-m", "focusface.cli"]

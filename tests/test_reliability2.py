@@ -112,7 +112,8 @@ def test_a_full_disk_leaves_no_masked_bin_without_its_manifest(tmp_path, small_d
 
 def test_a_full_disk_stops_embed_with_a_message_not_a_bus_error(tmp_path, small_disk):
     """`embed` died with SIGBUS through a memory-mapped temporary and left it filling the disk."""
-    from focusface.model import FocusFace, save_checkpoint
+    from focusface.model import FocusFace
+    from focusface.checkpoints import save_checkpoint
     save_checkpoint(FocusFace("tiny", embedding_size=512).eval(), tmp_path / "m.pt")
     write_bin(tmp_path / "big.bin", [encode_image(np.full((112, 112, 3), 90, np.uint8))] * 2000, [True, False] * 500)
     out = run("embed", tmp_path / "m.pt", tmp_path / "big.bin", small_disk / "e.npz", "--quiet")  # 4 MB of embeddings
@@ -123,7 +124,8 @@ def test_a_full_disk_stops_embed_with_a_message_not_a_bus_error(tmp_path, small_
 def test_a_manifest_or_checkpoint_without_its_hash_is_refused_and_a_legacy_one_says_so(tmp_path):
     """A manifest whose fingerprint, or a checkpoint whose sha256, was simply deleted replayed or loaded without a word."""
     import torch
-    from focusface.model import FocusFace, load_checkpoint, save_checkpoint
+    from focusface.model import FocusFace
+    from focusface.checkpoints import load_checkpoint, save_checkpoint
     rng = np.random.default_rng(1)
     write_bin(tmp_path / "set.bin", [encode_image(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)) for _ in range(20)],
               [True, False] * 5)
@@ -187,7 +189,8 @@ def _processes_with(marker: str) -> list[str]:
 @pytest.fixture(scope="module")
 def killable(tmp_path_factory, faces):
     "A checkpoint, an image folder of 300 faces and a training rec, shared by the kill tests."
-    from focusface.model import FocusFace, save_checkpoint
+    from focusface.model import FocusFace
+    from focusface.checkpoints import save_checkpoint
     from focusface.synthfaces import render_faces
     d = tmp_path_factory.mktemp("killable")
     save_checkpoint(FocusFace("r18", trunk_init="damped").eval(), d / "m.pt")  # slow enough to be killed mid-way

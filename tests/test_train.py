@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from focusface.model import load_checkpoint
+from focusface.checkpoints import load_checkpoint
 from focusface.synthdata import make_training_set
 from focusface.train import train
 from focusface.trainconfig import load_config
@@ -122,7 +122,8 @@ def test_bad_input_fails_before_the_first_step(faces, tmp_path):
     _fails(_args(tmp_path / "missing", tmp_path / "b"), "missing: dataset folder not found")
     _fails(_args(faces, tmp_path / "c") + ["learning_rate=0.1"], "unknown key(s) 'learning_rate'")
     _fails(_args(faces, tmp_path / "d", precision="fp16"), "fp16 needs a CUDA device")
-    from focusface.model import FocusFace, save_checkpoint
+    from focusface.model import FocusFace
+    from focusface.checkpoints import save_checkpoint
     save_checkpoint(FocusFace("tiny"), tmp_path / "tiny.pt")
     _fails(_args(faces, tmp_path / "e", init=str(tmp_path / "tiny.pt")), "a 'tiny' model, but backbone is 'demo'")
     _fails(_args(faces, faces / "inside"), "lies inside the source")
