@@ -120,6 +120,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'focusface.cli.check_images': ('cli.html#check_images', 'focusface/cli.py'),
                                'focusface.cli.contact_sheet': ('cli.html#contact_sheet', 'focusface/cli.py'),
                                'focusface.cli.describe': ('cli.html#describe', 'focusface/cli.py'),
+                               'focusface.cli.in_flags': ('cli.html#in_flags', 'focusface/cli.py'),
                                'focusface.cli.main': ('cli.html#main', 'focusface/cli.py'),
                                'focusface.cli.sample_images': ('cli.html#sample_images', 'focusface/cli.py')},
             'focusface.data': { 'focusface.data.PairBatchSampler': ('data.html#pairbatchsampler', 'focusface/data.py'),

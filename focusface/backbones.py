@@ -22,7 +22,7 @@ IMAGE_SIZE = TEMPLATE_SIZE  # the 7x7 map after 4 stride-2 stages depends on the
 def check_image_batch(images: torch.Tensor, name: str = "images") -> None:
     "Raise a clear `ValueError` unless `images` is a float tensor shaped (N, 3, 112, 112)."
     if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor shaped (N, 3, {IMAGE_SIZE}, {IMAGE_SIZE}), got {type(images).__name__}")
+        raise FocusFaceError(f"{name} must be a torch.Tensor shaped (N, 3, {IMAGE_SIZE}, {IMAGE_SIZE}), got {type(images).__name__}")
     if images.ndim != 4 or images.shape[1] != 3 or images.shape[2:] != (IMAGE_SIZE, IMAGE_SIZE):
         hint = ""
         if images.ndim == 4 and images.shape[-1] == 3: hint = " (it looks channels-last: use images.permute(0, 3, 1, 2))"
@@ -30,7 +30,7 @@ def check_image_batch(images: torch.Tensor, name: str = "images") -> None:
         elif images.ndim == 4 and images.shape[1] == 3: hint = f" (resize or re-align the faces to {IMAGE_SIZE}x{IMAGE_SIZE})"
         raise FocusFaceError(f"{name} must be shaped (N, 3, {IMAGE_SIZE}, {IMAGE_SIZE}) RGB in [-1, 1], got {tuple(images.shape)}{hint}")
     if not images.is_floating_point():
-        raise TypeError(f"{name} must be a float tensor in [-1, 1], got dtype {images.dtype}; "
+        raise FocusFaceError(f"{name} must be a float tensor in [-1, 1], got dtype {images.dtype}; "
                         "convert uint8 faces with focusface.model.to_model_input")
 
 # %% ../nbs/06_backbones.ipynb #44b3755e

@@ -34,8 +34,15 @@ def read_weights(path, map_location="cpu") -> dict:
     "Load a weight file with `torch.load(weights_only=True)`; refuse anything that is not plain data."
     path = Path(path)
     if not path.is_file(): raise CheckpointError(f"{path}: no such checkpoint file")
+    with open(path, "rb") as f: head = f.read(8)
+    if head.startswith(b"\x08") and b"pytorch" in path.read_bytes()[:64] or path.suffix == ".onnx":
+        raise CheckpointError(f"{path}: an ONNX model, not a PyTorch weight file: focusface reads the checkpoint it was "
+                              "exported from (`focusface export` writes ONNX, it does not read it)")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        import warnings
+        with warnings.catch_warnings():  # torch's notes about pickle protocols: the error below says what matters
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         message = str(e)
         wanted = re.search(r"(?:GLOBAL|global) ([\w.]+)", message)
@@ -45,6 +52,10 @@ def read_weights(path, map_location="cpu") -> dict:
                                   "re-saved as a state_dict.") from None
         detail = next((ln for ln in message.splitlines() if ln.strip() and "Weights only" not in ln
                        and "WeightsUnpickler" not in ln and "Please file" not in ln), "")
+        if head[:1] == b"\x80" and "Unsupported operand" in detail:  # a plain pickle (PROTO), not torch.save's zip
+            raise CheckpointError(f"{path}: not a PyTorch weight file but a plain pickle with instructions the safe "
+                                  "loader refuses: it may be unsafe (a pickle can run code); only load weights you "
+                                  "trust, re-saved with torch.save(model.state_dict())") from None
         raise CheckpointError(f"{path}: not a readable PyTorch weight file ({detail.strip()})") from None
     except Exception as e:  # a damaged zip or pickle fails in many ways (zipfile, struct, EOF, runtime errors)
         raise CheckpointError(f"{path}: not a readable PyTorch weight file ({type(e).__name__}: {shorten(str(e), 200)})") from None

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['describe', 'sample_images', 'check_images', 'contact_sheet', 'build_parser', 'main']
+__all__ = ['describe', 'sample_images', 'check_images', 'contact_sheet', 'in_flags', 'build_parser', 'main']
 
 # %% ../nbs/19_cli.ipynb #d09b083f
 def describe(path) -> dict:
@@ -79,7 +79,7 @@ def contact_sheet(images, columns: int = 8, tile: int = 112):
     import numpy as np
     from focusface.files import FocusFaceError
     if not len(images): raise FocusFaceError("a contact sheet needs at least one image")
-    if columns < 1: raise FocusFaceError(f"--columns must be at least 1, got {columns}")
+    if columns < 1: raise FocusFaceError(f"columns must be at least 1, got {columns}")
     rows, cols = -(-len(images) // columns), min(columns, len(images))
     sheet = np.full((rows * tile, cols * tile, 3), 255, np.uint8)
     for i, image in enumerate(images):
@@ -281,8 +281,17 @@ def _command(sub, name: str, func, help: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    p.set_defaults(func=func)
+    p.set_defaults(func=func, command_parser=p)
     return p
+
+
+def in_flags(message: str, parser) -> str:
+    "A library message that names Python parameters (`batch_size must ...`), naming the command's flags instead."
+    import re
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            message = re.sub(rf"(?<![\w.-]){re.escape(action.dest)}(?= must\b| '| cpu\b)", action.option_strings[-1], message)
+    return message
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -421,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug: raise
         message = str(e) if isinstance(e, FocusFaceError) or not getattr(e, "filename", None) else \
             f"{e.filename}: {e.strerror}"
+        message = in_flags(message, args.command_parser)  # the library names parameters; the user typed flags
         print(f"focusface {args.command}: error: {message}", file=sys.stderr)
         return 2
 

@@ -104,7 +104,7 @@ def pair_scores(reference: np.ndarray, probe: np.ndarray, score: str = "cosine")
     "Scores of unit-vector pairs (row i with row i): `cosine`, or the authors' `1 - ||a - b|| / 2`."
     if score == "cosine": return (reference * probe).sum(1).astype(np.float64)
     if score == "authors": return 1.0 - np.linalg.norm(reference.astype(np.float64) - probe, axis=1) / 2
-    raise FocusFaceError(f"--score must be one of {SCORES}, got {shorten(score)}")
+    raise FocusFaceError(f"score must be one of {SCORES}, got {shorten(score)}")
 
 # %% ../nbs/15_evaluate.ipynb #88409ece
 MASKED_SIDES = ("second", "first")
@@ -349,9 +349,9 @@ def evaluate(model, data, out=None, *,
              progress: bool = False) -> dict:
     "Evaluate a FocusFace model (or a checkpoint path) on evaluation sets; write the outputs under `out`."
     protocols = _check_protocols(protocols)
-    if score not in SCORES: raise FocusFaceError(f"--score must be one of {SCORES}, got {shorten(score)}")
+    if score not in SCORES: raise FocusFaceError(f"score must be one of {SCORES}, got {shorten(score)}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise FocusFaceError(f"--batch-size must be a positive integer, got {shorten(batch_size)}")
+        raise FocusFaceError(f"batch_size must be a positive integer, got {shorten(batch_size)}")
     MaskSampler(spec, seed)
     if masked_side not in MASKED_SIDES:
         raise FocusFaceError(f"masked_side must be one of {list(MASKED_SIDES)}, got {shorten(masked_side)}")

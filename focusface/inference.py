@@ -84,18 +84,20 @@ def resolve_threshold(model, threshold=None) -> tuple[float, str]:
         if recorded is not None: return recorded, "recorded by the checkpoint: U-U at FMR 0.1% on its run's validation pairs"
         return DEFAULT_THRESHOLD, ("the default for ArcFace r100 models at FMR 0.1% on LFW (Deb et al. 2020), not "
                                    "measured for this checkpoint: calibrate with `focusface evaluate` and --threshold METRICS.json")
-    if isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
+    if isinstance(threshold, bool):
+        raise FocusFaceError(f"threshold must be a cosine similarity in [-1, 1] or an evaluate metrics.json, got {threshold}")
+    if isinstance(threshold, (int, float)):
         value = float(threshold)
     else:
         try: value = float(threshold)
         except (TypeError, ValueError):
             path = Path(threshold)
             if not path.is_file():
-                raise FocusFaceError(f"--threshold must be a cosine similarity in [-1, 1] or an evaluate metrics.json; "
+                raise FocusFaceError(f"threshold must be a cosine similarity in [-1, 1] or an evaluate metrics.json; "
                                      f"{shorten(threshold)} is neither (no such file)") from None
             return _threshold_from_metrics(path)
     if not (math.isfinite(value) and -1 <= value <= 1):
-        raise FocusFaceError(f"--threshold must be a cosine similarity in [-1, 1], got {value}")
+        raise FocusFaceError(f"threshold must be a cosine similarity in [-1, 1], got {value}")
     return value, "given"
 
 # %% ../nbs/24_inference.ipynb #50e097f8
@@ -123,7 +125,7 @@ def embed_dataset(checkpoint, src, out, *, batch_size: int = 64, flip: bool = Tr
     from tqdm.auto import tqdm
     from focusface.images import decode_image
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise FocusFaceError(f"--batch-size must be a positive integer, got {batch_size!r}")
+        raise FocusFaceError(f"batch_size must be a positive integer, got {batch_size!r}")
     out = Path(out)
     if out.suffix != ".npz": raise FocusFaceError(f"{out}: the output must be a .npz file")
     check_destination(out, overwrite=overwrite, sources=[src] + ([checkpoint] if isinstance(checkpoint, (str, Path)) else []))

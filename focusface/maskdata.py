@@ -6,7 +6,6 @@ byte for byte."""
 # %% ../nbs/11_maskdata.ipynb #1896e16f
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -16,7 +15,8 @@ import numpy as np
 
 from .datasets import InsightFaceDataset, dataset_kind, file_sha256, source_fingerprint
 from .evalsets import read_bin, write_bin
-from .files import FocusFaceError, FormatError, atomic_dir, atomic_file, check_destination, ordered_map, scratch_dir
+from .files import (FocusFaceError, FormatError, atomic_dir, atomic_file, check_destination, ordered_map, scratch_dir,
+                             shorten)
 from .images import decode_with_warnings, encode_image, jpeg_truncated, list_image_folder
 from .maskfit import fitted_sampler
 from .masks import apply_mask
@@ -106,9 +106,10 @@ def mask_dataset(src, dst, *,
     kind = dataset_kind(src)
     if kind == "pairs": kind = "images"
     if protocol not in ("um", "mm"):
-        raise FocusFaceError(f"--protocol must be 'um' (mask the second image of each pair) or 'mm' (both), got {protocol!r}")
+        raise FocusFaceError(f"protocol must be 'um' (mask the second image of each pair) or 'mm' (both), got {protocol!r}")
     if kind == "bin" and dst.suffix != ".bin": raise FocusFaceError(f"{dst}: a masked .bin must be written to a .bin path")
-    if not 1 <= int(quality) <= 100: raise FocusFaceError(f"--quality must be in [1, 100], got {quality}")
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise FocusFaceError(f"quality must be an integer in [1, 100], got {shorten(quality)}")
     if replay is not None and landmarks is not None:
         raise FocusFaceError("a replay draws the masks its manifest recorded (fitted ones included): --landmarks does not apply")
     sources = [src] + [Path(p) for p in (replay, landmarks) if p is not None]

@@ -162,7 +162,7 @@ def mask_outline(params: MaskParams, height: int = TEMPLATE_SIZE, width: int | N
 # %% ../nbs/10_masks.ipynb #9ba65016
 def _validate_image(image) -> np.ndarray:
     if not isinstance(image, np.ndarray):
-        raise TypeError(f"expected an RGB uint8 numpy array (H, W, 3), got {type(image).__name__}")
+        raise FocusFaceError(f"expected an RGB uint8 numpy array (H, W, 3), got {type(image).__name__}")
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise FocusFaceError(f"expected an RGB uint8 image (H, W, 3) aligned to the face template, got {image.dtype} "
                          f"{image.shape}; convert grey or RGBA images to RGB first")

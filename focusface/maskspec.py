@@ -77,7 +77,7 @@ def parse_spec(spec: str) -> list[MaskChoice]:
                              f"choose from {list(MASK_TYPES)}")
         colour = texture = valve = style = None
         for word in (w.strip() for w in words[1:]):
-            where = f"mask spec {shorten(spec)}, {shorten(token)}"
+            where = f"mask spec {shorten(spec)}" + ("" if token.strip() == spec.strip() else f", in {shorten(token)}")
             if word.lower() in TEXTURES:
                 if kind not in FABRIC_TYPES:
                     raise FocusFaceError(f"{where}: texture {word!r} applies only to {list(FABRIC_TYPES)}")
@@ -254,6 +254,8 @@ def sample_mask_params(spec: str | Sequence[MaskChoice] = DEFAULT_SPEC, seed: in
 class MaskSampler:
     "Draws `MaskParams` for image keys from a spec and a seed."
     def __init__(self, spec: str = DEFAULT_SPEC, seed: int = 0):
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise FocusFaceError(f"seed must be an integer, got {shorten(seed)}")
         self.spec, self.seed, self.choices = spec, int(seed), parse_spec(spec)
 
     def __call__(self, key, epoch: int | None = None) -> MaskParams:

@@ -29,7 +29,7 @@ def to_model_input(images, channel_order: str = "rgb") -> torch.Tensor:
     "RGB uint8 faces (N, 112, 112, 3) or (112, 112, 3), numpy or torch -> float (N, 3, 112, 112) in [-1, 1], in `channel_order`."
     images = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
     if images.dtype != torch.uint8:
-        raise TypeError(f"to_model_input expects RGB uint8 images, got dtype {images.dtype}")
+        raise FocusFaceError(f"to_model_input expects RGB uint8 images (0-255), got dtype {images.dtype}: convert float faces with np.clip(x, 0, 255).astype(np.uint8), or call FocusFace.embed with float (N, 3, 112, 112) in [-1, 1]")
     if images.ndim == 3: images = images[None]
     if images.ndim != 4 or images.shape[-1] != 3:
         raise FocusFaceError(f"to_model_input expects (N, H, W, 3) RGB uint8 images, got {tuple(images.shape)}")
@@ -149,11 +149,11 @@ def resolve_device(device=None) -> torch.device:
         return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     try: d = torch.device(device)
     except (RuntimeError, TypeError):
-        raise FocusFaceError(f"--device {shorten(device)} is not a device: use cpu, cuda or cuda:N") from None
-    if d.type not in ("cpu", "cuda"): raise FocusFaceError(f"--device {shorten(device)}: focusface runs on cpu or cuda")
+        raise FocusFaceError(f"device {shorten(device)} is not a device: use cpu, cuda or cuda:N") from None
+    if d.type not in ("cpu", "cuda"): raise FocusFaceError(f"device {shorten(device)}: focusface runs on cpu or cuda")
     if d.type == "cuda":
         if not torch.cuda.is_available():
-            raise FocusFaceError(f"--device {device}: no CUDA device is available on this machine; use --device cpu")
+            raise FocusFaceError(f"device {device}: no CUDA device is available on this machine; use device cpu")
         if d.index is not None and d.index >= torch.cuda.device_count():
-            raise FocusFaceError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise FocusFaceError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return d

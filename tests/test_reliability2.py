@@ -238,3 +238,64 @@ def test_a_killed_run_leaves_no_process_and_the_rerun_no_temporary(killable, fac
     debris = [p.name for p in out.iterdir() if p.name != name] + [p.name for p in scratch.iterdir()  # in $TMPDIR: what
               if p.name.startswith("tmp") or "focusface" in p.name or p.suffix in (".onnx", ".npz", ".npy")]  # we would make
     assert not debris, f"temporaries left behind: {debris}"
+
+
+def test_odd_values_and_files_get_one_clear_line(tmp_path):
+    """Tracebacks and unclear messages of the first trial: a 25-TB embedding_size, opsets out of range, a file name
+    in another encoding, a plain malicious pickle (after a torch warning), an ONNX file given to inspect."""
+    import pickle
+    import torch
+    from focusface.checkpoints import save_checkpoint
+    from focusface.model import FocusFace
+    save_checkpoint(FocusFace("tiny"), tmp_path / "m.pt")
+    raw = torch.load(tmp_path / "m.pt", weights_only=True)
+    raw["config"]["embedding_size"] = 10 ** 9
+    raw["focusface_checkpoint"] = 1; del raw["sha256"], raw["extra_sha256"]
+    torch.save(raw, tmp_path / "huge.pt")
+    started = time.time()
+    refused(run("inspect", tmp_path / "huge.pt"), "embedding_size=1000000000, but")
+    assert time.time() - started < 30
+    for opset in ("99", "3"):
+        refused(run("export", tmp_path / "m.pt", tmp_path / "m.onnx", "--opset", opset), "opset must be an ONNX opset")
+    odd = tmp_path / os.fsdecode(b"caf\xe9")  # Latin-1 bytes: not UTF-8
+    (odd / "p0").mkdir(parents=True)
+    (odd / "p0" / "0.jpg").write_bytes(encode_image(np.full((112, 112, 3), 90, np.uint8)))
+    (tmp_path / os.fsdecode(b"ids\xe9") / os.fsdecode(b"ren\xe9e")).mkdir(parents=True)
+    (tmp_path / os.fsdecode(b"ids\xe9") / os.fsdecode(b"ren\xe9e") / "0.jpg").write_bytes(
+        encode_image(np.full((112, 112, 3), 90, np.uint8)))
+    refused(run("mask", tmp_path / os.fsdecode(b"ids\xe9"), tmp_path / "masked", "--workers", "0", "--quiet"), "not a UTF-8 file name")
+    refused(run("pack", tmp_path / os.fsdecode(b"ids\xe9"), tmp_path / "packed"), "not a UTF-8 file name")
+
+    class RunsCode:
+        def __reduce__(self): return (os.system, (f"touch {tmp_path / 'pwned'}",))
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps({"w": RunsCode()}, protocol=4))
+    said = refused(run("inspect", tmp_path / "evil.pt"), "not a PyTorch weight file", "may be unsafe")
+    assert "Warning" not in said and not (tmp_path / "pwned").exists()
+    (tmp_path / "m.onnx").write_bytes(b"\x08\x07\x12\x07pytorch\x1a\x032.0")
+    refused(run("inspect", tmp_path / "m.onnx"), "an ONNX model, not a PyTorch weight file")
+    write_bin(tmp_path / "x.bin", [encode_image(np.full((112, 112, 3), 90, np.uint8))] * 20, [True, False] * 5)
+    refused(run("mask", tmp_path / "x.bin", tmp_path / "y.bin", "--code", "surgical-pink-polka"),
+            "mask spec 'surgical-pink-polka': unknown colour 'polka'")  # said once, not twice
+    refused(run("evaluate", tmp_path / "m.pt", "synthetic", "--device", "tpu"), "--device 'tpu'")  # the flag, not device=
+
+
+def test_the_python_api_raises_focusface_errors_at_its_boundary(tmp_path):
+    from focusface.checkpoints import save_checkpoint
+    from focusface.files import FocusFaceError
+    from focusface.inference import verify
+    from focusface.maskdata import mask_dataset
+    from focusface.model import FocusFace
+    write_bin(tmp_path / "s.bin", [encode_image(np.full((112, 112, 3), 90, np.uint8))] * 20, [True, False] * 5)
+    with pytest.raises(FocusFaceError, match="quality must be an integer"):
+        mask_dataset(tmp_path / "s.bin", tmp_path / "o.bin", quality="high", workers=0, progress=False)
+    with pytest.raises(FocusFaceError, match="seed must be an integer"):
+        mask_dataset(tmp_path / "s.bin", tmp_path / "o.bin", seed="abc", workers=0, progress=False)
+    model = FocusFace("tiny").eval()
+    with pytest.raises(FocusFaceError, match="uint8"):
+        model.embed_faces(np.zeros((1, 112, 112, 3), np.float32))
+    save_checkpoint(model, tmp_path / "m.pt")
+    face = tmp_path / "f.png"
+    face.write_bytes(encode_image(np.full((112, 112, 3), 90, np.uint8), ".png"))
+    with pytest.raises(FocusFaceError, match="threshold must be"):
+        verify(tmp_path / "m.pt", face, face, threshold=True)
+    assert not (tmp_path / "o.bin").exists()
