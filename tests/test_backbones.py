@@ -102,7 +102,7 @@ def test_bad_input_shapes_are_named():
         net(torch.zeros(1, 112, 112, 3))
     with pytest.raises(ValueError, match=r"\(N, 3, 112, 112\)"):
         net(torch.zeros(1, 3, 128, 128))
-    with pytest.raises(TypeError, match="float"):
+    with pytest.raises(FocusFaceError, match="float"):  # one error type for input problems (a ValueError)
         net(torch.zeros(1, 3, 112, 112, dtype=torch.uint8))
 
 
