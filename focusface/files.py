@@ -295,7 +295,8 @@ def ordered_map(function: Callable, jobs: Iterable, workers: int = 2, *,
             import multiprocessing as mp
             worker_tempdir()
             ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
-            with ctx.Pool(workers, initializer=die_with, initargs=(os.getpid(),)) as pool:
+            import focusface.files  # the worker imports it by this name (even when this runs in a notebook)
+            with ctx.Pool(workers, initializer=focusface.files.die_with, initargs=(os.getpid(),)) as pool:
                 for result in pool.imap(function, jobs):
                     bar.update(count(result)); yield result
     finally:
