@@ -181,7 +181,7 @@ def test_sigkill_at_a_random_moment_leaves_the_destination_whole_or_absent(tmp_p
         else:
             for part in ([out] if command != "synth" else [out / "train", out / "val.bin", out / "eval.bin"]):
                 assert run("info", part, "--check", "--quiet").returncode == 0
-    again = run(*args, "--overwrite") if out.exists() and command != "info" else run(*args)
+    again = run(*args, "--overwrite") if out.exists() else run(*args)  # info --sheet too: it never replaces silently
     assert again.returncode == 0, again.stderr
     debris = [p.name for p in tmp_path.iterdir() if p.name.startswith(".") and "focusface" in p.name]
     assert not debris, f"temporaries left behind: {debris}"
