@@ -57,7 +57,7 @@ def sample_images(path, n: int = 16) -> list:
 
 def check_images(path, progress: bool = False) -> tuple[int, list[str]]:
     "(images checked, [what is wrong with each image that does not decode])."
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # the terminal bar: no widget, no notebook warning
     from focusface.files import FocusFaceError
     from focusface.images import decode_with_warnings, jpeg_truncated
     from focusface.datasets import image_source

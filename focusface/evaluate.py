@@ -75,7 +75,7 @@ def embed_images(model: FocusFace, images: list, *,
     rank, world = _dist()
     shard = np.array_split(indices, world)[rank]
     embeddings, p_masked = [], []
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # the terminal bar: no widget, no notebook warning
     bar = tqdm(total=len(shard), desc=f"{Path(source).name or 'images'}{' masked' if sampler else ''}", unit="img",
                disable=not progress or rank != 0, leave=False)
     for start in range(0, len(shard), batch_size):
@@ -386,7 +386,7 @@ def evaluate(model, data, out=None, *,
     model = model.to(device).eval()
     rank, _ = _dist()
     all_metrics, results = {}, {}
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # the terminal bar: no widget, no notebook warning
     for name, pairs, masked, marks in tqdm(list(zip(names, sets, masked_sets, landmark_files)), desc="evaluation sets",
                                            disable=not progress or rank != 0):
         result = evaluate_pairs(model, pairs, protocols=protocols, spec=spec, seed=seed, score=score, batch_size=batch_size,

@@ -37,10 +37,11 @@ class DestinationError(FocusFaceError, FileExistsError):
 
 def shorten(value, limit: int = 80) -> str:
     "`repr(value)`, cut to about `limit` characters: safe to put in an error message."
-    if isinstance(value, (str, bytes)) and len(value) > 4 * limit: value = value[:4 * limit]
+    size = None
+    if isinstance(value, (str, bytes)) and len(value) > 4 * limit: size, value = len(value), value[:4 * limit]
     try: text = repr(value)
     except RecursionError: text = f"<{type(value).__name__} nested too deeply to show>"
-    return text if len(text) <= limit else f"{text[:limit - 20]}...({len(text)} characters)"
+    return text if len(text) <= limit else f"{text[:limit - 20]}...({size or len(text):,} characters)"
 
 # %% ../nbs/01_files.ipynb #ffd563d0
 def _overlap(dst: Path, src: Path) -> str | None:
@@ -281,7 +282,7 @@ def ordered_map(function: Callable, jobs: Iterable, workers: int = 2, *,
                 count: Callable = len) -> Iterator:
     "`function(job)` for each job, in order, computed by `workers` processes (0: in this process)."
     import sys
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # the terminal bar: no widget, no notebook warning
     if workers < 0: raise FocusFaceError(f"workers must be >= 0 (0: no worker processes), got {workers}")
     if workers and function.__module__ == "__main__" and not getattr(sys.modules["__main__"], "__file__", None):
         raise FocusFaceError(f"{function.__name__} is defined in an interactive session (a notebook or a REPL), so "

@@ -122,7 +122,7 @@ def verify(checkpoint, image_a, image_b, *, threshold=None, channel_order: str |
 def embed_dataset(checkpoint, src, out, *, batch_size: int = 64, flip: bool = True, channel_order: str | None = None,
                   aligner=None, device=None, overwrite: bool = False, progress: bool = False) -> dict:
     "Embed every image of `src` into `out` (.npz); returns counts and the output path."
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # the terminal bar: no widget, no notebook warning
     from focusface.images import decode_image
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise FocusFaceError(f"batch_size must be a positive integer, got {batch_size!r}")

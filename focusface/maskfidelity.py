@@ -180,7 +180,7 @@ def recognizer_effect(sample, rows, recognizer=None, styles=("paper", "bold"), s
     sets = ("unmasked", "maskthefaced") + tuple(styles)
     emb = {s: [] for s in sets}
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # the terminal bar: no widget, no notebook warning
         masked_iter = tqdm(masked, desc="embedding", unit="face")
     else: masked_iter = masked
     for r in masked_iter:

@@ -98,7 +98,7 @@ def fit_mask_params(params: MaskParams, shape68, size: int = TEMPLATE_SIZE) -> M
 # %% ../nbs/25_maskfit.ipynb #4bb53109
 def compute_landmarks(src, out, *, box=FACE_BOX, overwrite: bool = False, progress: bool = False, aligner=None) -> dict:
     "68 landmarks of every aligned crop of `src` into `out` (.npz: keys, landmarks, ok, notes, image_size, box)."
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # the terminal bar: no widget, no notebook warning
     from focusface.align import DlibAligner
     from focusface.images import decode_with_warnings, jpeg_truncated
     from focusface.datasets import image_source, source_fingerprint

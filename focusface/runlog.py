@@ -27,7 +27,7 @@ class RunLog:
             self.live.log_params({k: v for k, v in asdict(config).items() if v is not None})
         except ImportError: pass
         if config.progress:
-            from tqdm.auto import tqdm
+            from tqdm import tqdm  # the terminal bar: no widget, no notebook warning
             self.bar = tqdm(total=total, desc=f"{config.method} {config.backbone}", unit="step", dynamic_ncols=True)
 
     def line(self, text: str) -> None:

@@ -1,0 +1,157 @@
+"""Run the chapters of the book (nbs/NN_*.ipynb) and keep their outputs, or check that the committed ones still hold.
+
+    python scripts/run_chapters.py                   # run every chapter and keep its outputs (after editing one)
+    python scripts/run_chapters.py 07_losses 14      # only the chapters whose names start so (or .ipynb paths)
+    python scripts/run_chapters.py --check           # run them and compare with the committed outputs; change nothing
+
+Each chapter runs top to bottom in a fresh kernel from nbs/, with the development samples of real faces when their
+variables are set (the numbers measured on them then appear in the outputs). Cells tagged `nbval-skip`, and cells
+whose nbdev directives say `eval: false`, `slow` or `gpu`, are not run and keep no output. `--check` compares the
+text of every output (streams, printed values, tables; not the pixels of figures) with the committed text and fails
+with a diff on the first cell that differs, so an output that has gone stale, or was edited by hand, fails the test
+command (`scripts/test`, which runs this instead of a plain `nbdev-test`: one execution of the book). Cells whose
+output cannot be stable carry the tag `nbval-ignore-output` (the marker nbval, the pytest plugin, uses): they must
+run without error and their output is not compared. Cells tagged `real-faces` keep their text and lose their
+pictures, so photographs of real people never enter the repository. Keeping outputs ends with `nbdev-clean`.
+"""
+import argparse
+import difflib
+import multiprocessing
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+ROOT = Path(__file__).resolve().parents[1]
+NBS = ROOT / "nbs"
+PICTURES = ("image/png", "image/jpeg", "image/svg+xml")
+TEXTS = ("text/plain", "text/markdown", "text/html")
+SKIP_FLAGS = {"slow", "gpu"}  # pyproject's tst_flags: cells nbdev-test would skip
+
+
+def tags(cell) -> list: return cell.get("metadata", {}).get("tags", [])
+
+
+def skipped(cell) -> bool:
+    "A cell that is not run: tagged `nbval-skip`, or an nbdev directive says `eval: false`, `slow` or `gpu`."
+    if cell.cell_type != "code": return False
+    if "nbval-skip" in tags(cell): return True
+    for line in cell.source.splitlines():
+        if not line.startswith("#|"): break
+        words = line[2:].replace(":", " ").split()
+        if words[:2] == ["eval", "false"] or SKIP_FLAGS & set(words): return True
+    return False
+
+
+def execute(nb, cwd: Path):
+    "A run copy of `nb`, its skipped cells left empty."
+    run = nbformat.from_dict(nb)
+    for cell in run.cells:
+        if skipped(cell): cell.source = ""
+    NotebookClient(run, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+    return run
+
+
+def shown(outputs) -> list[str]:
+    "The text a reader sees in `outputs`: streams joined per stream, printed values, tables, errors; no pictures."
+    texts, stream = [], None
+    for out in outputs:
+        if out.output_type == "stream":
+            if stream is not None and stream[0] == out.name: texts[-1] += out.text
+            else: texts.append(f"[{out.name}]\n{out.text}")
+            stream = (out.name,)
+            continue
+        stream = None
+        if out.output_type == "error": texts.append(f"[error] {out.ename}: {out.evalue}")
+        else: texts += [f"[{kind}]\n{out.data[kind]}" for kind in TEXTS if kind in out.get("data", {})]
+    return [t.rstrip() + "\n" for t in texts]
+
+
+def differences(nb, run, name: str) -> list[str]:
+    "Where the outputs of `run` differ from those committed in `nb` (cells tagged `nbval-ignore-output` aside)."
+    for number, (cell, done) in enumerate(zip(nb.cells, run.cells)):
+        if cell.cell_type != "code" or skipped(cell) or "nbval-ignore-output" in tags(cell): continue
+        old, new = shown(cell.outputs), shown(done.outputs)
+        if old == new: continue
+        diff = difflib.unified_diff("".join(old).splitlines(), "".join(new).splitlines(), "committed", "now", lineterm="", n=1)
+        first = cell.source.splitlines()[0] if cell.source else ""
+        return [f"{name}: cell {number} ({first[:60]!r}) shows another output than the committed one:\n"
+                + "\n".join(list(diff)[:40])
+                + "\nIf the change is intended, run `python scripts/run_chapters.py " + name.split(".")[0] + "` and commit."]
+    return []
+
+
+def joined(outputs) -> list:
+    "`outputs` with consecutive pieces of one stream joined: where the kernel cut a stream depends on timing."
+    out = []
+    for o in outputs:
+        if o.output_type == "stream" and out and out[-1].output_type == "stream" and out[-1].name == o.name:
+            out[-1].text += o.text
+        else: out.append(o)
+    return out
+
+
+def keep(nb, run, path: Path) -> None:
+    "Write the outputs of `run` into `path` (pictures of real faces removed)."
+    for cell, done in zip(nb.cells, run.cells):
+        if cell.cell_type != "code": continue
+        cell.outputs = [] if skipped(cell) else joined(done.outputs)
+        if "real-faces" in tags(cell):
+            for out in cell.outputs:
+                for kind in PICTURES: out.get("data", {}).pop(kind, None)
+            cell.outputs = [o for o in cell.outputs if o.output_type not in ("display_data", "execute_result") or o.data]
+    nbformat.write(nb, path)
+
+
+def chapter(path: Path, check: bool, cwd: Path = NBS) -> list[str]:
+    "Run one chapter; return its problems (an error, or with `check` the first output that differs)."
+    started = time.monotonic()
+    nb = nbformat.read(path, as_version=4)
+    try: run = execute(nb, cwd)
+    except CellExecutionError as e: return [f"{path.name}: a cell raised an error:\n{str(e)[-3000:]}"]
+    found = differences(nb, run, path.name) if check else []
+    if not check: keep(nb, run, path)
+    print(f"{'FAIL' if found else 'ok  '} {path.name} ({time.monotonic() - started:.0f} s)", flush=True)
+    return found
+
+
+def chapters(names: list[str]) -> list[Path]:
+    paths = [Path(n).resolve() for n in names if n.endswith(".ipynb")]
+    prefixes = tuple(n for n in names if not n.endswith(".ipynb"))
+    if prefixes or not paths: paths += sorted(p for p in NBS.glob("[0-9]*.ipynb") if not prefixes or p.name.startswith(prefixes))
+    missing = [p for p in paths if not p.is_file()]
+    if missing or not paths: sys.exit(f"run_chapters: no such chapter: {', '.join(map(str, missing)) or ' '.join(names)}")
+    return paths
+
+
+def _job(args): return chapter(*args)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description="Run the book's chapters; keep or check their outputs.")
+    parser.add_argument("chapters", nargs="*", help="chapter name prefixes or .ipynb paths (default: every chapter)")
+    parser.add_argument("--check", action="store_true", help="compare with the committed outputs and change nothing")
+    parser.add_argument("--workers", type=int, default=2, help="chapters run at the same time (default: 2)")
+    args = parser.parse_args(argv)
+    if args.workers < 1: parser.error("--workers must be 1 or more")
+    paths = chapters(args.chapters)
+    jobs = [(p, args.check) for p in paths]
+    if args.workers == 1 or len(jobs) == 1: found = [e for job in jobs for e in _job(job)]
+    else:
+        with multiprocessing.get_context("spawn").Pool(args.workers) as pool: found = [e for r in pool.imap(_job, jobs) for e in r]
+    for problem in found: print(f"\n{problem}", file=sys.stderr)
+    if found:
+        print(f"\n{len(found)} of {len(paths)} chapter(s) failed", file=sys.stderr)
+        return 1
+    if not args.check:  # nbdev-clean of the same environment, activated or not
+        clean = Path(sys.executable).with_name("nbdev-clean")
+        subprocess.run([str(clean) if clean.exists() else "nbdev-clean"], cwd=ROOT, check=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
