@@ -36,7 +36,8 @@ class _DlibCnn:
         self.shapes = DlibAligner(upsample=0)
 
     def detect(self, image):
-        from focusface.align import Face, five_points, rank_faces
+        from focusface.template import five_points
+        from focusface.align import Face, rank_faces
         faces = []
         for d in self.cnn(np.ascontiguousarray(image), 1):
             box = (d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom())

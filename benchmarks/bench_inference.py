@@ -99,7 +99,8 @@ def alignment(limit: int = 80):
             if faces: align_face(raw, faces[0].landmarks)
         per = (time.perf_counter() - start) / len(raws) * 1000
         print(f"align a 250x250 photo (HOG detection upsampled {upsample}x + 68 landmarks + warp): {per:.1f} ms per photo")
-    from focusface.maskfit import FACE_BOX, check_landmarks, fit_mask_params
+    from focusface.landmarks import FACE_BOX, check_landmarks
+    from focusface.maskfit import fit_mask_params
     from focusface.masks import apply_mask
     from focusface.maskspec import MaskSampler
     aligner = DlibAligner()

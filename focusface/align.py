@@ -10,24 +10,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .files import FocusFaceError
-from .template import TEMPLATE_LANDMARKS, TEMPLATE_SIZE
+from .errors import FocusFaceError
+from .template import TEMPLATE_LANDMARKS, TEMPLATE_SIZE, five_points
 
 # %% auto #0
-__all__ = ['FIVE_FROM_68', 'DOUBTFUL_SCORE', 'DOUBTFUL_PROBABILITY', 'DETECTORS', 'five_points', 'similarity_transform',
-           'align_face', 'Face', 'visible_area', 'rank_faces', 'import_dlib', 'DlibAligner', 'MtcnnAligner',
-           'make_aligner', 'NoFaceError', 'AlignedFace', 'as_rgb', 'default_aligner', 'align_photo', 'mask_photo',
-           'detection_figure', 'read_reference_landmarks', 'alignment_accuracy']
-
-# %% ../nbs/23_align.ipynb #4626673e
-FIVE_FROM_68 = (tuple(range(36, 42)), tuple(range(42, 48)), (30,), (48,), (54,))  # iBUG 300-W numbering
-
-
-def five_points(shape68) -> np.ndarray:
-    "The five template points (5, 2) from dlib's 68 landmarks (68, 2): eye centres, nose tip, mouth corners."
-    shape68 = np.asarray(shape68, np.float64)
-    if shape68.shape != (68, 2): raise FocusFaceError(f"expected 68 landmarks shaped (68, 2), got {shape68.shape}")
-    return np.array([shape68[list(group)].mean(0) for group in FIVE_FROM_68])
+__all__ = ['DOUBTFUL_SCORE', 'DOUBTFUL_PROBABILITY', 'DETECTORS', 'similarity_transform', 'align_face', 'Face', 'visible_area',
+           'rank_faces', 'import_dlib', 'DlibAligner', 'MtcnnAligner', 'make_aligner', 'NoFaceError', 'AlignedFace',
+           'as_rgb', 'default_aligner', 'align_photo', 'mask_photo', 'detection_figure', 'read_reference_landmarks',
+           'alignment_accuracy']
 
 # %% ../nbs/23_align.ipynb #49311d2b
 def similarity_transform(src, dst) -> np.ndarray:

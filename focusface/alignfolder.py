@@ -10,12 +10,16 @@ import csv
 import io
 from pathlib import Path
 
-from .files import FocusFaceError, FormatError, atomic_dir, ordered_map, shorten
+import numpy as np
+
+from .errors import FocusFaceError, FormatError, shorten
+from .files import allocated_memmap, atomic_dir, check_destination, ordered_map, scratch_dir, write_npz
 from .images import IMAGE_SUFFIXES, decode_image, encode_image, image_size
+from .landmarks import FACE_BOX, check_landmarks
 from .template import TEMPLATE_SIZE
 
 # %% auto #0
-__all__ = ['CARRIED', 'REPORT', 'folder_images', 'align_one', 'align_folder']
+__all__ = ['CARRIED', 'REPORT', 'folder_images', 'align_one', 'align_folder', 'compute_landmarks']
 
 # %% ../nbs/23a_alignfolder.ipynb #57798c69
 CARRIED = ("pairs.txt", "mfr2_labels.txt", "mask_labels.txt")  # copied to the output beside the images
@@ -93,3 +97,40 @@ def align_folder(src, dst, *,
     counts = {status: sum(r["status"] == status for r in rows) for status in ("aligned", "copied", "no_face", "unreadable")}
     return dict(src=str(src), out=str(dst), images=len(rows), several_faces=sum(int(r["faces"]) > 1 for r in rows),
                 carried=carried, report=str(dst / REPORT), detector=detector, **counts)
+
+# %% ../nbs/23a_alignfolder.ipynb #8e3e98b6
+def compute_landmarks(src, out, *, box=FACE_BOX, overwrite: bool = False, progress: bool = False, aligner=None) -> dict:
+    "68 landmarks of every aligned crop of `src` into `out` (.npz: keys, landmarks, ok, notes, image_size, box)."
+    from tqdm import tqdm  # the terminal bar: no widget, no notebook warning
+    from focusface.align import DlibAligner
+    from focusface.images import decode_with_warnings, jpeg_truncated
+    from focusface.datasets import image_source, source_fingerprint
+    out = Path(out)
+    if out.suffix != ".npz": raise FocusFaceError(f"{out}: the landmarks file must be a .npz")
+    check_destination(out, overwrite=overwrite, sources=[src])
+    aligner = aligner or DlibAligner()
+    count, get, keys, _ = image_source(src)
+    if count == 0: raise FormatError(f"{src}: holds no images")
+    ok, notes, size, damaged = np.zeros(count, bool), [""] * count, None, []
+    fingerprint = source_fingerprint(src)  # the file says which dataset it belongs to: never used with another
+    with scratch_dir(out, need=2 * count * 68 * 2 * 4) as tmp:  # the array, then the .npz made of it
+        landmarks = allocated_memmap(tmp / "landmarks.npy", np.float32, (count, 68, 2), out)
+        for i in tqdm(range(count), disable=not progress, desc=f"landmarks of {Path(src).name}", unit="img"):
+            name, data = get(i)
+            try: image, said = decode_with_warnings(data, name)
+            except FocusFaceError as e:
+                landmarks[i], notes[i] = np.nan, str(e); damaged.append(name); continue
+            if said or jpeg_truncated(data): damaged.append(name)  # repaired by the decoder: measured as decoded
+            h, w = image.shape[:2]
+            if h != w: landmarks[i], notes[i] = np.nan, f"{w}x{h}: not a square aligned crop"; continue
+            size = size or h
+            shape = aligner.landmarks_in_box(image, [v * h / TEMPLATE_SIZE for v in box])
+            landmarks[i] = shape * (TEMPLATE_SIZE / h) * (size / TEMPLATE_SIZE) if h != size else shape
+            notes[i] = check_landmarks(landmarks[i], size)
+            ok[i] = not notes[i]
+        landmarks.flush(); del landmarks
+        key_array = np.array(keys, dtype=np.int64 if all(isinstance(k, int) for k in keys) else str)
+        write_npz(out, dict(keys=key_array, landmarks=tmp / "landmarks.npy", ok=ok, notes=np.array(notes, dtype=str),
+                             image_size=np.array(size or TEMPLATE_SIZE), box=np.array(box, np.float32),
+                             source=np.array(str(src)), fingerprint=np.array(fingerprint)), sources=[src], overwrite=overwrite)
+    return dict(out=str(out), images=count, ok=int(ok.sum()), rejected=int((~ok).sum()), damaged=damaged)

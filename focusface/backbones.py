@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .files import FocusFaceError
+from .errors import FocusFaceError
 from .template import TEMPLATE_SIZE
 
 # %% auto #0

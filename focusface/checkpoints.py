@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .files import FocusFaceError, atomic_file, shorten
+from .errors import FocusFaceError, shorten
+from .files import atomic_file
 from .backbones import find_backbone
 from .model import FocusFace
 

@@ -7,85 +7,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 # %% auto #0
-__all__ = ['describe', 'sample_images', 'check_images', 'contact_sheet', 'in_flags', 'build_parser', 'main']
-
-# %% ../nbs/19_cli.ipynb #d09b083f
-def describe(path) -> dict:
-    "Counts and image size of a dataset (rec folder, .bin, pairs folder or image folder)."
-    import numpy as np
-    from focusface.datasets import InsightFaceDataset, dataset_kind
-    from focusface.evalsets import read_eval_set
-    from focusface.files import FormatError
-    from focusface.images import decode_image, list_image_folder
-    path = Path(path)
-    kind = dataset_kind(path)
-    if kind == "rec":
-        ds = InsightFaceDataset(path)
-        if not len(ds): raise FormatError(f"{path}: the rec holds no images (train.idx lists {len(ds.records)} records)")
-        per_id = ds.images_per_identity()
-        return dict(kind=kind, path=str(path), images=len(ds), identities=int((per_id > 0).sum()),
-                    num_classes=ds.num_classes, header=ds.has_header, image_size=list(ds[0][0].shape[:2]),
-                    images_per_identity=dict(min=int(per_id.min()), median=float(np.median(per_id)), max=int(per_id.max())))
-    if kind == "images":
-        people = list_image_folder(path)
-        counts = np.array([len(images) for _, images in people])
-        first = decode_image(people[0][1][0].read_bytes(), str(people[0][1][0]))
-        return dict(kind=kind, path=str(path), images=int(counts.sum()), identities=len(people), image_size=list(first.shape[:2]),
-                    images_per_identity=dict(min=int(counts.min()), median=float(np.median(counts)), max=int(counts.max())))
-    pairs = read_eval_set(path)
-    first = decode_image(pairs.images[0], f"{path} image 0")
-    return dict(kind=kind, path=str(path), pairs=len(pairs), genuine=int(pairs.issame.sum()),
-                impostor=int((~pairs.issame).sum()), images=len(pairs.images), image_size=list(first.shape[:2]),
-                stored="arrays" if isinstance(pairs.images[0], np.ndarray) else "encoded")
-
-
-def sample_images(path, n: int = 16) -> list:
-    "Up to `n` decoded RGB images spread evenly over the dataset (whole pairs, for a pair set)."
-    import numpy as np
-    from focusface.images import decode_image
-    from focusface.datasets import image_source
-    count, get, _, paired = image_source(Path(path))
-    if paired:
-        firsts = np.unique(np.linspace(0, count // 2 - 1, max(1, min(n // 2, count // 2))).astype(int)) * 2
-        picks = [i for f in firsts for i in (f, f + 1)]
-    else: picks = np.unique(np.linspace(0, count - 1, min(n, count)).astype(int)).tolist()
-    return [decode_image(get(int(i))[1], get(int(i))[0]) for i in picks]
-
-
-def check_images(path, progress: bool = False) -> tuple[int, list[str]]:
-    "(images checked, [what is wrong with each image that does not decode])."
-    from tqdm import tqdm  # the terminal bar: no widget, no notebook warning
-    from focusface.files import FocusFaceError
-    from focusface.images import decode_with_warnings, jpeg_truncated
-    from focusface.datasets import image_source
-    count, get, _, _ = image_source(Path(path))
-    bad = []
-    for i in tqdm(range(count), disable=not progress, desc=f"decoding {Path(path).name}", unit="img"):
-        try:
-            name, data = get(i)
-            image, said = decode_with_warnings(data, name)
-            if said or jpeg_truncated(data):
-                bad.append(f"{name}: decodes with damage ({said.splitlines()[0] if said else 'no JPEG end marker'})")
-        except FocusFaceError as e: bad.append(str(e))
-    return count, bad
-
-
-def contact_sheet(images, columns: int = 8, tile: int = 112):
-    "Tile RGB images (resized to `tile` px) into one RGB uint8 grid."
-    import cv2
-    import numpy as np
-    from focusface.files import FocusFaceError
-    if not len(images): raise FocusFaceError("a contact sheet needs at least one image")
-    if columns < 1: raise FocusFaceError(f"columns must be at least 1, got {columns}")
-    rows, cols = -(-len(images) // columns), min(columns, len(images))
-    sheet = np.full((rows * tile, cols * tile, 3), 255, np.uint8)
-    for i, image in enumerate(images):
-        r, c = divmod(i, columns)
-        sheet[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] = cv2.resize(image, (tile, tile), interpolation=cv2.INTER_AREA)
-    return sheet
+__all__ = ['in_flags', 'build_parser', 'main']
 
 # %% ../nbs/19_cli.ipynb #2d82f097
 def _cmd_backbones(args) -> int:
@@ -118,6 +42,7 @@ def _cmd_inspect(args) -> int:
 
 def _cmd_info(args) -> int:
     from focusface.files import atomic_write_bytes, check_destination
+    from focusface.inspection import check_images, contact_sheet, describe, sample_images
     from focusface.images import encode_image
     if args.sheet: check_destination(args.sheet, overwrite=args.overwrite, sources=[args.path])
     for key, value in describe(args.path).items():
@@ -137,6 +62,7 @@ def _cmd_info(args) -> int:
 
 def _cmd_pack(args) -> int:
     from focusface.datasets import pack_folder
+    from focusface.inspection import describe
     pack_folder(args.src, args.dst, overwrite=args.overwrite, quality=args.quality)
     info = describe(args.dst)
     print(f"{args.dst}: {info['images']} images of {info['identities']} identities, "
@@ -201,7 +127,7 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_landmarks(args) -> int:
-    from focusface.maskfit import compute_landmarks
+    from focusface.alignfolder import compute_landmarks
     info = compute_landmarks(args.src, args.out, overwrite=args.overwrite, progress=not args.quiet)
     print(f"{info['out']}: landmarks of {info['images']} images; {info['ok']} look right"
           + (f", {info['rejected']} do not and will keep the template mask (see 'notes' in the file)" if info["rejected"] else ""))
@@ -417,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `focusface` console script."
-    from focusface.files import FocusFaceError
+    from focusface.errors import FocusFaceError
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # only `train` takes more: its key=value overrides may follow its flags

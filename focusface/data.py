@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from .datasets import InsightFaceDataset
-from .files import FocusFaceError, FormatError, die_with, worker_tempdir
+from .errors import FocusFaceError, FormatError
+from .files import die_with, worker_tempdir
 from .images import decode_image
 from .masks import apply_mask
 from .maskspec import DEFAULT_SPEC, MaskSampler

@@ -12,7 +12,8 @@ from typing import Iterable
 
 import numpy as np
 
-from .files import FormatError, atomic_dir, shorten
+from .errors import FormatError, shorten
+from .files import atomic_dir
 from .images import decode_image, encode_image, list_image_folder
 from .recordio import RecordReader, RecordWriter, pack_record, unpack_record
 

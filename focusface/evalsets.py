@@ -13,7 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .files import FormatError, atomic_write_bytes, shorten
+from .errors import FormatError, shorten
+from .files import atomic_write_bytes
 from .images import decode_image
 
 # %% auto #0

@@ -6,7 +6,6 @@ protocols, with every metric of `focusface.metrics`, the raw scores, tables and 
 # %% ../nbs/15_evaluate.ipynb #3690e2e8
 from __future__ import annotations
 
-import io
 import json
 import re
 from pathlib import Path
@@ -14,15 +13,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checkpoints import load_checkpoint
+from .errors import FocusFaceError, shorten
 from .evalsets import EvalPairs, read_eval_set
-from .files import FocusFaceError, atomic_dir, atomic_write_bytes, check_destination, shorten
+from .files import atomic_dir, atomic_write_bytes, check_destination, save_figure
 from .images import decode_image
+from .landmarks import LandmarkTable
+from .maskfit import fitted_sampler
 from .masks import apply_mask
 from .maskspec import DEFAULT_SPEC, MaskSampler, manifest_header, manifest_line
 from .metrics import Scores, curve, kfold_accuracy, pyeer_metrics, rates_at, verification_metrics
-from .maskfit import LandmarkTable, fitted_sampler
 from .model import FocusFace, resolve_device, to_model_input, with_channel_order
-from .checkpoints import load_checkpoint
 from .template import TEMPLATE_SIZE
 
 # %% auto #0
@@ -314,10 +315,7 @@ def save_figures(name: str, result: dict, folder: Path) -> list[Path]:
     axes[0][0].set_ylabel("density (pairs)")
     for figure, suffix in ((fig_roc, "roc"), (fig_det, "det"), (fig, "scores")):
         path = folder / f"{name}_{suffix}.png"
-        figure.tight_layout()
-        buffer = io.BytesIO(); figure.savefig(buffer, dpi=110, format="png")
-        atomic_write_bytes(path, buffer.getvalue(), sources=())
-        written.append(path)
+        written.append(save_figure(figure, path))
     return written
 
 # %% ../nbs/15_evaluate.ipynb #f1261b82

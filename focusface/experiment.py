@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .files import FocusFaceError, atomic_dir, atomic_write_bytes
+from .errors import FocusFaceError
+from .files import atomic_dir, atomic_write_bytes
 
 # %% auto #0
 __all__ = ['MISSING_DATA', 'SUMMARY_METRICS', 'recorded_hash', 'check_data', 'main', 'prepare_data', 'prepare_masked_sets',

@@ -16,32 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from .errors import DestinationError, FocusFaceError
+
 # %% auto #0
-__all__ = ['FocusFaceError', 'FormatError', 'DestinationError', 'shorten', 'check_destination', 'hold_lock',
-           'remove_stale_temporaries', 'glob_escape', 'temporary_path', 'atomic_dir', 'atomic_file',
-           'atomic_write_bytes', 'scratch_dir', 'allocated_memmap', 'write_npz', 'die_with', 'worker_tempdir',
-           'ordered_map']
-
-# %% ../nbs/01_files.ipynb #b0e022b1
-class FocusFaceError(ValueError):
-    "An input problem the user can fix; the message names the file, record or parameter and what to do."
-
-
-class FormatError(FocusFaceError):
-    "A data file that does not follow its format; the message names the file and the record or position."
-
-
-class DestinationError(FocusFaceError, FileExistsError):
-    "An output that cannot be written where asked (exists, overlaps a source, or is being written by another run)."
-
-
-def shorten(value, limit: int = 80) -> str:
-    "`repr(value)`, cut to about `limit` characters: safe to put in an error message."
-    size = None
-    if isinstance(value, (str, bytes)) and len(value) > 4 * limit: size, value = len(value), value[:4 * limit]
-    try: text = repr(value)
-    except RecursionError: text = f"<{type(value).__name__} nested too deeply to show>"
-    return text if len(text) <= limit else f"{text[:limit - 20]}...({size or len(text):,} characters)"
+__all__ = ['check_destination', 'hold_lock', 'remove_stale_temporaries', 'glob_escape', 'temporary_path', 'atomic_dir',
+           'atomic_file', 'atomic_write_bytes', 'scratch_dir', 'allocated_memmap', 'write_npz', 'save_figure',
+           'die_with', 'worker_tempdir', 'ordered_map']
 
 # %% ../nbs/01_files.ipynb #ffd563d0
 def _overlap(dst: Path, src: Path) -> str | None:
@@ -244,6 +224,13 @@ def write_npz(out, arrays: dict, *, sources: Iterable, overwrite: bool = True) -
             if isinstance(value, Path): z.write(value, f"{name}.npy")
             else:
                 with z.open(f"{name}.npy", "w", force_zip64=True) as member: np.lib.format.write_array(member, np.asarray(value))
+
+# %% ../nbs/01_files.ipynb #a801214b
+def save_figure(fig, path, *, sources: Iterable = (), overwrite: bool = True) -> Path:
+    "Write a matplotlib figure to `path` as a PNG (110 dpi, tight layout), atomically."
+    import io
+    buffer = io.BytesIO(); fig.tight_layout(); fig.savefig(buffer, dpi=110, format="png")
+    return atomic_write_bytes(path, buffer.getvalue(), sources=sources, overwrite=overwrite)
 
 # %% ../nbs/01_files.ipynb #550e51f2
 def die_with(parent: int, every: float = 0.5) -> None:

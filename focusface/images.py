@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .files import FormatError, shorten
+from .errors import FormatError, shorten
 
 # %% auto #0
 __all__ = ['MAX_IMAGE_PIXELS', 'IMAGE_SUFFIXES', 'image_size', 'decode_image', 'encode_image', 'decode_with_warnings',

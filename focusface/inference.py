@@ -16,8 +16,8 @@ import torch
 
 from .align import align_photo
 from .datasets import image_source
-from .files import (FocusFaceError, FormatError, allocated_memmap, atomic_file, check_destination, scratch_dir,
-                             shorten, write_npz)
+from .errors import FocusFaceError, FormatError, shorten
+from .files import allocated_memmap, atomic_file, check_destination, scratch_dir, write_npz
 from .model import FocusFace, resolve_device, with_channel_order
 from .checkpoints import load_checkpoint
 

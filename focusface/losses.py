@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .files import FocusFaceError
+from .errors import FocusFaceError
 
 # %% auto #0
 __all__ = ['MARGIN_HEADS', 'CONTRASTIVE', 'MarginHead', 'ArcFace', 'CosFace', 'create_margin_head', 'consistency_loss',

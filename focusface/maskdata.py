@@ -15,8 +15,8 @@ import numpy as np
 
 from .datasets import InsightFaceDataset, dataset_kind, file_sha256, source_fingerprint
 from .evalsets import read_bin, write_bin
-from .files import (FocusFaceError, FormatError, atomic_dir, atomic_file, check_destination, ordered_map, scratch_dir,
-                             shorten)
+from .errors import FocusFaceError, FormatError, shorten
+from .files import atomic_dir, atomic_file, check_destination, ordered_map, scratch_dir
 from .images import decode_with_warnings, encode_image, jpeg_truncated, list_image_folder
 from .maskfit import fitted_sampler
 from .masks import apply_mask
@@ -92,7 +92,7 @@ def _replayed(replay, kind: str, fingerprint: str, keys: list) -> tuple[list[Mas
 
 
 def mask_dataset(src, dst, *,
-                 spec: str = DEFAULT_SPEC,   # mask choices, one drawn per image (`focusface.masks.parse_spec`)
+                 spec: str = DEFAULT_SPEC,   # mask choices, one drawn per image (`focusface.maskspec.parse_spec`)
                  seed: int = 0,              # seeds every image's mask with its key
                  protocol: str = "mm",       # for a `.bin`: `um` masks the second image of each pair, `mm` both
                  workers: int = 2,           # worker processes (0: mask in this process)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import FocusFaceError, FormatError
+from .errors import FocusFaceError, FormatError
 
 # %% auto #0
 __all__ = ['mask_geometry', 'summarise_geometry', 'read_maskthefaced', 'maskthefaced_mask', 'our_params', 'sample_landmarks',
@@ -82,7 +82,7 @@ def sample_landmarks(sample, rows, aligner=None) -> dict:
     "{file: 68 landmarks} of the sample's aligned faces, from dlib's predictor on `focusface.maskfit.FACE_BOX`."
     from focusface.align import DlibAligner
     from focusface.images import decode_image
-    from focusface.maskfit import FACE_BOX, check_landmarks
+    from focusface.landmarks import FACE_BOX, check_landmarks
     aligner = aligner or DlibAligner()
     out = {}
     for r in rows:

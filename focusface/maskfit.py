@@ -6,42 +6,18 @@ MaskTheFace's do, with the speed of the template masks and without their misses.
 # %% ../nbs/25_maskfit.ipynb #b119a472
 from __future__ import annotations
 
-import hashlib
 import math
-import zipfile
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
-from .align import five_points
-from .files import FocusFaceError, FormatError, allocated_memmap, check_destination, scratch_dir, write_npz
-from .masks import _HALF_WIDTH  # template px from the centre line to the cheek edge at width 1.0
-from .maskspec import MaskParams
-from .template import TEMPLATE_LANDMARKS, TEMPLATE_SIZE
+from .landmarks import LandmarkTable
+from .masks import HALF_WIDTH  # template px from the centre line to the cheek edge at width 1.0
+from .maskspec import PARAM_RANGES, MaskParams
+from .template import TEMPLATE_LANDMARKS, TEMPLATE_SIZE, five_points
 
 # %% auto #0
-__all__ = ['FACE_BOX', 'LANDMARK_TOLERANCE', 'FIT', 'check_landmarks', 'fit_mask_params', 'compute_landmarks', 'LandmarkTable',
-           'FittedSampler', 'fitted_sampler']
-
-# %% ../nbs/25_maskfit.ipynb #90d0f69c
-FACE_BOX = (11.0, 26.0, 101.0, 116.0)  # left, top, right, bottom in the 112x112 crop (see above)
-LANDMARK_TOLERANCE = 8.0              # template px: mean distance of the five points to the template's
-
-
-def check_landmarks(shape68, size: int = TEMPLATE_SIZE) -> str:
-    "Why the 68 landmarks (68, 2) of an aligned crop of `size` px look wrong, or '' when they look right."
-    shape = np.asarray(shape68, np.float64)
-    if shape.shape != (68, 2): return f"expected 68 landmarks shaped (68, 2), got {shape.shape}"
-    if not np.isfinite(shape).all(): return "landmarks are not finite numbers"
-    shape = shape * (TEMPLATE_SIZE / size)
-    off = float(np.linalg.norm(five_points(shape) - TEMPLATE_LANDMARKS, axis=1).mean())
-    if off > LANDMARK_TOLERANCE:
-        return f"the five points lie {off:.1f} px from the template's on average (more than {LANDMARK_TOLERANCE}): not an aligned face"
-    left, right = shape[0:9], shape[8:17]
-    if not (left[:, 0].mean() < shape[27:31, 0].mean() < right[:, 0].mean()):
-        return "the jaw line does not pass on both sides of the nose"
-    return ""
+__all__ = ['FIT', 'fit_mask_params', 'FittedSampler', 'fitted_sampler']
 
 # %% ../nbs/25_maskfit.ipynb #87240187
 # per mask type: where the top edge sits between the top of the nose bridge (0) and the nose tip (1), the mask's
@@ -72,8 +48,7 @@ def _jaw_x(shape: np.ndarray, y: float) -> tuple[float, float]:
 
 
 def _clip(name: str, value: float) -> float:
-    from focusface.maskspec import _PARAM_RANGES
-    lo, hi = _PARAM_RANGES[name]
+    lo, hi = PARAM_RANGES[name]
     return float(min(max(value, lo), hi))
 
 
@@ -90,108 +65,10 @@ def fit_mask_params(params: MaskParams, shape68, size: int = TEMPLATE_SIZE) -> M
     half_left, half_right = max(centre - left, 5.0), max(right - centre, 5.0)
     low_left, low_right = _jaw_x(s, bottom)
     narrowing = 1 - max(low_right - low_left, 0.0) / (right - left) if right > left else 0.0
-    return replace(params, top=_clip("top", top), width=_clip("width", cal["width"] * (half_left + half_right) / 2 / _HALF_WIDTH),
+    return replace(params, top=_clip("top", top), width=_clip("width", cal["width"] * (half_left + half_right) / 2 / HALF_WIDTH),
                    skew=_clip("skew", (half_right - half_left) / (half_right + half_left)),
                    jaw=_clip("jaw", cal["jaw"] * narrowing), angle=_clip("angle", roll),
                    dx=_clip("dx", centre - float(TEMPLATE_LANDMARKS[2, 0])), dy=0.0)
-
-# %% ../nbs/25_maskfit.ipynb #4bb53109
-def compute_landmarks(src, out, *, box=FACE_BOX, overwrite: bool = False, progress: bool = False, aligner=None) -> dict:
-    "68 landmarks of every aligned crop of `src` into `out` (.npz: keys, landmarks, ok, notes, image_size, box)."
-    from tqdm import tqdm  # the terminal bar: no widget, no notebook warning
-    from focusface.align import DlibAligner
-    from focusface.images import decode_with_warnings, jpeg_truncated
-    from focusface.datasets import image_source, source_fingerprint
-    out = Path(out)
-    if out.suffix != ".npz": raise FocusFaceError(f"{out}: the landmarks file must be a .npz")
-    check_destination(out, overwrite=overwrite, sources=[src])
-    aligner = aligner or DlibAligner()
-    count, get, keys, _ = image_source(src)
-    if count == 0: raise FormatError(f"{src}: holds no images")
-    ok, notes, size, damaged = np.zeros(count, bool), [""] * count, None, []
-    fingerprint = source_fingerprint(src)  # the file says which dataset it belongs to: never used with another
-    with scratch_dir(out, need=2 * count * 68 * 2 * 4) as tmp:  # the array, then the .npz made of it
-        landmarks = allocated_memmap(tmp / "landmarks.npy", np.float32, (count, 68, 2), out)
-        for i in tqdm(range(count), disable=not progress, desc=f"landmarks of {Path(src).name}", unit="img"):
-            name, data = get(i)
-            try: image, said = decode_with_warnings(data, name)
-            except FocusFaceError as e:
-                landmarks[i], notes[i] = np.nan, str(e); damaged.append(name); continue
-            if said or jpeg_truncated(data): damaged.append(name)  # repaired by the decoder: measured as decoded
-            h, w = image.shape[:2]
-            if h != w: landmarks[i], notes[i] = np.nan, f"{w}x{h}: not a square aligned crop"; continue
-            size = size or h
-            shape = aligner.landmarks_in_box(image, [v * h / TEMPLATE_SIZE for v in box])
-            landmarks[i] = shape * (TEMPLATE_SIZE / h) * (size / TEMPLATE_SIZE) if h != size else shape
-            notes[i] = check_landmarks(landmarks[i], size)
-            ok[i] = not notes[i]
-        landmarks.flush(); del landmarks
-        key_array = np.array(keys, dtype=np.int64 if all(isinstance(k, int) for k in keys) else str)
-        write_npz(out, dict(keys=key_array, landmarks=tmp / "landmarks.npy", ok=ok, notes=np.array(notes, dtype=str),
-                             image_size=np.array(size or TEMPLATE_SIZE), box=np.array(box, np.float32),
-                             source=np.array(str(src)), fingerprint=np.array(fingerprint)), sources=[src], overwrite=overwrite)
-    return dict(out=str(out), images=count, ok=int(ok.sum()), rejected=int((~ok).sum()), damaged=damaged)
-
-
-class LandmarkTable:
-    "A landmarks file opened for lookup by image key; `get(key)` -> (68 landmarks or None, why not)."
-    def __init__(self, path):
-        self.path = Path(path)
-        if not self.path.is_file(): raise FormatError(f"{self.path}: landmarks file not found; make it with `focusface landmarks`")
-        try:
-            with np.load(self.path, allow_pickle=False) as z:
-                keys, self.landmarks, self.ok, self.notes = z["keys"], z["landmarks"], z["ok"], z["notes"]
-                self.image_size = int(z["image_size"])
-                self.fingerprint = str(z["fingerprint"]) if "fingerprint" in z.files else None  # None: written before
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-            raise FormatError(f"{self.path}: not a landmarks file of `focusface landmarks` ({type(e).__name__}: {e})") from None
-        n = len(keys)
-        if self.landmarks.shape != (n, 68, 2) or self.ok.shape != (n,) or self.notes.shape != (n,):
-            raise FormatError(f"{self.path}: its arrays disagree (keys {keys.shape}, landmarks {self.landmarks.shape}, "
-                              f"ok {self.ok.shape}): the file is damaged; make it again")
-        self.integer_keys = keys.dtype.kind in "iu"
-        if self.integer_keys:  # sorted arrays, not a dict: millions of keys stay compact and shared with workers
-            self.order = np.argsort(keys, kind="stable"); self.sorted_keys = keys[self.order]
-        else: self.index = {str(k): i for i, k in enumerate(keys)}
-        self.count = n
-        digest = hashlib.sha256()
-        with open(self.path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""): digest.update(block)
-        self.sha256 = digest.hexdigest()
-
-    def check_source(self, src) -> bool:
-        "Refuse a landmarks file of another dataset; True when checked, False for a file older than fingerprints."
-        from focusface.datasets import source_fingerprint
-        if self.fingerprint is None: return False
-        if self.fingerprint != source_fingerprint(src):
-            raise FormatError(f"{self.path}: the landmarks of another dataset (fingerprint {self.fingerprint}, {src} has "
-                              f"{source_fingerprint(src)}): make them for this one with `focusface landmarks {src} OUT.npz`")
-        return True
-
-    def _position(self, key) -> int | None:
-        if self.integer_keys:
-            if isinstance(key, str) or not isinstance(key, (int, np.integer)): return None
-            j = int(np.searchsorted(self.sorted_keys, key))
-            return int(self.order[j]) if j < self.count and self.sorted_keys[j] == key else None
-        return self.index.get(str(key))
-
-    def get(self, key) -> tuple[np.ndarray | None, str]:
-        i = self._position(key)
-        if i is None: return None, f"no landmarks for key {key!r} in {self.path.name}"
-        if not self.ok[i]: return None, str(self.notes[i])
-        return self.landmarks[i], ""
-
-    def coverage(self, keys) -> tuple[int, int]:
-        "(how many of `keys` have accepted landmarks, how many keep the template mask)."
-        keys = list(keys)
-        if self.integer_keys and keys and all(isinstance(k, (int, np.integer)) for k in keys):
-            wanted = np.asarray(keys, np.int64)
-            j = np.minimum(np.searchsorted(self.sorted_keys, wanted), self.count - 1)
-            fitted = int(((self.sorted_keys[j] == wanted) & self.ok[self.order[j]]).sum())
-        else: fitted = sum(1 for k in keys if self.get(k)[0] is not None)
-        return fitted, len(keys) - fitted
-
-    def __len__(self) -> int: return self.count
 
 # %% ../nbs/25_maskfit.ipynb #28192f46
 class FittedSampler:

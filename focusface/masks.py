@@ -12,17 +12,16 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from .files import FocusFaceError
-from .maskspec import (COLOURS, DEFAULT_SPEC, MASK_TYPES, MaskChoice, MaskParams, MaskSampler,  # re-exported:
-                                parse_spec, sample_mask_params)  # `from focusface.masks import ...` finds them here too
+from .errors import FocusFaceError
+from .maskspec import DEFAULT_SPEC, MaskParams, MaskSampler, sample_mask_params
 from .template import TEMPLATE_LANDMARKS, TEMPLATE_SIZE, template_landmarks
 
 # %% auto #0
-__all__ = ['MASK_SHAPES', 'GALLERY_SPECS', 'mask_outline', 'mask_alpha', 'apply_mask', 'landmark_coverage', 'mask_images',
-           'MaskTransform', 'mask_gallery', 'gallery_figure']
+__all__ = ['HALF_WIDTH', 'MASK_SHAPES', 'GALLERY_SPECS', 'mask_outline', 'mask_alpha', 'apply_mask', 'landmark_coverage',
+           'mask_images', 'MaskTransform', 'mask_gallery', 'gallery_figure']
 
 # %% ../nbs/10_masks.ipynb #63983018
-_HALF_WIDTH = 38.0  # template px from the face's centre line to the cheek edge of a mask at width 1.0
+HALF_WIDTH = 38.0  # template px from the face's centre line to the cheek edge of a mask at width 1.0
 _NOSE_TIP = TEMPLATE_LANDMARKS[2]
 
 
@@ -124,7 +123,7 @@ class _Frame:
     def __init__(self, params: MaskParams, height: int, width: int):
         sx, sy = width / TEMPLATE_SIZE, height / TEMPLATE_SIZE
         self.scale = (sx + sy) / 2
-        half_width, tall = _HALF_WIDTH * params.width, params.bottom - params.top
+        half_width, tall = HALF_WIDTH * params.width, params.bottom - params.top
         a = math.radians(params.angle)
         c, s = math.cos(a), math.sin(a)
         top = params.top - float(_NOSE_TIP[1])

@@ -15,12 +15,12 @@ from typing import Sequence
 
 import numpy as np
 
-from .files import FocusFaceError, FormatError, shorten
+from .errors import FocusFaceError, FormatError, shorten
 
 # %% auto #0
 __all__ = ['RENDERER_VERSION', 'SAMPLER_VERSION', 'COLOURS', 'MASK_TYPES', 'FABRIC_TYPES', 'TEXTURES', 'STYLES', 'PALETTES',
-           'DEFAULT_SPEC', 'MANIFEST_FORMAT', 'MaskChoice', 'parse_colour', 'parse_spec', 'MaskParams', 'key_to_int',
-           'sample_mask_params', 'MaskSampler', 'manifest_header', 'manifest_line', 'read_manifest']
+           'DEFAULT_SPEC', 'PARAM_RANGES', 'MANIFEST_FORMAT', 'MaskChoice', 'parse_colour', 'parse_spec', 'MaskParams',
+           'key_to_int', 'sample_mask_params', 'MaskSampler', 'manifest_header', 'manifest_line', 'read_manifest']
 
 # %% ../nbs/09_maskspec.ipynb #81e1a4f1
 RENDERER_VERSION = 1  # bump when a change to the drawing code changes output bytes: manifests record it
@@ -139,7 +139,7 @@ class MaskParams:
             if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):  # NaN fails the comparison too
                 raise FocusFaceError(f"mask {name} must be three numbers in [0, 255] (RGB), got {shorten(value)}")
             setattr(self, name, rgb)
-        for name, (lo, hi) in _PARAM_RANGES.items():
+        for name, (lo, hi) in PARAM_RANGES.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
                 raise FocusFaceError(f"mask parameter {name} must be a number in [{lo}, {hi}], got {shorten(value)}")
@@ -164,7 +164,7 @@ class MaskParams:
         return cls(**d)
 
 
-_PARAM_RANGES = dict(top=(30.0, 90.0), bottom=(40.0, 160.0), width=(0.5, 1.6), angle=(-45.0, 45.0), dx=(-20.0, 20.0),
+PARAM_RANGES = dict(top=(30.0, 90.0), bottom=(40.0, 160.0), width=(0.5, 1.6), angle=(-45.0, 45.0), dx=(-20.0, 20.0),
                      dy=(-20.0, 20.0), shading=(0.0, 1.0), texture_period=(2.0, 64.0), texture_angle=(-360.0, 360.0),
                      jaw=(-0.5, 0.8), cheek=(-0.3, 0.6), texture_strength=(0.0, 1.0), skew=(-0.6, 0.6))
 

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .files import FocusFaceError
+from .errors import FocusFaceError
 
 # %% auto #0
 __all__ = ['Scores', 'rates_at', 'pyeer_rates', 'pyeer_metrics', 'verification_metrics', 'curve', 'kfold_accuracy']

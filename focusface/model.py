@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .files import FocusFaceError, shorten
+from .errors import FocusFaceError, shorten
 from .backbones import BN_EPS, IResNet, check_image_batch, create_backbone
 from .losses import MarginHead, create_margin_head
 

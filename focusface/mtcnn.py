@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import FocusFaceError
+from .errors import FocusFaceError
 
 # %% auto #0
 __all__ = ['THRESHOLDS', 'SCALE_FACTOR', 'mtcnn_weights', 'nms', 'MTCNN']

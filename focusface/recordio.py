@@ -14,7 +14,8 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from .files import FormatError, temporary_path
+from .errors import FormatError
+from .files import temporary_path
 
 # %% auto #0
 __all__ = ['MAGIC', 'encode_chunks', 'decode_chunks', 'IRHeader', 'pack_record', 'unpack_record', 'parse_index', 'MissingRecord',

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import FocusFaceError, atomic_write_bytes
+from .errors import FocusFaceError
+from .files import atomic_write_bytes, save_figure
 
 # %% auto #0
-__all__ = ['TABLE_COLUMNS', 'PROTOCOL_NAMES', 'load_results', 'results_table', 'cost_table', 'write_tables', 'save_figure',
-           'curve_figures', 'score_figure', 'training_figure']
+__all__ = ['TABLE_COLUMNS', 'PROTOCOL_NAMES', 'load_results', 'results_table', 'cost_table', 'write_tables', 'curve_figures',
+           'score_figure', 'training_figure']
 
 # %% ../nbs/21_report.ipynb #075a3f86
 TABLE_COLUMNS = (("accuracy", "Acc. %"), ("eer", "EER %"), ("fmr100", "FMR100 %"), ("fmr1000", "FMR1000 %"),
@@ -103,12 +104,6 @@ PROTOCOL_NAMES = dict(uu="U-U (unmasked pairs)", um="U-M (masked probe)", mm="M-
 def _colours(variants) -> dict:
     palette = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray")
     return {v: palette[i % len(palette)] for i, v in enumerate(variants)}
-
-
-def save_figure(fig, path) -> Path:
-    "Write a matplotlib figure to `path` as a PNG, atomically."
-    buffer = io.BytesIO(); fig.tight_layout(); fig.savefig(buffer, dpi=110, format="png")
-    return atomic_write_bytes(path, buffer.getvalue(), sources=())
 
 
 def curve_figures(evaluations: dict, folder, eval_set: str | None = None) -> list[Path]:

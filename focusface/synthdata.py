@@ -14,9 +14,10 @@ import numpy as np
 
 from .datasets import write_insightface_folder
 from .evalsets import EvalPairs, write_bin
-from .files import FocusFaceError, atomic_dir, atomic_write_bytes, check_destination, ordered_map
+from .errors import FocusFaceError
+from .files import atomic_dir, atomic_write_bytes, check_destination, ordered_map
 from .images import encode_image
-from .synthfaces import _faces, _rng
+from .synthfaces import faces_with_nuisance, keyed_rng
 from .template import TEMPLATE_SIZE
 
 # %% auto #0
@@ -27,7 +28,7 @@ def _render_job(job) -> list[bytes]:
     "Worker: encoded bytes of the requested (identity, image) faces (JPEG at each image's quality, or PNG)."
     seed, keys, ext = job
     cv2.setNumThreads(1)
-    return [encode_image(face, ext, nui.jpeg_quality) for face, nui in _faces(seed, keys)]
+    return [encode_image(face, ext, nui.jpeg_quality) for face, nui in faces_with_nuisance(seed, keys)]
 
 
 def _render_encoded(seed: int, keys: list, workers: int, progress: bool, desc: str, ext: str = ".jpg") -> Iterator[bytes]:
@@ -68,7 +69,7 @@ def sample_pairs(seed: int, first_identity: int, identities: int, *, folds: int 
                  images_per_identity: int = 50) -> list[tuple]:
     "LFW-style pairs (fold, identity_a, image_a, identity_b, image_b, same) over identity-disjoint folds."
     _check_pairs(identities, folds, pairs_per_fold, images_per_identity)
-    r = _rng(seed, 3, first_identity, identities)
+    r = keyed_rng(seed, 3, first_identity, identities)
     members = np.array_split(first_identity + r.permutation(identities), folds)
     pairs = []
     for fold, ids in enumerate(members):

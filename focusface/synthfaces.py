@@ -13,12 +13,12 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from .files import FocusFaceError
 from .template import TEMPLATE_LANDMARKS, TEMPLATE_SIZE
 
 # %% auto #0
-__all__ = ['SKIN_TONES', 'HAIR_COLOURS', 'IRIS_COLOURS', 'LIP_COLOURS', 'GLASSES_COLOURS', 'Identity', 'sample_identity',
-           'Nuisance', 'sample_nuisance', 'identity_layer', 'render_face', 'render_faces', 'identity_grid']
+__all__ = ['SKIN_TONES', 'HAIR_COLOURS', 'IRIS_COLOURS', 'LIP_COLOURS', 'GLASSES_COLOURS', 'Identity', 'keyed_rng',
+           'sample_identity', 'Nuisance', 'sample_nuisance', 'identity_layer', 'render_face', 'faces_with_nuisance',
+           'render_faces', 'identity_grid']
 
 # %% ../nbs/12_synthfaces.ipynb #e80896ac
 SKIN_TONES = np.array([(255, 224, 196), (241, 194, 167), (224, 172, 138), (198, 140, 105), (161, 110, 75),
@@ -64,14 +64,15 @@ class Identity:
     ear_size: float
 
 
-def _rng(*keys) -> np.random.Generator:
+def keyed_rng(*keys) -> np.random.Generator:
+    "A generator seeded by a tuple of integer keys (seed, stream, identity, ...): the same keys, the same draws."
     return np.random.default_rng([int(k) for k in keys])
 
 
 def sample_identity(seed: int, identity: int) -> Identity:
     "The parameters of `identity`, a function of (seed, identity) only."
     if identity < 0: raise ValueError(f"identity must be non-negative, got {identity}")
-    r = _rng(seed, 1, identity)
+    r = keyed_rng(seed, 1, identity)
     tone = r.uniform(0, len(SKIN_TONES) - 1)
     lo = int(tone)
     skin = SKIN_TONES[lo] + (tone - lo) * (SKIN_TONES[min(lo + 1, len(SKIN_TONES) - 1)] - SKIN_TONES[lo])
@@ -114,7 +115,7 @@ class Nuisance:
 
 def sample_nuisance(seed: int, identity: int, image: int) -> Nuisance:
     "The nuisance of image `image` of `identity`, a function of (seed, identity, image) only."
-    r = _rng(seed, 2, identity, image)
+    r = keyed_rng(seed, 2, identity, image)
     u = r.random(20)  # one draw for all the uniforms: this runs for every image
     z = r.standard_normal(2)
     span = lambda i, lo, hi: lo + (hi - lo) * float(u[i])
@@ -311,7 +312,7 @@ def render_face(seed: int, identity: int, image: int, *, with_landmarks: bool = 
     return (face, landmarks) if with_landmarks else face
 
 
-def _faces(seed: int, keys) -> "Iterator[tuple[np.ndarray, Nuisance]]":
+def faces_with_nuisance(seed: int, keys) -> "Iterator[tuple[np.ndarray, Nuisance]]":
     "(face, its nuisance) for (identity, image) keys; an identity's layer is drawn once while its images follow."
     cache: dict = {}
     for who, which in keys:
@@ -328,7 +329,7 @@ def render_faces(seed: int, identities, images) -> np.ndarray:
     "A batch (N, 112, 112, 3): image `images[i]` of identity `identities[i]`; each face depends only on its keys."
     identities, images = np.broadcast_arrays(np.asarray(identities), np.asarray(images))
     out = np.empty((len(identities), TEMPLATE_SIZE, TEMPLATE_SIZE, 3), np.uint8)
-    for i, (face, _) in enumerate(_faces(seed, zip(identities.tolist(), images.tolist()))): out[i] = face
+    for i, (face, _) in enumerate(faces_with_nuisance(seed, zip(identities.tolist(), images.tolist()))): out[i] = face
     return out
 
 # %% ../nbs/12_synthfaces.ipynb #4c04c039
@@ -336,7 +337,8 @@ def identity_grid(seed: int = 0, identities: int = 8, images: int = 6, spec: str
     "A grid of `identities` rows x `images` columns; with `spec`, the last two columns wear masks from it."
     faces = render_faces(seed, np.repeat(np.arange(identities) + first_identity, images), np.tile(np.arange(images), identities))
     if spec is not None:
-        from focusface.masks import MaskSampler, apply_mask  # imported here: making faces needs no masks
+        from focusface.masks import apply_mask  # imported here: making faces needs no masks
+        from focusface.maskspec import MaskSampler
         sampler = MaskSampler(spec, seed)
         for k in range(len(faces)):
             if k % images >= images - 2: faces[k] = apply_mask(faces[k], sampler(k))

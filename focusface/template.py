@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import FocusFaceError
+
 # %% auto #0
-__all__ = ['TEMPLATE_SIZE', 'TEMPLATE_LANDMARKS', 'template_landmarks']
+__all__ = ['TEMPLATE_SIZE', 'TEMPLATE_LANDMARKS', 'FIVE_FROM_68', 'template_landmarks', 'five_points']
 
 # %% ../nbs/00_template.ipynb #753546fc
 TEMPLATE_SIZE = 112  # pixels, both sides of an aligned crop
@@ -21,3 +23,13 @@ def template_landmarks(height: int = TEMPLATE_SIZE, width: int | None = None) ->
     "The five template landmarks (x, y) scaled to a crop of `height` x `width` pixels aligned the same way."
     width = height if width is None else width
     return TEMPLATE_LANDMARKS * np.array([width / TEMPLATE_SIZE, height / TEMPLATE_SIZE], np.float32)
+
+# %% ../nbs/00_template.ipynb #4626673e
+FIVE_FROM_68 = (tuple(range(36, 42)), tuple(range(42, 48)), (30,), (48,), (54,))  # iBUG 300-W numbering
+
+
+def five_points(shape68) -> np.ndarray:
+    "The five template points (5, 2) from dlib's 68 landmarks (68, 2): eye centres, nose tip, mouth corners."
+    shape68 = np.asarray(shape68, np.float64)
+    if shape68.shape != (68, 2): raise FocusFaceError(f"expected 68 landmarks shaped (68, 2), got {shape68.shape}")
+    return np.array([shape68[list(group)].mean(0) for group in FIVE_FROM_68])

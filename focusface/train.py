@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import PairBatchSampler, PairedFaces, batch_grid, make_loader
-from .files import DestinationError, FocusFaceError, atomic_write_bytes, shorten
+from .errors import DestinationError, FocusFaceError, shorten
+from .files import atomic_write_bytes
 from .losses import focusface_loss
 from .model import FocusFace, resolve_device, to_model_input
 from .checkpoints import (checkpoint_verified, detect_layout, init_from_backbone, load_checkpoint, read_weights,

@@ -11,7 +11,7 @@ import math
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
-from .files import FocusFaceError, shorten
+from .errors import FocusFaceError, shorten
 from .maskspec import DEFAULT_SPEC
 
 # %% auto #0

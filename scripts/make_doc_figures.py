@@ -10,7 +10,7 @@ import numpy as np
 from focusface.files import atomic_write_bytes
 from focusface.images import encode_image
 from focusface.masks import gallery_figure
-from focusface.report import save_figure
+from focusface.files import save_figure
 from focusface.maskspec import DEFAULT_SPEC
 from focusface.synthfaces import identity_grid
 

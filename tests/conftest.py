@@ -40,6 +40,6 @@ def rwmfd_sample() -> Path:
 @pytest.fixture(scope="session")
 def mtcnn():
     from focusface.align import MtcnnAligner
-    from focusface.files import FocusFaceError
+    from focusface.errors import FocusFaceError
     try: return MtcnnAligner()
     except FocusFaceError as e: pytest.skip(str(e))

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from focusface.files import FocusFaceError
+from focusface.errors import FocusFaceError
 from focusface.backbones import IResNet, backbone_spec, create_backbone, list_backbones
 from focusface.model import FocusFace
 

@@ -12,13 +12,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from focusface.cli import check_images, describe
+from focusface.inspection import check_images, describe
 from focusface.datasets import InsightFaceDataset, write_insightface_folder
 from focusface.evalsets import read_bin, read_pairs_folder, write_bin
-from focusface.files import FocusFaceError
+from focusface.errors import FocusFaceError
 from focusface.images import decode_image, encode_image
 from focusface.files import write_npz
-from focusface.maskfit import LandmarkTable
+from focusface.landmarks import LandmarkTable
 from focusface.maskspec import MaskParams, manifest_header, manifest_line, parse_spec, read_manifest
 from focusface.model import FocusFace
 from focusface.checkpoints import load_checkpoint, save_checkpoint

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from focusface.cli import main
-from focusface.files import FocusFaceError
+from focusface.errors import FocusFaceError
 from focusface.inference import embed_aligned, embed_dataset, export_onnx, load_model, verify
 from focusface.model import FocusFace
 from focusface.checkpoints import load_checkpoint, save_checkpoint

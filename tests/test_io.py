@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from focusface.cli import describe
+from focusface.inspection import describe
 from focusface.datasets import InsightFaceDataset, pack_folder
 from focusface.evalsets import EvalPairs, read_bin, read_eval_set, read_pairs_folder, write_bin
-from focusface.files import FormatError
+from focusface.errors import FormatError
 from focusface.images import decode_image, encode_image
 from focusface.recordio import MAGIC, RecordReader, RecordWriter, pack_record, parse_index, scan_records, unpack_record
 

@@ -3,7 +3,7 @@ it): geometry always, overlap and the effect on dlib's recognizer where dlib is 
 import numpy as np
 import pytest
 
-from focusface.files import FocusFaceError
+from focusface.errors import FocusFaceError
 from focusface.maskfidelity import compare_geometry, overlap, read_maskthefaced, recognizer_effect, sample_landmarks
 
 

@@ -6,11 +6,12 @@ import pytest
 
 from focusface.cli import main
 from focusface.evalsets import read_bin, write_bin
-from focusface.files import FocusFaceError
+from focusface.errors import FocusFaceError
 from focusface.images import decode_image, encode_image
 from focusface.files import write_npz
 from focusface.maskdata import mask_dataset
-from focusface.maskfit import FACE_BOX, FittedSampler, LandmarkTable, fit_mask_params
+from focusface.landmarks import FACE_BOX, LandmarkTable
+from focusface.maskfit import FittedSampler, fit_mask_params
 from focusface.maskspec import MaskSampler, read_manifest
 from focusface.template import TEMPLATE_LANDMARKS
 

@@ -281,7 +281,7 @@ def test_odd_values_and_files_get_one_clear_line(tmp_path):
 
 def test_the_python_api_raises_focusface_errors_at_its_boundary(tmp_path):
     from focusface.checkpoints import save_checkpoint
-    from focusface.files import FocusFaceError
+    from focusface.errors import FocusFaceError
     from focusface.inference import verify
     from focusface.maskdata import mask_dataset
     from focusface.model import FocusFace
