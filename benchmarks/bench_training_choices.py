@@ -11,7 +11,7 @@ initialisation). It prints, per run: the gradient norms at the first step (the c
 and the factor a clip at norm 5 of everything would scale the network's gradient by), the mean identity and mask
 loss over the last logging window, the validation U-M accuracy on the held-out identities, and the evaluation of the
 final model on the demo's evaluation set (600 pairs of 200 other identities): U-M accuracy and EER, and how often
-the mask head is right; the same as a Markdown table and JSON in --out. The numbers are what `nbs/18_train.ipynb`
+the mask head is right; the same as a Markdown table and JSON in --out. The numbers are what `nbs/29_train.ipynb`
 and BENCHMARKS.md quote.
 """
 import argparse

@@ -1,7 +1,7 @@
 """Run the chapters of the book (nbs/NN_*.ipynb) and keep their outputs, or check that the committed ones still hold.
 
     python scripts/run_chapters.py                   # run every chapter and keep its outputs (after editing one)
-    python scripts/run_chapters.py 07_losses 14      # only the chapters whose names start so (or .ipynb paths)
+    python scripts/run_chapters.py 16_losses 19      # only the chapters whose names start so (or .ipynb paths)
     python scripts/run_chapters.py --check           # run them and compare with the committed outputs; change nothing
 
 Each chapter runs top to bottom in a fresh kernel from nbs/, with the development samples of real faces when their
@@ -52,8 +52,13 @@ def execute(nb, cwd: Path):
     run = nbformat.from_dict(nb)
     for cell in run.cells:
         if skipped(cell): cell.source = ""
-    NotebookClient(run, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
-    return run
+    for attempt in range(3):  # a kernel that dies while starting (before running any cell) is started again
+        try:
+            NotebookClient(run, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+            return run
+        except RuntimeError as e:
+            if "before replying to kernel_info" not in str(e) or attempt == 2: raise
+            print(f"the kernel died while starting ({e}); starting another", flush=True)
 
 
 def shown(outputs) -> list[str]:

@@ -80,25 +80,25 @@ def test_every_chapter_shows_its_results(chapter):
 def test_an_output_edited_by_hand_fails_the_book_check(tmp_path):
     """scripts/test runs the chapters with --check: a committed output that the code no longer prints fails it."""
     import nbformat
-    nb = nbformat.read(REPO / "nbs" / "07_losses.ipynb", as_version=4)
+    nb = nbformat.read(REPO / "nbs" / "16_losses.ipynb", as_version=4)
     cell = next(c for c in nb.cells if c.cell_type == "code" and any(o.output_type == "stream" for o in c.outputs))
     stream = next(o for o in cell.outputs if o.output_type == "stream")
     stream.text = stream.text.replace("0.878", "0.879", 1)  # one digit of the ArcFace table
     assert "0.879" in stream.text
-    edited = tmp_path / "07_losses.ipynb"
+    edited = tmp_path / "16_losses.ipynb"
     nbformat.write(nb, edited)
     out = subprocess.run(RUN_CHAPTERS + ["--check", "--workers", "1", str(edited)], capture_output=True, text=True)
     assert out.returncode == 1, out.stdout + out.stderr
-    assert "07_losses.ipynb: cell" in out.stderr and "-ArcFace     [0.879" in out.stderr and "+ArcFace     [0.878" in out.stderr, out.stderr
+    assert "16_losses.ipynb: cell" in out.stderr and "-ArcFace     [0.879" in out.stderr and "+ArcFace     [0.878" in out.stderr, out.stderr
 
 
 def test_the_readme_quotes_the_mask_fidelity_chapter():
-    """The README's mask-fidelity table repeats numbers of nbs/22_maskfidelity.ipynb's outputs: each one must be there."""
+    """The README's mask-fidelity table repeats numbers of nbs/24_maskfidelity.ipynb's outputs: each one must be there."""
     import re
     readme = (REPO / "README.md").read_text()
     start = readme.index("| masks | coverage of the crop")
     block = readme[start:readme.index("The `bold` style stays available", start)]
     rows = [line.split("|", 2)[2] for line in block.splitlines() if line.startswith("  | ") and "---" not in line][1:]
     quoted = {float(n) for text in rows + block.splitlines()[-2:] for n in re.findall(r"\d+\.\d+|\d+", text)}
-    shown = {float(n) for n in re.findall(r"\d+\.\d+|\d+", _outputs_text(REPO / "nbs" / "22_maskfidelity.ipynb"))}
+    shown = {float(n) for n in re.findall(r"\d+\.\d+|\d+", _outputs_text(REPO / "nbs" / "24_maskfidelity.ipynb"))}
     assert len(quoted) > 15 and quoted <= shown, sorted(quoted - shown)

@@ -52,13 +52,13 @@ def test_authors_outputs_follow_from_the_file(tmp_path, module_prefix):
     out = model(images)
     torch.testing.assert_close(out.identity_embedding, identity, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(out.mask_logits, logits, rtol=1e-4, atol=1e-4)
-    emb, p_masked = model.embed(images)
+    emb, p_masked = model.embed(images, flip=False)  # one pass: what the file computes
     torch.testing.assert_close(emb, F.normalize(identity, dim=1), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(p_masked, logits.softmax(1)[:, 1], rtol=1e-4, atol=1e-5)
     # the mask head reads fc2: swapping its rows swaps P(masked) and P(unmasked)
     sd["fc2.weight"], sd["fc2.bias"] = sd["fc2.weight"].flip(0), sd["fc2.bias"].flip(0)
     torch.save(sd, path)
-    torch.testing.assert_close(load_checkpoint(path).embed(images)[1], 1 - p_masked, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(load_checkpoint(path).embed(images, flip=False)[1], 1 - p_masked, rtol=1e-4, atol=1e-5)
 
 
 def test_authors_trunk_weights_matter(tmp_path):
@@ -149,7 +149,7 @@ def test_insightface_backbone_transfers_exactly(tmp_path):
     # evaluated on its own: the same embedding, RGB, and no mask head (P(masked) unknown)
     baseline = load_checkpoint(tmp_path / "backbone.pth")
     assert (baseline.channel_order, baseline.has_mask_head, baseline.identity_classifier) == ("rgb", False, None)
-    embedding, p_masked = baseline.embed(images)
+    embedding, p_masked = baseline.embed(images, flip=False)
     torch.testing.assert_close(embedding, F.normalize(expected, dim=1), rtol=1e-5, atol=1e-6)
     assert torch.isnan(p_masked).all()
     with pytest.raises(CheckpointError, match=r"'r18' trunk .* backbone='r50'"):

@@ -1,5 +1,4 @@
 """Checks that need a CUDA device; skipped (with the reason) on machines without one."""
-import numpy as np
 import pytest
 import torch
 

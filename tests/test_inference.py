@@ -10,7 +10,7 @@ import torch
 
 from focusface.cli import main
 from focusface.errors import FocusFaceError
-from focusface.inference import embed_aligned, embed_dataset, export_onnx, load_model, verify
+from focusface.inference import embed_aligned, embed_dataset, export_onnx, verify
 from focusface.model import FocusFace
 from focusface.checkpoints import load_checkpoint, save_checkpoint
 from weight_layouts import authors_mdl, insightface_backbone
@@ -71,7 +71,7 @@ def test_every_command_works_on_the_fixtures(checkpoints, faces, tmp_path, capsy
     ckpt = checkpoints[which]
     assert run("verify", ckpt, folder / "face0.png", folder / "face1.png", "--json") == 0
     result = json.loads(capsys.readouterr().out)
-    model = load_model(ckpt)
+    model = load_checkpoint(ckpt, with_classifier=False)
     e, p = embed_aligned(model, arrays[:2])
     assert result["similarity"] == pytest.approx(float(e[0] @ e[1]), abs=1e-5)
     assert [i["p_masked"] for i in result["images"]] == pytest.approx(p.tolist(), abs=1e-5)
@@ -93,7 +93,7 @@ def test_onnx_agrees_with_pytorch_and_carries_the_convention(checkpoints, faces,
     meta = {p.key: p.value for p in onnx.load(tmp_path / "a.onnx").metadata_props}
     assert meta["channel_order"] == "bgr" and "127" not in meta["input_scale"]
     session = onnxruntime.InferenceSession(str(tmp_path / "a.onnx"))
-    model = load_model(checkpoints["authors"])
+    model = load_checkpoint(checkpoints["authors"], with_classifier=False)
     _, arrays = faces
     from focusface.model import to_model_input
     for batch in (1, 3):  # the batch axis is dynamic
@@ -130,7 +130,7 @@ def test_unreadable_greyscale_and_alpha_images(checkpoints, faces, tmp_path, cap
     cv2.imwrite(str(alpha), np.dstack([arrays[0][:, :, ::-1], np.full((112, 112), 128, np.uint8)]))
     r = verify(checkpoints["ours"], grey, alpha)
     grey_rgb = np.repeat(arrays[0].mean(2).astype(np.uint8)[:, :, None], 3, 2)
-    e, _ = embed_aligned(load_model(checkpoints["ours"]), np.stack([grey_rgb, arrays[0]]))
+    e, _ = embed_aligned(load_checkpoint(checkpoints["ours"], with_classifier=False), np.stack([grey_rgb, arrays[0]]))
     assert r["similarity"] == pytest.approx(float(e[0] @ e[1]), abs=1e-5)  # grey: three equal channels; alpha: dropped
 
 
@@ -221,7 +221,7 @@ def test_a_plain_backbone_works_in_every_command_and_says_it_has_no_mask_head(ch
     assert result["mask_head"] is False and [i["p_masked"] for i in result["images"]] == [None, None]
     assert run("embed", ckpt, folder, tmp_path / "e.npz", "--quiet") == 0
     z = np.load(tmp_path / "e.npz")
-    np.testing.assert_allclose(z["embeddings"], embed_aligned(load_model(ckpt), arrays)[0], atol=1e-5)
+    np.testing.assert_allclose(z["embeddings"], embed_aligned(load_checkpoint(ckpt, with_classifier=False), arrays)[0], atol=1e-5)
     assert np.isnan(z["p_masked"]).all() and z["ok"].all()
     assert run("export", ckpt, tmp_path / "m.onnx") == 0
     meta = {p.key: p.value for p in onnx.load(tmp_path / "m.onnx").metadata_props}

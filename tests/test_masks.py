@@ -5,7 +5,6 @@ import sys
 import numpy as np
 import pytest
 
-import focusface.masks as masks
 import focusface.maskspec as maskspec
 from focusface.datasets import InsightFaceDataset, pack_folder
 from focusface.evalsets import read_bin, write_bin

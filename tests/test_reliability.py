@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from focusface.datasets import pack_folder, write_insightface_folder
+from focusface.datasets import write_insightface_folder
 from focusface.evalsets import write_bin
 from focusface.images import encode_image
 from focusface.model import FocusFace

@@ -1,20 +1,20 @@
 """The trainer: it learns, resumes exactly after SIGKILL, runs under torchrun, and refuses bad input before step 1."""
 import json
-import os
 import random
 import signal
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
 from focusface.checkpoints import load_checkpoint
 from focusface.synthdata import make_training_set
-from focusface.train import train
+from focusface.data import make_loader
+from focusface.errors import FocusFaceError
+from focusface.train import optimisation_step, start_run, train
 from focusface.trainconfig import load_config
 
 CLI = [sys.executable, "-m", "focusface.cli"]
@@ -176,6 +176,24 @@ def test_on_top_of_a_backbone_starts_from_its_embedding(faces, tmp_path):
 def _one_step(faces, out, **extra):
     train(load_config(overrides=_args(faces, out, max_steps=1, dropout=0.0, **extra)))
     return _state(out / "checkpoint.pt")
+
+
+def test_one_step_driven_by_hand_is_the_step_a_run_takes(faces, tmp_path):
+    """The run's named steps can be driven one by one: start_run + one optimisation_step gives the weights a whole
+    max_steps=1 run saves; a non-finite batch is refused before it moves the weights or the position."""
+    whole = _one_step(faces, tmp_path / "whole")
+    run = start_run(load_config(overrides=_args(faces, tmp_path / "byhand", max_steps=1, dropout=0.0)))
+    batch = next(iter(make_loader(run.dataset, run.sampler, workers=0)))
+    optimisation_step(run, batch)
+    assert run.position["global_step"] == 1 and run.position["pairs"] == 16
+    for name, value in run.model.state_dict().items():
+        assert torch.equal(value, whole[name]), name
+    weights, position = {k: v.clone() for k, v in run.model.state_dict().items()}, dict(run.position)
+    run.runner = lambda *views: dict(loss=torch.tensor(float("nan"), requires_grad=True))  # a diverged step
+    with pytest.raises(FocusFaceError, match="training stopped before applying it"):
+        optimisation_step(run, batch)
+    assert run.position == position
+    assert all(torch.equal(v, weights[k]) for k, v in run.model.state_dict().items())
 
 
 def test_gradient_clipping_leaves_the_class_centres_alone_unless_asked(faces, tmp_path):
