@@ -14,7 +14,7 @@ _API = dict(
     FocusFace="model", load_checkpoint="checkpoints", save_checkpoint="checkpoints",
     create_backbone="backbones", list_backbones="backbones",
     apply_mask="masks", sample_mask_params="maskspec", MaskSampler="maskspec", mask_dataset="maskdata",
-    load_eval_set="evaluate", evaluate_model="evaluate", verification_metrics="metrics",
+    load_eval_set="evaluate", EvalSet="evaluate", evaluate_model="evaluate", verification_metrics="metrics",
     align_photo="align", read_face="inference", verify="inference", embed_aligned="inference", embed_dataset="inference",
     export_onnx="inference", load_config="trainconfig", TrainConfig="trainconfig", run_training="train",
 )

@@ -211,7 +211,7 @@ def align_photo(image, *, aligner=None, face: int | None = None, source: str = "
     else:
         note = (f"{len(faces)} faces found; used " + ("the main face" if face is None else f"face {face}") + f", {chosen.describe()}; "
                 + "; ".join(f"face {i}: {f.describe()}" for i, f in enumerate(faces) if f is not chosen)
-                + ("; choose another with face=N (--face N; 0 = the main face)" if face is None else ""))
+                + ("; choose another with face=N (0 = the main face)" if face is None else ""))
     return AlignedFace(align_face(image, chosen.landmarks), chosen, len(faces), note)
 
 # %% ../nbs/22_align.ipynb #a3c21096

@@ -9,7 +9,7 @@ import argparse
 import sys
 
 # %% auto #0
-__all__ = ['in_flags', 'build_parser', 'main']
+__all__ = ['build_parser', 'main']
 
 # %% ../nbs/32_cli.ipynb #2d82f097
 def _cmd_backbones(args) -> int:
@@ -107,12 +107,12 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from focusface.evaluate import evaluate, format_table
-    metrics = evaluate(args.checkpoint, args.data, args.out, protocols=args.protocols, spec=args.code, seed=args.seed,
+    from focusface.evaluate import eval_sets, evaluate, format_table
+    sets = eval_sets(args.data, masked=args.masked, landmarks=args.landmarks, mask_labels=args.mask_labels)
+    metrics = evaluate(args.checkpoint, sets, args.out, protocols=args.protocols, spec=args.code, seed=args.seed,
                        score=args.score, batch_size=args.batch_size, flip=not args.no_flip, device=args.device,
                        figures=not args.no_figures, overwrite=args.overwrite, channel_order=args.channel_order,
-                       landmarks=args.landmarks, masked_data=args.masked, masked_side=args.masked_side,
-                       mask_labels=args.mask_labels, skip_missing=args.skip_missing, progress=not args.quiet)
+                       masked_side=args.masked_side, skip_missing=args.skip_missing, progress=not args.quiet)
     print(format_table(metrics))
     for name, by_protocol in metrics.items():
         if "all" in by_protocol:
@@ -209,15 +209,6 @@ def _command(sub, name: str, func, help: str) -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     p.set_defaults(func=func, command_parser=p)
     return p
-
-
-def in_flags(message: str, parser) -> str:
-    "A library message that names Python parameters (`batch_size must ...`), naming the command's flags instead."
-    import re
-    for action in parser._actions:
-        if action.option_strings and action.dest != "help":
-            message = re.sub(rf"(?<![\w.-]){re.escape(action.dest)}(?= must\b| '| cpu\b)", action.option_strings[-1], message)
-    return message
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -343,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `focusface` console script."
-    from focusface.errors import FocusFaceError
+    from focusface.errors import FocusFaceError, in_flags
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # only `train` takes more: its key=value overrides may follow its flags

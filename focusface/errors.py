@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['FocusFaceError', 'FormatError', 'DestinationError', 'shorten']
+__all__ = ['FocusFaceError', 'FormatError', 'DestinationError', 'shorten', 'in_flags']
 
 # %% ../nbs/00_errors.ipynb #47048a64
 class FocusFaceError(ValueError):
@@ -28,3 +28,15 @@ def shorten(value, limit: int = 80) -> str:
     try: text = repr(value)
     except RecursionError: text = f"<{type(value).__name__} nested too deeply to show>"
     return text if len(text) <= limit else f"{text[:limit - 20]}...({size or len(text):,} characters)"
+
+# %% ../nbs/00_errors.ipynb #b047ab29
+def in_flags(message: str, parser) -> str:
+    "`message` with the Python parameters it names (`x must ...`, `x=True`, `x=VALUE`) as `parser`'s flags."
+    import re
+    for action in parser._actions:
+        if not action.option_strings or action.dest == "help": continue
+        flag, name = action.option_strings[-1], rf"(?<![\w.-]){re.escape(action.dest)}"
+        message = re.sub(rf"{name}=True\b", flag, message)                        # a switch
+        message = re.sub(rf"{name}=(?=[A-Z][\w.]*\b)", flag + " ", message)       # a value: face=N, threshold=FILE
+        message = re.sub(rf"{name}(?= must\b| '| cpu\b)|(?<=\(){re.escape(action.dest)}(?=\))", flag, message)  # itself
+    return message

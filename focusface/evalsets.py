@@ -172,7 +172,7 @@ def _find_image(root: Path, name: str, number: int, where: str, missing_ok: bool
     if missing_ok: return None
     raise FormatError(f"{where}: image {root / name / stem}.jpg (or .png) not found; the pairs file names an image "
                       "the folder does not have (after `focusface align`, the photos without a face are missing: "
-                      "evaluate with --skip-missing to leave their pairs out)")
+                      "evaluate with skip_missing=True to leave their pairs out)")
 
 
 def read_pairs_folder(root, pairs_file=None, mask_labels=None, skip_missing: bool = False) -> EvalPairs:

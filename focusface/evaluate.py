@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from .template import TEMPLATE_SIZE
 # %% auto #0
 __all__ = ['PROTOCOLS', 'SCORES', 'SYNTHETIC_FIRST_IDENTITY', 'MASKED_SIDES', 'TABLE_METRICS', 'PERCENT_METRICS', 'load_eval_set',
            'embed_images', 'pair_scores', 'evaluate_pairs', 'evaluate_real_masks', 'format_table', 'protocol_issame',
-           'save_figures', 'evaluate']
+           'save_figures', 'EvalSet', 'eval_sets', 'write_results', 'evaluate']
 
 # %% ../nbs/20_evaluate.ipynb #21e9ebad
 PROTOCOLS = ("uu", "um", "mm")
@@ -136,7 +137,41 @@ def _mask_detection_accuracy(model, p_plain, p_masked, worn, protocol, masked_si
         truth.append(worn[side::2] if masked else np.zeros(len(worn) // 2, bool))
     return float((np.concatenate(said) == np.concatenate(truth)).mean())
 
+# %% ../nbs/20_evaluate.ipynb #e9b713ce
+def _embed_views(model, pairs: EvalPairs, masked: EvalPairs | None, sampler, protocols: list, probe: int, **embedding):
+    "(unmasked embeddings, their P(masked), masked embeddings, their P(masked), which images really wear a mask)."
+    n = len(pairs.images)
+    plain, p_plain = embed_images(model, pairs.images, sampler=None, **embedding)
+    masked_emb, p_masked = np.zeros_like(plain), np.zeros(n, np.float32)
+    if "um" in protocols or "mm" in protocols:
+        rows = np.arange(n) if "mm" in protocols else np.arange(probe, n, 2)
+        masked_emb[rows], p_masked[rows] = embed_images(model, pairs.images if masked is None else masked.images,
+                                                        indices=rows, sampler=sampler if masked is None else None, **embedding)
+    # which images really wear a mask: all that were drawn; in a copy masked elsewhere (MaskTheFace), not those it
+    # left as they were (no face found), which count as unmasked for the mask head
+    worn = np.ones(n, bool) if masked is None else np.array([not _same_image(a, b) for a, b in zip(pairs.images, masked.images)])
+    return plain, p_plain, masked_emb, p_masked, worn
 
+
+def _at_uu_thresholds(results: dict, scores: dict, issame: np.ndarray) -> None:
+    "Add to each masked protocol its error rates at U-U's FMR 1% and 0.1% thresholds."
+    uu = results["uu"]
+    for protocol in (p for p in results if p != "uu"):
+        sim = scores[protocol]
+        at = rates_at(sim[issame], sim[~issame], [uu["threshold_fmr100"], uu["threshold_fmr1000"]])
+        results[protocol].update(fmr_at_uu_fmr100_threshold=at["fmr"][0], fnmr_at_uu_fmr100_threshold=at["fnmr"][0],
+                                 fmr_at_uu_fmr1000_threshold=at["fmr"][1], fnmr_at_uu_fmr1000_threshold=at["fnmr"][1])
+
+
+def _check_masked_copy(pairs: EvalPairs, masked: EvalPairs | None, landmarks) -> None:
+    if masked is None: return
+    if len(masked.images) != len(pairs.images) or not np.array_equal(masked.issame, pairs.issame):
+        raise FocusFaceError(f"{masked.source}: not a masked copy of {pairs.source} ({len(masked)} pairs against "
+                             f"{len(pairs)}, or other same/different flags)")
+    if landmarks is not None:
+        raise FocusFaceError(f"{masked.source}: a pre-masked set carries its masks already; landmarks do not apply to it")
+
+# %% ../nbs/20_evaluate.ipynb #75f6f5dc
 def evaluate_pairs(model: FocusFace, pairs: EvalPairs, *, protocols=PROTOCOLS, spec: str = DEFAULT_SPEC, seed: int = 0,
                    score: str = "cosine", batch_size: int = 128, flip: bool = True, device=None,
                    masked: EvalPairs | None = None,  # the same set with every image masked (focusface mask --protocol mm)
@@ -144,68 +179,43 @@ def evaluate_pairs(model: FocusFace, pairs: EvalPairs, *, protocols=PROTOCOLS, s
                    masked_side: str = "second",  # U-M: which image of each pair wears the mask (first: the authors')
                    progress: bool = False) -> dict:
     "Scores, metrics and mask manifests of one evaluation set under each protocol (U-U is always computed)."
+    embedding = dict(batch_size=batch_size, flip=flip, device=device, progress=progress)
     if pairs.mask_types is not None:  # real masks, labelled: the protocols are the labels' (evaluate_real_masks)
         if masked is not None or landmarks is not None:
             raise FocusFaceError(f"{pairs.source}: its images carry real masks (a labels file); a masked copy or landmarks "
                                  "for drawing masks do not apply to it")
-        return evaluate_real_masks(model, pairs, protocols=protocols, score=score, batch_size=batch_size, flip=flip,
-                                   device=device, progress=progress)
-    protocols = _check_protocols(protocols)
+        return evaluate_real_masks(model, pairs, protocols=protocols, score=score, **embedding)
     if masked_side not in MASKED_SIDES:
         raise FocusFaceError(f"masked_side must be one of {list(MASKED_SIDES)}, got {shorten(masked_side)}")
-    if masked is not None and (len(masked.images) != len(pairs.images) or not np.array_equal(masked.issame, pairs.issame)):
-        raise FocusFaceError(f"{masked.source}: not a masked copy of {pairs.source} ({len(masked)} pairs against "
-                             f"{len(pairs)}, or other same/different flags)")
-    if "uu" not in protocols: protocols = ["uu"] + protocols  # the U-U thresholds are needed for the masked protocols
-    n = len(pairs.images)
-    if masked is not None and landmarks is not None:
-        raise FocusFaceError(f"{masked.source}: a pre-masked set carries its masks already; landmarks do not apply to it")
-    sampler = fitted_sampler(MaskSampler(spec, seed), landmarks)
-    source = pairs.source or pairs.name
-    plain, p_plain = embed_images(model, pairs.images, sampler=None, batch_size=batch_size, flip=flip, device=device,
-                                  source=source, progress=progress)
+    _check_masked_copy(pairs, masked, landmarks)
+    protocols = sorted(set(_check_protocols(protocols)) | {"uu"}, key=PROTOCOLS.index)  # U-U: the masked ones' thresholds
+    sampler, source, n = fitted_sampler(MaskSampler(spec, seed), landmarks), pairs.source or pairs.name, len(pairs.images)
     probe = 1 if masked_side == "second" else 0  # the U-M side that wears the mask
-    masked_idx = np.arange(n) if "mm" in protocols else np.arange(probe, n, 2)
-    masked_emb = np.zeros_like(plain); p_masked = np.zeros(n, np.float32)
-    if "um" in protocols or "mm" in protocols:
-        masked_emb[masked_idx], p_masked[masked_idx] = embed_images(model, pairs.images if masked is None else masked.images,
-                                                                indices=masked_idx, sampler=sampler if masked is None else None,
-                                                                batch_size=batch_size, flip=flip, device=device,
-                                                                source=source, progress=progress)
-    # which images really wear a mask: all that were drawn; in a copy masked elsewhere (MaskTheFace), not those it
-    # left as they were (no face found), which count as unmasked for the mask head
-    worn = np.ones(n, bool) if masked is None else np.array([not _same_image(a, b) for a, b in zip(pairs.images, masked.images)])
+    plain, p_plain, masked_emb, p_masked, worn = _embed_views(model, pairs, masked, sampler, protocols, probe,
+                                                              source=source, **embedding)
     um = (plain[0::2], masked_emb[1::2]) if probe == 1 else (masked_emb[0::2], plain[1::2])
     views = dict(uu=(plain[0::2], plain[1::2]), um=um, mm=(masked_emb[0::2], masked_emb[1::2]))
     results, scores, manifests = {}, {}, {}
     for protocol in protocols:
         reference, other = views[protocol]
-        sim = pair_scores(reference, other, score)
-        scores[protocol] = sim
+        scores[protocol] = sim = pair_scores(reference, other, score)
         s = Scores(sim[pairs.issame], sim[~pairs.issame])
         metrics = verification_metrics(s, None)
         acc = kfold_accuracy(pair_scores(reference, other, "cosine"), pairs.issame)
-        metrics.update(accuracy=acc["accuracy"], accuracy_std=acc["std"], score=score)
         authors = pair_scores(reference, other, "authors")  # the paper's numbers: pyeer on the authors' score
-        metrics["paper"] = pyeer_metrics(authors[pairs.issame], authors[~pairs.issame])
-        metrics["mask_detection_accuracy"] = _mask_detection_accuracy(model, p_plain, p_masked, worn, protocol, masked_side)
+        metrics.update(accuracy=acc["accuracy"], accuracy_std=acc["std"], score=score,
+                       paper=pyeer_metrics(authors[pairs.issame], authors[~pairs.issame]),
+                       mask_detection_accuracy=_mask_detection_accuracy(model, p_plain, p_masked, worn, protocol, masked_side))
         if protocol == "um": metrics["masked_side"] = masked_side
         if protocol != "uu" and masked is not None: metrics["unmasked_in_masked_copy"] = int((~worn).sum())
-        results[protocol] = metrics
-        results[protocol]["_curve"] = curve(s, None)
+        results[protocol] = dict(metrics, _curve=curve(s, None))
         if protocol != "uu" and masked is None:  # a pre-masked set has its manifest already
             keys = [int(k) for k in (np.arange(probe, n, 2) if protocol == "um" else np.arange(n))]
-            lines = [manifest_line(k, sampler(k)) for k in keys]
             fit = sampler.manifest_info() if landmarks is not None else {}
             manifests[protocol] = [json.dumps(manifest_header(kind="eval", source=source, protocol=protocol, spec=spec,
-                                                              seed=seed, images=len(keys), **fit))] + lines
-    for protocol in protocols:  # the operating points fixed on unmasked faces
-        if protocol == "uu": continue
-        uu = results["uu"]
-        sim = scores[protocol]
-        at = rates_at(sim[pairs.issame], sim[~pairs.issame], [uu["threshold_fmr100"], uu["threshold_fmr1000"]])
-        results[protocol].update(fmr_at_uu_fmr100_threshold=at["fmr"][0], fnmr_at_uu_fmr100_threshold=at["fnmr"][0],
-                                 fmr_at_uu_fmr1000_threshold=at["fmr"][1], fnmr_at_uu_fmr1000_threshold=at["fnmr"][1])
+                                                              seed=seed, images=len(keys), **fit))] \
+                + [manifest_line(k, sampler(k)) for k in keys]
+    _at_uu_thresholds(results, scores, pairs.issame)
     return dict(metrics=results, scores=scores, manifests=manifests, issame=pairs.issame, score=score)
 
 # %% ../nbs/20_evaluate.ipynb #48a937d0
@@ -318,16 +328,85 @@ def save_figures(name: str, result: dict, folder: Path) -> list[Path]:
         written.append(save_figure(figure, path))
     return written
 
-# %% ../nbs/20_evaluate.ipynb #f1261b82
-def _unique_names(sets: list[EvalPairs], sources: list) -> list[str]:
+# %% ../nbs/20_evaluate.ipynb #806a05f3
+@dataclass(frozen=True)
+class EvalSet:
+    "One evaluation set and what goes with it (a path alone is an `EvalSet` of that path)."
+    source: object                 # a .bin, a pairs folder, `synthetic[:SEED]`
+    masked: object = None          # its masked copy (`focusface mask --protocol mm`); None: masks are drawn
+    landmarks: object = None       # its landmarks file (`focusface landmarks`): drawn masks fitted to each face
+    mask_labels: object = None     # real-mask labels of a pairs folder (default: the file beside its pairs.txt)
+    name: str | None = None        # what the results call it (default: its file name)
+
+    def paths(self) -> list:
+        "The files this set reads: never replaced by the results."
+        return [p for p in (self.source, self.masked, self.landmarks, self.mask_labels)
+                if isinstance(p, (str, Path)) and not str(p).startswith("synthetic")]
+
+
+def eval_sets(data, *, masked=None, landmarks=None, mask_labels=None, names=None) -> list[EvalSet]:
+    "`EvalSet`s from a set or a list of them and, for the command line, lists of what goes with each, in order."
+    records = [d if isinstance(d, EvalSet) else EvalSet(d) for d in ([data] if isinstance(data, (str, Path, EvalSet)) else list(data))]
+    if not records: raise FocusFaceError("no evaluation set given")
+    given = dict(masked=("masked copies", masked), landmarks=("landmarks files", landmarks),
+                 mask_labels=("mask labels files", mask_labels), names=("names", names))
+    for parameter, (what, values) in given.items():
+        if values is None: continue
+        values = [values] if isinstance(values, (str, Path)) else list(values)
+        if len(values) != len(records):
+            raise FocusFaceError(f"{len(values)} {what} ({parameter}) for {len(records)} evaluation sets: give one for "
+                                 "each, in order")
+        records = [replace(r, **{"name" if parameter == "names" else parameter: v}) for r, v in zip(records, values)]
+    return records
+
+
+def _unique_names(sets: list[EvalPairs], records: list[EvalSet]) -> list[str]:
     names, seen = [], {}
-    for pairs, source in zip(sets, sources):
-        base = re.sub(r"[^\w.-]", "_", pairs.name or Path(str(source)).stem) or "set"
+    for pairs, record in zip(sets, records):
+        base = re.sub(r"[^\w.-]", "_", record.name or pairs.name or Path(str(record.source)).stem) or "set"
         seen[base] = seen.get(base, 0) + 1
         names.append(base if seen[base] == 1 else f"{base}_{seen[base]}")
     return names
 
+# %% ../nbs/20_evaluate.ipynb #2b7a8eba
+def _check_options(protocols, score: str, batch_size, spec: str, seed: int, masked_side: str) -> list[str]:
+    protocols = _check_protocols(protocols)
+    if score not in SCORES: raise FocusFaceError(f"score must be one of {SCORES}, got {shorten(score)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise FocusFaceError(f"batch_size must be a positive integer, got {shorten(batch_size)}")
+    MaskSampler(spec, seed)
+    if masked_side not in MASKED_SIDES:
+        raise FocusFaceError(f"masked_side must be one of {list(MASKED_SIDES)}, got {shorten(masked_side)}")
+    return protocols
 
+
+def _read_sets(records: list[EvalSet], skip_missing: bool) -> list[tuple]:
+    "(name, pairs, masked copy, landmarks table) of each set, every file read and checked."
+    read = []
+    for r in records:
+        pairs = load_eval_set(r.source, mask_labels=r.mask_labels, skip_missing=skip_missing)
+        table = None if r.landmarks is None else LandmarkTable(r.landmarks)
+        if table is not None and not str(r.source).startswith("synthetic"): table.check_source(r.source)  # its own
+        read.append((pairs, None if r.masked is None else read_eval_set(r.masked), table))
+    return [(name, *parts) for name, parts in zip(_unique_names([p for p, _, _ in read], records), read)]
+
+
+def write_results(folder: Path, results: dict, metrics: dict, figures: bool = True) -> None:
+    "metrics.json, and per set its scores, curves, mask manifests and figures, into `folder`."
+    (folder / "scores").mkdir(exist_ok=True)
+    for name, result in results.items():
+        same = result["issame"]  # real-mask sets: each protocol its own pairs (issame_<protocol>)
+        flags = {f"issame_{p}": v for p, v in same.items()} if isinstance(same, dict) else dict(issame=same)
+        np.savez_compressed(folder / "scores" / f"{name}.npz", **flags,
+                            **{p: s.astype(np.float32) for p, s in result["scores"].items()})
+        atomic_write_bytes(folder / "curves" / f"{name}.json", json.dumps(
+            {p: m["_curve"] for p, m in result["metrics"].items() if "_curve" in m}).encode(), sources=())
+        for protocol, lines in result["manifests"].items():
+            atomic_write_bytes(folder / "masks" / f"{name}.{protocol}.jsonl", ("\n".join(lines) + "\n").encode(), sources=())
+        if figures: save_figures(name, result, folder / "figures")
+    atomic_write_bytes(folder / "metrics.json", (json.dumps(metrics, indent=1, sort_keys=True) + "\n").encode(), sources=())
+
+# %% ../nbs/20_evaluate.ipynb #2d53430b
 def evaluate(model, data, out=None, *,
              protocols=PROTOCOLS,       # any of uu, um, mm (a list or "uu,um")
              spec: str = DEFAULT_SPEC,  # the masks drawn for U-M and M-M
@@ -337,74 +416,27 @@ def evaluate(model, data, out=None, *,
              device=None,               # cpu, cuda, cuda:N; default: this rank's GPU if there is one
              figures: bool = True,      # write ROC/DET/score figures
              overwrite: bool = False,   # replace a non-empty `out`
-             masked_data=None,          # masked copies of the sets (`--protocol mm`), in the order of `data` (None: draw)
-             landmarks=None,            # landmarks files of the sets (`focusface landmarks`), in the order of `data`
-             names=None,                # what to call the sets in the results (default: their file names)
              channel_order=None,        # rgb | bgr: override the order the model expects (default: the checkpoint's)
              masked_side: str = "second",  # U-M: which image of each pair wears the mask (first: the authors')
-             mask_labels=None,          # real-mask labels of pairs folders, in the order of `data` (default: beside pairs.txt)
              skip_missing: bool = False,  # leave out the pairs of a pairs folder that name a missing image
              progress: bool = False) -> dict:
-    "Evaluate a FocusFace model (or a checkpoint path) on evaluation sets; write the outputs under `out`."
-    protocols = _check_protocols(protocols)
-    if score not in SCORES: raise FocusFaceError(f"score must be one of {SCORES}, got {shorten(score)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise FocusFaceError(f"batch_size must be a positive integer, got {shorten(batch_size)}")
-    MaskSampler(spec, seed)
-    if masked_side not in MASKED_SIDES:
-        raise FocusFaceError(f"masked_side must be one of {list(MASKED_SIDES)}, got {shorten(masked_side)}")
-    device = resolve_device(device)
-    sources = [data] if isinstance(data, (str, Path)) else list(data)
-    if not sources: raise FocusFaceError("no evaluation set given")
-    as_list = lambda v: [] if v is None else ([v] if isinstance(v, (str, Path)) else list(v))
-    read = [s for s in [model] + sources + as_list(masked_data) + as_list(landmarks) + as_list(mask_labels)
-            if isinstance(s, (str, Path)) and not str(s).startswith("synthetic")]  # never replaced by the results
-    labels = as_list(mask_labels)
-    if labels and len(labels) != len(sources):
-        raise FocusFaceError(f"{len(labels)} mask labels files for {len(sources)} evaluation sets: give one for each, in order")
-    if out is not None: out = check_destination(out, overwrite=overwrite, sources=read)
+    "Evaluate a model (or a checkpoint path) on evaluation sets (paths or `EvalSet`s); write the outputs under `out`."
+    protocols = _check_options(protocols, score, batch_size, spec, seed, masked_side)
+    device, records = resolve_device(device), eval_sets(data)
+    read = [s for s in [model] if isinstance(s, (str, Path))] + [p for r in records for p in r.paths()]
+    if out is not None: out = check_destination(out, overwrite=overwrite, sources=read)  # never a file it reads
     if not isinstance(model, FocusFace): model = load_checkpoint(model, map_location="cpu", with_classifier=False)
-    model = with_channel_order(model, channel_order)
-    sets = [load_eval_set(source, mask_labels=label, skip_missing=skip_missing)
-            for source, label in zip(sources, labels or [None] * len(sources))]
-    masked_sources = [] if masked_data is None else ([masked_data] if isinstance(masked_data, (str, Path)) else list(masked_data))
-    if masked_sources and len(masked_sources) != len(sources):
-        raise FocusFaceError(f"{len(masked_sources)} masked sets for {len(sources)} evaluation sets: give one for each, in order")
-    masked_sets = [None if source is None else read_eval_set(source) for source in masked_sources] or [None] * len(sets)
-    landmark_files = [] if landmarks is None else ([landmarks] if isinstance(landmarks, (str, Path)) else list(landmarks))
-    if landmark_files and len(landmark_files) != len(sources):
-        raise FocusFaceError(f"{len(landmark_files)} landmarks files for {len(sources)} evaluation sets: give one for each, in order")
-    landmark_files = [LandmarkTable(f) for f in landmark_files] or [None] * len(sets)
-    for table, source in zip(landmark_files, sources):  # each file must be its set's
-        if table is not None and not str(source).startswith("synthetic"): table.check_source(source)
-    if names is not None and len(names) != len(sets):
-        raise FocusFaceError(f"{len(names)} names for {len(sets)} evaluation sets")
-    names = _unique_names(sets, sources) if names is None else _unique_names(
-        [EvalPairs(s.images, s.issame, name=n) for s, n in zip(sets, names)], sources)
-    model = model.to(device).eval()
+    model = with_channel_order(model, channel_order).to(device).eval()
+    sets = _read_sets(records, skip_missing)
     rank, _ = _dist()
     all_metrics, results = {}, {}
     from tqdm import tqdm  # the terminal bar: no widget, no notebook warning
-    for name, pairs, masked, marks in tqdm(list(zip(names, sets, masked_sets, landmark_files)), desc="evaluation sets",
-                                           disable=not progress or rank != 0):
-        result = evaluate_pairs(model, pairs, protocols=protocols, spec=spec, seed=seed, score=score, batch_size=batch_size,
-                                flip=flip, device=device, masked=masked, landmarks=marks, masked_side=masked_side,
-                                progress=progress)
-        all_metrics[name] = {p: {k: v for k, v in m.items() if not k.startswith("_")} for p, m in result["metrics"].items()
-                             if p in protocols or p == "all"}
-        results[name] = result
+    for name, pairs, masked, marks in tqdm(sets, desc="evaluation sets", disable=not progress or rank != 0):
+        results[name] = evaluate_pairs(model, pairs, protocols=protocols, spec=spec, seed=seed, score=score,
+                                       batch_size=batch_size, flip=flip, device=device, masked=masked, landmarks=marks,
+                                       masked_side=masked_side, progress=progress)
+        all_metrics[name] = {p: {k: v for k, v in m.items() if not k.startswith("_")}
+                             for p, m in results[name]["metrics"].items() if p in protocols or p == "all"}
     if out is not None and rank == 0:
-        with atomic_dir(out, overwrite=overwrite, sources=read) as tmp:
-            for name, result in results.items():
-                (tmp / "scores").mkdir(exist_ok=True)
-                same = result["issame"]  # real-mask sets: each protocol its own pairs (issame_<protocol>)
-                flags = {f"issame_{p}": v for p, v in same.items()} if isinstance(same, dict) else dict(issame=same)
-                np.savez_compressed(tmp / "scores" / f"{name}.npz", **flags,
-                                    **{p: s.astype(np.float32) for p, s in result["scores"].items()})
-                atomic_write_bytes(tmp / "curves" / f"{name}.json", json.dumps(
-                    {p: m["_curve"] for p, m in result["metrics"].items() if "_curve" in m}).encode(), sources=())
-                for protocol, lines in result["manifests"].items():
-                    atomic_write_bytes(tmp / "masks" / f"{name}.{protocol}.jsonl", ("\n".join(lines) + "\n").encode(), sources=())
-                if figures: save_figures(name, result, tmp / "figures")
-            atomic_write_bytes(tmp / "metrics.json", (json.dumps(all_metrics, indent=1, sort_keys=True) + "\n").encode(), sources=())
+        with atomic_dir(out, overwrite=overwrite, sources=read) as tmp: write_results(tmp, results, all_metrics, figures)
     return all_metrics

@@ -158,11 +158,11 @@ SUMMARY_METRICS = ("accuracy", "eer", "fmr100", "fmr1000", "fdr", "mask_detectio
 def evaluate_variant(model_path, index: dict, masked: dict, out, *, protocols: str = "uu,um,mm", score: str = "cosine",
                      batch_size: int = 256, device=None, metrics_file=None, run_summary=None, real=None) -> dict:
     "Evaluate `model_path` on the index's evaluation sets (masked views from `masked`) and the `real` sets into `out`."
-    from focusface.evaluate import evaluate
+    from focusface.evaluate import EvalSet, evaluate
     names, real = sorted(index["eval"]), dict(real or {})
-    metrics = evaluate(model_path, [index["eval"][n] for n in names] + [real[n] for n in sorted(real)], out,
-                       protocols=protocols, score=score, batch_size=batch_size, device=device,
-                       masked_data=[masked[n]["mm"] for n in names] + [None] * len(real), names=names + sorted(real),
+    sets = [EvalSet(index["eval"][n], masked=masked[n]["mm"], name=n) for n in names] \
+        + [EvalSet(real[n], name=n) for n in sorted(real)]
+    metrics = evaluate(model_path, sets, out, protocols=protocols, score=score, batch_size=batch_size, device=device,
                        skip_missing=bool(real), overwrite=True)
     if metrics_file is not None:  # the few numbers `dvc metrics show` compares, beside what the run cost
         compact = {s: {p: {k: round(v, 6) for k, v in m.items() if k in SUMMARY_METRICS and v is not None}  # None: no

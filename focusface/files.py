@@ -39,10 +39,10 @@ def check_destination(dst, *, sources: Iterable, overwrite: bool = False) -> Pat
         how = _overlap(dst, Path(src))
         if how:
             raise DestinationError(f"{dst} {how} the source {src}: choose a destination outside the source; nothing "
-                                   "was written" + (" (--overwrite never replaces a source)" if overwrite else ""))
+                                   "was written" + (" (overwrite=True never replaces a source)" if overwrite else ""))
     empty_folder = dst.is_dir() and not dst.is_symlink() and not any(dst.iterdir())  # nothing to lose
     if (dst.exists() or dst.is_symlink()) and not overwrite and not empty_folder:
-        raise DestinationError(f"{dst} exists: choose another destination, or pass --overwrite to replace it")
+        raise DestinationError(f"{dst} exists: choose another destination, or pass overwrite=True to replace it")
     return dst
 
 # %% ../nbs/02_files.ipynb #0c798c5a
@@ -160,9 +160,9 @@ def atomic_dir(dst, *, sources: Iterable, overwrite: bool = False) -> Iterator[P
 def atomic_file(path, mode: str = "wb", *, sources: Iterable, overwrite: bool = True):
     "A file open for writing; it becomes `path` when the block completes and vanishes if the block fails."
     path = check_destination(path, overwrite=overwrite, sources=sources)
-    if path.is_dir() and not path.is_symlink():  # --overwrite replaces a file with a file, never a folder with one
+    if path.is_dir() and not path.is_symlink():  # overwrite=True replaces a file with a file, never a folder with one
         raise DestinationError(f"{path} is a folder: give the path of the file to write (a folder is never replaced "
-                               "by a file, even with --overwrite)")
+                               "by a file, even with overwrite=True)")
     path.parent.mkdir(parents=True, exist_ok=True)
     with hold_lock(path):
         remove_stale_temporaries(path)

@@ -82,7 +82,7 @@ def resolve_threshold(model, threshold=None) -> tuple[float, str]:
         recorded = getattr(model, "recorded_threshold", None)
         if recorded is not None: return recorded, "recorded by the checkpoint: U-U at FMR 0.1% on its run's validation pairs"
         return DEFAULT_THRESHOLD, ("the default for ArcFace r100 models at FMR 0.1% on LFW (Deb et al. 2020), not "
-                                   "measured for this checkpoint: calibrate with `focusface evaluate` and --threshold METRICS.json")
+                                   "measured for this checkpoint: calibrate with `focusface evaluate` and threshold=METRICS.json")
     if isinstance(threshold, bool):
         raise FocusFaceError(f"threshold must be a cosine similarity in [-1, 1] or an evaluate metrics.json, got {threshold}")
     if isinstance(threshold, (int, float)):

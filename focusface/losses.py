@@ -134,7 +134,7 @@ def focusface_loss(identity_unmasked: torch.Tensor,   # (N, D) identity embeddin
                    *,
                    masked_labels: torch.Tensor | None = None,  # (N,) 1 where the second view really wears a mask
                    mask_weight: float = 0.1,          # lambda: weight of the mask cross-entropy
-                   consistency_weight: float = 1 / 3,  # mu: weight of the consistency term
+                   contrastive_weight: float = 1 / 3,  # mu: weight of the consistency term
                    contrastive: str = "mse",          # the consistency term (`consistency_loss`)
                    temperature: float = 0.1,          # tau, for `infonce`
                    ) -> dict[str, torch.Tensor]:
@@ -145,5 +145,5 @@ def focusface_loss(identity_unmasked: torch.Tensor,   # (N, D) identity embeddin
     mask = 0.5 * (F.cross_entropy(mask_logits_unmasked, torch.zeros_like(labels))
                   + F.cross_entropy(mask_logits_masked, masked_labels.long()))
     consistency = consistency_loss(identity_unmasked, identity_masked, contrastive, labels, temperature)
-    loss = identity + mask_weight * mask + consistency_weight * consistency
+    loss = identity + mask_weight * mask + contrastive_weight * consistency
     return dict(loss=loss, identity=identity.detach(), mask=mask.detach(), consistency=consistency.detach())

@@ -111,7 +111,7 @@ def mask_dataset(src, dst, *,
     if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
         raise FocusFaceError(f"quality must be an integer in [1, 100], got {shorten(quality)}")
     if replay is not None and landmarks is not None:
-        raise FocusFaceError("a replay draws the masks its manifest recorded (fitted ones included): --landmarks does not apply")
+        raise FocusFaceError("a replay draws the masks its manifest recorded (fitted ones included): landmarks=FILE does not apply")
     sources = [src] + [Path(p) for p in (replay, landmarks) if p is not None]
     check_destination(dst, overwrite=overwrite, sources=sources)
     manifest_path = _manifest_path(dst, kind)

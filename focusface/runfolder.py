@@ -62,7 +62,7 @@ def clock(seconds: float) -> str:
     seconds = int(max(0, seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
-# %% ../nbs/28_runfolder.ipynb #0352cd4d
+# %% ../nbs/28_runfolder.ipynb #8f813594
 @dataclass
 class Pace:
     "The run's clock: training time only, validation and saving paused out."
@@ -97,7 +97,7 @@ class Pace:
         try: yield
         finally: self.paused += time.perf_counter() - began
 
-# %% ../nbs/28_runfolder.ipynb #bcbd1581
+# %% ../nbs/28_runfolder.ipynb #ee969f57
 def gather(obj, world: int) -> list:
     "`obj` of every rank, in rank order (`[obj]` on one process)."
     if world == 1: return [obj]
@@ -124,13 +124,13 @@ def prepare_out(config: TrainConfig, rank: int, resume: bool, overwrite: bool, c
     has_run = out.is_dir() and any(out.iterdir())
     if resume and (out / "checkpoint.pt").is_file(): return True
     if has_run and not overwrite:
-        hint = "it has no checkpoint.pt to resume from; pass --overwrite to start again" if resume else \
-            "pass --resume to continue it, or --overwrite to start again"
+        hint = "it has no checkpoint.pt to resume from; pass overwrite=True to start again" if resume else \
+            "pass resume=True to continue it, or overwrite=True to start again"
         raise DestinationError(f"{out} holds another run: {hint}")
     if has_run:
         foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_FILES)
         if foreign:
-            raise DestinationError(f"{out} holds files a focusface run does not write ({shorten(foreign)}): --overwrite "
+            raise DestinationError(f"{out} holds files a focusface run does not write ({shorten(foreign)}): overwrite=True "
                                    "replaces only a run's folder; choose another out")
         if rank == 0:
             import shutil
@@ -151,7 +151,7 @@ def run_lock(out: Path, rank: int, world: int):
         if said: raise DestinationError(said)
         yield
 
-# %% ../nbs/28_runfolder.ipynb #a06bb453
+# %% ../nbs/28_runfolder.ipynb #205a0f57
 _RESUME_FREE = {"out", "workers", "progress", "log_every", "val_every", "checkpoint_every", "val_batch_size", "max_steps",
                 "device", "compile", "trunk_init", "val_at_start"}  # may change between a run and its resumption
 _LEGACY = dict(grad_clip_scope="all", bn_views="joint")  # settings added later: what runs saved before them did

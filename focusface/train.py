@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import PairBatchSampler, PairedFaces, batch_grid, make_loader
-from .errors import FocusFaceError, shorten
+from .errors import FocusFaceError, in_flags, shorten
 from .files import atomic_write_bytes
 from .losses import focusface_loss
 from .model import FocusFace, resolve_device, to_model_input
@@ -104,7 +104,7 @@ class TrainingStep(nn.Module):
         focus = c.method == "focusface"
         return focusface_loss(identity_u, identity_m, logits_u, logits_m, labels, head,
                               masked_labels=is_masked, mask_weight=c.mask_weight if focus else 0.0,
-                              consistency_weight=c.contrastive_weight if focus else 0.0,
+                              contrastive_weight=c.contrastive_weight if focus else 0.0,
                               contrastive=c.contrastive if focus else "none", temperature=c.infonce_temperature)
 
 # %% ../nbs/29_train.ipynb #d39952cb
@@ -434,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     try: return run_from_arguments(args)
     except (FocusFaceError, OSError) as e:
         if args.debug: raise
-        print(f"focusface.train: error: {e}", file=sys.stderr)
+        print(f"focusface.train: error: {in_flags(str(e), parser)}", file=sys.stderr)  # flags, as typed
         return 2
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.destroy_process_group()

@@ -17,6 +17,7 @@ pictures, so photographs of real people never enter the repository. Keeping outp
 import argparse
 import difflib
 import multiprocessing
+import os
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT / "nbs"
 PICTURES = ("image/png", "image/jpeg", "image/svg+xml")
 TEXTS = ("text/plain", "text/markdown", "text/html")
+SAMPLES = ("FOCUSFACE_LFW_SAMPLE", "FOCUSFACE_RWMFD_SAMPLE")  # the development samples of real faces
 SKIP_FLAGS = {"slow", "gpu"}  # pyproject's tst_flags: cells nbdev-test would skip
 
 
@@ -144,6 +146,12 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.workers < 1: parser.error("--workers must be 1 or more")
     paths = chapters(args.chapters)
+    if not args.check:  # keeping outputs without the samples would replace the measurements on real faces
+        unset = [v for v in SAMPLES if not Path(os.environ.get(v, "/nonexistent")).is_dir()]
+        real = [p.name for p in paths if any("real-faces" in tags(c) for c in nbformat.read(p, as_version=4).cells)]
+        if unset and real:
+            sys.exit(f"run_chapters: {', '.join(real)} measure real faces: set {' and '.join(unset)} to the development "
+                     "samples (see the README) before keeping their outputs, or leave those chapters out")
     jobs = [(p, args.check) for p in paths]
     if args.workers == 1 or len(jobs) == 1: found = [e for job in jobs for e in _job(job)]
     else:

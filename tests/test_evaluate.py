@@ -219,3 +219,18 @@ def test_evaluate_never_replaces_what_it_reads(tmp_path):
         assert result.returncode == 2 and "source" in result.stderr, (out, result.stderr)
     assert sorted(p.name for p in victim.iterdir()) == ["model.pt", "notes.txt", "val.bin"]
     assert (victim / "notes.txt").read_text() == "mine" and load_eval_set(data)
+
+
+def test_an_eval_set_record_carries_what_goes_with_its_set(tmp_path):
+    """One record per set (its masked copy, landmarks, labels, name) replaces parallel lists; the lists the command
+    line takes become records in one place, which refuses a list of the wrong length, naming the parameter."""
+    from focusface.evaluate import EvalSet, eval_sets
+    from focusface.errors import FocusFaceError
+    records = eval_sets(["a.bin", "b.bin"], masked=["a.mm.bin", None], names=["first", "second"])
+    assert records == [EvalSet("a.bin", masked="a.mm.bin", name="first"), EvalSet("b.bin", name="second")]
+    assert eval_sets(EvalSet("a.bin", landmarks="a.npz"))[0].paths() == ["a.bin", "a.npz"]
+    assert eval_sets("synthetic:3")[0].paths() == []
+    with pytest.raises(FocusFaceError, match=r"1 masked copies \(masked\) for 2 evaluation sets"):
+        eval_sets(["a.bin", "b.bin"], masked="a.mm.bin")
+    with pytest.raises(FocusFaceError, match="no evaluation set given"):
+        eval_sets([])

@@ -109,3 +109,25 @@ def test_the_top_level_api_resolves_on_first_use(name):
     code = f"import focusface; print(focusface.{name}.__module__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("focusface."), out.stderr
+
+
+def readme_python(text: str) -> list[str]:
+    "The README's Python examples."
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+def test_the_readme_examples_use_the_top_level_api():
+    "A user reads `focusface.load_checkpoint`, never a module path; each name an example uses exists."
+    import focusface
+    examples = readme_python((REPO / "README.md").read_text())
+    assert examples, "the README has Python examples"
+    for code in examples:
+        assert not re.search(r"from focusface[.\w]* import|import focusface\.", code), code
+        for name in re.findall(r"\bfocusface\.(\w+)", code):
+            assert name in focusface.__all__, f"focusface.{name} in the README is not a top-level name"
+
+
+def test_the_example_check_finds_a_module_path():
+    with pytest.raises(AssertionError):
+        assert not re.search(r"from focusface[.\w]* import|import focusface\.", readme_python(
+            "```python\nfrom focusface.checkpoints import load_checkpoint\n```")[0])

@@ -80,7 +80,7 @@ def test_focusface_loss_trains_the_unmasked_mask_term():
     # the consistency term pulls the two identity embeddings together, through both views
     with_term = eu.grad.clone(), em.grad.clone()
     eu.grad = em.grad = None
-    focusface_loss(eu, em, lu, lm, labels, head, consistency_weight=0.0)["loss"].backward()
+    focusface_loss(eu, em, lu, lm, labels, head, contrastive_weight=0.0)["loss"].backward()
     pull_u, pull_m = with_term[0] - eu.grad, with_term[1] - em.grad  # the consistency term's own gradient
     assert (pull_u * (eu - em)).sum() > 0 and (pull_m * (em - eu)).sum() > 0  # descent moves each towards the other
     # images where no mask was placed count as unmasked: both views then push towards class 0
@@ -108,7 +108,7 @@ def test_focusface_loss_parts_by_hand():
     mask = ((ce(2.0, 0.0) + ce(0.0, 0.0)) / 2 + (ce(1.0, 0.0) + ce(1.0, 1.0)) / 2) / 2
     consistency = (1 + 1 + 0 + 16) / 4                   # squared differences of (1, -1) and (0, 4)
     parts = focusface_loss(unmasked, masked, mask_unmasked, mask_masked, labels, head, mask_weight=0.1,
-                           consistency_weight=1 / 3)
+                           contrastive_weight=1 / 3)
     assert parts["identity"].item() == pytest.approx(identity, rel=1e-6)
     assert parts["mask"].item() == pytest.approx(mask, rel=1e-6)
     assert parts["consistency"].item() == pytest.approx(consistency, rel=1e-6)

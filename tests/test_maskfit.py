@@ -80,7 +80,7 @@ def test_evaluate_and_the_command_line_take_landmarks(pair_set, tmp_path, capsys
     assert header["landmarks"] == str(marks) and header["template_fallbacks"] == {}
     assert main(["evaluate", str(tmp_path / "m.pt"), str(pair_set), "--protocols", "um", "--no-figures", "--quiet",
                  "--landmarks", str(marks), str(marks)]) == 2
-    assert "2 landmarks files for 1 evaluation sets" in capsys.readouterr().err
+    assert "2 landmarks files (--landmarks) for 1 evaluation sets" in capsys.readouterr().err  # the flag, as typed
     assert main(["mask", str(pair_set), str(tmp_path / "m.bin"), "--workers", "0", "--quiet", "--landmarks",
                  str(tmp_path / "missing.npz")]) == 2
     assert "missing.npz: landmarks file not found" in capsys.readouterr().err

@@ -128,6 +128,11 @@ def test_bad_input_fails_before_the_first_step(faces, tmp_path):
     _fails(_args(faces, tmp_path / "e", init=str(tmp_path / "tiny.pt")), "a 'tiny' model, but backbone is 'demo'")
     _fails(_args(faces, faces / "inside"), "lies inside the source")
     assert not any((tmp_path / n).exists() for n in "abcde"), "nothing is written by a run that cannot start"
+    (tmp_path / "done").mkdir(); (tmp_path / "done" / "train.log").write_text("an earlier run\n")
+    said = _fails(_args(faces, tmp_path / "done"), "pass --resume to continue it, or --overwrite to start again")
+    assert "=True" not in said, said  # the command names its flags, the library its parameters
+    with pytest.raises(FocusFaceError, match="pass resume=True to continue it, or overwrite=True"):
+        train(load_config(overrides=_args(faces, tmp_path / "done")))
 
 
 def test_on_top_of_a_pretrained_model_with_a_frozen_trunk(faces, tmp_path):
