@@ -104,15 +104,16 @@ def compute_landmarks(src, out, *, box=FACE_BOX, overwrite: bool = False, progre
     from tqdm import tqdm  # the terminal bar: no widget, no notebook warning
     from focusface.align import DlibAligner
     from focusface.images import decode_with_warnings, jpeg_truncated
-    from focusface.datasets import image_source, source_fingerprint
+    from focusface.datasets import open_dataset
     out = Path(out)
     if out.suffix != ".npz": raise FocusFaceError(f"{out}: the landmarks file must be a .npz")
     check_destination(out, overwrite=overwrite, sources=[src])
     aligner = aligner or DlibAligner()
-    count, get, keys, _ = image_source(src)
+    source = open_dataset(src)
+    count, get, keys = len(source), source.read, source.keys
     if count == 0: raise FormatError(f"{src}: holds no images")
     ok, notes, size, damaged = np.zeros(count, bool), [""] * count, None, []
-    fingerprint = source_fingerprint(src)  # the file says which dataset it belongs to: never used with another
+    fingerprint = source.fingerprint()  # the file says which dataset it belongs to: never used with another
     with scratch_dir(out, need=2 * count * 68 * 2 * 4) as tmp:  # the array, then the .npz made of it
         landmarks = allocated_memmap(tmp / "landmarks.npy", np.float32, (count, 68, 2), out)
         for i in tqdm(range(count), disable=not progress, desc=f"landmarks of {Path(src).name}", unit="img"):

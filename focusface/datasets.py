@@ -7,6 +7,7 @@ and written from a folder of aligned faces or any stream of labelled images."""
 from __future__ import annotations
 
 import hashlib
+from functools import cached_property
 from pathlib import Path
 from typing import Iterable
 
@@ -18,8 +19,9 @@ from .images import decode_image, encode_image, list_image_folder
 from .recordio import RecordReader, RecordWriter, pack_record, unpack_record
 
 # %% auto #0
-__all__ = ['read_property', 'InsightFaceDataset', 'write_insightface_folder', 'pack_folder', 'dataset_kind', 'image_source',
-           'source_fingerprint', 'file_sha256']
+__all__ = ['read_property', 'InsightFaceDataset', 'write_insightface_folder', 'pack_folder', 'dataset_kind', 'file_sha256',
+           'DatasetSource', 'RecSource', 'FolderSource', 'BinSource', 'PairsSource', 'open_dataset',
+           'source_fingerprint']
 
 # %% ../nbs/06_datasets.ipynb #fdc6e405
 def read_property(root) -> tuple[int, int, int]:
@@ -190,7 +192,18 @@ def dataset_kind(path) -> str:
                       "expected an insightface folder (train.rec, train.idx, property), an evaluation .bin, a folder "
                       "with pairs.txt, or root/<identity>/<image> files")
 
+# %% ../nbs/06_datasets.ipynb #6b52cfaf
+def _hash_file(path: Path, h) -> None:
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
 
+
+def file_sha256(path) -> str:
+    "The SHA-256 of a file's bytes, as hex."
+    h = hashlib.sha256(); _hash_file(Path(path), h)
+    return h.hexdigest()
+
+# %% ../nbs/06_datasets.ipynb #75a38f2d
 def _folder_images(path: Path) -> list[Path]:
     "The images of a folder: at its top, or else one folder down (<identity>/<image>), in sorted order."
     from focusface.images import IMAGE_SUFFIXES
@@ -198,43 +211,117 @@ def _folder_images(path: Path) -> list[Path]:
     return files or [p for _, images in list_image_folder(path) for p in images]
 
 
-def image_source(path) -> tuple[int, object, list, bool]:
-    "(count, function i -> (name, encoded bytes or array), keys, is a pair set) for a dataset or an image folder."
-    from focusface.evalsets import read_eval_set
-    path = Path(path)
-    kind = dataset_kind(path)
-    if kind == "rec":
-        ds = InsightFaceDataset(path)
-        keys = [int(k) for k in ds.image_keys]
-        return len(keys), lambda i: (f"{path} key {keys[i]}", ds.read(keys[i])[1]), keys, False
-    if kind == "images":
-        files = _folder_images(path)
-        keys = [p.relative_to(path).as_posix() for p in files]
-        return len(files), lambda i: (str(files[i]), files[i].read_bytes()), keys, False
-    pairs = read_eval_set(path)
-    return len(pairs.images), lambda i: (f"{path} image {i}", pairs.images[i]), list(range(len(pairs.images))), True
+class DatasetSource:
+    "A dataset as keyed images (see above); `open_dataset` makes the one for a path."
+    kind, paired = "", False  # paired: its images come in verification pairs (0-1, 2-3, ...)
 
-# %% ../nbs/06_datasets.ipynb #6b52cfaf
-def _hash_file(path: Path, h) -> None:
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
+    def __init__(self, path): self.path = Path(path)
+    def __len__(self) -> int: return len(self.keys)
+    def read(self, i: int) -> tuple[str, object]: raise NotImplementedError
+    def _hash(self, h) -> None: raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(self.kind.encode()); self._hash(h)
+        return h.hexdigest()[:16]
+
+    @property
+    def copy_keys(self) -> list: return list(self.keys)
+
+    def _hash_listing(self, files: list[Path], h) -> None:
+        for p in files: h.update(f"{p.relative_to(self.path).as_posix()}\t{p.stat().st_size}\n".encode())
+
+# %% ../nbs/06_datasets.ipynb #27564a78
+class RecSource(DatasetSource):
+    "An insightface folder: record keys; a copy keeps every record (header, identity ranges) in file order."
+    kind = "rec"
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.dataset = InsightFaceDataset(self.path)
+        self.keys = [int(k) for k in self.dataset.image_keys]
+
+    def read(self, i: int) -> tuple[str, object]:
+        return f"{self.path} key {self.keys[i]}", self.dataset.read(self.keys[i])[1]
+
+    def _hash(self, h) -> None:
+        _hash_file(self.path / "train.idx", h)
+        h.update(str((self.path / "train.rec").stat().st_size).encode())
+
+    @property
+    def copy_keys(self) -> list:  # in file order: a copy is written as the records are read
+        images = set(self.keys)
+        return [int(k) for k in self.dataset.records.keys if int(k) in images]
+
+    def write_copy(self, dst: Path, replaced) -> None:
+        "`dst/train.rec`, `train.idx` and the side files; `replaced` yields (key, packed record) in `copy_keys` order."
+        images, replaced = set(self.keys), iter(replaced)
+        with RecordWriter(dst / "train.rec", dst / "train.idx") as writer:
+            for key in (int(k) for k in self.dataset.records.keys):  # every record: replaced images, copied others
+                if key in images:
+                    done, data = next(replaced)
+                    if done != key: raise RuntimeError(f"{self.path}: image {done} came back for record {key}")
+                    writer.write(key, data)
+                else: writer.write(key, self.dataset.records[key])
+        for extra in ("property", "identities.tsv"):
+            if (self.path / extra).is_file(): (dst / extra).write_bytes((self.path / extra).read_bytes())
 
 
-def source_fingerprint(src, kind: str | None = None) -> str:
-    "16 hex digits that change when the dataset at `src` (rec folder, `.bin` or image folder) changes."
-    src = Path(src)
-    kind = kind or dataset_kind(src)
-    h = hashlib.sha256(kind.encode())
-    if kind == "bin": _hash_file(src, h)
-    elif kind == "rec":
-        _hash_file(src / "train.idx", h)
-        h.update(str((src / "train.rec").stat().st_size).encode())
-    else:  # the images `image_source` reads, by name and size
-        for p in _folder_images(src): h.update(f"{p.relative_to(src).as_posix()}\t{p.stat().st_size}\n".encode())
-    return h.hexdigest()[:16]
+class FolderSource(DatasetSource):
+    "Image files (flat, or `root/<identity>/<image>`): relative paths; a copy keeps the folder's text files."
+    kind = "images"
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.files = _folder_images(self.path)
+        self.keys = [p.relative_to(self.path).as_posix() for p in self.files]
+
+    def read(self, i: int) -> tuple[str, object]: return str(self.files[i]), self.files[i].read_bytes()
+    def _hash(self, h) -> None: self._hash_listing(self.files, h)
+
+    def write_copy(self, dst: Path, replaced) -> None:
+        "Each image of `replaced` (key, bytes) at its relative path under `dst`, and the folder's `*.txt` beside them."
+        for key, data in replaced:
+            (dst / key).parent.mkdir(parents=True, exist_ok=True)
+            (dst / key).write_bytes(data)
+        for extra in self.path.glob("*.txt"): (dst / extra.name).write_bytes(extra.read_bytes())
+
+# %% ../nbs/06_datasets.ipynb #6fb28f15
+class BinSource(DatasetSource):
+    "An evaluation `.bin`: images by position in the pair set; a copy is another `.bin` with the same flags."
+    kind, paired = "bin", True
+
+    @cached_property
+    def pairs(self):  # read on first use: a fingerprint needs only the file
+        from focusface.evalsets import read_eval_set
+        return read_eval_set(self.path)
+
+    @property
+    def keys(self) -> list: return list(range(len(self.pairs.images)))
+
+    def read(self, i: int) -> tuple[str, object]: return f"{self.path} image {i}", self.pairs.images[i]
+    def _hash(self, h) -> None: _hash_file(self.path, h)
+
+    def write_copy(self, dst: Path, replaced, sources=()) -> Path:
+        "Write the `.bin` `dst` with the images `replaced` yields (position, bytes); returns `dst`."
+        from focusface.evalsets import write_bin
+        images = list(self.pairs.images)
+        for key, data in replaced: images[key] = data
+        return write_bin(dst, images, self.pairs.issame, sources=sources)
 
 
-def file_sha256(path) -> str:
-    "The SHA-256 of a file's bytes, as hex."
-    h = hashlib.sha256(); _hash_file(Path(path), h)
-    return h.hexdigest()
+class PairsSource(BinSource):
+    "A folder with `pairs.txt`: its images in pair order, as evaluation reads them; copied as the folder it is."
+    kind = "pairs"
+
+    def _hash(self, h) -> None: self._hash_listing(_folder_images(self.path), h)
+    def files(self) -> FolderSource: return FolderSource(self.path)
+
+
+def open_dataset(path) -> DatasetSource:
+    "The source type for what `path` holds (see `dataset_kind`)."
+    return dict(rec=RecSource, bin=BinSource, pairs=PairsSource, images=FolderSource)[dataset_kind(path)](path)
+
+
+def source_fingerprint(src) -> str:
+    "The fingerprint of the dataset at `src` (`open_dataset(src).fingerprint()`)."
+    return open_dataset(src).fingerprint()

@@ -137,7 +137,7 @@ def _mask_detection_accuracy(model, p_plain, p_masked, worn, protocol, masked_si
         truth.append(worn[side::2] if masked else np.zeros(len(worn) // 2, bool))
     return float((np.concatenate(said) == np.concatenate(truth)).mean())
 
-# %% ../nbs/20_evaluate.ipynb #e9b713ce
+# %% ../nbs/20_evaluate.ipynb #c775b3ae
 def _embed_views(model, pairs: EvalPairs, masked: EvalPairs | None, sampler, protocols: list, probe: int, **embedding):
     "(unmasked embeddings, their P(masked), masked embeddings, their P(masked), which images really wear a mask)."
     n = len(pairs.images)
@@ -171,7 +171,7 @@ def _check_masked_copy(pairs: EvalPairs, masked: EvalPairs | None, landmarks) ->
     if landmarks is not None:
         raise FocusFaceError(f"{masked.source}: a pre-masked set carries its masks already; landmarks do not apply to it")
 
-# %% ../nbs/20_evaluate.ipynb #75f6f5dc
+# %% ../nbs/20_evaluate.ipynb #38bd95a2
 def evaluate_pairs(model: FocusFace, pairs: EvalPairs, *, protocols=PROTOCOLS, spec: str = DEFAULT_SPEC, seed: int = 0,
                    score: str = "cosine", batch_size: int = 128, flip: bool = True, device=None,
                    masked: EvalPairs | None = None,  # the same set with every image masked (focusface mask --protocol mm)
@@ -328,7 +328,7 @@ def save_figures(name: str, result: dict, folder: Path) -> list[Path]:
         written.append(save_figure(figure, path))
     return written
 
-# %% ../nbs/20_evaluate.ipynb #806a05f3
+# %% ../nbs/20_evaluate.ipynb #473ed8fc
 @dataclass(frozen=True)
 class EvalSet:
     "One evaluation set and what goes with it (a path alone is an `EvalSet` of that path)."
@@ -368,7 +368,7 @@ def _unique_names(sets: list[EvalPairs], records: list[EvalSet]) -> list[str]:
         names.append(base if seen[base] == 1 else f"{base}_{seen[base]}")
     return names
 
-# %% ../nbs/20_evaluate.ipynb #2b7a8eba
+# %% ../nbs/20_evaluate.ipynb #fcbb8938
 def _check_options(protocols, score: str, batch_size, spec: str, seed: int, masked_side: str) -> list[str]:
     protocols = _check_protocols(protocols)
     if score not in SCORES: raise FocusFaceError(f"score must be one of {SCORES}, got {shorten(score)}")
@@ -406,7 +406,7 @@ def write_results(folder: Path, results: dict, metrics: dict, figures: bool = Tr
         if figures: save_figures(name, result, folder / "figures")
     atomic_write_bytes(folder / "metrics.json", (json.dumps(metrics, indent=1, sort_keys=True) + "\n").encode(), sources=())
 
-# %% ../nbs/20_evaluate.ipynb #2d53430b
+# %% ../nbs/20_evaluate.ipynb #997a050e
 def evaluate(model, data, out=None, *,
              protocols=PROTOCOLS,       # any of uu, um, mm (a list or "uu,um")
              spec: str = DEFAULT_SPEC,  # the masks drawn for U-M and M-M

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .align import align_photo
-from .datasets import image_source
+from .datasets import open_dataset
 from .errors import FocusFaceError, FormatError, shorten
 from .files import allocated_memmap, atomic_file, check_destination, scratch_dir, write_npz
 from .model import FocusFace, resolve_device, with_channel_order
@@ -129,7 +129,8 @@ def embed_dataset(checkpoint, src, out, *, batch_size: int = 64, flip: bool = Tr
     if out.suffix != ".npz": raise FocusFaceError(f"{out}: the output must be a .npz file")
     check_destination(out, overwrite=overwrite, sources=[src] + ([checkpoint] if isinstance(checkpoint, (str, Path)) else []))
     model = _inference_model(checkpoint, channel_order, device)
-    count, get, keys, _ = image_source(src)
+    source = open_dataset(src)
+    count, get, keys = len(source), source.read, source.keys
     if count == 0: raise FormatError(f"{src}: holds no images")
     size = model.config["embedding_size"]
     with scratch_dir(out, need=2 * count * (size + 1) * 4) as tmp:  # the arrays, then the .npz made of them

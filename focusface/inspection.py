@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import InsightFaceDataset, dataset_kind, image_source
+from .datasets import BinSource, RecSource, open_dataset
 from .errors import FocusFaceError, FormatError
-from .evalsets import read_eval_set
-from .images import decode_image, decode_with_warnings, jpeg_truncated, list_image_folder
+from .images import decode_image, decode_with_warnings, jpeg_truncated
 
 # %% auto #0
 __all__ = ['describe', 'sample_images', 'check_images', 'contact_sheet']
@@ -21,22 +20,25 @@ __all__ = ['describe', 'sample_images', 'check_images', 'contact_sheet']
 def describe(path) -> dict:
     "Counts and image size of a dataset (rec folder, .bin, pairs folder or image folder)."
     path = Path(path)
-    kind = dataset_kind(path)
-    if kind == "rec":
-        ds = InsightFaceDataset(path)
+    source = open_dataset(path)
+    kind = source.kind
+    if isinstance(source, RecSource):
+        ds = source.dataset
         if not len(ds): raise FormatError(f"{path}: the rec holds no images (train.idx lists {len(ds.records)} records)")
         per_id = ds.images_per_identity()
         return dict(kind=kind, path=str(path), images=len(ds), identities=int((per_id > 0).sum()),
                     num_classes=ds.num_classes, header=ds.has_header, image_size=list(ds[0][0].shape[:2]),
                     images_per_identity=dict(min=int(per_id.min()), median=float(np.median(per_id)), max=int(per_id.max())))
-    if kind == "images":
-        people = list_image_folder(path)
-        counts = np.array([len(images) for _, images in people])
-        first = decode_image(people[0][1][0].read_bytes(), str(people[0][1][0]))
-        return dict(kind=kind, path=str(path), images=int(counts.sum()), identities=len(people), image_size=list(first.shape[:2]),
-                    images_per_identity=dict(min=int(counts.min()), median=float(np.median(counts)), max=int(counts.max())))
-    pairs = read_eval_set(path)
-    first = decode_image(pairs.images[0], f"{path} image 0")
+    first = decode_image(source.read(0)[1], source.read(0)[0])
+    if not isinstance(source, BinSource):  # a folder of images: identities are its sub-folders, if it has them
+        groups = {}
+        for key in source.keys: groups[key.rpartition("/")[0]] = groups.get(key.rpartition("/")[0], 0) + 1
+        counts = np.array(list(groups.values()))
+        per_identity = {} if "" in groups else dict(
+            identities=len(groups), images_per_identity=dict(min=int(counts.min()), median=float(np.median(counts)),
+                                                             max=int(counts.max())))
+        return dict(kind=kind, path=str(path), images=len(source), image_size=list(first.shape[:2]), **per_identity)
+    pairs = source.pairs
     return dict(kind=kind, path=str(path), pairs=len(pairs), genuine=int(pairs.issame.sum()),
                 impostor=int((~pairs.issame).sum()), images=len(pairs.images), image_size=list(first.shape[:2]),
                 stored="arrays" if isinstance(pairs.images[0], np.ndarray) else "encoded")
@@ -44,8 +46,9 @@ def describe(path) -> dict:
 
 def sample_images(path, n: int = 16) -> list:
     "Up to `n` decoded RGB images spread evenly over the dataset (whole pairs, for a pair set)."
-    count, get, _, paired = image_source(Path(path))
-    if paired:
+    source = open_dataset(path)
+    count, get = len(source), source.read
+    if source.paired:
         firsts = np.unique(np.linspace(0, count // 2 - 1, max(1, min(n // 2, count // 2))).astype(int)) * 2
         picks = [i for f in firsts for i in (f, f + 1)]
     else: picks = np.unique(np.linspace(0, count - 1, min(n, count)).astype(int)).tolist()
@@ -55,7 +58,8 @@ def sample_images(path, n: int = 16) -> list:
 def check_images(path, progress: bool = False) -> tuple[int, list[str]]:
     "(images checked, [what is wrong with each image that does not decode])."
     from tqdm import tqdm  # the terminal bar: no widget, no notebook warning
-    count, get, _, _ = image_source(Path(path))
+    source = open_dataset(path)
+    count, get = len(source), source.read
     bad = []
     for i in tqdm(range(count), disable=not progress, desc=f"decoding {Path(path).name}", unit="img"):
         try:

@@ -79,9 +79,10 @@ class LandmarkTable:
         "Refuse a landmarks file of another dataset; True when checked, False for a file older than fingerprints."
         from focusface.datasets import source_fingerprint
         if self.fingerprint is None: return False
-        if self.fingerprint != source_fingerprint(src):
+        theirs = source_fingerprint(src)
+        if self.fingerprint != theirs:
             raise FormatError(f"{self.path}: the landmarks of another dataset (fingerprint {self.fingerprint}, {src} has "
-                              f"{source_fingerprint(src)}): make them for this one with `focusface landmarks {src} OUT.npz`")
+                              f"{theirs}): make them for this one with `focusface landmarks {src} OUT.npz`")
         return True
 
     def _position(self, key) -> int | None:

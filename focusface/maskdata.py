@@ -13,15 +13,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .datasets import InsightFaceDataset, dataset_kind, file_sha256, source_fingerprint
-from .evalsets import read_bin, write_bin
+from .datasets import BinSource, FolderSource, PairsSource, RecSource, file_sha256, open_dataset
 from .errors import FocusFaceError, FormatError, shorten
 from .files import atomic_dir, atomic_file, check_destination, ordered_map, scratch_dir
-from .images import decode_with_warnings, encode_image, jpeg_truncated, list_image_folder
+from .images import decode_with_warnings, encode_image, jpeg_truncated
 from .maskfit import fitted_sampler
 from .masks import apply_mask
 from .maskspec import DEFAULT_SPEC, MaskParams, MaskSampler, manifest_header, manifest_line, read_manifest
-from .recordio import RecordReader, RecordWriter, pack_record, unpack_record
+from .recordio import RecordReader, pack_record, unpack_record
 
 # %% auto #0
 __all__ = ['mask_dataset']
@@ -91,6 +90,47 @@ def _replayed(replay, kind: str, fingerprint: str, keys: list) -> tuple[list[Mas
     return [entries[k] for k in keys], "fingerprint" in header
 
 
+def _job_items(source, keys: list, params: list) -> tuple[str, list]:
+    "What the workers read for each key: (how they decode, [(key, where, payload, mask parameters)])."
+    if isinstance(source, RecSource):
+        rec = str(source.dataset.records.rec_path)
+        return "rec", [(k, rec, None, p.to_dict()) for k, p in zip(keys, params)]
+    if isinstance(source, FolderSource):
+        files = dict(zip(source.keys, source.files))
+        return "images", [(k, str(files[k]), None, p.to_dict()) for k, p in zip(keys, params)]
+    return "bin", [(k, str(source.path), source.pairs.images[k], p.to_dict()) for k, p in zip(keys, params)]
+
+
+def _check_options(protocol: str, quality, replay, landmarks) -> None:
+    if protocol not in ("um", "mm"):
+        raise FocusFaceError(f"protocol must be 'um' (mask the second image of each pair) or 'mm' (both), got {protocol!r}")
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise FocusFaceError(f"quality must be an integer in [1, 100], got {shorten(quality)}")
+    if replay is not None and landmarks is not None:
+        raise FocusFaceError("a replay draws the masks its manifest recorded (fitted ones included): landmarks=FILE does not apply")
+
+
+def _recorded(results, params: list, lines: list, damaged: list):
+    "The (key, bytes) of `results`, each one's manifest line and damage noted on the way."
+    for (key, data, cut), p in zip(results, params):
+        lines.append(manifest_line(key, p))
+        if cut: damaged.append(key)
+        yield key, data
+
+
+def _write_bin_copy(source: BinSource, dst: Path, manifest_path: Path, masked, header: dict, lines: list, damaged: list,
+                    overwrite: bool, sources: list) -> None:
+    "The masked `.bin` and its manifest, one unit: the manifest (holding the `.bin`'s hash) is complete before either moves."
+    if dst.is_dir(): raise FocusFaceError(f"{dst} is a folder: a masked .bin goes to a .bin path (never over a folder)")
+    # the manifest's lock is held from the start: a second run to the same place stops at once
+    with atomic_file(manifest_path, "w", overwrite=overwrite, sources=sources) as manifest, scratch_dir(dst) as scratch:
+        staged = source.write_copy(scratch / dst.name, masked, sources=sources)
+        header.update(output_sha256=file_sha256(staged), damaged=damaged)
+        manifest.write("\n".join([json.dumps(header)] + lines) + "\n")
+        manifest.flush(); os.fsync(manifest.fileno())  # full before anything moves: a full disk leaves neither
+        os.replace(staged, check_destination(dst, overwrite=overwrite, sources=sources))  # then the manifest's rename
+
+# %% ../nbs/12_maskdata.ipynb #0893a3dc
 def mask_dataset(src, dst, *,
                  spec: str = DEFAULT_SPEC,   # mask choices, one drawn per image (`focusface.maskspec.parse_spec`)
                  seed: int = 0,              # seeds every image's mask with its key
@@ -103,34 +143,19 @@ def mask_dataset(src, dst, *,
                  progress: bool = True) -> dict:
     "Write a masked copy of a rec folder, `.bin` or image folder, with its manifest; returns a summary."
     src, dst = Path(src), Path(dst)
-    kind = dataset_kind(src)
-    if kind == "pairs": kind = "images"
-    if protocol not in ("um", "mm"):
-        raise FocusFaceError(f"protocol must be 'um' (mask the second image of each pair) or 'mm' (both), got {protocol!r}")
+    source = open_dataset(src)
+    if isinstance(source, PairsSource): source = source.files()  # copied as the folder of files it is
+    kind = source.kind
+    _check_options(protocol, quality, replay, landmarks)
     if kind == "bin" and dst.suffix != ".bin": raise FocusFaceError(f"{dst}: a masked .bin must be written to a .bin path")
-    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
-        raise FocusFaceError(f"quality must be an integer in [1, 100], got {shorten(quality)}")
-    if replay is not None and landmarks is not None:
-        raise FocusFaceError("a replay draws the masks its manifest recorded (fitted ones included): landmarks=FILE does not apply")
     sources = [src] + [Path(p) for p in (replay, landmarks) if p is not None]
     check_destination(dst, overwrite=overwrite, sources=sources)
     manifest_path = _manifest_path(dst, kind)
     if kind == "bin": check_destination(manifest_path, overwrite=overwrite, sources=sources)
     sampler = fitted_sampler(MaskSampler(spec, seed), landmarks, source=src)
-    if replay is not None:
-        replay_header, _ = read_manifest(replay)
-        protocol = replay_header.get("protocol") if kind == "bin" else protocol  # the replay masks what it masked
-    fingerprint = source_fingerprint(src, kind)
-    if kind == "bin":
-        pairs = read_bin(src)
-        keys = list(range(len(pairs.images))) if protocol == "mm" else list(range(1, len(pairs.images), 2))
-    elif kind == "rec":
-        ds = InsightFaceDataset(src)
-        image_keys = {int(k) for k in ds.image_keys}
-        keys = [int(k) for k in ds.records.keys if int(k) in image_keys]  # in file order
-    else:
-        files = [p for _, paths in list_image_folder(src) for p in paths]
-        keys = [p.relative_to(src).as_posix() for p in files]
+    if replay is not None and kind == "bin": protocol = read_manifest(replay)[0].get("protocol")  # it masks what it masked
+    fingerprint = source.fingerprint()
+    keys = source.keys[1::2] if kind == "bin" and protocol == "um" else source.copy_keys
     if not keys: raise FormatError(f"{src}: holds no images to mask")
     if replay is not None:
         params, checked = _replayed(replay, kind, fingerprint, keys)
@@ -141,51 +166,14 @@ def mask_dataset(src, dst, *,
     fit = dict(fitted=len(keys) - len(sampler.fallbacks), template=len(sampler.fallbacks)) if landmarks is not None else {}
     header = manifest_header(kind=kind, source=str(src), fingerprint=fingerprint, images=len(keys),
                              protocol=protocol if kind == "bin" else "mm", **header_info)
-    desc = f"masking {src.name}"
-
-    damaged = []
-    if kind == "bin":  # the manifest's lock is held from the start: a second run to the same place stops at once
-        if dst.is_dir(): raise FocusFaceError(f"{dst} is a folder: a masked .bin goes to a .bin path (never over a folder)")
-        with atomic_file(manifest_path, "w", overwrite=overwrite, sources=sources) as manifest, scratch_dir(dst) as scratch:
-            items = [(k, str(src), pairs.images[k], p.to_dict()) for k, p in zip(keys, params)]
-            images = list(pairs.images)
-            for key, data, cut in _run_jobs("bin", items, quality, workers, progress, desc):
-                images[key] = data
-                if cut: damaged.append(key)
-            staged = write_bin(scratch / dst.name, images, pairs.issame, sources=sources)  # data and manifest are one
-            header.update(output_sha256=file_sha256(staged), damaged=damaged)             # unit: both are written in
-            manifest.write("\n".join([json.dumps(header)] + [manifest_line(k, p) for k, p in zip(keys, params)]) + "\n")
-            manifest.flush(); os.fsync(manifest.fileno())  # full before anything moves: a full disk leaves neither
-            os.replace(staged, check_destination(dst, overwrite=overwrite, sources=sources))  # then the manifest's rename
-        return dict(kind=kind, images=len(images), masked=len(keys), manifest=str(manifest_path), damaged=damaged,
-                    unverified=bool(header.get("unverified_source")), **fit)
-
-    with atomic_dir(dst, overwrite=overwrite, sources=sources) as tmp:
-        lines = []
-        if kind == "rec":
-            items = [(k, str(ds.records.rec_path), None, p.to_dict()) for k, p in zip(keys, params)]
-            results = zip(_run_jobs("rec", items, quality, workers, progress, desc), params)
-            with RecordWriter(tmp / "train.rec", tmp / "train.idx") as writer:
-                for key in ds.records.keys:  # every record in source order: masked images, copied others
-                    key = int(key)
-                    if key in image_keys:
-                        (done, data, cut), p = next(results)  # image records come back in file order
-                        writer.write(done, data)
-                        lines.append(manifest_line(done, p))
-                        if cut: damaged.append(done)
-                    else:
-                        writer.write(key, ds.records[key])
-            for extra in ("property", "identities.tsv"):
-                if (src / extra).is_file(): (tmp / extra).write_bytes((src / extra).read_bytes())
-        else:
-            items = [(k, str(f), None, p.to_dict()) for k, f, p in zip(keys, files, params)]
-            for (key, data, cut), p in zip(_run_jobs("images", items, quality, workers, progress, desc), params):
-                (tmp / key).parent.mkdir(parents=True, exist_ok=True)
-                (tmp / key).write_bytes(data)
-                lines.append(manifest_line(key, p))
-                if cut: damaged.append(key)
-            for extra in src.glob("*.txt"): (tmp / extra.name).write_bytes(extra.read_bytes())
-        header["damaged"] = damaged
-        (tmp / "masks.jsonl").write_text("\n".join([json.dumps(header)] + lines) + "\n")
-    return dict(kind=kind, images=len(keys), masked=len(keys), manifest=str(manifest_path), damaged=damaged,
+    lines, damaged = [], []
+    masked = _recorded(_run_jobs(*_job_items(source, keys, params), quality, workers, progress, f"masking {src.name}"),
+                       params, lines, damaged)
+    if kind == "bin": _write_bin_copy(source, dst, manifest_path, masked, header, lines, damaged, overwrite, sources)
+    else:
+        with atomic_dir(dst, overwrite=overwrite, sources=sources) as tmp:
+            source.write_copy(tmp, masked)
+            header["damaged"] = damaged
+            (tmp / "masks.jsonl").write_text("\n".join([json.dumps(header)] + lines) + "\n")
+    return dict(kind=kind, images=len(source), masked=len(keys), manifest=str(manifest_path), damaged=damaged,
                 unverified=bool(header.get("unverified_source")), **fit)
