@@ -9,7 +9,7 @@ import argparse
 import sys
 
 # %% auto #0
-__all__ = ['build_parser', 'main']
+__all__ = ['COMMANDS', 'build_parser', 'main']
 
 # %% ../nbs/32_cli.ipynb #2d82f097
 def _cmd_backbones(args) -> int:
@@ -211,85 +211,122 @@ def _command(sub, name: str, func, help: str) -> argparse.ArgumentParser:
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from focusface import __version__
-    from focusface.maskspec import DEFAULT_SPEC
-    parser = argparse.ArgumentParser(prog="focusface", description="Masked face recognition with FocusFace.")
-    parser.add_argument("--version", action="version", version=f"focusface {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _command(sub, "backbones", _cmd_backbones, "list the registered iResNet backbones")
-    p = _command(sub, "info", _cmd_info, "say what a dataset holds (rec folder, .bin, pairs folder, image folder)")
-    p.add_argument("path", help="an insightface folder, an evaluation .bin, a folder with pairs.txt, or root/<identity>/<image>")
+def _defaults(module: str, function: str) -> dict:
+    "The defaults of a library function's parameters: a command's defaults are the function's, never a copy."
+    import importlib
+    import inspect
+    parameters = inspect.signature(getattr(importlib.import_module(f"focusface.{module}"), function)).parameters
+    return {n: p.default for n, p in parameters.items() if p.default is not inspect.Parameter.empty}
+
+
+def _quiet(p) -> None: p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _model_options(p, flip: bool = True) -> None:
+    "What every command that runs a model takes: the channel order, the device, flip fusion."
+    p.add_argument("--channel-order", choices=("rgb", "bgr"), help="override the channel order the checkpoint records")
+    if not flip: return
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: the GPU if there is one, else cpu)")
+    p.add_argument("--no-flip", action="store_true", help="embed without flip fusion")
+
+# %% ../nbs/32_cli.ipynb #5a3eed7f
+def _info_options(p) -> None:
+    sheet = _defaults("inspection", "sample_images") | _defaults("inspection", "contact_sheet")
+    p.add_argument("path", help="an insightface folder, an evaluation .bin, a folder with pairs.txt, or an image folder (flat or root/<identity>/<image>)")
     p.add_argument("--sheet", metavar="PNG", help="save a contact sheet of sample images to this PNG file")
     p.add_argument("--overwrite", action="store_true", help="replace the --sheet file if it exists (never the dataset)")
-    p.add_argument("--samples", type=_positive, default=16, help="images on the contact sheet")
-    p.add_argument("--columns", type=_positive, default=8, help="columns of the contact sheet")
+    p.add_argument("--samples", type=_positive, default=sheet["n"], help="images on the contact sheet")
+    p.add_argument("--columns", type=_positive, default=sheet["columns"], help="columns of the contact sheet")
     p.add_argument("--check", action="store_true", help="decode every image and list the damaged ones (exit 1 if any)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p = _command(sub, "pack", _cmd_pack, "pack SRC/<identity>/<image> into an insightface dataset folder DST")
+    _quiet(p)
+
+
+def _pack_options(p) -> None:
     p.add_argument("src", help="a folder of aligned faces, one sub-folder per identity")
     p.add_argument("dst", help="the insightface folder to write (train.rec, train.idx, property, identities.tsv)")
-    p.add_argument("--quality", type=int, default=95, help="JPEG quality for images that are not JPEG or PNG")
+    p.add_argument("--quality", type=int, default=_defaults("datasets", "pack_folder")["quality"],
+                   help="JPEG quality for images that are not JPEG or PNG")
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists (never a source)")
-    p = _command(sub, "mask", _cmd_mask, "write a masked copy of a rec folder, .bin or image folder, with a manifest")
+
+
+def _mask_options(p) -> None:
+    d = _defaults("maskdata", "mask_dataset")
     p.add_argument("src", help="an insightface folder, an evaluation .bin, or an image folder")
     p.add_argument("dst", help="where the masked copy goes (a .bin for a .bin source)")
-    p.add_argument("--code", default=DEFAULT_SPEC, help="mask choices, one drawn per image (type[-colour][-texture][-bold], comma-separated; the default style is the paper's, MaskTheFace-like)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the per-image mask choice")
-    p.add_argument("--workers", type=_non_negative, default=2, help="worker processes (0: mask in this process)")
-    p.add_argument("--protocol", choices=("um", "mm"), default="mm", help="for a .bin: um masks the second image of every pair, mm both")
-    p.add_argument("--quality", type=int, default=95, help="JPEG quality of re-encoded images")
+    p.add_argument("--code", default=d["spec"], help="mask choices, one drawn per image (type[-colour][-texture][-bold], comma-separated; the default style is the paper's, MaskTheFace-like)")
+    p.add_argument("--seed", type=int, default=d["seed"], help="seed of the per-image mask choice")
+    p.add_argument("--workers", type=_non_negative, default=d["workers"], help="worker processes (0: mask in this process)")
+    p.add_argument("--protocol", choices=("um", "mm"), default=d["protocol"], help="for a .bin: um masks the second image of every pair, mm both")
+    p.add_argument("--quality", type=int, default=d["quality"], help="JPEG quality of re-encoded images")
     p.add_argument("--replay", metavar="MANIFEST", help="draw the masks recorded in this manifest instead of sampling")
     p.add_argument("--landmarks", metavar="NPZ", help="fit each mask to the face's landmarks (from 'focusface landmarks SRC')")
     p.add_argument("--overwrite", action="store_true", help="replace DST (and its manifest) if it exists (never a source)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p = _command(sub, "synth", _cmd_synth, "write the embedded synthetic dataset (train rec, val.bin, eval.bin)")
+    _quiet(p)
+
+
+def _synth_options(p) -> None:
+    d = _defaults("synthdata", "make_demo_data")
     p.add_argument("root", help="the folder to create")
-    p.add_argument("--seed", type=int, default=0, help="seed of every identity and image")
-    p.add_argument("--identities", type=_positive, default=300, help="training identities")
-    p.add_argument("--images-per-identity", type=_positive, default=20, help="training images of each identity")
-    p.add_argument("--val-identities", type=_positive, default=100, help="identities of the validation pairs (at least 20)")
-    p.add_argument("--eval-identities", type=_positive, default=200, help="identities of the evaluation pairs (at least 20)")
-    p.add_argument("--eval-pairs-per-fold", type=_positive, default=60, help="evaluation pairs in each of the 10 folds (even)")
-    p.add_argument("--workers", type=_non_negative, default=2, help="worker processes (0: render in this process)")
+    p.add_argument("--seed", type=int, default=d["seed"], help="seed of every identity and image")
+    p.add_argument("--identities", type=_positive, default=d["train_identities"], help="training identities")
+    p.add_argument("--images-per-identity", type=_positive, default=d["images_per_identity"], help="training images of each identity")
+    p.add_argument("--val-identities", type=_positive, default=d["val_identities"], help="identities of the validation pairs (at least 20)")
+    p.add_argument("--eval-identities", type=_positive, default=d["eval_identities"], help="identities of the evaluation pairs (at least 20)")
+    p.add_argument("--eval-pairs-per-fold", type=_positive, default=d["eval_pairs_per_fold"], help="evaluation pairs in each of the 10 folds (even)")
+    p.add_argument("--workers", type=_non_negative, default=d["workers"], help="worker processes (0: render in this process)")
     p.add_argument("--overwrite", action="store_true", help="replace ROOT if it exists")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p = _command(sub, "train", _cmd_train, "train FocusFace or a baseline (torchrun -m focusface.train takes the same arguments)")
+    _quiet(p)
+
+# %% ../nbs/32_cli.ipynb #afd1c721
+def _train_options(p) -> None:
     from focusface.trainconfig import add_train_arguments
     add_train_arguments(p)
-    p = _command(sub, "evaluate", _cmd_evaluate, "U-U / U-M / M-M verification of a checkpoint on evaluation sets")
+
+
+def _evaluate_options(p) -> None:
+    from focusface.evaluate import MASKED_SIDES, SCORES
+    d = _defaults("evaluate", "evaluate")
     p.add_argument("checkpoint", help="a focusface checkpoint, the authors' .mdl, or an insightface/ElasticFace backbone.pth")
     p.add_argument("data", nargs="+", help="evaluation .bin files, pairs folders, or synthetic[:SEED]")
-    p.add_argument("--protocols", default="uu,um,mm", help="comma-separated: uu, um, mm")
+    p.add_argument("--protocols", default=",".join(d["protocols"]), help="comma-separated: uu, um, mm")
     p.add_argument("--out", help="folder for metrics.json, scores, curves, mask manifests and figures")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists and is not empty")
-    p.add_argument("--score", choices=("cosine", "authors"), default="cosine", help="pair score: cosine, or the authors' 1 - ||a - b|| / 2")
-    p.add_argument("--seed", type=int, default=0, help="seed of the masks")
-    p.add_argument("--code", default=DEFAULT_SPEC, help="mask spec (as for 'focusface mask')")
-    p.add_argument("--batch-size", type=_positive, default=128, help="images per forward pass")
-    p.add_argument("--device", help="cpu, cuda, cuda:N (default: the GPU if there is one, else cpu)")
-    p.add_argument("--no-flip", action="store_true", help="embed without flip fusion")
+    p.add_argument("--score", choices=SCORES, default=d["score"], help="pair score: cosine, or the authors' 1 - ||a - b|| / 2")
+    p.add_argument("--seed", type=int, default=d["seed"], help="seed of the masks")
+    p.add_argument("--code", default=d["spec"], help="mask spec (as for 'focusface mask')")
+    p.add_argument("--batch-size", type=_positive, default=d["batch_size"], help="images per forward pass")
+    _model_options(p)
     p.add_argument("--no-figures", action="store_true", help="write no figures")
-    p.add_argument("--channel-order", choices=("rgb", "bgr"), help="override the channel order the checkpoint records")
     p.add_argument("--landmarks", nargs="+", metavar="NPZ", help="landmarks files of the sets, in their order ('focusface "
                    "landmarks'): masks fitted to each face")
     p.add_argument("--masked", nargs="+", metavar="BIN", help="masked copies of the sets, in their order, instead of drawing "
                    "masks ('focusface mask --protocol mm', or a copy masked by MaskTheFace)")
-    p.add_argument("--masked-side", choices=("second", "first"), default="second", help="U-M: which image of each pair "
+    p.add_argument("--masked-side", choices=MASKED_SIDES, default=d["masked_side"], help="U-M: which image of each pair "
                    "wears the mask (first: as the FocusFace authors evaluated)")
     p.add_argument("--mask-labels", nargs="+", metavar="TXT", help="real-mask labels of pairs folders, in their order "
                    "(MFR2's 'Name, N, mask_type' lines; default: mfr2_labels.txt or mask_labels.txt beside pairs.txt)")
     p.add_argument("--skip-missing", action="store_true", help="leave out the pairs that name an image the folder lacks "
                    "(the photos 'focusface align' found no face in), and say how many")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p = _command(sub, "inspect", _cmd_inspect, "say what a checkpoint holds (ours, the authors' .mdl)")
+    _quiet(p)
+
+
+def _inspect_options(p) -> None:
     p.add_argument("checkpoint", help="a focusface checkpoint, the authors' .mdl, or an insightface backbone.pth")
-    p = _command(sub, "landmarks", _cmd_landmarks, "compute the 68 landmarks of every aligned face of a dataset, for fitted masks")
+
+
+def _landmarks_options(p) -> None:
     p.add_argument("src", help="a rec folder, a .bin, or a folder of aligned crops")
     p.add_argument("out", help="the .npz to write (keys, landmarks, ok, notes)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (never a source)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p = _command(sub, "verify", _cmd_verify, "say whether two face images show the same person, and whether each wears a mask")
+    _quiet(p)
+
+# %% ../nbs/32_cli.ipynb #f8d94c06
+def _detector_option(p, help: str = "the face detector for photos") -> None:
+    p.add_argument("--detector", choices=("mtcnn", "dlib"), default=_defaults("alignfolder", "align_folder")["detector"],
+                   help=help)
+
+
+def _verify_options(p) -> None:
     p.add_argument("checkpoint", help="a focusface checkpoint, the authors' .mdl, or a backbone.pth")
     p.add_argument("image_a", help="a photo (aligned first) or an aligned 112x112 crop")
     p.add_argument("image_b", help="a photo (aligned first) or an aligned 112x112 crop")
@@ -298,44 +335,76 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--face-a", type=_non_negative, help="which face of image A when it holds several (0 = the main face)")
     p.add_argument("--face-b", type=_non_negative, help="which face of image B when it holds several (0 = the main face)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    p.add_argument("--detector", choices=("mtcnn", "dlib"), default="mtcnn", help="the face detector for photos (MTCNN "
-                   "finds masked faces; dlib's HOG needs the whole face)")
-    p.add_argument("--channel-order", choices=("rgb", "bgr"), help="override the channel order the checkpoint records")
-    p.add_argument("--device", help="cpu, cuda, cuda:N (default: the GPU if there is one, else cpu)")
-    p.add_argument("--no-flip", action="store_true", help="embed without flip fusion")
-    p = _command(sub, "embed", _cmd_embed, "write identity embeddings and P(masked) of every image of a dataset to a .npz")
+    _detector_option(p, "the face detector for photos (MTCNN finds masked faces; dlib's HOG needs the whole face)")
+    _model_options(p)
+
+
+def _embed_options(p) -> None:
     p.add_argument("checkpoint", help="a focusface checkpoint, the authors' .mdl, or a backbone.pth")
     p.add_argument("src", help="a folder of photos or aligned crops (flat or one sub-folder per identity), a rec folder, or a .bin")
     p.add_argument("out", help="the .npz to write (keys, embeddings, p_masked, ok, notes)")
-    p.add_argument("--batch-size", type=_positive, default=64, help="images per forward pass")
-    p.add_argument("--detector", choices=("mtcnn", "dlib"), default="mtcnn", help="the face detector for photos")
-    p.add_argument("--channel-order", choices=("rgb", "bgr"), help="override the channel order the checkpoint records")
-    p.add_argument("--device", help="cpu, cuda, cuda:N (default: the GPU if there is one, else cpu)")
-    p.add_argument("--no-flip", action="store_true", help="embed without flip fusion")
+    p.add_argument("--batch-size", type=_positive, default=_defaults("inference", "embed_dataset")["batch_size"],
+                   help="images per forward pass")
+    _detector_option(p)
+    _model_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (never a source)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p = _command(sub, "align", _cmd_align, "align every photo of a folder (flat, per identity, or a pairs folder such as "
-                 "MFR2) onto the 112x112 template, with a report of the photos without a face")
+    _quiet(p)
+
+
+def _align_options(p) -> None:
+    d = _defaults("alignfolder", "align_folder")
     p.add_argument("src", help="a folder of photos: flat, <identity>/<image>, or with pairs.txt (and mask labels)")
     p.add_argument("dst", help="the folder to write: the same layout, pairs.txt and labels carried over, alignment.tsv")
-    p.add_argument("--detector", choices=("mtcnn", "dlib"), default="mtcnn", help="the face detector")
-    p.add_argument("--workers", type=_non_negative, default=2, help="worker processes (0: align in this process)")
-    p.add_argument("--quality", type=int, default=95, help="JPEG quality of the aligned crops (PNG stays PNG)")
+    _detector_option(p, "the face detector")
+    p.add_argument("--workers", type=_non_negative, default=d["workers"], help="worker processes (0: align in this process)")
+    p.add_argument("--quality", type=int, default=d["quality"], help="JPEG quality of the aligned crops (PNG stays PNG)")
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists (never the source)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p = _command(sub, "export", _cmd_export, "write the inference model (embedding + P(masked)) as ONNX, checked with onnxruntime")
+    _quiet(p)
+
+
+def _export_options(p) -> None:
     p.add_argument("checkpoint", help="a focusface checkpoint, the authors' .mdl, or a backbone.pth")
     p.add_argument("out", help="the .onnx file to write")
-    p.add_argument("--channel-order", choices=("rgb", "bgr"), help="override the channel order the checkpoint records")
-    p.add_argument("--opset", type=_positive, default=17, help="ONNX opset version")
+    _model_options(p, flip=False)
+    p.add_argument("--opset", type=_positive, default=_defaults("inference", "export_onnx")["opset"], help="ONNX opset version")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (never the checkpoint)")
+
+# %% ../nbs/32_cli.ipynb #88d40605
+COMMANDS = dict(  # name: (what runs it, what it does, its options)
+    backbones=(_cmd_backbones, "list the registered iResNet backbones", None),
+    info=(_cmd_info, "say what a dataset holds (rec folder, .bin, pairs folder, image folder)", _info_options),
+    pack=(_cmd_pack, "pack SRC/<identity>/<image> into an insightface dataset folder DST", _pack_options),
+    mask=(_cmd_mask, "write a masked copy of a rec folder, .bin or image folder, with a manifest", _mask_options),
+    synth=(_cmd_synth, "write the embedded synthetic dataset (train rec, val.bin, eval.bin)", _synth_options),
+    train=(_cmd_train, "train FocusFace or a baseline (torchrun -m focusface.train takes the same arguments)", _train_options),
+    evaluate=(_cmd_evaluate, "U-U / U-M / M-M verification of a checkpoint on evaluation sets", _evaluate_options),
+    inspect=(_cmd_inspect, "say what a checkpoint holds (ours, the authors' .mdl)", _inspect_options),
+    landmarks=(_cmd_landmarks, "compute the 68 landmarks of every aligned face of a dataset, for fitted masks", _landmarks_options),
+    verify=(_cmd_verify, "say whether two face images show the same person, and whether each wears a mask", _verify_options),
+    embed=(_cmd_embed, "write identity embeddings and P(masked) of every image of a dataset to a .npz", _embed_options),
+    align=(_cmd_align, "align every photo of a folder (flat, per identity, or a pairs folder such as MFR2) onto the 112x112 "
+           "template, with a report of the photos without a face", _align_options),
+    export=(_cmd_export, "write the inference model (embedding + P(masked)) as ONNX, checked with onnxruntime", _export_options),
+)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    "The `focusface` parser: every command, with its options (only `command`'s when given: the others import nothing)."
+    from focusface import __version__
+    parser = argparse.ArgumentParser(prog="focusface", description="Masked face recognition with FocusFace.")
+    parser.add_argument("--version", action="version", version=f"focusface {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (func, help, options) in COMMANDS.items():
+        p = _command(sub, name, func, help)
+        if options and command in (None, name): options(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `focusface` console script."
     from focusface.errors import FocusFaceError, in_flags
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))  # the chosen command's options only
     args, extra = parser.parse_known_args(argv)
     if extra:  # only `train` takes more: its key=value overrides may follow its flags
         if args.command != "train": parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -203,7 +203,7 @@ def file_sha256(path) -> str:
     h = hashlib.sha256(); _hash_file(Path(path), h)
     return h.hexdigest()
 
-# %% ../nbs/06_datasets.ipynb #75a38f2d
+# %% ../nbs/06_datasets.ipynb #26ae38c5
 def _folder_images(path: Path) -> list[Path]:
     "The images of a folder: at its top, or else one folder down (<identity>/<image>), in sorted order."
     from focusface.images import IMAGE_SUFFIXES
@@ -230,7 +230,7 @@ class DatasetSource:
     def _hash_listing(self, files: list[Path], h) -> None:
         for p in files: h.update(f"{p.relative_to(self.path).as_posix()}\t{p.stat().st_size}\n".encode())
 
-# %% ../nbs/06_datasets.ipynb #27564a78
+# %% ../nbs/06_datasets.ipynb #37b586d9
 class RecSource(DatasetSource):
     "An insightface folder: record keys; a copy keeps every record (header, identity ranges) in file order."
     kind = "rec"
@@ -285,7 +285,7 @@ class FolderSource(DatasetSource):
             (dst / key).write_bytes(data)
         for extra in self.path.glob("*.txt"): (dst / extra.name).write_bytes(extra.read_bytes())
 
-# %% ../nbs/06_datasets.ipynb #6fb28f15
+# %% ../nbs/06_datasets.ipynb #6305ed8e
 class BinSource(DatasetSource):
     "An evaluation `.bin`: images by position in the pair set; a copy is another `.bin` with the same flags."
     kind, paired = "bin", True

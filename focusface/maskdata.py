@@ -130,7 +130,7 @@ def _write_bin_copy(source: BinSource, dst: Path, manifest_path: Path, masked, h
         manifest.flush(); os.fsync(manifest.fileno())  # full before anything moves: a full disk leaves neither
         os.replace(staged, check_destination(dst, overwrite=overwrite, sources=sources))  # then the manifest's rename
 
-# %% ../nbs/12_maskdata.ipynb #0893a3dc
+# %% ../nbs/12_maskdata.ipynb #734c9534
 def mask_dataset(src, dst, *,
                  spec: str = DEFAULT_SPEC,   # mask choices, one drawn per image (`focusface.maskspec.parse_spec`)
                  seed: int = 0,              # seeds every image's mask with its key

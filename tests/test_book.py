@@ -35,6 +35,14 @@ def test_no_module_over_450_lines():
     assert max(sizes.values()) <= 450, {k: v for k, v in sizes.items() if v > 450}
 
 
+def test_no_function_over_60_lines():
+    import ast
+    long = {f"{p.name}:{node.name}": node.end_lineno - node.lineno + 1
+            for p in (REPO / "focusface").glob("*.py") if p.name != "_modidx.py"
+            for node in ast.walk(ast.parse(p.read_text())) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    assert max(long.values()) <= 60, {k: v for k, v in long.items() if v > 60}
+
+
 def test_the_repository_refers_to_nothing_outside_it():
     files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True).stdout.split()
     offenders = [f for f in files if not f.startswith("tests/fixtures/") and (REPO / f).is_file()
@@ -102,3 +110,22 @@ def test_the_readme_quotes_the_mask_fidelity_chapter():
     quoted = {float(n) for text in rows + block.splitlines()[-2:] for n in re.findall(r"\d+\.\d+|\d+", text)}
     shown = {float(n) for n in re.findall(r"\d+\.\d+|\d+", _outputs_text(REPO / "nbs" / "24_maskfidelity.ipynb"))}
     assert len(quoted) > 15 and quoted <= shown, sorted(quoted - shown)
+
+
+def _literal_defaults(source: str) -> list[str]:
+    "The `add_argument(..., default=<literal>)` calls of `source`: a default typed into the parser, not read."
+    import ast
+    return [f"line {node.lineno}: {ast.unparse(node)[:80]}" for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument"
+            and any(k.arg == "default" and isinstance(k.value, ast.Constant) for k in node.keywords)]
+
+
+def test_the_command_line_takes_its_defaults_from_the_library():
+    "Every default of `focusface` options is read from the signature of the function the command calls."
+    assert not _literal_defaults((REPO / "focusface" / "cli.py").read_text())
+    assert _literal_defaults('p.add_argument("--seed", type=int, default=0)')  # the check can fail
+    from focusface.cli import build_parser
+    from focusface.maskdata import mask_dataset
+    import inspect
+    mask = next(a for a in build_parser("mask")._actions if a.dest == "command").choices["mask"]
+    assert {a.dest: a.default for a in mask._actions}["workers"] == inspect.signature(mask_dataset).parameters["workers"].default
