@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from focusface.data import PairBatchSampler, PairedFaces, make_loader
+from focusface.loaders import PairBatchSampler, PairedFaces, make_loader
 from focusface.datasets import pack_folder
 from focusface.synthdata import make_training_set
 

@@ -36,7 +36,7 @@ CHOICES = {  # name: (what differs from the authors' choices, overrides)
 
 def first_step_gradients(config, data) -> dict:
     "Gradient norms of the class centres and of the network at the first step of `config` (one batch, no update)."
-    from focusface.data import PairBatchSampler, PairedFaces
+    from focusface.loaders import PairBatchSampler, PairedFaces
     from focusface.train import TrainingStep, build_model
     dataset = PairedFaces(data, spec=config.mask_spec, seed=config.mask_seed)
     model, _ = build_model(config, dataset.num_classes)

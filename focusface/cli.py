@@ -229,7 +229,7 @@ def _model_options(p, flip: bool = True) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: the GPU if there is one, else cpu)")
     p.add_argument("--no-flip", action="store_true", help="embed without flip fusion")
 
-# %% ../nbs/32_cli.ipynb #5a3eed7f
+# %% ../nbs/32_cli.ipynb #50129533
 def _info_options(p) -> None:
     sheet = _defaults("inspection", "sample_images") | _defaults("inspection", "contact_sheet")
     p.add_argument("path", help="an insightface folder, an evaluation .bin, a folder with pairs.txt, or an image folder (flat or root/<identity>/<image>)")
@@ -277,7 +277,7 @@ def _synth_options(p) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace ROOT if it exists")
     _quiet(p)
 
-# %% ../nbs/32_cli.ipynb #afd1c721
+# %% ../nbs/32_cli.ipynb #9d6a0bae
 def _train_options(p) -> None:
     from focusface.trainconfig import add_train_arguments
     add_train_arguments(p)
@@ -320,7 +320,7 @@ def _landmarks_options(p) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (never a source)")
     _quiet(p)
 
-# %% ../nbs/32_cli.ipynb #f8d94c06
+# %% ../nbs/32_cli.ipynb #aca9cec7
 def _detector_option(p, help: str = "the face detector for photos") -> None:
     p.add_argument("--detector", choices=("mtcnn", "dlib"), default=_defaults("alignfolder", "align_folder")["detector"],
                    help=help)
@@ -369,7 +369,7 @@ def _export_options(p) -> None:
     p.add_argument("--opset", type=_positive, default=_defaults("inference", "export_onnx")["opset"], help="ONNX opset version")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (never the checkpoint)")
 
-# %% ../nbs/32_cli.ipynb #88d40605
+# %% ../nbs/32_cli.ipynb #fbea51c1
 COMMANDS = dict(  # name: (what runs it, what it does, its options)
     backbones=(_cmd_backbones, "list the registered iResNet backbones", None),
     info=(_cmd_info, "say what a dataset holds (rec folder, .bin, pairs folder, image folder)", _info_options),

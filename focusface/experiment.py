@@ -95,7 +95,7 @@ def prepare_data(out, *, setting: str = "demo", seed: int = 0,
             index = dict(setting=setting, train=str(out / "demo" / "train"), val=str(out / "demo" / "val.bin"), holdout=None,
                          eval={"synthetic_lfw": str(out / "demo" / "eval.bin")}, identities=info["identities"])
         else:
-            from focusface.data import holdout_pairs
+            from focusface.loaders import holdout_pairs
             from focusface.evalsets import write_bin
             held, pairs = holdout_pairs(ms1m, identities=holdout_identities, pairs_per_fold=holdout_pairs_per_fold, seed=seed)
             write_bin(tmp / "val.bin", pairs.images, pairs.issame)

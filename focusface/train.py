@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import PairBatchSampler, PairedFaces, batch_grid, make_loader
+from .loaders import PairBatchSampler, PairedFaces, batch_grid, make_loader
 from .errors import FocusFaceError, in_flags, shorten
 from .files import atomic_write_bytes
 from .losses import focusface_loss

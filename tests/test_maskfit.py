@@ -87,7 +87,7 @@ def test_evaluate_and_the_command_line_take_landmarks(pair_set, tmp_path, capsys
 
 
 def test_the_trainers_masks_follow_the_landmarks(tmp_path):
-    from focusface.data import PairedFaces
+    from focusface.loaders import PairedFaces
     from focusface.synthdata import make_training_set
     from focusface.trainconfig import load_config
     make_training_set(tmp_path / "train", identities=2, images_per_identity=2, workers=0, progress=False)
@@ -127,7 +127,7 @@ def test_landmarks_of_real_aligned_faces(lfw_sample, tmp_path, capsys):
 
 
 def test_a_training_run_says_how_many_masks_follow_landmarks(tmp_path):
-    from focusface.data import PairedFaces
+    from focusface.loaders import PairedFaces
     from focusface.synthdata import make_training_set
     from focusface.train import train
     from focusface.trainconfig import load_config

@@ -61,12 +61,36 @@ def test_dvc_repro_runs_the_whole_pipeline_and_then_has_nothing_to_do(project):
     assert again.count("didn't change, skipping") == 12, again
     shown = _run(*dvc, "metrics", "show", cwd=project)
     assert all(f"metrics/{v}.json" in shown for v in variants)
+    stages = set(yaml.safe_load((project / "dvc.lock").read_text())["stages"]) - {"check"}
+    images = project / "focusface" / "images.py"  # a low module that no stage names: a comment edited in it
+    original = images.read_text()
+    images.write_text(original + "\n# an edit no stage lists by name\n")
+    status = subprocess.run(dvc + ["status", "--json"], cwd=project, capture_output=True, text=True, timeout=300)
+    stale = json.loads(status.stdout)
+    images.write_text(original)
+    changed = {s for s, said in stale.items()
+               if any(isinstance(x, dict) and x.get("changed deps", {}).get("focusface") == "modified" for x in said)}
+    assert changed == stages, stale  # every stage that runs the library, and so none is left stale
     _run("git", "add", "-A", cwd=project)
     _run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "demo run", cwd=project)
     said = _run(*dvc, "exp", "run", "-S", "variants.focusface.contrastive=cosine", cwd=project)
     ran = sorted(line.split("'")[1] for line in said.splitlines() if line.startswith("Running stage"))
     assert ran == ["check", "evaluate@focusface", "report", "train@focusface"], ran  # only what the parameter affects
     assert "metrics/focusface.json" in _run(*dvc, "metrics", "diff", cwd=project)
+
+
+def test_every_stage_that_runs_focusface_depends_on_the_whole_package():
+    """No hand-kept list of modules: a stage that runs a notebook or `python -m focusface` depends on `focusface`,
+    and on the notebook it runs."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        stage = stage.get("do", stage)
+        if name == "check": continue  # it runs every time (always_changed)
+        assert "focusface" in stage["deps"], name
+        assert not [d for d in stage["deps"] if str(d).startswith("focusface/")], name  # nothing listed twice
+        notebook = next((w for w in stage["cmd"].split() if w.startswith("nbs/pipeline/")), None)
+        assert notebook is None or notebook in stage["deps"], name
+    assert "__pycache__/" in (REPO / ".dvcignore").read_text()  # compiled files would make every clone differ
 
 
 @pytest.mark.slow

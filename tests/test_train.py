@@ -12,7 +12,7 @@ import torch
 
 from focusface.checkpoints import load_checkpoint
 from focusface.synthdata import make_training_set
-from focusface.data import make_loader
+from focusface.loaders import make_loader
 from focusface.errors import FocusFaceError
 from focusface.train import optimisation_step, start_run, train
 from focusface.trainconfig import load_config
