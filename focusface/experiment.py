@@ -14,7 +14,7 @@ from .files import atomic_dir, atomic_write_bytes
 
 # %% auto #0
 __all__ = ['MISSING_DATA', 'SUMMARY_METRICS', 'recorded_hash', 'check_data', 'main', 'prepare_data', 'prepare_masked_sets',
-           'align_real', 'variant_config', 'run_variant', 'evaluate_variant']
+           'align_real', 'variant_config', 'run_variant', 'check_params', 'check_params_file', 'evaluate_variant']
 
 # %% ../nbs/30_experiment.ipynb #5d947c4b
 MISSING_DATA = """the paper setting needs the real data, which focusface does not download:
@@ -56,13 +56,15 @@ def check_data(setting: str = "demo", ms1m: str = "data/ms1m", eval_dir: str = "
 
 
 def main(argv=None) -> int:
-    "`python -m focusface.experiment check-data SETTING MS1M EVAL_DIR MFR2 OUT` or `align-real SETTING MFR2 OUT WORKERS`: the plain stages."
+    "`python -m focusface.experiment check-data SETTING MS1M EVAL_DIR MFR2 OUT [PARAMS]` or `align-real SETTING MFR2 OUT WORKERS`: the plain stages."
     import sys
     argv = sys.argv[1:] if argv is None else argv
-    usage = ("usage: python -m focusface.experiment check-data SETTING MS1M EVAL_DIR MFR2 OUT\n"
+    usage = ("usage: python -m focusface.experiment check-data SETTING MS1M EVAL_DIR MFR2 OUT [PARAMS.yaml]\n"
              "       python -m focusface.experiment align-real SETTING MFR2 OUT WORKERS")
     try:
-        if len(argv) == 6 and argv[0] == "check-data": check_data(*argv[1:3], out=argv[5], mfr2=argv[4], eval_dir=argv[3])
+        if len(argv) in (6, 7) and argv[0] == "check-data":
+            if len(argv) == 7: check_params_file(argv[6])  # every parameter, before any work
+            check_data(*argv[1:3], out=argv[5], mfr2=argv[4], eval_dir=argv[3])
         elif len(argv) == 5 and argv[0] == "align-real" and argv[4].isdigit(): align_real(*argv[1:4], workers=int(argv[4]))
         else: print(usage, file=sys.stderr); return 2
     except FocusFaceError as e:
@@ -150,6 +152,71 @@ def run_variant(index: dict, out, settings: dict) -> dict:
     "Train one variant into `out` (replacing what was there: DVC re-runs a stage from scratch); returns its summary."
     from focusface.train import train
     return train(variant_config(index, out, settings), overwrite=True)
+
+# %% ../nbs/30_experiment.ipynb #9c306b86
+_COUNTS = dict(train_identities=1, images_per_identity=1, val_identities=20, val_pairs_per_fold=1, eval_identities=20,
+               eval_pairs_per_fold=1, holdout_identities=1, holdout_pairs_per_fold=1, workers=0, seed=0)  # the least of each
+
+
+def _whole(value, least: int) -> bool: return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _config_problems(settings: dict, where: str, known: set) -> list[str]:
+    "What `load_config` and the backbone registry say of one run's settings (problems already in `known` left out)."
+    from focusface.backbones import list_backbones
+    said = []
+    try: config = variant_config(dict(train="train", val=None), "out", settings)
+    except FocusFaceError as e: said.append(str(e).removeprefix("training config: "))
+    except ValueError as e: said.append(f"lr_steps must be comma-separated epochs ({e})")
+    else:
+        if config.backbone not in list_backbones():
+            said.append(f"backbone must be one of {list_backbones()}, got {config.backbone!r}")
+    return [f"{where}: {s}" for s in said if s not in known]
+
+
+def check_params(params: dict) -> list[str]:
+    "Every problem of the pipeline's parameters (`params.yaml` read as a dict), one line each; empty when all is well."
+    import re
+    from focusface.evaluate import PROTOCOLS, SCORES
+    from focusface.maskspec import MaskSampler
+    problems = [] if params.get("setting") in ("demo", "paper") else [f"setting: must be demo or paper, got {params.get('setting')!r}"]
+    data = params.get("data") or {}
+    problems += [f"data.{k}: must be an integer of at least {least}, got {data.get(k)!r}"
+                 for k, least in _COUNTS.items() if not _whole(data.get(k), least)]
+    masks = params.get("masks") or {}
+    try: MaskSampler(masks.get("spec"), masks.get("seed", 0))
+    except (FocusFaceError, TypeError) as e: problems.append(f"masks.spec: {e}")
+    problems += [f"masks.{k}: must be an integer of at least 0, got {masks.get(k)!r}" for k in ("seed", "workers")
+                 if not _whole(masks.get(k), 0)]
+    train, variants, ontop = params.get("train") or {}, params.get("variants") or {}, dict(params.get("ontop") or {})
+    shared = _config_problems(train, "train", set())
+    problems += shared
+    known = {s.split(": ", 1)[1] for s in shared}
+    for name, settings in variants.items():
+        if not re.fullmatch(r"[A-Za-z0-9_]+", str(name)):
+            problems.append(f"variants.{name}: a variant name is letters, digits and _ (it names stages and folders)")
+        problems += _config_problems(dict(train, **(settings or {})), f"variants.{name}", known)
+    if ontop.get("base") not in variants:
+        problems.append(f"ontop.base: must be one of the variants {sorted(variants)}, got {ontop.get('base')!r}")
+    ontop.pop("base", None)
+    problems += _config_problems(dict(train, method="focusface", **ontop), "ontop", known)
+    evaluation = params.get("evaluate") or {}
+    wrong = [p for p in str(evaluation.get("protocols", "")).split(",") if p.strip() not in PROTOCOLS]
+    if wrong: problems.append(f"evaluate.protocols: {', '.join(map(repr, wrong))} not among {list(PROTOCOLS)} (comma-separated)")
+    if evaluation.get("score") not in SCORES: problems.append(f"evaluate.score: must be one of {list(SCORES)}, got {evaluation.get('score')!r}")
+    if not _whole(evaluation.get("batch_size"), 1):
+        problems.append(f"evaluate.batch_size: must be an integer of at least 1, got {evaluation.get('batch_size')!r}")
+    return problems
+
+
+def check_params_file(path) -> None:
+    "Raise one `FocusFaceError` listing every problem of the parameters file `path`, one line each."
+    import yaml
+    try: params = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError: raise FocusFaceError(f"{path}: parameters file not found") from None
+    except yaml.YAMLError as e: raise FocusFaceError(f"{path}: not valid YAML ({e})".replace("\n", " ")) from None
+    problems = check_params(params if isinstance(params, dict) else {})
+    if problems: raise FocusFaceError(f"{path}: {len(problems)} problem(s):\n" + "\n".join(f"  {p}" for p in problems))
 
 # %% ../nbs/30_experiment.ipynb #286d333f
 SUMMARY_METRICS = ("accuracy", "eer", "fmr100", "fmr1000", "fdr", "mask_detection_accuracy")  # the rest: out/metrics.json

@@ -115,3 +115,40 @@ def test_the_paper_setting_fails_fast_without_its_data(project, tmp_path):
     after = json.loads((paper / "outputs" / "check.json").read_text())
     assert after["recorded"] == yaml.safe_load((paper / "data.dvc").read_text())["outs"][0]["md5"]
     assert not (paper / "outputs" / "data").exists()
+
+
+MISTAKES = [  # (where in params.yaml, the wrong value, what the one line must say)
+    (("data", "train_identities"), -5, "data.train_identities: must be an integer of at least 1, got -5"),
+    (("setting",), "papr", "setting: must be demo or paper, got 'papr'"),
+    (("masks", "spec"), "balaclava", "masks.spec: "),
+    (("train", "backbone"), "r9", "train: backbone must be one of"),
+    (("train", "lr"), "fast", "train: lr must be float, got 'fast'"),
+    (("variants", "focusface", "contrastive"), "banana", "variants.focusface: contrastive must be one of"),
+    (("variants", "focusface", "methd"), "arcface", "variants.focusface: unknown key(s) 'methd' (did you mean 'method'?)"),
+    (("ontop", "base"), "elasticface", "ontop.base: must be one of the variants"),
+    (("ontop", "freeze"), "all", "ontop: freeze must be one of"),
+    (("evaluate", "protocols"), "uu,xm", "evaluate.protocols: 'xm' not among"),
+    (("evaluate", "score"), "euclid", "evaluate.score: must be one of"),
+]
+
+
+@pytest.mark.parametrize("where, value, said", MISTAKES, ids=[".".join(m[0]) for m in MISTAKES])
+def test_a_bad_parameter_fails_in_the_check_stage_in_one_line(tmp_path, where, value, said):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    node = params
+    for key in where[:-1]: node = node[key]
+    node[where[-1]] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = subprocess.run([sys.executable, "-m", "focusface.experiment", "check-data", "demo", "data/ms1m", "data/eval",
+                          "data/mfr2", str(tmp_path / "check.json"), str(tmp_path / "params.yaml")],
+                         capture_output=True, text=True, timeout=120)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert len(lines) == 2 and lines[0].endswith("1 problem(s):") and lines[1].strip().startswith(said), out.stderr
+    assert not (tmp_path / "check.json").exists()  # nothing is written before the parameters hold
+
+
+def test_the_committed_parameters_pass_the_check():
+    from focusface.experiment import check_params
+    for path in ("params.yaml", "configs/params-paper.yaml"):
+        assert check_params(yaml.safe_load((REPO / path).read_text())) == [], path
