@@ -153,7 +153,7 @@ def run_variant(index: dict, out, settings: dict) -> dict:
     from focusface.train import train
     return train(variant_config(index, out, settings), overwrite=True)
 
-# %% ../nbs/30_experiment.ipynb #9c306b86
+# %% ../nbs/30_experiment.ipynb #5bcdd550
 _COUNTS = dict(train_identities=1, images_per_identity=1, val_identities=20, val_pairs_per_fold=1, eval_identities=20,
                eval_pairs_per_fold=1, holdout_identities=1, holdout_pairs_per_fold=1, workers=0, seed=0)  # the least of each
 
