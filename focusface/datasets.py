@@ -295,7 +295,7 @@ class BinSource(DatasetSource):
         from focusface.evalsets import read_eval_set
         return read_eval_set(self.path)
 
-    @property
+    @cached_property
     def keys(self) -> list: return list(range(len(self.pairs.images)))
 
     def read(self, i: int) -> tuple[str, object]: return f"{self.path} image {i}", self.pairs.images[i]

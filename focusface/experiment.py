@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import FocusFaceError
+from .errors import FocusFaceError, shorten
 from .files import atomic_dir, atomic_write_bytes
 
 # %% auto #0
@@ -158,6 +158,14 @@ _COUNTS = dict(train_identities=1, images_per_identity=1, val_identities=20, val
                eval_pairs_per_fold=1, holdout_identities=1, holdout_pairs_per_fold=1, workers=0, seed=0)  # the least of each
 
 
+def _section(params: dict, name: str, problems: list) -> dict | None:
+    "`params[name]` when it is a mapping (absent: {}); otherwise one problem, and None (its keys go unchecked)."
+    value = params.get(name)
+    if value is None or isinstance(value, dict): return dict(value or {})
+    problems.append(f"{name}: must be a mapping of key: value, got {shorten(value)}")
+    return None
+
+
 def _whole(value, least: int) -> bool: return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
@@ -174,38 +182,57 @@ def _config_problems(settings: dict, where: str, known: set) -> list[str]:
     return [f"{where}: {s}" for s in said if s not in known]
 
 
-def check_params(params: dict) -> list[str]:
-    "Every problem of the pipeline's parameters (`params.yaml` read as a dict), one line each; empty when all is well."
-    import re
-    from focusface.evaluate import PROTOCOLS, SCORES
+def _data_problems(data: dict) -> list[str]:
+    return [f"data.{k}: must be an integer of at least {least}, got {data.get(k)!r}"
+            for k, least in _COUNTS.items() if not _whole(data.get(k), least)]
+
+
+def _mask_problems(masks: dict) -> list[str]:
     from focusface.maskspec import MaskSampler
-    problems = [] if params.get("setting") in ("demo", "paper") else [f"setting: must be demo or paper, got {params.get('setting')!r}"]
-    data = params.get("data") or {}
-    problems += [f"data.{k}: must be an integer of at least {least}, got {data.get(k)!r}"
-                 for k, least in _COUNTS.items() if not _whole(data.get(k), least)]
-    masks = params.get("masks") or {}
-    try: MaskSampler(masks.get("spec"), masks.get("seed", 0))
-    except (FocusFaceError, TypeError) as e: problems.append(f"masks.spec: {e}")
-    problems += [f"masks.{k}: must be an integer of at least 0, got {masks.get(k)!r}" for k in ("seed", "workers")
-                 if not _whole(masks.get(k), 0)]
-    train, variants, ontop = params.get("train") or {}, params.get("variants") or {}, dict(params.get("ontop") or {})
-    shared = _config_problems(train, "train", set())
-    problems += shared
-    known = {s.split(": ", 1)[1] for s in shared}
+    said = [f"masks.{k}: must be an integer of at least 0, got {masks.get(k)!r}" for k in ("seed", "workers")
+            if not _whole(masks.get(k), 0)]
+    try: MaskSampler(masks.get("spec"), masks.get("seed", 0) if not said else 0)
+    except (FocusFaceError, TypeError) as e: said.insert(0, f"masks.spec: {e}")
+    return said
+
+
+def _run_problems(train: dict, variants: dict, ontop: dict) -> list[str]:
+    "The shared training settings, each variant's and the on-top run's (a shared problem is said once)."
+    import re
+    said = _config_problems(train, "train", set())
+    known = {s.split(": ", 1)[1] for s in said}
     for name, settings in variants.items():
         if not re.fullmatch(r"[A-Za-z0-9_]+", str(name)):
-            problems.append(f"variants.{name}: a variant name is letters, digits and _ (it names stages and folders)")
-        problems += _config_problems(dict(train, **(settings or {})), f"variants.{name}", known)
+            said.append(f"variants.{name}: a variant name is letters, digits and _ (it names stages and folders)")
+        if not isinstance(settings or {}, dict):
+            said.append(f"variants.{name}: must be a mapping of key: value, got {shorten(settings)}"); continue
+        said += _config_problems(dict(train, **(settings or {})), f"variants.{name}", known)
     if ontop.get("base") not in variants:
-        problems.append(f"ontop.base: must be one of the variants {sorted(variants)}, got {ontop.get('base')!r}")
-    ontop.pop("base", None)
-    problems += _config_problems(dict(train, method="focusface", **ontop), "ontop", known)
-    evaluation = params.get("evaluate") or {}
+        said.append(f"ontop.base: must be one of the variants {sorted(variants)}, got {ontop.get('base')!r}")
+    on_top = {k: v for k, v in ontop.items() if k != "base"}
+    return said + _config_problems(dict(train, method="focusface", **on_top), "ontop", known)
+
+
+def _evaluate_problems(evaluation: dict) -> list[str]:
+    from focusface.evaluate import PROTOCOLS, SCORES
+    said = []
     wrong = [p for p in str(evaluation.get("protocols", "")).split(",") if p.strip() not in PROTOCOLS]
-    if wrong: problems.append(f"evaluate.protocols: {', '.join(map(repr, wrong))} not among {list(PROTOCOLS)} (comma-separated)")
-    if evaluation.get("score") not in SCORES: problems.append(f"evaluate.score: must be one of {list(SCORES)}, got {evaluation.get('score')!r}")
+    if wrong: said.append(f"evaluate.protocols: {', '.join(map(repr, wrong))} not among {list(PROTOCOLS)} (comma-separated)")
+    if evaluation.get("score") not in SCORES: said.append(f"evaluate.score: must be one of {list(SCORES)}, got {evaluation.get('score')!r}")
     if not _whole(evaluation.get("batch_size"), 1):
-        problems.append(f"evaluate.batch_size: must be an integer of at least 1, got {evaluation.get('batch_size')!r}")
+        said.append(f"evaluate.batch_size: must be an integer of at least 1, got {evaluation.get('batch_size')!r}")
+    return said
+
+
+def check_params(params: dict) -> list[str]:
+    "Every problem of the pipeline's parameters (`params.yaml` read as a dict), one line each; empty when all is well."
+    problems = [] if params.get("setting") in ("demo", "paper") else [f"setting: must be demo or paper, got {params.get('setting')!r}"]
+    sections = {name: _section(params, name, problems) for name in ("data", "masks", "train", "variants", "ontop", "evaluate")}
+    given = {name: value for name, value in sections.items() if value is not None}  # a section that is no mapping: said
+    if "data" in given: problems += _data_problems(given["data"])
+    if "masks" in given: problems += _mask_problems(given["masks"])
+    if {"train", "variants", "ontop"} <= set(given): problems += _run_problems(given["train"], given["variants"], given["ontop"])
+    if "evaluate" in given: problems += _evaluate_problems(given["evaluate"])
     return problems
 
 
@@ -215,7 +242,8 @@ def check_params_file(path) -> None:
     try: params = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError: raise FocusFaceError(f"{path}: parameters file not found") from None
     except yaml.YAMLError as e: raise FocusFaceError(f"{path}: not valid YAML ({e})".replace("\n", " ")) from None
-    problems = check_params(params if isinstance(params, dict) else {})
+    if not isinstance(params, dict): raise FocusFaceError(f"{path}: a parameters file is a mapping of key: value")
+    problems = check_params(params)
     if problems: raise FocusFaceError(f"{path}: {len(problems)} problem(s):\n" + "\n".join(f"  {p}" for p in problems))
 
 # %% ../nbs/30_experiment.ipynb #286d333f

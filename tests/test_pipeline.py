@@ -129,6 +129,9 @@ MISTAKES = [  # (where in params.yaml, the wrong value, what the one line must s
     (("ontop", "freeze"), "all", "ontop: freeze must be one of"),
     (("evaluate", "protocols"), "uu,xm", "evaluate.protocols: 'xm' not among"),
     (("evaluate", "score"), "euclid", "evaluate.score: must be one of"),
+    (("data",), 5, "data: must be a mapping of key: value, got 5"),
+    (("variants", "focusface"), 3, "variants.focusface: must be a mapping of key: value, got 3"),
+    (("masks", "seed"), "x", "masks.seed: must be an integer of at least 0, got 'x'"),
 ]
 
 
