@@ -21,6 +21,23 @@ from .images import decode_image
 __all__ = ['LABEL_FILES', 'UNMASKED_LABEL', 'EvalPairs', 'read_bin', 'write_bin', 'read_mask_labels', 'read_pairs_folder',
            'read_eval_set']
 
+# %% ../nbs/05_evalsets.ipynb #ee1bb7b1
+def _pairs_tsv_identities(path: Path, pairs: int) -> list | None:
+    "Each image's identity from the `<set>.pairs.tsv` beside a `.bin`, or None when there is none."
+    if not path.is_file(): return None
+    lines = path.read_text(errors="replace").splitlines()
+    head = lines[0].split("\t") if lines else []
+    if "identity_a" not in head or "identity_b" not in head or len(lines) - 1 != pairs:
+        raise FormatError(f"{path}: expected a header naming identity_a and identity_b, then one line for each of the "
+                          f"{pairs} pairs of its .bin, got {max(len(lines) - 1, 0)} lines; delete it to read the .bin "
+                          "without identities")
+    a, b, who = head.index("identity_a"), head.index("identity_b"), []
+    for number, line in enumerate(lines[1:], start=2):
+        cells = line.split("\t")
+        if len(cells) != len(head): raise FormatError(f"{path}:{number}: {len(cells)} columns, the header has {len(head)}")
+        who += [cells[a], cells[b]]
+    return who
+
 # %% ../nbs/05_evalsets.ipynb #3512175e
 _BIN_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                 ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),  # numpy bools in issame
@@ -46,11 +63,13 @@ class EvalPairs:
     source: str = ""
     mask_types: list | None = None  # real masks: what each image wears ("no-mask" = unmasked), from a labels file
     skipped: list = field(default_factory=list)  # pairs left out because an image is missing (skip_missing=True)
+    identities: list | None = None  # who each image shows (a pairs folder's names, a .bin's `.pairs.tsv`), or None
 
     def __post_init__(self):
         self.issame = np.asarray(self.issame, dtype=bool).ravel()
-        if self.mask_types is not None and len(self.mask_types) != len(self.images):
-            raise FormatError(f"{self.source or self.name}: {len(self.mask_types)} mask labels for {len(self.images)} images")
+        for what, values in (("mask labels", self.mask_types), ("identities", self.identities)):
+            if values is not None and len(values) != len(self.images):
+                raise FormatError(f"{self.source or self.name}: {len(values)} {what} for {len(self.images)} images")
         if not len(self.issame):
             raise FormatError(f"{self.source or self.name}: the set holds no pairs; a verification set needs genuine "
                               "and impostor pairs")
@@ -125,7 +144,9 @@ def read_bin(path) -> EvalPairs:
                               "(it could run code); only (list of image bytes, list of bools) is accepted") from None
         except Exception as e:
             raise FormatError(f"{path}: not a readable evaluation .bin ({type(e).__name__}: {shorten(str(e))})") from None
-    return _check_bin(obj, path, path.stat().st_size)
+    pairs = _check_bin(obj, path, path.stat().st_size)
+    pairs.identities = _pairs_tsv_identities(path.with_suffix(".pairs.tsv"), len(pairs))
+    return pairs
 
 
 def write_bin(path, images: Sequence, issame: Sequence[bool], *, overwrite: bool = True, sources=()) -> Path:
@@ -186,7 +207,7 @@ def read_pairs_folder(root, pairs_file=None, mask_labels=None, skip_missing: boo
     try: text = pairs_file.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
         raise FormatError(f"{pairs_file}: not UTF-8 text (byte {e.start}); a pairs file holds 'Name i j' lines") from None
-    images, issame, mask_types, skipped = [], [], [], []
+    images, issame, mask_types, skipped, identities = [], [], [], [], []
     for lineno, line in enumerate(text.splitlines(), start=1):
         parts = line.split()
         where = f"{pairs_file}:{lineno}"
@@ -207,7 +228,7 @@ def read_pairs_folder(root, pairs_file=None, mask_labels=None, skip_missing: boo
             skipped.append(f"{where}: {' and '.join(f'{n} {k}' for (n, k), f in zip((a, b), found) if f is None)} missing")
             continue
         for (name, number), path in zip((a, b), found):
-            images.append(path.read_bytes())
+            images.append(path.read_bytes()); identities.append(name)
             if labels is not None:
                 if (name, number) not in labels:
                     raise FormatError(f"{where}: {mask_labels} has no line for {name} image {number}: every image a "
@@ -216,7 +237,7 @@ def read_pairs_folder(root, pairs_file=None, mask_labels=None, skip_missing: boo
         issame.append(same)
     if not issame: raise FormatError(f"{pairs_file}: no pairs found" + (f" ({len(skipped)} skipped: an image missing)" if skipped else ""))
     return EvalPairs(images, issame, name=root.name, source=str(pairs_file),
-                     mask_types=mask_types if labels is not None else None, skipped=skipped)
+                     mask_types=mask_types if labels is not None else None, skipped=skipped, identities=identities)
 
 
 def read_eval_set(path, mask_labels=None, skip_missing: bool = False) -> EvalPairs:

@@ -203,7 +203,7 @@ def evaluate_pairs(model: FocusFace, pairs: EvalPairs, *, protocols=PROTOCOLS, s
         metrics = verification_metrics(s, None)
         acc = kfold_accuracy(pair_scores(reference, other, "cosine"), pairs.issame)
         authors = pair_scores(reference, other, "authors")  # the paper's numbers: pyeer on the authors' score
-        metrics.update(accuracy=acc["accuracy"], accuracy_std=acc["std"], score=score,
+        metrics.update(accuracy=acc["accuracy"], accuracy_std=acc["std"], score=score, _correct=acc["pair_correct"],
                        paper=pyeer_metrics(authors[pairs.issame], authors[~pairs.issame]),
                        mask_detection_accuracy=_mask_detection_accuracy(model, p_plain, p_masked, worn, protocol, masked_side))
         if protocol == "um": metrics["masked_side"] = masked_side
@@ -216,7 +216,8 @@ def evaluate_pairs(model: FocusFace, pairs: EvalPairs, *, protocols=PROTOCOLS, s
                                                               seed=seed, images=len(keys), **fit))] \
                 + [manifest_line(k, sampler(k)) for k in keys]
     _at_uu_thresholds(results, scores, pairs.issame)
-    return dict(metrics=results, scores=scores, manifests=manifests, issame=pairs.issame, score=score)
+    return dict(metrics=results, scores=scores, manifests=manifests, issame=pairs.issame, score=score,
+                identities=pairs.identities)
 
 # %% ../nbs/20_evaluate.ipynb #48a937d0
 def _protocol_metrics(sim: np.ndarray, authors: np.ndarray, issame: np.ndarray, score: str) -> dict:
@@ -228,6 +229,7 @@ def _protocol_metrics(sim: np.ndarray, authors: np.ndarray, issame: np.ndarray, 
     metrics = dict(verification_metrics(s, None), **counts)
     acc = kfold_accuracy(np.asarray(sim if score == "cosine" else 1 - 2 * (1 - sim) ** 2), issame)
     metrics.update(accuracy=acc["accuracy"], accuracy_std=acc["std"], score=score, _curve=curve(s, None),
+                   _correct=acc["pair_correct"],
                    paper=pyeer_metrics(authors[issame], authors[~issame]))
     return metrics
 
@@ -397,8 +399,11 @@ def write_results(folder: Path, results: dict, metrics: dict, figures: bool = Tr
     for name, result in results.items():
         same = result["issame"]  # real-mask sets: each protocol its own pairs (issame_<protocol>)
         flags = {f"issame_{p}": v for p, v in same.items()} if isinstance(same, dict) else dict(issame=same)
-        np.savez_compressed(folder / "scores" / f"{name}.npz", **flags,
-                            **{p: s.astype(np.float32) for p, s in result["scores"].items()})
+        who = result.get("identities")  # the people of each pair, when the set says: intervals resample them
+        people = {} if who is None else dict(identity_a=np.array(who[0::2], str), identity_b=np.array(who[1::2], str))
+        np.savez_compressed(folder / "scores" / f"{name}.npz", **flags, **people,
+                            **{p: s.astype(np.float32) for p, s in result["scores"].items()},
+                            **{f"correct_{p}": m["_correct"] for p, m in result["metrics"].items() if "_correct" in m})
         atomic_write_bytes(folder / "curves" / f"{name}.json", json.dumps(
             {p: m["_curve"] for p, m in result["metrics"].items() if "_curve" in m}).encode(), sources=())
         for protocol, lines in result["manifests"].items():

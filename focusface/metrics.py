@@ -13,7 +13,9 @@ import numpy as np
 from .errors import FocusFaceError
 
 # %% auto #0
-__all__ = ['Scores', 'rates_at', 'pyeer_rates', 'pyeer_metrics', 'verification_metrics', 'curve', 'kfold_accuracy']
+__all__ = ['BOOTSTRAP_METRICS', 'Scores', 'rates_at', 'pyeer_rates', 'pyeer_metrics', 'verification_metrics', 'curve',
+           'kfold_accuracy', 'bootstrap_weights', 'replicate_metrics', 'percentile_interval', 'confidence_intervals',
+           'mcnemar_exact', 'paired_difference', 'holm']
 
 # %% ../nbs/19_metrics.ipynb #c599253d
 class Scores:
@@ -162,11 +164,88 @@ def kfold_accuracy(similarities, issame, n_folds: int = 10, thresholds=None) -> 
     predicted = distance[None, :] < thresholds[:, None]         # (thresholds, pairs)
     correct = predicted == same[None, :]
     bounds = [(len(f), f[0]) for f in np.array_split(np.arange(sim.size), n_folds)]
-    accuracies, best = [], []
+    accuracies, best, decisions = [], [], np.zeros(sim.size, bool)
     for size, start in bounds:
         test = np.zeros(sim.size, bool); test[start:start + size] = True
         train_acc = correct[:, ~test].mean(1)
         k = int(np.argmax(train_acc))                         # the first best, as np.argmax in insightface
         best.append(float(thresholds[k])); accuracies.append(float(correct[k, test].mean()))
+        decisions[test] = correct[k, test]
     return dict(accuracy=float(np.mean(accuracies)), std=float(np.std(accuracies)), fold_accuracy=accuracies,
-                best_distance_thresholds=best)
+                best_distance_thresholds=best, pair_correct=decisions)  # pair_correct: each pair's decision right?
+
+# %% ../nbs/19_metrics.ipynb #99a38948
+BOOTSTRAP_METRICS = ("accuracy", "eer", "fmr100", "fmr1000")  # the table's columns that get an interval
+
+
+def bootstrap_weights(clusters, n: int = 1000, seed: int = 0) -> np.ndarray:
+    "(n, pairs) counts: how often each pair is in each bootstrap replicate, its cluster (e.g. person) drawn with replacement."
+    ids, inverse = np.unique(np.asarray(clusters).ravel(), return_inverse=True)
+    draws = np.random.default_rng(seed).integers(0, len(ids), (n, len(ids)))
+    counts = np.stack([np.bincount(d, minlength=len(ids)) for d in draws]) if n else np.zeros((0, len(ids)), np.int64)
+    return counts[:, inverse]
+
+
+def replicate_metrics(similarities, issame, correct, weights) -> dict:
+    "Accuracy (of the fixed per-pair decisions `correct`), EER, FMR100 and FMR1000 of each weighted replicate: arrays (n,)."
+    sim, same, correct = (np.asarray(a).ravel() for a in (similarities, issame, correct))
+    out = {k: np.full(len(weights), np.nan) for k in BOOTSTRAP_METRICS}
+    for r, w in enumerate(np.asarray(weights)):
+        rows = np.repeat(np.arange(sim.size), w)
+        genuine, impostor = sim[rows][same[rows]], sim[rows][~same[rows]]
+        out["accuracy"][r] = correct[rows].mean() if rows.size else np.nan
+        if not genuine.size or not impostor.size: continue  # a replicate without one kind: left out (NaN)
+        s = Scores(genuine, impostor)
+        out["eer"][r] = _eer(s)[0]
+        out["fmr100"][r], out["fmr1000"][r] = _fnmr_at_fmr(s, 0.01)[0], _fnmr_at_fmr(s, 0.001)[0]
+    return out
+
+
+def percentile_interval(values, level: float = 0.95) -> tuple[float, float]:
+    "The percentile bootstrap interval of replicate values (NaN replicates left out)."
+    v = np.asarray(values, np.float64); v = v[np.isfinite(v)]
+    if not v.size: return (math.nan, math.nan)
+    lo, hi = np.quantile(v, [(1 - level) / 2, (1 + level) / 2])
+    return (float(lo), float(hi))
+
+# %% ../nbs/19_metrics.ipynb #14b35924
+def confidence_intervals(similarities, issame, correct, clusters=None, *, n: int = 1000, seed: int = 0,
+                         level: float = 0.95) -> dict:
+    "Percentile bootstrap intervals `{metric: (low, high)}` of accuracy, EER, FMR100, FMR1000: clusters (people) resampled, or pairs without them."
+    sim = np.asarray(similarities).ravel()
+    if clusters is not None and len(clusters) != sim.size:
+        raise FocusFaceError(f"{len(clusters)} cluster labels for {sim.size} pairs: give one per pair")
+    weights = bootstrap_weights(np.arange(sim.size) if clusters is None else clusters, n, seed)
+    return {k: percentile_interval(v, level) for k, v in replicate_metrics(sim, issame, correct, weights).items()}
+
+# %% ../nbs/19_metrics.ipynb #888714d2
+def mcnemar_exact(correct_a, correct_b) -> dict:
+    "McNemar's exact test on two models' per-pair decisions: pairs only `a` got right, only `b` got right, two-sided p."
+    a, b = np.asarray(correct_a, bool).ravel(), np.asarray(correct_b, bool).ravel()
+    if a.shape != b.shape: raise FocusFaceError(f"{a.size} decisions against {b.size}: compare the same pairs")
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    n, k = only_a + only_b, min(only_a, only_b)
+    p = 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)  # exact integers
+    return dict(only_a=only_a, only_b=only_b, p=p)
+
+
+def paired_difference(similarities_a, similarities_b, issame, correct_a, correct_b, clusters=None, *, n: int = 1000,
+                      seed: int = 0, level: float = 0.95) -> dict:
+    "`{metric: (a - b, low, high)}`: each metric's difference and its paired bootstrap interval (the same replicates for both)."
+    a, b = np.asarray(similarities_a).ravel(), np.asarray(similarities_b).ravel()
+    if a.shape != b.shape: raise FocusFaceError(f"{a.size} scores against {b.size}: compare the same pairs")
+    weights = bootstrap_weights(np.arange(a.size) if clusters is None else clusters, n, seed)
+    ones = np.ones((1, a.size), int)
+    point = [replicate_metrics(s, issame, c, ones) for s, c in ((a, correct_a), (b, correct_b))]
+    ra, rb = (replicate_metrics(s, issame, c, weights) for s, c in ((a, correct_a), (b, correct_b)))
+    return {k: (float(point[0][k][0] - point[1][k][0]), *percentile_interval(ra[k] - rb[k], level)) for k in BOOTSTRAP_METRICS}
+
+
+def holm(pvalues) -> list[float]:
+    "Holm's step-down adjusted p-values (family-wise error over all of them), in the order given."
+    p = np.asarray(pvalues, np.float64).ravel()
+    adjusted, running = np.empty(p.size), 0.0
+    for rank, i in enumerate(np.argsort(p, kind="stable")):
+        running = max(running, min(1.0, (p.size - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()

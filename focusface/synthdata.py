@@ -97,7 +97,8 @@ def synthetic_pairs(seed: int = 0, *,
     order = sorted(set(keys))  # each distinct face rendered once, identity by identity
     encoded = dict(zip(order, _render_encoded(seed, order, workers, progress, f"pair faces {name}".strip(), encoding)))
     result = EvalPairs([encoded[k] for k in keys], [same for *_, same in pairs], name=name or f"synthetic{seed}",
-                       source=f"synthetic identities {first_identity}..{first_identity + identities - 1}, seed {seed}")
+                       source=f"synthetic identities {first_identity}..{first_identity + identities - 1}, seed {seed}",
+                       identities=[str(who) for who, _ in keys])
     result.pairs = pairs  # who is who: (fold, identity_a, image_a, identity_b, image_b, same)
     return result
 
