@@ -13,8 +13,10 @@ from .errors import FocusFaceError, shorten
 from .files import atomic_dir, atomic_write_bytes
 
 # %% auto #0
-__all__ = ['MISSING_DATA', 'SUMMARY_METRICS', 'recorded_hash', 'check_data', 'main', 'prepare_data', 'prepare_masked_sets',
-           'align_real', 'variant_config', 'run_variant', 'check_params', 'check_params_file', 'evaluate_variant']
+__all__ = ['MISSING_DATA', 'RANDOM_START', 'SUMMARY_METRICS', 'recorded_hash', 'check_data', 'main', 'prepare_data',
+           'prepare_masked_sets', 'align_real', 'seed_folder', 'variant_settings', 'write_random_start',
+           'variant_config', 'run_variant', 'run_seeds', 'check_params', 'load_params', 'evaluate_variant',
+           'compact_metrics', 'evaluate_seeds', 'run_notebook']
 
 # %% ../nbs/30_experiment.ipynb #5d947c4b
 MISSING_DATA = """the paper setting needs the real data, which focusface does not download:
@@ -56,16 +58,21 @@ def check_data(setting: str = "demo", ms1m: str = "data/ms1m", eval_dir: str = "
 
 
 def main(argv=None) -> int:
-    "`python -m focusface.experiment check-data SETTING MS1M EVAL_DIR MFR2 OUT [PARAMS]` or `align-real SETTING MFR2 OUT WORKERS`: the plain stages."
+    "`python -m focusface.experiment check PARAMS OUT`, `align-real PARAMS OUT` or `notebook NB EXECUTED name=value...`: the stages."
     import sys
     argv = sys.argv[1:] if argv is None else argv
-    usage = ("usage: python -m focusface.experiment check-data SETTING MS1M EVAL_DIR MFR2 OUT [PARAMS.yaml]\n"
-             "       python -m focusface.experiment align-real SETTING MFR2 OUT WORKERS")
+    usage = ("usage: python -m focusface.experiment check PARAMS.yaml OUT.json\n"
+             "       python -m focusface.experiment align-real PARAMS.yaml OUT_FOLDER\n"
+             "       python -m focusface.experiment notebook NOTEBOOK EXECUTED [name=value ...]")
     try:
-        if len(argv) in (6, 7) and argv[0] == "check-data":
-            if len(argv) == 7: check_params_file(argv[6])  # every parameter, before any work
-            check_data(*argv[1:3], out=argv[5], mfr2=argv[4], eval_dir=argv[3])
-        elif len(argv) == 5 and argv[0] == "align-real" and argv[4].isdigit(): align_real(*argv[1:4], workers=int(argv[4]))
+        if len(argv) >= 3 and argv[0] == "notebook": run_notebook(argv[1], argv[2], _notebook_arguments(argv[3:]))
+        elif len(argv) == 3 and argv[0] == "check":
+            params = load_params(argv[1])  # every parameter, before any work
+            data = params["data"]
+            check_data(params["setting"], data["ms1m"], data["eval_dir"], out=argv[2], mfr2=data["mfr2"])
+        elif len(argv) == 3 and argv[0] == "align-real":
+            params = load_params(argv[1])
+            align_real(params["setting"], params["data"]["mfr2"], argv[2], workers=params["data"]["workers"])
         else: print(usage, file=sys.stderr); return 2
     except FocusFaceError as e:
         print(f"focusface: {e}", file=sys.stderr); return 2
@@ -139,6 +146,31 @@ def align_real(setting: str, mfr2, out, workers: int = 2) -> dict:
     return index
 
 # %% ../nbs/30_experiment.ipynb #d7ea12ba
+RANDOM_START = "random"  # `init_from: random`: a variant trained from the trainer's own initialisation
+
+
+def seed_folder(folder, seed: int) -> Path:
+    "Where the run (or the evaluation) of one training seed goes: `folder/seed<seed>`."
+    return Path(folder) / f"seed{int(seed)}"
+
+
+def variant_settings(params: dict, variant: str, runs="outputs/runs", seed: int | None = None) -> dict:
+    "One run's settings: params.yaml's shared `train`, the variant's own on top, the `seed` (default: the first of `seeds`), `init_from` made the `init` path."
+    if variant not in params.get("variants", {}):
+        raise FocusFaceError(f"variant {shorten(variant)} is not in params.yaml's variants {sorted(params.get('variants', {}))}")
+    seed = params.get("seeds", [0])[0] if seed is None else seed
+    settings = dict(params["train"], **params["variants"][variant], seed=seed)
+    start = settings.pop("init_from", RANDOM_START)  # an on-top run starts from its base's run of the same seed
+    settings["init"] = None if start == RANDOM_START else str(seed_folder(Path(runs, start), seed) / "model.pt")
+    return settings
+
+
+def write_random_start(folder) -> Path:
+    "The folder a `random` start stands for (stage `data` writes it): what a variant from random weights depends on."
+    return atomic_write_bytes(Path(folder) / "README.txt", b"Variants with init_from: random start from the trainer's own "
+                              b"initialisation (focusface.train); this folder holds no weights.\n", sources=())
+
+
 def variant_config(index: dict, out, settings: dict):
     "The `TrainConfig` of one variant: the data of `index` (train, val, holdout) and the variant's `settings`."
     from focusface.trainconfig import load_config
@@ -152,6 +184,12 @@ def run_variant(index: dict, out, settings: dict) -> dict:
     "Train one variant into `out` (replacing what was there: DVC re-runs a stage from scratch); returns its summary."
     from focusface.train import train
     return train(variant_config(index, out, settings), overwrite=True)
+
+
+def run_seeds(params: dict, variant: str, index: dict, runs="outputs/runs", **extra) -> dict:
+    "The train stage: `variant` trained once per seed of `params['seeds']` into `runs/<variant>/seed<s>`; `{seed: summary}`."
+    return {s: run_variant(index, seed_folder(Path(runs, variant), s), dict(variant_settings(params, variant, runs, s), **extra))
+            for s in params["seeds"]}
 
 # %% ../nbs/30_experiment.ipynb #5bcdd550
 _COUNTS = dict(train_identities=1, images_per_identity=1, val_identities=20, val_pairs_per_fold=1, eval_identities=20,
@@ -196,21 +234,51 @@ def _mask_problems(masks: dict) -> list[str]:
     return said
 
 
-def _run_problems(train: dict, variants: dict, ontop: dict) -> list[str]:
-    "The shared training settings, each variant's and the on-top run's (a shared problem is said once)."
+def _start_of(variants: dict, name) -> str:
+    settings = variants.get(name)
+    return settings.get("init_from", RANDOM_START) if isinstance(settings, dict) else RANDOM_START
+
+
+def _circles(variants: dict) -> list[str]:
+    "One line for each circle of `init_from` starts (a variant that would start from its own result)."
+    variants = {k: v for k, v in variants.items() if k != RANDOM_START}  # a variant named so is said elsewhere
+    circles, said = set(), []
+    for name in variants:
+        chain = [name]
+        while _start_of(variants, chain[-1]) in variants and _start_of(variants, chain[-1]) not in chain:
+            chain.append(_start_of(variants, chain[-1]))
+        if _start_of(variants, chain[-1]) == name and frozenset(chain) not in circles:
+            circles.add(frozenset(chain))
+            said.append(f"variants.{name}.init_from: a circle of starts ({' -> '.join(chain + [name])}); one of them "
+                        f"must start from {RANDOM_START}")
+    return said
+
+
+def _run_problems(train: dict, variants: dict) -> list[str]:
+    "The shared training settings and each variant's (a shared problem is said once), and where each one starts."
     import re
     said = _config_problems(train, "train", set())
     known = {s.split(": ", 1)[1] for s in said}
     for name, settings in variants.items():
-        if not re.fullmatch(r"[A-Za-z0-9_]+", str(name)):
-            said.append(f"variants.{name}: a variant name is letters, digits and _ (it names stages and folders)")
+        if not re.fullmatch(r"[A-Za-z0-9_]+", str(name)) or name == RANDOM_START:
+            said.append(f"variants.{name}: a variant name is letters, digits and _ (it names stages and folders), and "
+                        f"not {RANDOM_START!r}")
         if not isinstance(settings or {}, dict):
             said.append(f"variants.{name}: must be a mapping of key: value, got {shorten(settings)}"); continue
-        said += _config_problems(dict(train, **(settings or {})), f"variants.{name}", known)
-    if ontop.get("base") not in variants:
-        said.append(f"ontop.base: must be one of the variants {sorted(variants)}, got {ontop.get('base')!r}")
-    on_top = {k: v for k, v in ontop.items() if k != "base"}
-    return said + _config_problems(dict(train, method="focusface", **on_top), "ontop", known)
+        own = dict(settings or {}); start = own.pop("init_from", RANDOM_START)
+        if start != RANDOM_START and start not in variants:
+            said.append(f"variants.{name}.init_from: must be {RANDOM_START} or one of the variants {sorted(variants)}, "
+                        f"got {start!r}")
+        said += _config_problems(dict(train, **own), f"variants.{name}", known)
+    return said + _circles(variants)
+
+
+def _report_problems(report: dict, variants: dict) -> list[str]:
+    said = [f"report.{k}: must be an integer of at least {least}, got {report.get(k)!r}"
+            for k, least in (("bootstrap", 0), ("seed", 0)) if not _whole(report.get(k), least)]
+    references = [r.strip() for r in str(report.get("references") or "").split(",") if r.strip()]
+    return said + [f"report.references: {r!r} is not one of the variants {sorted(variants)}" for r in references
+                   if r not in variants]
 
 
 def _evaluate_problems(evaluation: dict) -> list[str]:
@@ -227,17 +295,26 @@ def _evaluate_problems(evaluation: dict) -> list[str]:
 def check_params(params: dict) -> list[str]:
     "Every problem of the pipeline's parameters (`params.yaml` read as a dict), one line each; empty when all is well."
     problems = [] if params.get("setting") in ("demo", "paper") else [f"setting: must be demo or paper, got {params.get('setting')!r}"]
-    sections = {name: _section(params, name, problems) for name in ("data", "masks", "train", "variants", "ontop", "evaluate")}
+    seeds = params.get("seeds")
+    if not (isinstance(seeds, list) and seeds and all(_whole(s, 0) for s in seeds) and len(set(seeds)) == len(seeds)):
+        problems.append(f"seeds: must be a list of different integers of at least 0, e.g. [0] or [0, 1, 2], got {seeds!r}")
+    if isinstance(params.get("train"), dict) and "seed" in params["train"]:
+        problems.append("train.seed: the training seeds are the list `seeds` (each variant runs once per seed): remove it")
+    if "ontop" in params:  # the layout before on top became a variant
+        problems.append("ontop: the on-top run is an ordinary variant now: move its settings into variants.<name> with "
+                        "init_from: <the variant it starts from>")
+    sections = {name: _section(params, name, problems) for name in ("data", "masks", "train", "variants", "evaluate", "report")}
     given = {name: value for name, value in sections.items() if value is not None}  # a section that is no mapping: said
     if "data" in given: problems += _data_problems(given["data"])
     if "masks" in given: problems += _mask_problems(given["masks"])
-    if {"train", "variants", "ontop"} <= set(given): problems += _run_problems(given["train"], given["variants"], given["ontop"])
+    if {"train", "variants"} <= set(given): problems += _run_problems(given["train"], given["variants"])
     if "evaluate" in given: problems += _evaluate_problems(given["evaluate"])
+    if {"report", "variants"} <= set(given): problems += _report_problems(given["report"], given["variants"])
     return problems
 
 
-def check_params_file(path) -> None:
-    "Raise one `FocusFaceError` listing every problem of the parameters file `path`, one line each."
+def load_params(path) -> dict:
+    "The parameters file `path` (params.yaml), checked: one `FocusFaceError` lists every problem, one line each."
     import yaml
     try: params = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError: raise FocusFaceError(f"{path}: parameters file not found") from None
@@ -245,28 +322,68 @@ def check_params_file(path) -> None:
     if not isinstance(params, dict): raise FocusFaceError(f"{path}: a parameters file is a mapping of key: value")
     problems = check_params(params)
     if problems: raise FocusFaceError(f"{path}: {len(problems)} problem(s):\n" + "\n".join(f"  {p}" for p in problems))
+    return params
 
 # %% ../nbs/30_experiment.ipynb #286d333f
-SUMMARY_METRICS = ("accuracy", "eer", "fmr100", "fmr1000", "fdr", "mask_detection_accuracy")  # the rest: out/metrics.json
+SUMMARY_METRICS = ("accuracy", "eer", "fmr100", "fmr1000")  # what `dvc metrics show` compares; the rest: metrics.json
 
 
 def evaluate_variant(model_path, index: dict, masked: dict, out, *, protocols: str = "uu,um,mm", score: str = "cosine",
-                     batch_size: int = 256, device=None, metrics_file=None, run_summary=None, real=None) -> dict:
+                     batch_size: int = 256, device=None, real=None) -> dict:
     "Evaluate `model_path` on the index's evaluation sets (masked views from `masked`) and the `real` sets into `out`."
     from focusface.evaluate import EvalSet, evaluate
     names, real = sorted(index["eval"]), dict(real or {})
     sets = [EvalSet(index["eval"][n], masked=masked[n]["mm"], name=n) for n in names] \
         + [EvalSet(real[n], name=n) for n in sorted(real)]
-    metrics = evaluate(model_path, sets, out, protocols=protocols, score=score, batch_size=batch_size, device=device,
-                       skip_missing=bool(real), overwrite=True)
-    if metrics_file is not None:  # the few numbers `dvc metrics show` compares, beside what the run cost
-        compact = {s: {p: {k: round(v, 6) for k, v in m.items() if k in SUMMARY_METRICS and v is not None}  # None: no
-                           for p, m in by.items()} for s, by in metrics.items()}                      # trained mask head
-        if run_summary is not None:  # what the run cost in work done; its wall time differs from machine to machine
-            run = json.loads(Path(run_summary).read_text())
-            compact["training"] = {k: run[k] for k in ("steps", "pairs_seen", "images_seen")}
+    return evaluate(model_path, sets, out, protocols=protocols, score=score, batch_size=batch_size, device=device,
+                    skip_missing=bool(real), overwrite=True)
+
+
+def compact_metrics(by_seed: dict, run_summary=None) -> dict:
+    "The few numbers `dvc metrics show` compares: `SUMMARY_METRICS` per set and protocol, the mean over seeds, and the run's cost."
+    first = next(iter(by_seed.values()))
+    mean = lambda s, p, k: sum(m[s][p][k] for m in by_seed.values()) / len(by_seed)
+    compact = {s: {p: {k: round(mean(s, p, k), 6) for k in SUMMARY_METRICS if m.get(k) is not None} for p, m in by.items()}
+               for s, by in first.items()}
+    if run_summary is not None:  # what the run cost in work done (its wall time differs from machine to machine)
+        run = json.loads(Path(run_summary).read_text())
+        compact["training"] = dict({k: run[k] for k in ("steps", "pairs_seen", "images_seen")}, seeds=len(by_seed))
+    return compact
+
+
+def evaluate_seeds(params: dict, variant: str, index: dict, masked: dict, runs, out, *, metrics_file=None, real=None) -> dict:
+    "The evaluate stage: each seed's model of `variant` into `out/seed<s>` (`{seed: metrics}`), the compact metrics to `metrics_file`."
+    run = Path(runs, variant)
+    by_seed = {s: evaluate_variant(seed_folder(run, s) / "model.pt", index, masked, seed_folder(out, s), real=real,
+                                   **params["evaluate"]) for s in params["seeds"]}
+    if metrics_file is not None:
+        compact = compact_metrics(by_seed, seed_folder(run, params["seeds"][0]) / "summary.json")
         atomic_write_bytes(metrics_file, (json.dumps(compact, indent=1, sort_keys=True) + "\n").encode(), sources=())
-    return metrics
+    return by_seed
+
+# %% ../nbs/30_experiment.ipynb #8155b8f9
+def run_notebook(notebook, executed, parameters: dict, *, echo=None) -> Path:
+    "Execute `notebook` with `parameters` into `executed` (papermill), echoing its printed lines to `echo` (default: stdout)."
+    import sys
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+    executed = Path(executed); executed.parent.mkdir(parents=True, exist_ok=True)
+    if not Path(notebook).is_file(): raise FocusFaceError(f"{notebook}: no such notebook")
+    try:
+        papermill.execute_notebook(str(notebook), str(executed), parameters, kernel_name="python3", language="python",
+                                   progress_bar=False, stdout_file=echo or sys.stdout,
+                                   extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no "TCP without encryption"
+    except PapermillExecutionError as e:
+        raise FocusFaceError(f"{notebook}: a cell failed with {e.ename}: {shorten(str(e.evalue), 600)}\n"
+                             f"  its whole traceback: In [{e.exec_count}] of the executed notebook {executed}") from None
+    return executed
+
+
+def _notebook_arguments(pairs: list) -> dict:
+    "`name=value` words of the command line as papermill parameters (strings)."
+    bad = [p for p in pairs if "=" not in p or not p.split("=", 1)[0].isidentifier()]
+    if bad: raise FocusFaceError(f"notebook parameters are name=value, got {shorten(bad)}")
+    return dict(p.split("=", 1) for p in pairs)
 
 # %% ../nbs/30_experiment.ipynb #9d1ab419
 if __name__ == "__main__":

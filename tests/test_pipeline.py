@@ -13,7 +13,7 @@ from conftest import REPO
 SMALL = dict(data=dict(train_identities=12, images_per_identity=4, val_identities=20, val_pairs_per_fold=2,
                        eval_identities=20, eval_pairs_per_fold=2, workers=0),
              masks=dict(workers=0), train=dict(epochs=1, batch_size=16, lr_batch=16, log_every=1, workers=0),
-             evaluate=dict(batch_size=64))
+             evaluate=dict(batch_size=64), report=dict(bootstrap=50))
 
 
 def _run(*args, cwd):
@@ -33,9 +33,11 @@ def project(tmp_path_factory):
     for stale in ("dvc.lock", "metrics", "reports"):  # what the committed demo run left: this run makes its own
         path = root / stale
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    params = yaml.safe_load((root / "params.yaml").read_text())
+    from ruamel.yaml import YAML  # round trip: the comments stay, as `dvc exp run -S` must keep them
+    rt = YAML()
+    params = rt.load((root / "params.yaml").read_text())
     for group, values in SMALL.items(): params[group].update(values)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    with open(root / "params.yaml", "w") as f: rt.dump(params, f)
     for command in (["git", "init", "-q"], ["git", "add", "-A"],
                     ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
         _run(*command, cwd=root)
@@ -46,14 +48,16 @@ def project(tmp_path_factory):
 def test_dvc_repro_runs_the_whole_pipeline_and_then_has_nothing_to_do(project):
     dvc = [sys.executable, "-m", "dvc"]
     _run(*dvc, "repro", cwd=project)
-    variants = ["arcface", "arcface_aug", "focusface", "focusface_ontop"]
+    variants = list(yaml.safe_load((project / "params.yaml").read_text())["variants"])
+    assert variants == ["arcface", "arcface_aug", "focusface", "focusface_ontop"]
     for variant in variants:
         metrics = json.loads((project / "metrics" / f"{variant}.json").read_text())
         assert set(metrics["synthetic_lfw"]) == {"uu", "um", "mm"} and metrics["training"]["steps"] == 3
-        assert (project / "outputs" / "runs" / variant / "model.pt").is_file()
+        assert (project / "outputs" / "runs" / variant / "seed0" / "model.pt").is_file()  # one run per seed
         assert (project / "outputs" / "notebooks" / f"evaluate_{variant}.ipynb").is_file()
     table = (project / "reports" / "results.md").read_text()
-    assert all(f"| {v} | UM |" in table for v in variants) and "Training cost" in table
+    assert all(f"| {v} | UM |" in table for v in variants) and "Training cost" in table and "Paired tests" in table
+    assert "95% bootstrap intervals" in table and "| UM | focusface | arcface_aug |" in table
     for figure in ("roc_um.png", "det_mm.png", "scores.png", "training.png", "masks.png"):
         assert (project / "reports" / "figures" / figure).stat().st_size > 10_000
     again = _run(*dvc, "repro", cwd=project)  # only the check runs (it watches data/ outside the pipeline)
@@ -73,10 +77,31 @@ def test_dvc_repro_runs_the_whole_pipeline_and_then_has_nothing_to_do(project):
     assert changed == stages, stale  # every stage that runs the library, and so none is left stale
     _run("git", "add", "-A", cwd=project)
     _run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "demo run", cwd=project)
+    assert not (project / "data.dvc").exists()  # the demo has no data record: `dvc add data` makes one for the paper's
     said = _run(*dvc, "exp", "run", "-S", "variants.focusface.contrastive=cosine", cwd=project)
     ran = sorted(line.split("'")[1] for line in said.splitlines() if line.startswith("Running stage"))
     assert ran == ["check", "evaluate@focusface", "report", "train@focusface"], ran  # only what the parameter affects
     assert "metrics/focusface.json" in _run(*dvc, "metrics", "diff", cwd=project)
+    assert not (project / "data.dvc").exists()  # an experiment writes none (a placeholder record got an empty md5)
+    params = (project / "params.yaml").read_text()  # -S rewrote one value and kept the comments around it
+    assert "contrastive: cosine" in params and "# the authors' term; or cosine" in params and "# one list:" in params
+
+
+@pytest.mark.slow
+def test_a_variant_added_to_params_yaml_is_trained_evaluated_and_reported(project):
+    """One list of variants: a new entry in params.yaml alone makes its train and evaluate stages and a report row."""
+    if not (project / "dvc.lock").is_file(): _run(sys.executable, "-m", "dvc", "repro", cwd=project)  # run alone
+    added = project.parent / "added"
+    shutil.copytree(project, added, ignore=shutil.ignore_patterns(".dvc/tmp"), dirs_exist_ok=True)
+    params = (added / "params.yaml").read_text()
+    (added / "params.yaml").write_text(params.replace("\nevaluate:", "  focusface_cosine:\n    init_from: random\n"
+                                                      "    method: focusface\n    contrastive: cosine\n\nevaluate:", 1))
+    # `dvc status`, not `dvc repro --dry`: a dry run stops at evaluate@focusface_cosine, whose model a dry run never makes
+    status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=added, capture_output=True, text=True,
+                            timeout=300)
+    stale = json.loads(status.stdout)
+    assert sorted(stale) == ["check", "evaluate@focusface_cosine", "report", "train@focusface_cosine"], stale
+    assert stale["report"] == [{"changed deps": {"params.yaml": {"variants": "modified"}}}]  # a row more, nothing else
 
 
 def test_every_stage_that_runs_focusface_depends_on_the_whole_package():
@@ -125,8 +150,12 @@ MISTAKES = [  # (where in params.yaml, the wrong value, what the one line must s
     (("train", "lr"), "fast", "train: lr must be float, got 'fast'"),
     (("variants", "focusface", "contrastive"), "banana", "variants.focusface: contrastive must be one of"),
     (("variants", "focusface", "methd"), "arcface", "variants.focusface: unknown key(s) 'methd' (did you mean 'method'?)"),
-    (("ontop", "base"), "elasticface", "ontop.base: must be one of the variants"),
-    (("ontop", "freeze"), "all", "ontop: freeze must be one of"),
+    (("variants", "focusface_ontop", "init_from"), "elasticface", "variants.focusface_ontop.init_from: must be random or one of"),
+    (("variants", "focusface_ontop", "freeze"), "all", "variants.focusface_ontop: freeze must be one of"),
+    (("variants", "random"), {"method": "arcface"}, "variants.random: a variant name is letters, digits and _"),
+    (("ontop",), {"base": "arcface"}, "ontop: the on-top run is an ordinary variant now"),
+    (("report", "references"), "arcface,elastic", "report.references: 'elastic' is not one of the variants"),
+    (("report", "bootstrap"), -1, "report.bootstrap: must be an integer of at least 0, got -1"),
     (("evaluate", "protocols"), "uu,xm", "evaluate.protocols: 'xm' not among"),
     (("evaluate", "score"), "euclid", "evaluate.score: must be one of"),
     (("data",), 5, "data: must be a mapping of key: value, got 5"),
@@ -142,9 +171,8 @@ def test_a_bad_parameter_fails_in_the_check_stage_in_one_line(tmp_path, where, v
     for key in where[:-1]: node = node[key]
     node[where[-1]] = value
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = subprocess.run([sys.executable, "-m", "focusface.experiment", "check-data", "demo", "data/ms1m", "data/eval",
-                          "data/mfr2", str(tmp_path / "check.json"), str(tmp_path / "params.yaml")],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "focusface.experiment", "check", str(tmp_path / "params.yaml"),
+                          str(tmp_path / "check.json")], capture_output=True, text=True, timeout=120)
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert len(lines) == 2 and lines[0].endswith("1 problem(s):") and lines[1].strip().startswith(said), out.stderr
