@@ -354,7 +354,8 @@ def load_checkpoint(path, map_location="cpu", *, with_classifier: bool = True, c
                     file_key=focusface_to_authors_key if layout == "authors" else (lambda key: key))
     model.recorded_threshold = _recorded_threshold(raw) if layout == "focusface" else None
     model.verified = checkpoint_verified(raw, path) if layout == "focusface" else "none"  # what its hashes cover
-    model.mask_head_trained = model.has_mask_head and not (layout == "focusface" and _recorded_method(raw) == "arcface")
+    untrained = layout == "focusface" and _recorded_method(raw) in ("arcface", "arcface_aug")  # no mask loss in either
+    model.mask_head_trained = model.has_mask_head and not untrained
     return (model.to(resolve_device(device)) if device is not None else model).eval()
 
 # %% ../nbs/18_checkpoints.ipynb #df64360f

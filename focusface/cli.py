@@ -33,7 +33,7 @@ def _cmd_inspect(args) -> int:
                "weights": "hashes: weights verified; the rest unverified (written before focusface hashed it)",
                "none": "hashes: none, unverified (written before focusface hashed checkpoints)"}[model.verified])
     if not model.has_mask_head: print("mask head: none (a plain face recognition backbone: identity embedding only)")
-    elif not model.mask_head_trained: print("mask head: present but never trained (an `arcface` baseline run)")
+    elif not model.mask_head_trained: print("mask head: present but never trained (an arcface or arcface_aug baseline: no mask loss)")
     if model.recorded_threshold is not None:
         print(f"verification threshold recorded by its training run: {model.recorded_threshold:.4f} "
               "(cosine; U-U at FMR 0.1% on its validation pairs)")

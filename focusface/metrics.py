@@ -15,7 +15,7 @@ from .errors import FocusFaceError
 # %% auto #0
 __all__ = ['BOOTSTRAP_METRICS', 'Scores', 'rates_at', 'pyeer_rates', 'pyeer_metrics', 'verification_metrics', 'curve',
            'kfold_accuracy', 'bootstrap_weights', 'replicate_metrics', 'percentile_interval', 'confidence_intervals',
-           'mcnemar_exact', 'paired_difference', 'holm']
+           'fnmr_at', 'bootstrap_band', 'mcnemar_exact', 'paired_difference', 'holm']
 
 # %% ../nbs/19_metrics.ipynb #c599253d
 class Scores:
@@ -217,6 +217,24 @@ def confidence_intervals(similarities, issame, correct, clusters=None, *, n: int
         raise FocusFaceError(f"{len(clusters)} cluster labels for {sim.size} pairs: give one per pair")
     weights = bootstrap_weights(np.arange(sim.size) if clusters is None else clusters, n, seed)
     return {k: percentile_interval(v, level) for k, v in replicate_metrics(sim, issame, correct, weights).items()}
+
+# %% ../nbs/19_metrics.ipynb #abfb55f4
+def fnmr_at(scores: Scores, targets) -> np.ndarray:
+    "The lowest FNMR whose FMR is at most each target FMR (a DET curve read at `targets`)."
+    return np.array([_fnmr_at_fmr(scores, float(t))[0] for t in np.atleast_1d(targets)])
+
+
+def bootstrap_band(similarities, issame, fmr_grid, clusters=None, *, n: int = 1000, seed: int = 0,
+                   level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    "(low, high): the percentile bootstrap interval of `fnmr_at` each FMR of `fmr_grid`, clusters (people) or pairs resampled."
+    sim, same = np.asarray(similarities, np.float64).ravel(), np.asarray(issame, bool).ravel()
+    grid = np.atleast_1d(np.asarray(fmr_grid, np.float64))
+    reps = np.full((n, grid.size), np.nan)
+    for r, w in enumerate(bootstrap_weights(np.arange(sim.size) if clusters is None else clusters, n, seed)):
+        rows = np.repeat(np.arange(sim.size), w)
+        if same[rows].any() and (~same[rows]).any(): reps[r] = fnmr_at(Scores(sim[rows][same[rows]], sim[rows][~same[rows]]), grid)
+    bounds = np.array([percentile_interval(reps[:, j], level) for j in range(grid.size)])
+    return bounds[:, 0], bounds[:, 1]
 
 # %% ../nbs/19_metrics.ipynb #888714d2
 def mcnemar_exact(correct_a, correct_b) -> dict:

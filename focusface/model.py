@@ -92,7 +92,7 @@ class FocusFace(nn.Module):
         self.head = EmbeddingHead(self.backbone.feature_channels, embedding_size, mask_embedding_size, mask_branch=mask_head)
         self.mask_classifier = nn.Linear(mask_embedding_size, 2) if mask_head else None
         self.identity_classifier: MarginHead | None = None
-        self.mask_head_trained = bool(mask_head)  # load_checkpoint: False for an `arcface` run, whose mask branch never trained
+        self.mask_head_trained = bool(mask_head)  # load_checkpoint: False for an `arcface` or `arcface_aug` run (no mask loss)
         if num_classes is not None:
             self.identity_classifier = create_margin_head(margin, embedding_size, num_classes, s=margin_s, m=margin_m)
 

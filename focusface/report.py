@@ -267,10 +267,23 @@ def _edge(values: list) -> float:
     return min(positive) / 2 if positive else 1e-4
 
 
-def curve_figures(evaluations: dict, folder, eval_set: str | None = None, labels: dict | None = None) -> list[Path]:
-    "ROC and DET curves of every variant, one figure per protocol: `folder/{roc,det}_<protocol>.png` (labels: the legend's names)."
+def _band(evaluation, name: str, protocol: str, kind: str, edge: float, n: int, seed: int):
+    "(FMR grid, low, high) of a curve's 95% bootstrap band, as the figure draws it; None without per-pair scores."
+    from focusface.metrics import bootstrap_band
+    pairs = _pairs_of(_scores(evaluation, name), protocol)
+    if pairs is None: return None
+    sim, same, _, people = pairs
+    grid = np.logspace(np.log10(1 / max(1, int((~same).sum()))), 0, 40)
+    low, high = bootstrap_band(sim, same, grid, people, n=n, seed=seed)
+    return (grid, np.maximum(low, edge), np.maximum(high, edge)) if kind == "det" else (grid, 1 - high, 1 - low)
+
+
+def curve_figures(evaluations: dict, folder, eval_set: str | None = None, labels: dict | None = None, *,
+                  bands: int = 0, seed: int = 0) -> list[Path]:
+    "ROC and DET curves of every variant, one figure per protocol: `folder/{roc,det}_<protocol>.png` (labels: the legend's names; bands: replicates of a 95% band)."
     from matplotlib.figure import Figure
-    curves = {v: json.loads(next(Path(e, "curves").glob(f"{eval_set or '*'}.json")).read_text()) for v, e in evaluations.items()}
+    files = {v: next(Path(e, "curves").glob(f"{eval_set or '*'}.json")) for v, e in evaluations.items()}
+    curves = {v: json.loads(f.read_text()) for v, f in files.items()}
     styles, written, labels = _styles(curves), [], dict(labels or {})
     protocols = [p for p in ("uu", "um", "mm") if all(p in c for c in curves.values())]
     for kind in ("roc", "det"):
@@ -282,11 +295,16 @@ def curve_figures(evaluations: dict, folder, eval_set: str | None = None, labels
                 fmr, fnmr = np.array(c[protocol]["fmr"]), np.array(c[protocol]["fnmr"])
                 y = np.maximum(fnmr, fnmr_edge) if kind == "det" else 1 - fnmr
                 ax.plot(np.maximum(fmr, fmr_edge), y, label=labels.get(variant, variant), **styles[variant])
+                band = _band(evaluations[variant], files[variant].stem, protocol, kind, fnmr_edge, bands, seed) if bands else None
+                if band is not None: ax.fill_between(*band, color=styles[variant]["color"], alpha=0.12, linewidth=0)
             ax.set(xscale="log", xlabel="FMR (false match rate)", title=f"{kind.upper()}: {PROTOCOL_NAMES[protocol]}",
                    ylabel="FNMR (false non-match rate)" if kind == "det" else "1 - FNMR (true match rate)")
             if kind == "det": ax.set_yscale("log")
-            edges = "FMR 0 is drawn at the left edge" + (", FNMR 0 at the bottom edge" if kind == "det" else "")
-            fig.text(0.01, 0.005, f"{edges} (a log axis has no 0)", fontsize=7, color="0.35")
+            else:  # the true match rates where the FMR is above 0: the rest of the unit square says nothing
+                lowest = min((1 - np.array(c[protocol]["fnmr"]))[np.array(c[protocol]["fmr"]) > 0].min() for c in curves.values())
+                ax.set_ylim(max(0.0, lowest - 0.1 * (1 - lowest) - 0.005), 1.0 + 0.02 * (1 - lowest) + 0.002)
+            edges = "a rate of 0 is drawn at the axis edge (log axes)" if kind == "det" else "FMR 0 is drawn at the left edge (log axis)"
+            fig.text(0.01, 0.005, edges + ("; shaded: 95% bootstrap bands" if bands else ""), fontsize=7, color="0.35")
             ax.grid(alpha=0.3); ax.legend(fontsize=8)
             written.append(save_figure(fig, Path(folder) / f"{kind}_{protocol}.png"))
     return written
@@ -331,15 +349,16 @@ def training_figure(runs: dict, path):
     "Training loss and validation U-M accuracy against pairs seen, for every run (from their DVCLive logs)."
     from matplotlib.figure import Figure
     fig = Figure(figsize=(10, 3.6)); loss_ax, val_ax = fig.subplots(1, 2)
-    colours = _colours(runs)
+    styles = _styles(runs)
     for variant, run in runs.items():
         summary = json.loads(Path(run, "summary.json").read_text())
         per_step = summary["pairs_seen"] / max(1, summary["steps"])
         plots = Path(run, "dvclive", "plots", "metrics")
         step, loss = _tsv(plots / "train" / "identity.tsv")
-        loss_ax.plot(step * per_step, loss, color=colours[variant], label=variant)
+        line = dict(color=styles[variant]["color"], linestyle=styles[variant]["linestyle"], label=variant)
+        loss_ax.plot(step * per_step, loss, **line)
         step, accuracy = _tsv(plots / "val" / "um_accuracy.tsv")
-        val_ax.plot(step * per_step, accuracy * 100, "o-", color=colours[variant], label=variant)
+        val_ax.plot(step * per_step, accuracy * 100, marker=styles[variant]["marker"], **line)
     loss_ax.set(xlabel="pairs seen", ylabel="identity (margin) loss", title="training")
     val_ax.set(xlabel="pairs seen", ylabel="validation U-M accuracy %", title="held-out identities, masked probes")
     for ax in (loss_ax, val_ax): ax.grid(alpha=0.3); ax.legend(fontsize=8)

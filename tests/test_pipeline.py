@@ -85,6 +85,7 @@ def test_dvc_repro_runs_the_whole_pipeline_and_then_has_nothing_to_do(project):
     assert not (project / "data.dvc").exists()  # an experiment writes none (a placeholder record got an empty md5)
     params = (project / "params.yaml").read_text()  # -S rewrote one value and kept the comments around it
     assert "contrastive: cosine" in params and "# the authors' term; or cosine" in params and "# one list:" in params
+    assert 'spec: "cloth, surgical-#adff2f, surgical-#87cefa, KN95, N95"' in params  # and the quotes a # needs
 
 
 @pytest.mark.slow
