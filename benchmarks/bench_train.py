@@ -61,7 +61,8 @@ def main():
                              channels_last=args.channels_last, compile=args.compile, workers=args.workers, progress=False,
                              log_every=max(1, args.steps // 5), checkpoint_every=10 ** 9)
         summary = train(config)
-        rates = (Path(d) / "run" / "dvclive" / "plots" / "metrics" / "train" / "pairs_per_s.tsv").read_text().split()[3::2]
+        rates = [line.split(" pairs/s ")[1].split()[0] for line in (Path(d) / "run" / "train.log").read_text().splitlines()
+                 if " pairs/s " in line]
         steady = float(rates[-1])  # the last logging window: start-up, compilation and worker warm-up excluded
     per_pair = flops_per_pair(args.backbone, classes, args.method)
     rate = steady

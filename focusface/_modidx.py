@@ -633,6 +633,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'focusface.report.tests_table': ('report.html#tests_table', 'focusface/report.py'),
                                   'focusface.report.training_figure': ('report.html#training_figure', 'focusface/report.py'),
                                   'focusface.report.variant_label': ('report.html#variant_label', 'focusface/report.py'),
+                                  'focusface.report.write_report': ('report.html#write_report', 'focusface/report.py'),
                                   'focusface.report.write_tables': ('report.html#write_tables', 'focusface/report.py')},
             'focusface.runfolder': { 'focusface.runfolder.Pace': ('runfolder.html#pace', 'focusface/runfolder.py'),
                                      'focusface.runfolder.Pace.pause': ('runfolder.html#pace.pause', 'focusface/runfolder.py'),

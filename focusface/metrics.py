@@ -174,7 +174,7 @@ def kfold_accuracy(similarities, issame, n_folds: int = 10, thresholds=None) -> 
     return dict(accuracy=float(np.mean(accuracies)), std=float(np.std(accuracies)), fold_accuracy=accuracies,
                 best_distance_thresholds=best, pair_correct=decisions)  # pair_correct: each pair's decision right?
 
-# %% ../nbs/19_metrics.ipynb #99a38948
+# %% ../nbs/19_metrics.ipynb #6ee6e2d5
 BOOTSTRAP_METRICS = ("accuracy", "eer", "fmr100", "fmr1000")  # the table's columns that get an interval
 
 
@@ -185,7 +185,7 @@ def bootstrap_weights(clusters, n: int = 1000, seed: int = 0) -> np.ndarray:
     counts = np.stack([np.bincount(d, minlength=len(ids)) for d in draws]) if n else np.zeros((0, len(ids)), np.int64)
     return counts[:, inverse]
 
-
+# %% ../nbs/19_metrics.ipynb #0f484fcb
 def replicate_metrics(similarities, issame, correct, weights) -> dict:
     "Accuracy (of the fixed per-pair decisions `correct`), EER, FMR100 and FMR1000 of each weighted replicate: arrays (n,)."
     sim, same, correct = (np.asarray(a).ravel() for a in (similarities, issame, correct))
@@ -200,7 +200,7 @@ def replicate_metrics(similarities, issame, correct, weights) -> dict:
         out["fmr100"][r], out["fmr1000"][r] = _fnmr_at_fmr(s, 0.01)[0], _fnmr_at_fmr(s, 0.001)[0]
     return out
 
-
+# %% ../nbs/19_metrics.ipynb #d3229893
 def percentile_interval(values, level: float = 0.95) -> tuple[float, float]:
     "The percentile bootstrap interval of replicate values (NaN replicates left out)."
     v = np.asarray(values, np.float64); v = v[np.isfinite(v)]
@@ -236,7 +236,7 @@ def bootstrap_band(similarities, issame, fmr_grid, clusters=None, *, n: int = 10
     bounds = np.array([percentile_interval(reps[:, j], level) for j in range(grid.size)])
     return bounds[:, 0], bounds[:, 1]
 
-# %% ../nbs/19_metrics.ipynb #888714d2
+# %% ../nbs/19_metrics.ipynb #c320e472
 def mcnemar_exact(correct_a, correct_b) -> dict:
     "McNemar's exact test on two models' per-pair decisions: pairs only `a` got right, only `b` got right, two-sided p."
     a, b = np.asarray(correct_a, bool).ravel(), np.asarray(correct_b, bool).ravel()
@@ -246,7 +246,7 @@ def mcnemar_exact(correct_a, correct_b) -> dict:
     p = 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)  # exact integers
     return dict(only_a=only_a, only_b=only_b, p=p)
 
-
+# %% ../nbs/19_metrics.ipynb #907a28dc
 def paired_difference(similarities_a, similarities_b, issame, correct_a, correct_b, clusters=None, *, n: int = 1000,
                       seed: int = 0, level: float = 0.95) -> dict:
     "`{metric: (a - b, low, high)}`: each metric's difference and its paired bootstrap interval (the same replicates for both)."
@@ -258,7 +258,7 @@ def paired_difference(similarities_a, similarities_b, issame, correct_a, correct
     ra, rb = (replicate_metrics(s, issame, c, weights) for s, c in ((a, correct_a), (b, correct_b)))
     return {k: (float(point[0][k][0] - point[1][k][0]), *percentile_interval(ra[k] - rb[k], level)) for k in BOOTSTRAP_METRICS}
 
-
+# %% ../nbs/19_metrics.ipynb #cd604383
 def holm(pvalues) -> list[float]:
     "Holm's step-down adjusted p-values (family-wise error over all of them), in the order given."
     p = np.asarray(pvalues, np.float64).ravel()

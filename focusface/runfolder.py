@@ -106,8 +106,8 @@ def gather(obj, world: int) -> list:
     return out
 
 
-RUN_FILES = {"model.pt", "best.pt", "checkpoint.pt", "summary.json", "batch.png", "train.log", "config.yaml", "dvclive",
-             "training.png"}  # what a run writes into `out`: a folder of other files is not a run, and never replaced
+RUN_FILES = {"model.pt", "best.pt", "checkpoint.pt", "summary.json", "cost.json", "batch.png", "train.log", "config.yaml",
+             "dvclive", "training.png"}  # what a run writes into `out`: a folder of other files is not a run, and never replaced
 
 
 def run_sources(config: TrainConfig, config_file=None) -> list:

@@ -327,7 +327,7 @@ def log_progress(run: Run, step: dict) -> None:
     run.log.line(f"step {g}/{run.total} epoch {p['epoch'] + p['step'] / run.steps_per_epoch:.2f} "
                  + " ".join(f"{k} {v:.4f}" for k, v in means.items())
                  + f" lr {lr:.6f} pairs/s {rate:.1f} elapsed {clock(p['wall_time'])} ETA {clock(eta)}")
-    run.log.metrics(g, {f"train/{k}": v for k, v in means.items()} | {"train/lr": lr, "train/pairs_per_s": rate})
+    run.log.metrics(g, {f"train/{k}": v for k, v in means.items()} | {"train/lr": lr})  # pairs/s: the log line only
     run.window = {}
 
 
@@ -366,21 +366,23 @@ def save_state(run: Run) -> None:
 
 # %% ../nbs/29_train.ipynb #9f699fe1
 def finish(run: Run) -> dict:
-    "Close the log; write `model.pt` and `summary.json` (rank 0); the run's summary."
+    "Close the log; write `model.pt`, `summary.json` and `cost.json` (rank 0); the run's summary with its cost."
     run.log.close()
     c, p = run.config, run.position
     summary = dict(method=c.method, backbone=c.backbone, contrastive=c.contrastive if c.method == "focusface" else None,
                    init=c.init, freeze=c.freeze, steps=p["global_step"], epochs=p["global_step"] / run.steps_per_epoch,
                    pairs_seen=p["pairs"], images_seen=p["pairs"] * (1 if c.method == "arcface" else 2),
-                   wall_time_s=round(p["wall_time"], 1), processes=run.world, device=str(run.device),
-                   pairs_per_s=round(run.pace.rate(p["global_step"], c.batch_size), 1),  # training only
+                   processes=run.world, device=str(run.device),
                    val=p["val"], val_start=p.get("val_start"), best=p["best"], landmarks=run.landmark_fit,
                    channel_order=run.model.channel_order, bn_views=c.bn_views,
                    grad_clip=c.grad_clip and dict(norm=c.grad_clip, scope=c.grad_clip_scope))
+    cost = dict(wall_time_s=round(p["wall_time"], 1),  # the machine's, not the run's: kept out of summary and model
+                pairs_per_s=round(run.pace.rate(p["global_step"], c.batch_size), 1))  # training only
     if run.rank == 0:
         save_checkpoint(run.model, run.out / "model.pt", extra=dict(summary=summary))
         atomic_write_bytes(run.out / "summary.json", (json.dumps(summary, indent=1) + "\n").encode(), sources=())
-    return summary
+        atomic_write_bytes(run.out / "cost.json", (json.dumps(cost, indent=1) + "\n").encode(), sources=())
+    return dict(summary, **cost)
 
 
 def train(config: TrainConfig | str | Path, *, resume: bool = False, overwrite: bool = False,

@@ -34,7 +34,7 @@ def project(tmp_path_factory):
         path = root / stale
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     from ruamel.yaml import YAML  # round trip: the comments stay, as `dvc exp run -S` must keep them
-    rt = YAML()
+    rt = YAML(); rt.preserve_quotes = True
     params = rt.load((root / "params.yaml").read_text())
     for group, values in SMALL.items(): params[group].update(values)
     with open(root / "params.yaml", "w") as f: rt.dump(params, f)
@@ -63,6 +63,9 @@ def test_dvc_repro_runs_the_whole_pipeline_and_then_has_nothing_to_do(project):
     again = _run(*dvc, "repro", cwd=project)  # only the check runs (it watches data/ outside the pipeline)
     assert [line for line in again.splitlines() if line.startswith("Running stage")] == ["Running stage 'check':"], again
     assert again.count("didn't change, skipping") == 12, again
+    lock = (project / "dvc.lock").read_bytes()
+    _run(*dvc, "repro", "--force", cwd=project)  # every stage again: an exact reproduction changes no hash in dvc.lock
+    assert (project / "dvc.lock").read_bytes() == lock, "dvc.lock changed on an exact re-run"
     shown = _run(*dvc, "metrics", "show", cwd=project)
     assert all(f"metrics/{v}.json" in shown for v in variants)
     stages = set(yaml.safe_load((project / "dvc.lock").read_text())["stages"]) - {"check"}
@@ -85,7 +88,7 @@ def test_dvc_repro_runs_the_whole_pipeline_and_then_has_nothing_to_do(project):
     assert not (project / "data.dvc").exists()  # an experiment writes none (a placeholder record got an empty md5)
     params = (project / "params.yaml").read_text()  # -S rewrote one value and kept the comments around it
     assert "contrastive: cosine" in params and "# the authors' term; or cosine" in params and "# one list:" in params
-    assert 'spec: "cloth, surgical-#adff2f, surgical-#87cefa, KN95, N95"' in params  # and the quotes a # needs
+    assert "spec: cloth, surgical-#adff2f, surgical-#87cefa, KN95, N95     # the authors'" in params  # as written
 
 
 @pytest.mark.slow
@@ -184,3 +187,19 @@ def test_the_committed_parameters_pass_the_check():
     from focusface.experiment import check_params
     for path in ("params.yaml", "configs/params-paper.yaml"):
         assert check_params(yaml.safe_load((REPO / path).read_text())) == [], path
+
+
+@pytest.mark.parametrize("path", ["params.yaml", "configs/params-paper.yaml"])
+def test_dvc_exp_run_set_param_rewrites_the_parameters_file_to_itself(path, tmp_path):
+    """`dvc exp run -S` rewrites params.yaml with ruamel (lists in block style, strings unquoted where they can be,
+    null as nothing): both files are written in that form, so setting a value to what it is changes no byte, and an
+    experiment's params.yaml differs from the committed one in the values it set and nothing else."""
+    from dvc.utils.hydra import apply_overrides  # what `dvc exp run -S` calls
+    original = (REPO / path).read_text()
+    params = yaml.safe_load(original)
+    copy = tmp_path / "params.yaml"
+    copy.write_text(original)
+    seeds = ",".join(str(s) for s in params["seeds"])
+    apply_overrides(copy, [f"variants.focusface.contrastive={params['variants']['focusface']['contrastive']}",
+                           f"seeds=[{seeds}]", f"masks.spec='{params['masks']['spec']}'"])
+    assert copy.read_text() == original
