@@ -372,7 +372,7 @@ def run_notebook(notebook, executed, parameters: dict, *, echo=None) -> Path:
     try:
         papermill.execute_notebook(str(notebook), str(executed), parameters, kernel_name="python3", language="python",
                                    progress_bar=False, stdout_file=echo or sys.stdout,
-                                   extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no "TCP without encryption"
+                                   extra_arguments=["--IPKernelApp.log_level=CRITICAL"])  # no TCP warning, no shutdown chatter
     except PapermillExecutionError as e:
         raise FocusFaceError(f"{notebook}: a cell failed with {e.ename}: {shorten(str(e.evalue), 600)}\n"
                              f"  its whole traceback: In [{e.exec_count}] of the executed notebook {executed}") from None

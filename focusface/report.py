@@ -18,8 +18,8 @@ from .files import atomic_write_bytes, save_figure
 
 # %% auto #0
 __all__ = ['TABLE_COLUMNS', 'PROTOCOL_NAMES', 'seeded', 'load_results', 'results_table', 'cost_table', 'write_tables',
-           'add_intervals', 'paired_tests', 'tests_table', 'write_report', 'curve_figures', 'variant_label',
-           'score_figure', 'training_figure']
+           'add_intervals', 'paired_tests', 'tests_table', 'curve_figures', 'variant_label', 'score_figure',
+           'training_figure', 'write_report']
 
 # %% ../nbs/31_report.ipynb #075a3f86
 TABLE_COLUMNS = (("accuracy", "Acc. %"), ("eer", "EER %"), ("fmr100", "FMR100 %"), ("fmr1000", "FMR1000 %"),
@@ -245,29 +245,6 @@ def tests_table(tests: list[dict]) -> str:
                      f"{t['eer_difference_high'] * 100:+.2f}]{mark(t['eer_differs'])} |")
     return "\n".join(lines) + "\n"
 
-# %% ../nbs/31_report.ipynb #46c5ec63
-def write_report(params: dict, runs, evaluations, out) -> list[Path]:
-    "The report stage: `out/results.{md,tex,csv}`, `out/paired_tests.csv` and `out/figures/` from `runs/<variant>/seed<s>` and `evaluations/<variant>/seed<s>`."
-    from focusface.files import save_figure
-    from focusface.masks import gallery_figure
-    from focusface.synthfaces import render_faces
-    names, seeds, report = list(params["variants"]), params["seeds"], params["report"]
-    evaluated = {v: Path(evaluations, v) for v in names}
-    rows = load_results({v: (Path(runs, v), evaluated[v]) for v in names}, seeds)
-    statistics = dict(n=report["bootstrap"], seed=report["seed"])
-    if report["bootstrap"]: rows = add_intervals(rows, evaluated, seeds, **statistics)
-    references = tuple(r.strip() for r in str(report["references"]).split(",") if r.strip())
-    written = write_tables(rows, out, paired_tests(rows, evaluated, references, seeds, **statistics))
-    first, figures = {v: seeded(evaluated[v], seeds)[0] for v in names}, Path(out, "figures")  # figures: the first seed
-    written += curve_figures(first, figures, labels={v: variant_label(v, params["variants"][v]) for v in names},
-                             bands=report["bootstrap"], seed=report["seed"])
-    written.append(score_figure(first, figures / "scores.png"))
-    written.append(training_figure({v: seeded(Path(runs, v), seeds)[0] for v in names}, figures / "training.png"))
-    specs = tuple(dict.fromkeys(s.strip() for s in params["masks"]["spec"].split(",")))
-    faces = render_faces(0, [1_000_001, 1_000_002, 1_000_003], [0, 0, 0])
-    written.append(save_figure(gallery_figure(faces, specs=specs), figures / "masks.png"))
-    return written
-
 # %% ../nbs/31_report.ipynb #4aac7e3f
 PROTOCOL_NAMES = dict(uu="U-U (unmasked pairs)", um="U-M (masked probe)", mm="M-M (both masked)")
 
@@ -386,3 +363,26 @@ def training_figure(runs: dict, path):
     val_ax.set(xlabel="pairs seen", ylabel="validation U-M accuracy %", title="held-out identities, masked probes")
     for ax in (loss_ax, val_ax): ax.grid(alpha=0.3); ax.legend(fontsize=8)
     return save_figure(fig, path)
+
+# %% ../nbs/31_report.ipynb #46c5ec63
+def write_report(params: dict, runs, evaluations, out) -> list[Path]:
+    "The report stage: `out/results.{md,tex,csv}`, `out/paired_tests.csv` and `out/figures/` from `runs/<variant>/seed<s>` and `evaluations/<variant>/seed<s>`."
+    from focusface.files import save_figure
+    from focusface.masks import gallery_figure
+    from focusface.synthfaces import render_faces
+    names, seeds, report = list(params["variants"]), params["seeds"], params["report"]
+    evaluated = {v: Path(evaluations, v) for v in names}
+    rows = load_results({v: (Path(runs, v), evaluated[v]) for v in names}, seeds)
+    statistics = dict(n=report["bootstrap"], seed=report["seed"])
+    if report["bootstrap"]: rows = add_intervals(rows, evaluated, seeds, **statistics)
+    references = tuple(r.strip() for r in str(report["references"]).split(",") if r.strip())
+    written = write_tables(rows, out, paired_tests(rows, evaluated, references, seeds, **statistics))
+    first, figures = {v: seeded(evaluated[v], seeds)[0] for v in names}, Path(out, "figures")  # figures: the first seed
+    written += curve_figures(first, figures, labels={v: variant_label(v, params["variants"][v]) for v in names},
+                             bands=report["bootstrap"], seed=report["seed"])
+    written.append(score_figure(first, figures / "scores.png"))
+    written.append(training_figure({v: seeded(Path(runs, v), seeds)[0] for v in names}, figures / "training.png"))
+    specs = tuple(dict.fromkeys(s.strip() for s in params["masks"]["spec"].split(",")))
+    faces = render_faces(0, [1_000_001, 1_000_002, 1_000_003], [0, 0, 0])
+    written.append(save_figure(gallery_figure(faces, specs=specs), figures / "masks.png"))
+    return written
