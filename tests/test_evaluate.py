@@ -58,7 +58,10 @@ def test_end_to_end_trained_beats_untrained_and_writes_everything(tmp_path):
         for fig in ("roc", "det", "scores"):
             assert (tmp_path / name / "figures" / f"synth_eval_{fig}.png").stat().st_size > 5000
         scores = np.load(tmp_path / name / "scores" / "synth_eval.npz")
-        assert set(scores.files) == {"issame", "uu", "um", "mm"} and scores["uu"].shape == (80,)
+        assert set(scores.files) == {"issame", "uu", "um", "mm", "correct_uu", "correct_um", "correct_mm"}
+        assert scores["uu"].shape == scores["correct_um"].shape == (80,)  # each pair's 10-fold decision, for paired tests
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())["synth_eval"]
+        assert abs(scores["correct_um"].mean() - metrics["um"]["accuracy"]) < 1e-9  # 10 folds of 8: the same mean
     for key in ("eer", "fmr100", "fmr1000", "zero_fmr", "auc", "g_mean", "i_mean", "fdr", "d_prime", "accuracy",
                 "mask_detection_accuracy"):
         assert key in results["trained"]["uu"]
