@@ -6,6 +6,8 @@ key), batched identically on every rank and resumable at any step."""
 # %% ../nbs/26_loaders.ipynb #b58ea4fb
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from .datasets import InsightFaceDataset
@@ -17,7 +19,8 @@ from .maskspec import DEFAULT_SPEC, MaskSampler
 from .maskfit import fitted_sampler
 
 # %% auto #0
-__all__ = ['image_classes', 'PairedFaces', 'PairBatchSampler', 'make_loader', 'batch_grid', 'holdout_pairs']
+__all__ = ['image_classes', 'PairedFaces', 'PairBatchSampler', 'make_loader', 'batch_grid', 'holdout_pairs', 'check_labels',
+           'read_holdout']
 
 # %% ../nbs/26_loaders.ipynb #e4043a4e
 def image_classes(faces: InsightFaceDataset) -> np.ndarray:
@@ -194,3 +197,21 @@ def holdout_pairs(root, *, identities: int = 500, pairs_per_fold: int = 300, see
             a, b = rng.choice(fold, 2, replace=False); keys += [pick(a)[0], pick(b)[0]]; issame.append(False)
     images = [faces.read(int(k))[1] for k in keys]
     return [int(c) for c in held], EvalPairs(images, issame, name="holdout", source=f"{root}: {identities} held-out identities")
+
+# %% ../nbs/26_loaders.ipynb #c4ec1ab6
+def check_labels(faces, limit: int = 200_000) -> None:
+    "Class ids of the training set within `property`'s count: every image of a small set, identity bounds of a big one."
+    if faces.has_header and len(faces) > limit:
+        ranges = faces.identity_ranges()
+        keys = np.unique(np.concatenate([ranges[:, 0], np.maximum(ranges[:, 1] - 1, ranges[:, 0])]))
+        keys = keys[(keys >= 1) & (keys < len(faces) + 1)]
+    else: keys = faces.image_keys
+    for key in keys: faces.label_of(int(key))  # raises a FormatError naming the record
+
+
+def read_holdout(path) -> list[int]:
+    if not path: return []
+    try: return [int(line) for line in Path(path).read_text().split()]
+    except FileNotFoundError: raise FocusFaceError(f"{path}: holdout file not found (class ids, one a line)") from None
+    except ValueError: raise FocusFaceError(f"{path}: a holdout file holds class ids, one a line") from None
+

@@ -25,6 +25,7 @@ class MarginHead(nn.Module):
         if num_classes < 2: raise FocusFaceError(f"num_classes must be >= 2, got {num_classes}")
         if s <= 0: raise FocusFaceError(f"scale s must be positive, got {s}")
         self.embedding_size, self.num_classes, self.s, self.m = embedding_size, num_classes, float(s), float(m)
+        self.check_labels = True  # the trainer turns it off: its labels were checked on load, and reading them waits for the device
         self.weight = nn.Parameter(torch.empty(num_classes, embedding_size))
         nn.init.normal_(self.weight, std=0.01)
 
@@ -43,7 +44,7 @@ class MarginHead(nn.Module):
         labels = labels.long()
         if labels.shape != (cos.shape[0],):
             raise FocusFaceError(f"labels must be shaped ({cos.shape[0]},), got {tuple(labels.shape)}")
-        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+        if self.check_labels and labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise FocusFaceError(f"labels must be in [0, {self.num_classes}), got range [{int(labels.min())}, {int(labels.max())}]")
         cos_target = cos.gather(1, labels[:, None])
         logits = cos.scatter(1, labels[:, None], self.target_logit(cos_target))

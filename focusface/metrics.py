@@ -7,6 +7,7 @@ accuracy, from similarity scores, exactly and in O(n log n)."""
 from __future__ import annotations
 
 import math
+from functools import cached_property
 
 import numpy as np
 
@@ -35,6 +36,23 @@ class Scores:
     def fnmr(self, t):
         "Fraction of genuine scores < t."
         return np.searchsorted(self.genuine, t, side="left") / self.n_genuine
+
+    @cached_property
+    def points(self) -> dict:
+        """Every distinct score t ascending (`threshold`) with the impostor scores >= t (`false_matches`), the genuine
+        scores < t (`false_non_matches`) and the scores of each kind equal to t: one merge of the two sorted arrays."""
+        both = np.concatenate([self.genuine, self.impostor])
+        order = np.argsort(both, kind="stable")  # two sorted runs: the stable sort merges them in linear time
+        values = both[order]
+        first = np.empty(values.size, bool); first[0] = True
+        np.not_equal(values[1:], values[:-1], out=first[1:])
+        start = np.flatnonzero(first)
+        genuine_up_to = np.cumsum(order < self.n_genuine)  # genuine scores at positions <= p of the merged array
+        below = genuine_up_to[start] - (order[start] < self.n_genuine)  # genuine scores < each distinct score
+        genuine_at = np.diff(below, append=self.n_genuine)
+        false_matches = self.n_impostor - (start - below)  # impostors at or above: all but those before `start`
+        return dict(threshold=values[start], false_matches=false_matches, false_non_matches=below,
+                    genuine_at=genuine_at, impostors_at=-np.diff(false_matches, append=0))
 
     def next_candidate(self, t: float) -> float:
         "The smallest candidate threshold (a score, or +inf) strictly above `t`."
@@ -84,37 +102,61 @@ def _eer(s: Scores) -> tuple[float, float]:
 
 
 def _auc(s: Scores) -> float:
-    "P(genuine > impostor) + P(tie)/2, by counting with binary searches."
-    below = np.searchsorted(s.impostor, s.genuine, side="left").sum(dtype=np.float64)
-    ties = (np.searchsorted(s.impostor, s.genuine, side="right") - np.searchsorted(s.impostor, s.genuine, side="left")).sum(dtype=np.float64)
-    return float((below + 0.5 * ties) / (s.n_genuine * s.n_impostor))
+    "P(genuine > impostor) + P(tie)/2, counted exactly (integers) from the operating points."
+    p = s.points
+    below = s.n_genuine * s.n_impostor - int(np.dot(p["genuine_at"], p["false_matches"]))  # genuine > impostor
+    return (below + 0.5 * int(np.dot(p["genuine_at"], p["impostors_at"]))) / (s.n_genuine * s.n_impostor)
 
 # %% ../nbs/19_metrics.ipynb #60c71f5d
+def _moments(s: Scores) -> tuple[float, float, float, float]:
+    "(genuine mean, impostor mean, genuine variance, impostor variance)."
+    return float(s.genuine.mean()), float(s.impostor.mean()), float(s.genuine.var()), float(s.impostor.var())
+
+
 def pyeer_rates(genuine, impostor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    "pyeer's operating points: (distinct scores ascending, FMR, FNMR at each) for similarity scores."
-    g = np.sort(np.asarray(genuine, np.float64).ravel()); i = np.sort(np.asarray(impostor, np.float64).ravel())
-    if not g.size or not i.size: raise FocusFaceError("pyeer's metrics need genuine and impostor scores")
-    thresholds = np.unique(np.concatenate([g, i]))
-    false_matches = i.size - np.searchsorted(i, thresholds, side="left")  # impostors >= t
-    false_non_matches = np.searchsorted(g, thresholds, side="left")       # genuines < t
-    return thresholds, false_matches / i.size, false_non_matches / g.size
+    "pyeer's operating points: (distinct scores ascending, FMR, FNMR at each) for similarity scores (or `Scores`)."
+    s = genuine if isinstance(genuine, Scores) else Scores(genuine, impostor)
+    p = s.points
+    return p["threshold"], p["false_matches"] / s.n_impostor, p["false_non_matches"] / s.n_genuine
+
+
+def _first(n: int, reached) -> int:
+    "The first index k in [0, n) with `reached(k)` (a predicate that stays true once true), or n: a bisection."
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if reached(mid): hi = mid
+        else: lo = mid + 1
+    return lo
 
 
 def pyeer_metrics(genuine, impostor) -> dict:
     "pyeer 0.5.6's `get_eer_stats` numbers (eer, fmr100, fmr1000, zero_fmr, g_mean, i_mean, auc, d_prime) and the FDR."
-    _, fmr, fnmr = pyeer_rates(genuine, impostor)
-    at = lambda target: float(fnmr[np.argmin(np.abs(fmr - target))])  # the first of equally close FMRs
-    diff = fmr - fnmr
-    crossing = np.flatnonzero(diff <= 0)
-    if not crossing.size: eer = 1.0  # pyeer's answer (with a warning) when the curves never cross
+    s = genuine if isinstance(genuine, Scores) else Scores(genuine, impostor)
+    p = s.points
+    n = p["threshold"].size
+    fmr = lambda k: p["false_matches"][k] / s.n_impostor  # pyeer's arrays, one element at a time: FMR falls and
+    fnmr = lambda k: p["false_non_matches"][k] / s.n_genuine  # FNMR rises along the thresholds, so searches suffice
+
+    def at(target):  # np.argmin(np.abs(fmr - target)): the first of the equally close FMRs
+        above = _first(n, lambda k: fmr(k) < target) - 1           # the last FMR >= target (the closest from above)
+        candidates = [above + 1] if above + 1 < n else []            # the first FMR < target (the closest from below)
+        if above >= 0:
+            d = abs(fmr(above) - target)
+            candidates.insert(0, _first(above + 1, lambda k: abs(fmr(k) - target) <= d))
+        return float(fnmr(min(candidates, key=lambda k: (abs(fmr(k) - target), k))))
+
+    t2 = _first(n, lambda k: fmr(k) - fnmr(k) <= 0)
+    if t2 == n: eer = 1.0  # pyeer's answer (with a warning) when the curves never cross
     else:
-        t2 = int(crossing[0]); t1 = t2 - 1 if diff[t2] != 0 and t2 != 0 else t2
-        best = t1 if fmr[t1] + fnmr[t1] <= fmr[t2] + fnmr[t2] else t2
-        eer = float((fnmr[best] + fmr[best]) / 2)
-    tpr = 1 - fnmr
-    auc = float(((fmr[:-1] - fmr[1:]) * (tpr[:-1] + (tpr[1:] - tpr[:-1]) / 2)).sum())
-    g, i = np.asarray(genuine, np.float64), np.asarray(impostor, np.float64)
-    g_mean, i_mean, g_var, i_var = float(g.mean()), float(i.mean()), float(g.var()), float(i.var())
+        t1 = t2 - 1 if fmr(t2) - fnmr(t2) != 0 and t2 != 0 else t2
+        best = t1 if fmr(t1) + fnmr(t1) <= fmr(t2) + fnmr(t2) else t2
+        eer = float((fnmr(best) + fmr(best)) / 2)
+    # pyeer's trapezoids between consecutive thresholds: each impostor step of the FMR times the mean TPR over it
+    step, low = p["impostors_at"][:-1], p["false_non_matches"][:-1]
+    misses = 2 * int(np.dot(step, low)) + int(np.dot(step, p["genuine_at"][:-1]))  # twice the FNMR sum, in counts
+    auc = (int(step.sum()) - misses / (2 * s.n_genuine)) / s.n_impostor
+    g_mean, i_mean, g_var, i_var = _moments(s)
     spread = g_var + i_var
     return dict(eer=eer, fmr100=at(0.01), fmr1000=at(0.001), zero_fmr=at(0.0), g_mean=g_mean, i_mean=i_mean, auc=auc,
                 d_prime=abs(g_mean - i_mean) / math.sqrt(spread / 2) if spread > 0 else 1.0,  # pyeer's decidability
@@ -124,13 +166,12 @@ def pyeer_metrics(genuine, impostor) -> dict:
 def verification_metrics(genuine, impostor) -> dict:
     "Every verification metric (error rates as fractions) from genuine and impostor similarity scores."
     s = genuine if isinstance(genuine, Scores) else Scores(genuine, impostor)
-    pyeer = pyeer_metrics(s.genuine, s.impostor)
+    pyeer = pyeer_metrics(s, None)  # the operating points are computed once, for both definitions
     eer, eer_t = _eer(s)
     fmr100, t100 = _fnmr_at_fmr(s, 0.01)
     fmr1000, t1000 = _fnmr_at_fmr(s, 0.001)
     zero, t_zero = _fnmr_at_fmr(s, 0.0)
-    g_mean, i_mean = float(s.genuine.mean()), float(s.impostor.mean())
-    g_var, i_var = float(s.genuine.var()), float(s.impostor.var())
+    g_mean, i_mean, g_var, i_var = _moments(s)
     spread = g_var + i_var
     return dict(
         eer=eer, fmr100=fmr100, fmr1000=fmr1000, zero_fmr=zero,

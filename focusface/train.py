@@ -17,19 +17,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .loaders import PairBatchSampler, PairedFaces, batch_grid, make_loader
+from .loaders import PairBatchSampler, PairedFaces, batch_grid, check_labels, make_loader, read_holdout
 from .errors import FocusFaceError, in_flags, shorten
 from .files import atomic_write_bytes
 from .losses import focusface_loss
 from .model import FocusFace, resolve_device, to_model_input
 from .checkpoints import (detect_layout, init_from_backbone, load_checkpoint, read_weights,
                                    save_checkpoint)
-from .runfolder import (Pace, RunLog, clock, gather, load_training_state, prepare_out, run_lock, run_sources,
-                                 save_training_state)
+from .runfolder import (Guard, Pace, RunLog, clock, distributed_setup, fuse_sgd, gather, load_training_state,
+                                 prepare_out, run_lock, run_sources, save_training_state)
 from .trainconfig import TrainConfig, add_train_arguments, learning_rate, load_config, parse_train_arguments
 
 # %% auto #0
-__all__ = ['build_model', 'TrainingStep', 'distributed_setup', 'Run', 'restore', 'start_run', 'write_run_files', 'announce',
+__all__ = ['build_model', 'TrainingStep', 'Run', 'restore', 'start_run', 'write_run_files', 'announce', 'due',
            'optimisation_step', 'log_progress', 'validate', 'save_state', 'finish', 'train', 'run_from_arguments',
            'main']
 
@@ -107,37 +107,7 @@ class TrainingStep(nn.Module):
                               contrastive_weight=c.contrastive_weight if focus else 0.0,
                               contrastive=c.contrastive if focus else "none", temperature=c.infonce_temperature)
 
-# %% ../nbs/29_train.ipynb #d39952cb
-def distributed_setup(device=None) -> tuple[int, int, torch.device]:
-    "(rank, world size, device) of this process, joining the `torchrun` process group if there is one."
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
-        if cuda: torch.cuda.set_device(local)
-        torch.distributed.init_process_group("nccl" if cuda else "gloo")
-    rank = torch.distributed.get_rank() if world > 1 else 0
-    if device is not None and str(device) == "cuda" and world > 1: device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
-    return rank, world, resolve_device(device)
-
 # %% ../nbs/29_train.ipynb #07a0321f
-def _check_labels(faces, limit: int = 200_000) -> None:
-    "Class ids of the training set within `property`'s count: every image of a small set, identity bounds of a big one."
-    if faces.has_header and len(faces) > limit:
-        ranges = faces.identity_ranges()
-        keys = np.unique(np.concatenate([ranges[:, 0], np.maximum(ranges[:, 1] - 1, ranges[:, 0])]))
-        keys = keys[(keys >= 1) & (keys < len(faces) + 1)]
-    else: keys = faces.image_keys
-    for key in keys: faces.label_of(int(key))  # raises a FormatError naming the record
-
-
-def _read_holdout(path) -> list[int]:
-    if not path: return []
-    try: return [int(line) for line in Path(path).read_text().split()]
-    except FileNotFoundError: raise FocusFaceError(f"{path}: holdout file not found (class ids, one a line)") from None
-    except ValueError: raise FocusFaceError(f"{path}: a holdout file holds class ids, one a line") from None
-
-
 def _validate(model: FocusFace, pairs, config: TrainConfig, device) -> dict:
     from focusface.evaluate import evaluate_pairs
     model.eval()
@@ -175,8 +145,12 @@ class Run:
     position: dict = field(default_factory=_fresh_position)
     verified: str = "all"      # how much of a resumed checkpoint was verified
     landmark_fit: dict | None = None
-    window: dict = field(default_factory=dict)  # loss parts summed since the last log line
+    window: dict = field(default_factory=dict)  # loss parts summed on the device since the last log line
+    window_steps: int = 0
+    shown: dict = field(default_factory=dict)   # the progress bar's loss, from the last step the host read
     pace: Pace | None = None
+    guard: Guard | None = None  # the non-finite steps since the host last looked
+    look_every_step: bool = False  # fp16 (its loss scaler reads the device each step) or no fused optimiser
 
     @property
     def out(self) -> Path: return Path(self.config.out)
@@ -221,21 +195,23 @@ def start_run(config: TrainConfig, rank: int = 0, world: int = 1, device=None, *
     dataset = PairedFaces(config.train, spec=config.mask_spec, seed=config.mask_seed, unmasked_share=config.unmasked_share,
                           flip=config.flip, new_mask_each_epoch=config.new_mask_each_epoch,
                           masked_root=config.masked_train, masked_views=config.method != "arcface",
-                          exclude_classes=_read_holdout(config.holdout), landmarks=config.landmarks)
-    _check_labels(dataset.faces)
+                          exclude_classes=read_holdout(config.holdout), landmarks=config.landmarks)
+    check_labels(dataset.faces)
     val_pairs = None
     if config.val:
         from focusface.evaluate import load_eval_set
         val_pairs = load_eval_set(config.val)
     model, frozen = build_model(config, dataset.num_classes, sync_bn=config.sync_bn and world > 1)
+    model.identity_classifier.check_labels = False  # `check_labels` checked them all: no read of the device per step
     model.to(device)
     if config.channels_last: model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     clipped = params if config.grad_clip_scope == "all" else \
         [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("identity_classifier.")]
     sampler = PairBatchSampler(len(dataset), config.batch_size, seed=config.seed, rank=rank, world=world, epochs=config.epochs)
+    fused = device.type in ("cpu", "cuda")  # one kernel per update, and it can skip a step on the device (`Guard`)
     optimizer = torch.optim.SGD(params, lr=learning_rate(config, 0, sampler.steps_per_epoch), momentum=config.momentum,
-                                weight_decay=config.weight_decay)
+                                weight_decay=config.weight_decay, fused=fused)
     step_module = TrainingStep(model, config)
     runner = step_module if world == 1 else torch.nn.parallel.DistributedDataParallel(
         step_module, device_ids=[device.index] if device.type == "cuda" else None)
@@ -243,8 +219,10 @@ def start_run(config: TrainConfig, rank: int = 0, world: int = 1, device=None, *
     total = epochs_total if config.max_steps is None else min(config.max_steps, epochs_total)
     run = Run(config, rank, world, device, dataset, sampler, model, frozen, optimizer,
               torch.amp.GradScaler(device.type, enabled=config.precision == "fp16"), clipped, runner, log=None,
-              total=total, resuming=resuming, val_pairs=val_pairs)
+              total=total, resuming=resuming, val_pairs=val_pairs, guard=Guard.on(device),
+              look_every_step=config.precision == "fp16" or not fused)
     if resuming: restore(run)
+    if fused: fuse_sgd(optimizer)
     run.sampler.start_epoch, run.sampler.start_step = run.position["epoch"], run.position["step"]
     run.log = RunLog(run.out, config, rank, resuming, total)
     return run
@@ -286,49 +264,70 @@ def announce(run: Run) -> None:
         log.line(f"landmarks {c.landmarks}: {fitted:,} training images get masks fitted to their landmarks, "
                  f"{kept:,} keep the template's (landmarks missing or rejected)")
 
+# %% ../nbs/29_train.ipynb #d63f3707
+def due(run: Run, step: int) -> dict:
+    "What follows global step `step`: a log line, a validation, a checkpoint; the host reads the device only there."
+    c = run.config
+    last, end_of_epoch = step == run.total, step % run.steps_per_epoch == 0
+    return dict(log=step % c.log_every == 0 or last,
+                val=bool(c.val) and (last or (step % c.val_every == 0 if c.val_every else end_of_epoch)),
+                save=step % c.checkpoint_every == 0 or end_of_epoch or last)
+
 # %% ../nbs/29_train.ipynb #02cf6f2c
 def optimisation_step(run: Run, batch: dict) -> dict:
-    "Train `run` on `batch`; returns the loss parts (tensors) and the learning rate used (`lr`)."
+    """Train `run` on `batch`; returns the loss parts (tensors on the device), the learning rate used (`lr`) and, at a
+    step the host looks at (`due`), the window's summed loss parts (`sums`, floats)."""
     p, config = run.position, run.config
+    step = p["global_step"] + 1
+    look = run.look_every_step or any(due(run, step).values())
     lr = learning_rate(config, p["global_step"], run.steps_per_epoch)
     for group in run.optimizer.param_groups: group["lr"] = lr
     to = lambda name: batch[name].to(run.device, non_blocking=True) if name in batch else None
     parts = run.runner(to("unmasked"), to("masked"), to("label"), to("is_masked"))
-    finite = torch.isfinite(parts["loss"].detach()).float()
-    if run.world > 1: torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-    if finite.item() < 1:
-        run.log.close()
-        raise FocusFaceError(f"the loss is {parts['loss'].item()} at step {p['global_step'] + 1} (epoch {p['epoch']}): "
-                             f"training stopped before applying it. The last good checkpoint is {run.out / 'checkpoint.pt'} "
-                             f"(step {p['saved_at']}, or none yet); lower lr, add warmup_epochs, or check the data (batch.png)")
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(parts["loss"]).backward()
+    grads = [] if run.scaler.is_enabled() else [q.grad for g in run.optimizer.param_groups for q in g["params"]
+                                                 if q.grad is not None]  # fp16: overflowing gradients are the scaler's
+    run.guard.record(step, parts["loss"], grads, run.world)
+    run.guard.before.append(dict(p))
+    for k, v in parts.items(): run.window[k] = run.window.get(k, 0.0) + v.detach().double()  # as Python sums floats
+    run.window_steps += 1
+    sums = None
+    if look:
+        first, sums = run.guard.look(run.window)
+        if first is not None:
+            p.update(run.guard.position_before(first))
+            run.log.close()
+            raise FocusFaceError(f"the loss or a gradient is not finite at step {first} (epoch {p['epoch']}): training "
+                                 f"stopped before applying it. The last good checkpoint is {run.out / 'checkpoint.pt'} "
+                                 f"(step {p['saved_at']}, or none yet); lower lr, add warmup_epochs, or check the data (batch.png)")
+        run.guard.before.clear()
     if config.grad_clip:
         run.scaler.unscale_(run.optimizer)
         torch.nn.utils.clip_grad_norm_(run.clipped, config.grad_clip)
+    if not run.scaler.is_enabled() and not run.look_every_step: run.optimizer.found_inf = run.guard.bad
     run.scaler.step(run.optimizer); run.scaler.update()
     p["global_step"] += 1; p["pairs"] += config.batch_size; p["step"] += 1
     if p["step"] == run.steps_per_epoch: p["epoch"] += 1; p["step"] = 0
-    for k, v in parts.items(): run.window[k] = run.window.get(k, 0.0) + float(v.detach())
-    run.window["_n"] = run.window.get("_n", 0) + 1
-    return dict(parts, lr=lr)
+    return dict(parts, lr=lr, sums=sums)
 
 # %% ../nbs/29_train.ipynb #6af7449a
 def log_progress(run: Run, step: dict) -> None:
-    "The progress bar after every step; the log line and metrics every `log_every` steps and at the end."
+    "The progress bar after every step (its loss as of the last read); the log line and metrics every `log_every` steps and at the end."
     p, batch = run.position, run.config.batch_size
     g, lr = p["global_step"], step["lr"]
     p["wall_time"] = run.pace.wall_time()
-    run.log.advance(1, loss=f"{step['loss'].item():.3f}", lr=f"{lr:.4g}", pairs_s=f"{run.pace.rate(g, batch):.0f}")
-    if g % run.config.log_every and g != run.total: return
-    means = {k: v / run.window["_n"] for k, v in run.window.items() if k != "_n"}
-    rate = run.pace.window_rate(g, batch)
+    if step["sums"] is not None: run.shown = dict(loss=f"{step['sums']['loss'] / run.window_steps:.3f}")
+    run.log.advance(1, **run.shown, lr=f"{lr:.4g}", pairs_s=f"{run.pace.rate(g, batch):.0f}")
+    if not due(run, g)["log"]: return
+    means = {k: v / run.window_steps for k, v in step["sums"].items()}  # read at this step: a log line is due
+    rate, wait = run.pace.window_rate(g, batch)
     eta = (run.total - g) * batch / max(rate, 1e-9)
     run.log.line(f"step {g}/{run.total} epoch {p['epoch'] + p['step'] / run.steps_per_epoch:.2f} "
                  + " ".join(f"{k} {v:.4f}" for k, v in means.items())
-                 + f" lr {lr:.6f} pairs/s {rate:.1f} elapsed {clock(p['wall_time'])} ETA {clock(eta)}")
+                 + f" lr {lr:.6f} pairs/s {rate:.1f} data wait {wait:.0%} elapsed {clock(p['wall_time'])} ETA {clock(eta)}")
     run.log.metrics(g, {f"train/{k}": v for k, v in means.items()} | {"train/lr": lr})  # pairs/s: the log line only
-    run.window = {}
+    run.window, run.window_steps = {}, 0
 
 
 def validate(run: Run) -> dict:
@@ -377,7 +376,8 @@ def finish(run: Run) -> dict:
                    channel_order=run.model.channel_order, bn_views=c.bn_views,
                    grad_clip=c.grad_clip and dict(norm=c.grad_clip, scope=c.grad_clip_scope))
     cost = dict(wall_time_s=round(p["wall_time"], 1),  # the machine's, not the run's: kept out of summary and model
-                pairs_per_s=round(run.pace.rate(p["global_step"], c.batch_size), 1))  # training only
+                pairs_per_s=round(run.pace.rate(p["global_step"], c.batch_size), 1),  # training only
+                data_wait_share=round(run.pace.wait_share(), 3))  # of training time, waiting for the loader
     if run.rank == 0:
         save_checkpoint(run.model, run.out / "model.pt", extra=dict(summary=summary))
         atomic_write_bytes(run.out / "summary.json", (json.dumps(summary, indent=1) + "\n").encode(), sources=())
@@ -402,15 +402,15 @@ def train(config: TrainConfig | str | Path, *, resume: bool = False, overwrite: 
         run.train_mode()
         run.pace = Pace.start(run.position)
         loader = make_loader(run.dataset, run.sampler, workers=config.workers, pin_memory=device.type == "cuda")
-        for batch in loader:
-            if run.position["global_step"] >= run.total: break
+        batches = iter(loader)
+        while run.position["global_step"] < run.total:
+            with run.pace.waiting(): batch = next(batches, None)
+            if batch is None: break
             log_progress(run, optimisation_step(run, batch))
-            g, end_of_epoch, last = run.position["global_step"], run.position["step"] == 0, run.position["global_step"] == run.total
+            then = due(run, run.position["global_step"])
             with run.pace.pause():
-                if config.val and (g % config.val_every == 0 if config.val_every else end_of_epoch) or config.val and last:
-                    validate(run)
-                if g % config.checkpoint_every == 0 or end_of_epoch or last: save_state(run)
-            if last: break
+                if then["val"]: validate(run)
+                if then["save"]: save_state(run)
         return finish(run)
 
 # %% ../nbs/29_train.ipynb #c9a69fbd

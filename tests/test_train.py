@@ -1,6 +1,8 @@
 """The trainer: it learns, resumes exactly after SIGKILL, runs under torchrun, and refuses bad input before step 1."""
+import itertools
 import json
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -14,7 +16,8 @@ from focusface.checkpoints import load_checkpoint
 from focusface.synthdata import make_training_set
 from focusface.loaders import make_loader
 from focusface.errors import FocusFaceError
-from focusface.train import optimisation_step, start_run, train
+from focusface.runfolder import Pace
+from focusface.train import log_progress, optimisation_step, start_run, train
 from focusface.trainconfig import load_config
 
 CLI = [sys.executable, "-m", "focusface.cli"]
@@ -199,6 +202,60 @@ def test_one_step_driven_by_hand_is_the_step_a_run_takes(faces, tmp_path):
         optimisation_step(run, batch)
     assert run.position == position
     assert all(torch.equal(v, weights[k]) for k, v in run.model.state_dict().items())
+
+
+# what makes the host wait for the device: reading a value out of a tensor, in any of Python's ways
+SYNCING = ("item", "tolist", "numpy", "cpu", "__float__", "__int__", "__index__", "__bool__")
+
+
+def _steps(run, batches):
+    run.pace = Pace.start(run.position)
+    for batch in batches: log_progress(run, optimisation_step(run, batch))
+
+
+def test_the_training_step_reads_the_device_once_every_log_every_steps(faces, tmp_path, monkeypatch):
+    """12 steps with a log line every 3 (and checkpoints only at the epochs' ends, steps 6 and 12, which are log
+    steps too) read the device 4 times: one transfer per look, none in between. Reading the loss each step (a
+    progress bar, a finiteness check, float() of the parts) makes it at least 12."""
+    run = start_run(load_config(overrides=_args(faces, tmp_path / "sync", log_every=3, checkpoint_every=1000, epochs=2)))
+    assert run.steps_per_epoch == 6 and run.total == 12
+    batches = list(itertools.islice(make_loader(run.dataset, run.sampler, workers=0), 12))
+    calls = []
+    for name in SYNCING:
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _real=real, _name=name, **k:
+                            (calls.append(_name), _real(self, *a, **k))[1])
+    _steps(run, batches)
+    monkeypatch.undo()
+    run.log.close()
+    assert run.position["global_step"] == 12
+    assert calls == ["tolist"] * 4, calls
+    logged = re.findall(r" step (\d+)/12 ", (tmp_path / "sync" / "train.log").read_text())
+    assert logged == ["3", "6", "9", "12"]  # a log line at each look, its means read there
+
+
+def test_a_non_finite_step_between_looks_is_skipped_and_the_next_look_stops(faces, tmp_path):
+    """With log_every=4, a NaN gradient at step 2 is not seen by the host until step 4: its update and step 3's are
+    skipped on the device, and step 4 stops the run with the weights, momentum and position of before step 2."""
+    run = start_run(load_config(overrides=_args(faces, tmp_path / "later", log_every=4, checkpoint_every=1000, epochs=2,
+                                                dropout=0.0)))
+    batches = list(itertools.islice(make_loader(run.dataset, run.sampler, workers=0), 4))
+    _steps(run, batches[:1])
+    weights = {n: p.detach().clone() for n, p in run.model.named_parameters()}
+    momentum = [run.optimizer.state[p]["momentum_buffer"].clone() for p in run.model.parameters() if p.requires_grad]
+    position = dict(run.position)
+    real = run.runner
+    run.runner = lambda *views: {k: v * float("nan") for k, v in real(*views).items()}  # diverges at step 2 only
+    _steps(run, batches[1:2])
+    run.runner = real
+    _steps(run, batches[2:3])
+    assert run.position["global_step"] == 3  # the host has not looked yet
+    with pytest.raises(FocusFaceError, match="not finite at step 2 .*training stopped before applying it"):
+        _steps(run, batches[3:4])
+    assert run.position == position
+    assert all(torch.equal(p, weights[n]) for n, p in run.model.named_parameters())
+    after = [run.optimizer.state[p]["momentum_buffer"] for p in run.model.parameters() if p.requires_grad]
+    assert all(torch.equal(a, b) for a, b in zip(after, momentum))
 
 
 def test_gradient_clipping_leaves_the_class_centres_alone_unless_asked(faces, tmp_path):
