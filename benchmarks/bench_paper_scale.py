@@ -10,6 +10,7 @@ then measures, each in a fresh process (peak memory is that process's growth ove
   holdout    choosing 500 held-out identities (a tenth of smaller sets) and their validation pairs (`holdout_pairs`)
   workers    memory of each DataLoader worker after some batches (private pages: what copy-on-write duplicated), and the
              loader's pairs/s (decode + mask + flip) per worker
+  workers_landmarks  the same with masks fitted to a landmarks table of every face (the one `landmarks` writes)
   landmarks  a landmarks table of every face (`write_npz` as `focusface landmarks` writes it): size, write and open
              time, memory; one mask fitted per lookup
   checkpoint r100 with the 85,742-class head and its SGD momentum: `save_training_state` and a resume's read
@@ -109,10 +110,11 @@ def _smaps(pid: int) -> dict:
     return out
 
 
-def measure_workers(root: Path, batch: int, workers: int, batches: int) -> dict:
+def measure_workers(root: Path, batch: int, workers: int, batches: int, landmarks: bool = False) -> dict:
     from focusface.loaders import PairBatchSampler, PairedFaces, make_loader
     from focusface.datasets import read_property
-    ds = PairedFaces(root, exclude_classes=range(_held(read_property(root)[0])))
+    ds = PairedFaces(root, exclude_classes=range(_held(read_property(root)[0])),
+                     landmarks=root / "landmarks.npz" if landmarks else None)
     sampler = PairBatchSampler(len(ds), batch, epochs=24)
     loader = make_loader(ds, sampler, workers=workers)
     it = iter(loader)
@@ -122,7 +124,7 @@ def measure_workers(root: Path, batch: int, workers: int, batches: int) -> dict:
     rate = seen / (time.perf_counter() - t)
     main = _smaps(os.getpid())
     per_worker = [_smaps(w.pid) for w in it._workers]
-    return dict(workers=workers, batch=batch, pairs_per_s=round(rate, 1), pairs_per_s_per_worker=round(rate / workers, 1),
+    return dict(workers=workers, batch=batch, landmarks=landmarks, pairs_per_s=round(rate, 1), pairs_per_s_per_worker=round(rate / workers, 1),
                 main_rss_mib=round(main["Rss"], 0),
                 worker_rss_mib=[round(w["Rss"], 0) for w in per_worker],
                 worker_private_mib=[round(w["Private_Clean"] + w["Private_Dirty"], 0) for w in per_worker],
@@ -197,7 +199,7 @@ def main():
     ap.add_argument("--batches", type=int, default=10, help="batches timed through the loader")
     ap.add_argument("--quality", type=int, default=80, help="JPEG quality of the shared faces")
     ap.add_argument("--dir", help="keep the folder here (and reuse it if it is there)")
-    ap.add_argument("--only", nargs="+", default=["open", "holdout", "workers", "landmarks", "checkpoint"])
+    ap.add_argument("--only", nargs="+", default=["open", "holdout", "workers", "landmarks", "workers_landmarks", "checkpoint"])
     ap.add_argument("--measure", help=argparse.SUPPRESS)  # the child process: one measurement
     ap.add_argument("--root", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -205,6 +207,7 @@ def main():
         root = Path(args.root)
         result = dict(open=lambda: measure_open(root, args.batch), holdout=lambda: measure_holdout(root),
                       workers=lambda: measure_workers(root, args.batch, args.workers, args.batches),
+                      workers_landmarks=lambda: measure_workers(root, args.batch, args.workers, args.batches, True),
                       landmarks=lambda: measure_landmarks(root, args.images),
                       checkpoint=lambda: measure_checkpoint(root, args.identities))[args.measure]()
         print(json.dumps(result))

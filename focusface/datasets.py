@@ -14,7 +14,7 @@ from typing import Iterable
 import numpy as np
 
 from .errors import FormatError, shorten
-from .files import atomic_dir
+from .files import WorkerShared, atomic_dir
 from .images import decode_image, encode_image, list_image_folder
 from .recordio import RecordReader, RecordWriter, pack_record, unpack_record
 
@@ -46,7 +46,7 @@ def _key_label(value, where: str) -> int:
     return int(value)
 
 
-class InsightFaceDataset:
+class InsightFaceDataset(WorkerShared):
     "An insightface dataset folder: yields (RGB uint8 image (H, W, 3), class id); usable as a torch Dataset."
     def __init__(self, root, name: str = "train"):
         self.root = Path(root)

@@ -14,14 +14,14 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 from .errors import DestinationError, FocusFaceError
 
 # %% auto #0
 __all__ = ['check_destination', 'hold_lock', 'remove_stale_temporaries', 'glob_escape', 'temporary_path', 'atomic_dir',
            'atomic_file', 'atomic_write_bytes', 'scratch_dir', 'allocated_memmap', 'write_npz', 'save_figure',
-           'die_with', 'worker_tempdir', 'ordered_map']
+           'die_with', 'worker_tempdir', 'ordered_map', 'WorkerShared']
 
 # %% ../nbs/02_files.ipynb #ffd563d0
 def _overlap(dst: Path, src: Path) -> str | None:
@@ -289,3 +289,30 @@ def ordered_map(function: Callable, jobs: Iterable, workers: int = 2, *,
                     bar.update(count(result)); yield result
     finally:
         bar.close()
+
+# %% ../nbs/02_files.ipynb #6ea4bb97
+class _SharedFile(NamedTuple):
+    path: str  # a .npy file that the unpickling process maps read-only
+
+
+class WorkerShared:
+    "Mixin: pickled (for worker processes), the object's large numpy arrays travel as memory maps of files written once."
+    SHARE_BYTES = 1 << 20  # smaller arrays are copied with the rest
+
+    def __getstate__(self):
+        import numpy as np
+        written = self.__dict__.setdefault("_shared_files", {})  # name -> (the array, its file): written once
+        state = {k: v for k, v in self.__dict__.items() if k != "_shared_files"}
+        for name, value in state.items():
+            if not isinstance(value, np.ndarray) or value.nbytes < self.SHARE_BYTES: continue
+            if name not in written or written[name][0] is not value:
+                fd, path = tempfile.mkstemp(suffix=".npy", dir=worker_tempdir()); os.close(fd)
+                np.save(path, value, allow_pickle=False)
+                written[name] = (value, path)
+            state[name] = _SharedFile(written[name][1])
+        return state
+
+    def __setstate__(self, state):
+        import numpy as np
+        self.__dict__.update({k: np.load(v.path, mmap_mode="r") if isinstance(v, _SharedFile) else v
+                              for k, v in state.items()})

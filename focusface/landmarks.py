@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FormatError
+from .files import WorkerShared
 from .template import TEMPLATE_LANDMARKS, TEMPLATE_SIZE, five_points
 
 # %% auto #0
@@ -49,7 +50,7 @@ def synthetic_shape68(size: int = TEMPLATE_SIZE) -> np.ndarray:
     return shape * (size / TEMPLATE_SIZE)
 
 # %% ../nbs/10_landmarks.ipynb #de3804f7
-class LandmarkTable:
+class LandmarkTable(WorkerShared):
     "A landmarks file opened for lookup by image key; `get(key)` -> (68 landmarks or None, why not)."
     def __init__(self, path):
         self.path = Path(path)

@@ -12,7 +12,7 @@ import numpy as np
 
 from .datasets import InsightFaceDataset
 from .errors import FocusFaceError, FormatError
-from .files import die_with, worker_tempdir
+from .files import WorkerShared, die_with, worker_tempdir
 from .images import decode_image
 from .masks import apply_mask
 from .maskspec import DEFAULT_SPEC, MaskSampler
@@ -39,7 +39,7 @@ def image_classes(faces: InsightFaceDataset) -> np.ndarray:
 _PAIR_STREAM = 0x70616972  # "pair": keeps these draws apart from every other seeded stream
 
 
-class PairedFaces:
+class PairedFaces(WorkerShared):
     "Training items over an insightface folder: unmasked view, masked view, class id, mask label, per (index, epoch)."
     def __init__(self, root, *,
                  spec: str = DEFAULT_SPEC,     # mask choices (`focusface.maskspec.parse_spec`)

@@ -15,7 +15,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 
 from .errors import FormatError
-from .files import temporary_path
+from .files import WorkerShared, temporary_path
 
 # %% auto #0
 __all__ = ['MAGIC', 'encode_chunks', 'decode_chunks', 'IRHeader', 'pack_record', 'unpack_record', 'parse_index', 'MissingRecord',
@@ -157,7 +157,7 @@ class MissingRecord(FormatError, KeyError):
     def __str__(self): return str(self.args[0]) if self.args else ""
 
 
-class RecordReader:
+class RecordReader(WorkerShared):
     "Random access (by key, through the `.idx`) and sequential iteration over a RecordIO `.rec` file."
     def __init__(self, rec_path, idx_path=None):
         self.rec_path = Path(rec_path)
@@ -233,8 +233,8 @@ class RecordReader:
         try: self.close()
         except Exception: pass
 
-    def __getstate__(self):  # picklable for spawned DataLoader workers: the descriptor stays behind
-        state = dict(self.__dict__); state["_fd"] = state["_pid"] = None
+    def __getstate__(self):  # for worker processes: the index as shared memory maps, the descriptor stays behind
+        state = super().__getstate__(); state["_fd"] = state["_pid"] = None
         return state
 
     def __repr__(self): return f"RecordReader({str(self.rec_path)!r}, {len(self)} records)"

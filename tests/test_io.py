@@ -332,3 +332,24 @@ def test_pack_command_and_dataloader_workers(tmp_path):
     labels = torch.cat(labels).tolist()
     assert labels == [i // 5 for i in range(20)]
     assert torch.equal(torch.cat(images)[7], torch.from_numpy(ds[7][0]))
+
+
+def test_a_training_dataset_reaches_workers_as_shared_maps_not_copies(tmp_path, monkeypatch):
+    """Pickled for a loader worker, a PairedFaces sends its index, keys and landmark arrays as the paths of read-only
+    memory maps (arrays from 1 MB on; here from 1 byte, the set being small), and the worker's copy gives the same
+    training items."""
+    import pickle
+    from focusface.files import WorkerShared
+    from focusface.loaders import PairedFaces
+    from focusface.synthdata import make_training_set
+    make_training_set(tmp_path / "train", identities=6, images_per_identity=4, workers=0)
+    dataset = PairedFaces(tmp_path / "train", seed=3)
+    whole = len(pickle.dumps(dataset))
+    monkeypatch.setattr(WorkerShared, "SHARE_BYTES", 1)
+    wire = pickle.dumps(dataset)
+    worker = pickle.loads(wire)
+    assert isinstance(worker.keys, np.memmap) and isinstance(worker.faces.records.offsets, np.memmap)
+    assert len(wire) < whole
+    for index in (0, 7, 23):
+        mine, theirs = dataset[(index, 2)], worker[(index, 2)]
+        assert mine.keys() == theirs.keys() and all(np.array_equal(mine[k], theirs[k]) for k in mine)
