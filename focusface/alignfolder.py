@@ -99,39 +99,71 @@ def align_folder(src, dst, *,
                 carried=carried, report=str(dst / REPORT), detector=detector, **counts)
 
 # %% ../nbs/23_alignfolder.ipynb #8e3e98b6
-def compute_landmarks(src, out, *, box=FACE_BOX, overwrite: bool = False, progress: bool = False, aligner=None) -> dict:
-    "68 landmarks of every aligned crop of `src` into `out` (.npz: keys, landmarks, ok, notes, image_size, box)."
-    from tqdm import tqdm  # the terminal bar: no widget, no notebook warning
+_SOURCES = {}  # the dataset each worker process reads, opened once
+
+
+def _crop_size(source) -> int | None:
+    "The side of the first square crop of `source` (the size its landmarks are given in), or None."
+    from focusface.images import decode_with_warnings
+    for i in range(len(source)):
+        name, data = source.read(i)
+        try: image = decode_with_warnings(data, name)[0]
+        except FocusFaceError: continue
+        if image.shape[0] == image.shape[1]: return image.shape[0]
+    return None
+
+
+def _landmarks_chunk(job) -> dict:
+    "The landmarks of images [start, end) of a dataset: a job (src, start, end, box, size, aligner or None) of `compute_landmarks`."
     from focusface.align import DlibAligner
+    from focusface.datasets import open_dataset
     from focusface.images import decode_with_warnings, jpeg_truncated
+    src, start, end, box, size, aligner = job
+    source = _SOURCES[src] if src in _SOURCES else _SOURCES.setdefault(src, open_dataset(src))
+    aligner = aligner or _ALIGNERS.get("landmarks") or _ALIGNERS.setdefault("landmarks", DlibAligner())
+    landmarks, ok = np.full((end - start, 68, 2), np.nan, np.float32), np.zeros(end - start, bool)
+    notes, damaged = [""] * (end - start), []
+    for j, i in enumerate(range(start, end)):
+        name, data = source.read(i)
+        try: image, said = decode_with_warnings(data, name)
+        except FocusFaceError as e: notes[j] = str(e); damaged.append(name); continue
+        if said or jpeg_truncated(data): damaged.append(name)  # repaired by the decoder: measured as decoded
+        h, w = image.shape[:2]
+        if h != w: notes[j] = f"{w}x{h}: not a square aligned crop"; continue
+        shape = aligner.landmarks_in_box(image, [v * h / TEMPLATE_SIZE for v in box])
+        landmarks[j] = shape * (size / h) if h != size else shape
+        notes[j] = check_landmarks(landmarks[j], size)
+        ok[j] = not notes[j]
+    return dict(start=start, landmarks=landmarks, ok=ok, notes=notes, damaged=damaged)
+
+
+def compute_landmarks(src, out, *, box=FACE_BOX, overwrite: bool = False, progress: bool = False,
+                      workers: int = 2,   # worker processes (0: in this process)
+                      aligner=None) -> dict:  # a landmark model of your own: runs in this process
+    "68 landmarks of every aligned crop of `src` into `out` (.npz: keys, landmarks, ok, notes, image_size, box)."
     from focusface.datasets import open_dataset
     out = Path(out)
     if out.suffix != ".npz": raise FocusFaceError(f"{out}: the landmarks file must be a .npz")
     check_destination(out, overwrite=overwrite, sources=[src])
-    aligner = aligner or DlibAligner()
     source = open_dataset(src)
-    count, get, keys = len(source), source.read, source.keys
+    count, keys = len(source), source.keys
     if count == 0: raise FormatError(f"{src}: holds no images")
-    ok, notes, size, damaged = np.zeros(count, bool), [""] * count, None, []
     fingerprint = source.fingerprint()  # the file says which dataset it belongs to: never used with another
+    size = _crop_size(source) or TEMPLATE_SIZE  # every face's landmarks in the first square crop's pixels
+    chunk = 256
+    jobs = [(str(src), s, min(s + chunk, count), tuple(box), size, aligner) for s in range(0, count, chunk)]
+    ok, notes, damaged = np.zeros(count, bool), [""] * count, []
     with scratch_dir(out, need=2 * count * 68 * 2 * 4) as tmp:  # the array, then the .npz made of it
         landmarks = allocated_memmap(tmp / "landmarks.npy", np.float32, (count, 68, 2), out)
-        for i in tqdm(range(count), disable=not progress, desc=f"landmarks of {Path(src).name}", unit="img"):
-            name, data = get(i)
-            try: image, said = decode_with_warnings(data, name)
-            except FocusFaceError as e:
-                landmarks[i], notes[i] = np.nan, str(e); damaged.append(name); continue
-            if said or jpeg_truncated(data): damaged.append(name)  # repaired by the decoder: measured as decoded
-            h, w = image.shape[:2]
-            if h != w: landmarks[i], notes[i] = np.nan, f"{w}x{h}: not a square aligned crop"; continue
-            size = size or h
-            shape = aligner.landmarks_in_box(image, [v * h / TEMPLATE_SIZE for v in box])
-            landmarks[i] = shape * (TEMPLATE_SIZE / h) * (size / TEMPLATE_SIZE) if h != size else shape
-            notes[i] = check_landmarks(landmarks[i], size)
-            ok[i] = not notes[i]
+        for r in ordered_map(_landmarks_chunk, jobs, 0 if aligner is not None else min(workers, len(jobs)), progress=progress,
+                             total=count, desc=f"landmarks of {Path(src).name}", count=lambda r: len(r["ok"])):
+            s, n = r["start"], len(r["ok"])
+            landmarks[s:s + n], ok[s:s + n], notes[s:s + n] = r["landmarks"], r["ok"], r["notes"]
+            damaged += r["damaged"]
         landmarks.flush(); del landmarks
         key_array = np.array(keys, dtype=np.int64 if all(isinstance(k, int) for k in keys) else str)
         write_npz(out, dict(keys=key_array, landmarks=tmp / "landmarks.npy", ok=ok, notes=np.array(notes, dtype=str),
-                             image_size=np.array(size or TEMPLATE_SIZE), box=np.array(box, np.float32),
+                             image_size=np.array(size), box=np.array(box, np.float32),
                              source=np.array(str(src)), fingerprint=np.array(fingerprint)), sources=[src], overwrite=overwrite)
+    _SOURCES.pop(str(src), None)  # this process's copy (workers=0): a later call may see a changed dataset
     return dict(out=str(out), images=count, ok=int(ok.sum()), rejected=int((~ok).sum()), damaged=damaged)

@@ -128,7 +128,7 @@ def _cmd_evaluate(args) -> int:
 
 def _cmd_landmarks(args) -> int:
     from focusface.alignfolder import compute_landmarks
-    info = compute_landmarks(args.src, args.out, overwrite=args.overwrite, progress=not args.quiet)
+    info = compute_landmarks(args.src, args.out, overwrite=args.overwrite, workers=args.workers, progress=not args.quiet)
     print(f"{info['out']}: landmarks of {info['images']} images; {info['ok']} look right"
           + (f", {info['rejected']} do not and will keep the template mask (see 'notes' in the file)" if info["rejected"] else ""))
     if info["damaged"]:
@@ -317,6 +317,8 @@ def _inspect_options(p) -> None:
 def _landmarks_options(p) -> None:
     p.add_argument("src", help="a rec folder, a .bin, or a folder of aligned crops")
     p.add_argument("out", help="the .npz to write (keys, landmarks, ok, notes)")
+    p.add_argument("--workers", type=_non_negative, default=_defaults("alignfolder", "compute_landmarks")["workers"],
+                   help="worker processes (0: in this process)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (never a source)")
     _quiet(p)
 

@@ -21,7 +21,7 @@ from .errors import DestinationError, FocusFaceError
 # %% auto #0
 __all__ = ['check_destination', 'hold_lock', 'remove_stale_temporaries', 'glob_escape', 'temporary_path', 'atomic_dir',
            'atomic_file', 'atomic_write_bytes', 'scratch_dir', 'allocated_memmap', 'write_npz', 'save_figure',
-           'die_with', 'worker_tempdir', 'ordered_map', 'WorkerShared']
+           'die_with', 'worker_tempdir', 'ordered_map', 'WorkerShared', 'map_npz']
 
 # %% ../nbs/02_files.ipynb #ffd563d0
 def _overlap(dst: Path, src: Path) -> str | None:
@@ -295,6 +295,14 @@ class _SharedFile(NamedTuple):
     path: str  # a .npy file that the unpickling process maps read-only
 
 
+class _MappedFile(NamedTuple):  # an array mapped from a file already (`map_npz`): sent as where it lies
+    path: str
+    offset: int
+    dtype: str
+    shape: tuple
+    fortran: bool
+
+
 class WorkerShared:
     "Mixin: pickled (for worker processes), the object's large numpy arrays travel as memory maps of files written once."
     SHARE_BYTES = 1 << 20  # smaller arrays are copied with the rest
@@ -304,6 +312,8 @@ class WorkerShared:
         written = self.__dict__.setdefault("_shared_files", {})  # name -> (the array, its file): written once
         state = {k: v for k, v in self.__dict__.items() if k != "_shared_files"}
         for name, value in state.items():
+            if getattr(value, "_focusface_file", None):
+                state[name] = _MappedFile(*value._focusface_file); continue
             if not isinstance(value, np.ndarray) or value.nbytes < self.SHARE_BYTES: continue
             if name not in written or written[name][0] is not value:
                 fd, path = tempfile.mkstemp(suffix=".npy", dir=worker_tempdir()); os.close(fd)
@@ -314,5 +324,40 @@ class WorkerShared:
 
     def __setstate__(self, state):
         import numpy as np
-        self.__dict__.update({k: np.load(v.path, mmap_mode="r") if isinstance(v, _SharedFile) else v
-                              for k, v in state.items()})
+        self.__dict__.update({k: np.load(v.path, mmap_mode="r") if isinstance(v, _SharedFile) else
+                              _map(*v) if isinstance(v, _MappedFile) else v for k, v in state.items()})
+
+
+def _map(path: str, offset: int, dtype: str, shape: tuple, fortran: bool):
+    "A read-only memory map of an array stored at `offset` of `path`, tagged so that pickling sends only where it is."
+    import numpy as np
+    array = np.memmap(path, np.dtype(dtype), "r", offset, tuple(shape), "F" if fortran else "C") if np.prod(shape) \
+        else np.zeros(shape, dtype)  # numpy cannot map zero bytes
+    if isinstance(array, np.memmap): array._focusface_file = (path, offset, dtype, tuple(shape), fortran)
+    return array
+
+
+def map_npz(path) -> dict:
+    """The arrays of an `.npz` by name, without reading them: those stored uncompressed (as `write_npz` writes) as
+    read-only memory maps of the file itself, any compressed one read into memory."""
+    import struct, zipfile
+    import numpy as np
+    out = {}
+    with zipfile.ZipFile(path) as z, open(path, "rb") as f:
+        for info in z.infolist():
+            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            header = None
+            if info.compress_type == zipfile.ZIP_STORED:
+                f.seek(info.header_offset)
+                local = f.read(30)
+                if local[:4] != b"PK\x03\x04": raise zipfile.BadZipFile(f"{path}: member {info.filename} has no local header")
+                f.seek(info.header_offset + 30 + sum(struct.unpack("<HH", local[26:30])))
+                read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+                header = read.get(np.lib.format.read_magic(f))
+            if header is None:  # compressed, or a header version without a public reader: read it
+                with z.open(info) as member: out[name] = np.lib.format.read_array(member, allow_pickle=False)
+                continue
+            shape, fortran, dtype = header(f)
+            if dtype.hasobject: raise ValueError(f"{path}: member {info.filename} holds Python objects")
+            out[name] = _map(str(path), f.tell(), dtype.str, shape, fortran)
+    return out

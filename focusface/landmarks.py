@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from .errors import FormatError
-from .files import WorkerShared
+from .files import WorkerShared, map_npz
 from .template import TEMPLATE_LANDMARKS, TEMPLATE_SIZE, five_points
 
 # %% auto #0
@@ -55,12 +56,12 @@ class LandmarkTable(WorkerShared):
     def __init__(self, path):
         self.path = Path(path)
         if not self.path.is_file(): raise FormatError(f"{self.path}: landmarks file not found; make it with `focusface landmarks`")
-        try:
-            with np.load(self.path, allow_pickle=False) as z:
-                keys, self.landmarks, self.ok, self.notes = z["keys"], z["landmarks"], z["ok"], z["notes"]
-                self.image_size = int(z["image_size"])
-                self.fingerprint = str(z["fingerprint"]) if "fingerprint" in z.files else None  # None: written before
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        try:  # mapped, not read: MS1M-ArcFace's table is 3.5 GB, and every process and worker maps the same pages
+            z = map_npz(self.path)
+            keys, self.landmarks, self.ok, self.notes = z["keys"], z["landmarks"], z["ok"], z["notes"]
+            self.image_size = int(z["image_size"][()])
+            self.fingerprint = str(z["fingerprint"][()]) if "fingerprint" in z else None  # None: written before
+        except (OSError, ValueError, KeyError, EOFError, NotImplementedError, zipfile.BadZipFile) as e:  # e.g. a cut file
             raise FormatError(f"{self.path}: not a landmarks file of `focusface landmarks` ({type(e).__name__}: {e})") from None
         n = len(keys)
         if self.landmarks.shape != (n, 68, 2) or self.ok.shape != (n,) or self.notes.shape != (n,):
@@ -71,10 +72,14 @@ class LandmarkTable(WorkerShared):
             self.order = np.argsort(keys, kind="stable"); self.sorted_keys = keys[self.order]
         else: self.index = {str(k): i for i, k in enumerate(keys)}
         self.count = n
+
+    @cached_property
+    def sha256(self) -> str:
+        "The file's SHA-256 (what a manifest records), computed when first asked for: the trainer never needs it."
         digest = hashlib.sha256()
         with open(self.path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""): digest.update(block)
-        self.sha256 = digest.hexdigest()
+        return digest.hexdigest()
 
     def check_source(self, src) -> bool:
         "Refuse a landmarks file of another dataset; True when checked, False for a file older than fingerprints."

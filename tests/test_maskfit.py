@@ -139,3 +139,19 @@ def test_a_training_run_says_how_many_masks_follow_landmarks(tmp_path):
                                 batch_size=8, lr_batch=8, workers=0, progress=False, landmarks=str(marks), max_steps=1))
     assert summary["landmarks"] == dict(file=str(marks), fitted=12, template=4)
     assert "12 training images get masks fitted to their landmarks, 4 keep the template's" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_landmarks_in_worker_processes_are_those_of_one_process(tmp_path):
+    """`focusface landmarks --workers 2` splits the images into chunks for two processes (600 images: 3 chunks) and
+    writes the same file as one process: every array equal, in the images' order."""
+    pytest.importorskip("dlib", reason="the landmark model needs dlib (focusface[align])")
+    from focusface.alignfolder import compute_landmarks
+    from focusface.synthdata import make_training_set
+    make_training_set(tmp_path / "train", identities=60, images_per_identity=10, workers=0)
+    one = compute_landmarks(tmp_path / "train", tmp_path / "one.npz", workers=0)
+    assert main(["landmarks", str(tmp_path / "train"), str(tmp_path / "two.npz"), "--workers", "2", "--quiet"]) == 0
+    with np.load(tmp_path / "one.npz") as a, np.load(tmp_path / "two.npz") as b:
+        assert a.files == b.files
+        for name in a.files:
+            assert np.array_equal(a[name], b[name], equal_nan=a[name].dtype.kind == "f"), name
+    assert one["images"] == 600 and one["ok"] > 500
