@@ -357,7 +357,9 @@ def map_npz(path) -> dict:
             if header is None:  # compressed, or a header version without a public reader: read it
                 with z.open(info) as member: out[name] = np.lib.format.read_array(member, allow_pickle=False)
                 continue
-            shape, fortran, dtype = header(f)
+            try: shape, fortran, dtype = header(f)
+            except Exception as e:  # numpy parses the header as a Python literal: a damaged one raises anything
+                raise ValueError(f"{path}: member {info.filename} has a damaged array header ({type(e).__name__})") from None
             if dtype.hasobject: raise ValueError(f"{path}: member {info.filename} holds Python objects")
             out[name] = _map(str(path), f.tell(), dtype.str, shape, fortran)
     return out

@@ -96,7 +96,7 @@ def results_table(rows: list[dict], fmt: str = "md") -> str:
 
 
 def cost_table(rows: list[dict]) -> str:
-    "What each variant's training cost, in Markdown: runs, and per run optimiser steps, pairs and images seen (wall time depends on the machine: see each run's summary.json)."
+    "What each variant's training cost, in Markdown: runs, and per run optimiser steps, pairs and images seen (wall time depends on the machine: see each run's cost.json)."
     seen, lines = set(), ["| variant | started from | runs (seeds) | steps | pairs seen | images seen |",
                           "| --- | --- | ---: | ---: | ---: | ---: |"]
     for r in rows:
