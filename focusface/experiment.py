@@ -13,10 +13,10 @@ from .errors import FocusFaceError, shorten
 from .files import atomic_dir, atomic_write_bytes
 
 # %% auto #0
-__all__ = ['MISSING_DATA', 'RANDOM_START', 'SUMMARY_METRICS', 'recorded_hash', 'check_data', 'main', 'prepare_data',
-           'prepare_masked_sets', 'align_real', 'seed_folder', 'variant_settings', 'write_random_start',
-           'variant_config', 'run_variant', 'run_seeds', 'check_params', 'load_params', 'evaluate_variant',
-           'compact_metrics', 'evaluate_seeds', 'run_notebook']
+__all__ = ['MISSING_DATA', 'DRIFT', 'RESULT_PACKAGES', 'RANDOM_START', 'SUMMARY_METRICS', 'recorded_hash', 'check_data', 'main',
+           'prepare_data', 'environment', 'locked_versions', 'environment_drift', 'prepare_masked_sets', 'align_real',
+           'seed_folder', 'variant_settings', 'write_random_start', 'variant_config', 'run_variant', 'run_seeds',
+           'check_params', 'load_params', 'evaluate_variant', 'compact_metrics', 'evaluate_seeds', 'run_notebook']
 
 # %% ../nbs/30_experiment.ipynb #5d947c4b
 MISSING_DATA = """the paper setting needs the real data, which focusface does not download:
@@ -27,6 +27,10 @@ MISSING_DATA = """the paper setting needs the real data, which focusface does no
   - optionally MFR2, the real-mask benchmark (its 160x160 photos, pairs.txt, mfr2_labels.txt): in {mfr2}/
 then run `dvc add data` (it records them with links, not copies) and `dvc repro` again; or go back to the
 embedded demo with `setting: demo` in params.yaml."""
+
+DRIFT = """this environment is not the one the committed results were made with (constraints.txt): {}.
+  The run is valid, but its numbers will differ from the committed ones; `pip install -c constraints.txt -e ".[dev]"`
+  installs the committed versions."""
 
 def recorded_hash(record) -> str | None:
     "The hash that `dvc add` wrote into the `.dvc` file `record`, or None (no file, or nothing recorded yet)."
@@ -40,11 +44,13 @@ def recorded_hash(record) -> str | None:
 
 
 def check_data(setting: str = "demo", ms1m: str = "data/ms1m", eval_dir: str = "data/eval", out=None,
-               record="data.dvc", mfr2: str = "data/mfr2") -> dict:
+               record="data.dvc", mfr2: str = "data/mfr2", environment: dict | None = None) -> dict:
     """Check that the setting's data is there, else say what to get; return its fingerprint (each file's size and
-    modification time, the hash `dvc add` recorded in `record`) and write it to `out` (JSON) if given."""
+    modification time, the hash `dvc add` recorded in `record`), with `environment` (see below) when given, and
+    write it to `out` (JSON) if given."""
     if setting not in ("demo", "paper"): raise FocusFaceError(f"setting must be demo or paper, got {setting!r}")
     found = dict(setting=setting)
+    if environment is not None: found["environment"] = environment
     if setting == "paper":
         bins = sorted(Path(eval_dir).glob("*.bin"))
         parts = [Path(ms1m) / n for n in ("train.rec", "train.idx", "property")]
@@ -68,8 +74,10 @@ def main(argv=None) -> int:
         if len(argv) >= 3 and argv[0] == "notebook": run_notebook(argv[1], argv[2], _notebook_arguments(argv[3:]))
         elif len(argv) == 3 and argv[0] == "check":
             params = load_params(argv[1])  # every parameter, before any work
-            data = params["data"]
-            check_data(params["setting"], data["ms1m"], data["eval_dir"], out=argv[2], mfr2=data["mfr2"])
+            data, env = params["data"], environment()
+            check_data(params["setting"], data["ms1m"], data["eval_dir"], out=argv[2], mfr2=data["mfr2"], environment=env)
+            drift = environment_drift(env, locked_versions(Path(argv[1]).parent / "constraints.txt"))
+            if drift: print(f"focusface: {DRIFT.format(', '.join(drift))}", file=sys.stderr)
         elif len(argv) == 3 and argv[0] == "align-real":
             params = load_params(argv[1])
             align_real(params["setting"], params["data"]["mfr2"], argv[2], workers=params["data"]["workers"])
@@ -113,6 +121,41 @@ def prepare_data(out, *, setting: str = "demo", seed: int = 0,
                          eval={p.stem: str(p) for p in bins})
         (tmp / "index.json").write_text(json.dumps(index, indent=1) + "\n")
     return index
+
+# %% ../nbs/30_experiment.ipynb #c6a20142
+RESULT_PACKAGES = ("numpy", "opencv-python-headless", "torch", "scipy", "matplotlib", "pillow", "onnxruntime", "dlib-bin")
+
+
+def _installed(name: str) -> str | None:
+    import importlib.metadata
+    try: return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError: return None
+
+
+def environment() -> dict:
+    "What decides the pipeline's numbers besides focusface and its inputs: Python, torch's CPU code path and GPU, `RESULT_PACKAGES`' versions."
+    import platform
+    import torch
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return dict(python=platform.python_version(), machine=platform.machine(),
+                torch_cpu=torch.backends.cpu.get_cpu_capability(), gpu=gpu,
+                packages={name: _installed(name) for name in RESULT_PACKAGES})
+
+# %% ../nbs/30_experiment.ipynb #1851bdd1
+def locked_versions(path) -> dict:
+    "The `name==version` pins of the pip constraints file `path` (names lower-case, `_` as `-`); {} when there is none."
+    path = Path(path)
+    if not path.is_file(): return {}
+    pins = (line.split("#")[0].strip() for line in path.read_text().splitlines())
+    return {name.strip().lower().replace("_", "-"): version.strip()
+            for name, _, version in (p.partition("==") for p in pins if "==" in p)}
+
+
+def environment_drift(env: dict, locked: dict) -> list[str]:
+    "`name installed (locked version)` for each package of `env` whose installed version is not the one `locked` pins."
+    def same(installed, pinned): return installed is not None and installed.split("+")[0] == pinned.split("+")[0]
+    return [f"{name} {installed or 'not installed'} ({locked[name]} there)" for name, installed in env["packages"].items()
+            if name in locked and not same(installed, locked[name])]
 
 # %% ../nbs/30_experiment.ipynb #c71a797e
 def prepare_masked_sets(index: dict, out, *, spec: str, seed: int = 0, workers: int = 2, overwrite: bool = False) -> dict:

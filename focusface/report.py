@@ -17,9 +17,9 @@ from .errors import FocusFaceError
 from .files import atomic_write_bytes, save_figure
 
 # %% auto #0
-__all__ = ['TABLE_COLUMNS', 'PROTOCOL_NAMES', 'seeded', 'load_results', 'results_table', 'cost_table', 'write_tables',
-           'add_intervals', 'paired_tests', 'tests_table', 'curve_figures', 'variant_label', 'score_figure',
-           'training_figure', 'write_report']
+__all__ = ['TABLE_COLUMNS', 'PROTOCOL_NAMES', 'seeded', 'load_results', 'results_table', 'cost_table', 'environment_said',
+           'write_tables', 'add_intervals', 'paired_tests', 'tests_table', 'curve_figures', 'variant_label',
+           'score_figure', 'training_figure', 'write_report']
 
 # %% ../nbs/31_report.ipynb #075a3f86
 TABLE_COLUMNS = (("accuracy", "Acc. %"), ("eer", "EER %"), ("fmr100", "FMR100 %"), ("fmr1000", "FMR1000 %"),
@@ -133,15 +133,25 @@ def _tests_said(tests: list[dict]) -> str:
             "an EER interval that excludes 0).\n\n" + tests_table(tests))
 
 
-def write_tables(rows: list[dict], folder, tests: list[dict] | None = None) -> list[Path]:
-    "`results.md` (with the paired tests and the cost table), `results.tex`, `results.csv` (and `paired_tests.csv`) in `folder`."
+def environment_said(env: dict) -> str:
+    "One sentence of what made the numbers (`focusface.experiment.environment`), for under the tables."
+    packages = {name: version for name, version in env["packages"].items() if version}
+    where = f"on {env['gpu']}" if env.get("gpu") else f"on the CPU ({env['torch_cpu']} kernels)"
+    others = ", ".join(f"{name} {version}" for name, version in packages.items() if name != "torch")
+    return (f"Made with Python {env['python']} ({env['machine']}), torch {packages.get('torch')} {where}, {others}; "
+            "another environment gives other numbers from the same code, data and seeds.\n")
+
+
+def write_tables(rows: list[dict], folder, tests: list[dict] | None = None, environment: dict | None = None) -> list[Path]:
+    "`results.md` (with the paired tests, the cost table and the `environment`), `results.tex`, `results.csv` (and `paired_tests.csv`) in `folder`."
     folder = Path(folder)
     score = {r.get("score", "cosine") for r in rows}
     said = "cosine similarity" if score == {"cosine"} else "the authors' score 1 - ||a - b|| / 2"
     md = (f"Scores: {said}. Accuracy (insightface's 10-fold protocol) and error rates in %; G-mean and I-mean the mean "
           "genuine and impostor score, FDR their Fisher discriminant ratio; "
           f"U-M masks the probe, M-M both images.{_intervals_said(rows)}\n\n" + results_table(rows, "md")
-          + _tests_said(tests or []) + "\nTraining cost:\n\n" + cost_table(rows))
+          + _tests_said(tests or []) + "\nTraining cost:\n\n" + cost_table(rows)
+          + (f"\n{environment_said(environment)}" if environment else ""))
     outputs = [("results.md", md), ("results.tex", results_table(rows, "tex")), ("results.csv", results_table(rows, "csv"))]
     if tests: outputs.append(("paired_tests.csv", results_table(tests, "csv")))
     return [atomic_write_bytes(folder / name, text.encode(), sources=()) for name, text in outputs]
@@ -365,8 +375,8 @@ def training_figure(runs: dict, path):
     return save_figure(fig, path)
 
 # %% ../nbs/31_report.ipynb #46c5ec63
-def write_report(params: dict, runs, evaluations, out) -> list[Path]:
-    "The report stage: `out/results.{md,tex,csv}`, `out/paired_tests.csv` and `out/figures/` from `runs/<variant>/seed<s>` and `evaluations/<variant>/seed<s>`."
+def write_report(params: dict, runs, evaluations, out, environment: dict | None = None) -> list[Path]:
+    "The report stage: `out/results.{md,tex,csv}`, `out/paired_tests.csv` and `out/figures/` from `runs/<variant>/seed<s>` and `evaluations/<variant>/seed<s>`; `environment` (the check stage's) under the tables."
     from focusface.files import save_figure
     from focusface.masks import gallery_figure
     from focusface.synthfaces import render_faces
@@ -376,7 +386,7 @@ def write_report(params: dict, runs, evaluations, out) -> list[Path]:
     statistics = dict(n=report["bootstrap"], seed=report["seed"])
     if report["bootstrap"]: rows = add_intervals(rows, evaluated, seeds, **statistics)
     references = tuple(r.strip() for r in str(report["references"]).split(",") if r.strip())
-    written = write_tables(rows, out, paired_tests(rows, evaluated, references, seeds, **statistics))
+    written = write_tables(rows, out, paired_tests(rows, evaluated, references, seeds, **statistics), environment)
     first, figures = {v: seeded(evaluated[v], seeds)[0] for v in names}, Path(out, "figures")  # figures: the first seed
     written += curve_figures(first, figures, labels={v: variant_label(v, params["variants"][v]) for v in names},
                              bands=report["bootstrap"], seed=report["seed"])
