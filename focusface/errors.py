@@ -20,7 +20,7 @@ class FormatError(FocusFaceError):
 class DestinationError(FocusFaceError, FileExistsError):
     "An output that cannot be written where asked (exists, overlaps a source, or is being written by another run)."
 
-
+# %% ../nbs/00_errors.ipynb #4ee54239
 def shorten(value, limit: int = 80) -> str:
     "`repr(value)`, cut to about `limit` characters: safe to put in an error message."
     size = None

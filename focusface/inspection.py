@@ -43,7 +43,7 @@ def describe(path) -> dict:
                 impostor=int((~pairs.issame).sum()), images=len(pairs.images), image_size=list(first.shape[:2]),
                 stored="arrays" if isinstance(pairs.images[0], np.ndarray) else "encoded")
 
-
+# %% ../nbs/07_inspection.ipynb #d00b8eae
 def sample_images(path, n: int = 16) -> list:
     "Up to `n` decoded RGB images spread evenly over the dataset (whole pairs, for a pair set)."
     source = open_dataset(path)
@@ -54,7 +54,7 @@ def sample_images(path, n: int = 16) -> list:
     else: picks = np.unique(np.linspace(0, count - 1, min(n, count)).astype(int)).tolist()
     return [decode_image(get(int(i))[1], get(int(i))[0]) for i in picks]
 
-
+# %% ../nbs/07_inspection.ipynb #e33eb9e0
 def check_images(path, progress: bool = False) -> tuple[int, list[str]]:
     "(images checked, [what is wrong with each image that does not decode])."
     from tqdm import tqdm  # the terminal bar: no widget, no notebook warning
@@ -70,7 +70,7 @@ def check_images(path, progress: bool = False) -> tuple[int, list[str]]:
         except FocusFaceError as e: bad.append(str(e))
     return count, bad
 
-
+# %% ../nbs/07_inspection.ipynb #33539e63
 def contact_sheet(images, columns: int = 8, tile: int = 112):
     "Tile RGB images (resized to `tile` px) into one RGB uint8 grid."
     import cv2
