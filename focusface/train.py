@@ -184,7 +184,7 @@ def restore(run: Run) -> None:
     if run.device.type == "cuda" and rng.get("cuda") is not None: torch.cuda.set_rng_state(rng["cuda"], run.device)
     run.verified = state["verified"]
 
-
+# %% ../nbs/29_train.ipynb #118a6bec
 def start_run(config: TrainConfig, rank: int = 0, world: int = 1, device=None, *, resume: bool = False,
               overwrite: bool = False, config_file=None) -> Run:
     "Everything a training process needs, checked, restored when resuming, and its log opened."
@@ -240,7 +240,7 @@ def write_run_files(run: Run) -> None:
     grid = batch_grid({k: np.stack([f[k] for f in first]) for k in first[0] if k in ("unmasked", "masked")})
     atomic_write_bytes(run.out / "batch.png", encode_image(grid, ".png"), sources=())
 
-
+# %% ../nbs/29_train.ipynb #f500e38b
 def announce(run: Run) -> None:
     "The run's setting in the log, with warnings for a setting that defeats itself."
     c, log, dataset = run.config, run.log, run.dataset
@@ -329,7 +329,7 @@ def log_progress(run: Run, step: dict) -> None:
     run.log.metrics(g, {f"train/{k}": v for k, v in means.items()} | {"train/lr": lr})  # pairs/s: the log line only
     run.window, run.window_steps = {}, 0
 
-
+# %% ../nbs/29_train.ipynb #3fc80655
 def validate(run: Run) -> dict:
     "Score the model on the validation pairs; keep the best in `best.pt`."
     p = run.position
@@ -345,7 +345,7 @@ def validate(run: Run) -> dict:
                  + "  ".join(f"{k[4:]} {v * 100:.2f}%" for k, v in values.items() if "threshold" not in k))
     return values
 
-
+# %% ../nbs/29_train.ipynb #d9bd8cce
 def save_state(run: Run) -> None:
     "Write `checkpoint.pt` (rank 0, every rank's random state in it); refuse a model that is no longer finite."
     p, device = run.position, run.device
@@ -384,7 +384,7 @@ def finish(run: Run) -> dict:
         atomic_write_bytes(run.out / "cost.json", (json.dumps(cost, indent=1) + "\n").encode(), sources=())
     return dict(summary, **cost)
 
-
+# %% ../nbs/29_train.ipynb #427d9d89
 def train(config: TrainConfig | str | Path, *, resume: bool = False, overwrite: bool = False,
           config_file=None) -> dict:  # the YAML file `config` was read from, if any: never inside `out`
     "Train as `config` says (a `TrainConfig` or a YAML file); returns the run's summary (also `out/summary.json`)."
@@ -424,7 +424,7 @@ def run_from_arguments(args) -> int:
               f"{summary['wall_time_s']:.0f} s)")
     return 0
 
-
+# %% ../nbs/29_train.ipynb #bd7337cc
 def main(argv: list[str] | None = None) -> int:
     "`python -m focusface.train`: the trainer under torchrun (the same arguments as `focusface train`)."
     import argparse
