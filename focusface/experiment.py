@@ -42,7 +42,7 @@ def recorded_hash(record) -> str | None:
         raise FocusFaceError(f"{path}: not a readable .dvc file ({e}); restore it with `git checkout {path}`") from None
     return next((o.get("md5") for o in outs if isinstance(o, dict) and o.get("md5")), None)
 
-
+# %% ../nbs/30_experiment.ipynb #442098bb
 def check_data(setting: str = "demo", ms1m: str = "data/ms1m", eval_dir: str = "data/eval", out=None,
                record="data.dvc", mfr2: str = "data/mfr2", environment: dict | None = None) -> dict:
     """Check that the setting's data is there, else say what to get; return its fingerprint (each file's size and
@@ -62,7 +62,7 @@ def check_data(setting: str = "demo", ms1m: str = "data/ms1m", eval_dir: str = "
     if out is not None: atomic_write_bytes(out, (json.dumps(found, indent=1) + "\n").encode(), sources=())
     return found
 
-
+# %% ../nbs/30_experiment.ipynb #45d4f3c2
 def main(argv=None) -> int:
     "`python -m focusface.experiment check PARAMS OUT`, `align-real PARAMS OUT` or `notebook NB EXECUTED name=value...`: the stages."
     import sys
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
         print(f"focusface: {e}", file=sys.stderr); return 2
     return 0
 
-
+# %% ../nbs/30_experiment.ipynb #ba43255f
 def prepare_data(out, *, setting: str = "demo", seed: int = 0,
                  train_identities: int = 300, images_per_identity: int = 20,  # demo: the synthetic training set
                  val_identities: int = 100, val_pairs_per_fold: int = 20,     # demo: validation pairs
@@ -196,7 +196,7 @@ def seed_folder(folder, seed: int) -> Path:
     "Where the run (or the evaluation) of one training seed goes: `folder/seed<seed>`."
     return Path(folder) / f"seed{int(seed)}"
 
-
+# %% ../nbs/30_experiment.ipynb #d930a58f
 def variant_settings(params: dict, variant: str, runs="outputs/runs", seed: int | None = None) -> dict:
     "One run's settings: params.yaml's shared `train`, the variant's own on top, the `seed` (default: the first of `seeds`), `init_from` made the `init` path."
     if variant not in params.get("variants", {}):
@@ -207,13 +207,13 @@ def variant_settings(params: dict, variant: str, runs="outputs/runs", seed: int 
     settings["init"] = None if start == RANDOM_START else str(seed_folder(Path(runs, start), seed) / "model.pt")
     return settings
 
-
+# %% ../nbs/30_experiment.ipynb #9c211771
 def write_random_start(folder) -> Path:
     "The folder a `random` start stands for (stage `data` writes it): what a variant from random weights depends on."
     return atomic_write_bytes(Path(folder) / "README.txt", b"Variants with init_from: random start from the trainer's own "
                               b"initialisation (focusface.train); this folder holds no weights.\n", sources=())
 
-
+# %% ../nbs/30_experiment.ipynb #016a9d00
 def variant_config(index: dict, out, settings: dict):
     "The `TrainConfig` of one variant: the data of `index` (train, val, holdout) and the variant's `settings`."
     from focusface.trainconfig import load_config
@@ -222,13 +222,13 @@ def variant_config(index: dict, out, settings: dict):
         values["lr_steps"] = [float(s) for s in values["lr_steps"].split(",") if s.strip()]
     return load_config(train=index["train"], val=index["val"], holdout=index.get("holdout"), out=str(out), **values)
 
-
+# %% ../nbs/30_experiment.ipynb #6f2bbf3f
 def run_variant(index: dict, out, settings: dict) -> dict:
     "Train one variant into `out` (replacing what was there: DVC re-runs a stage from scratch); returns its summary."
     from focusface.train import train
     return train(variant_config(index, out, settings), overwrite=True)
 
-
+# %% ../nbs/30_experiment.ipynb #045d34c3
 def run_seeds(params: dict, variant: str, index: dict, runs="outputs/runs", **extra) -> dict:
     "The train stage: `variant` trained once per seed of `params['seeds']` into `runs/<variant>/seed<s>`; `{seed: summary}`."
     return {s: run_variant(index, seed_folder(Path(runs, variant), s), dict(variant_settings(params, variant, runs, s), **extra))
@@ -355,7 +355,7 @@ def check_params(params: dict) -> list[str]:
     if {"report", "variants"} <= set(given): problems += _report_problems(given["report"], given["variants"])
     return problems
 
-
+# %% ../nbs/30_experiment.ipynb #b3f69208
 def load_params(path) -> dict:
     "The parameters file `path` (params.yaml), checked: one `FocusFaceError` lists every problem, one line each."
     import yaml
@@ -381,7 +381,7 @@ def evaluate_variant(model_path, index: dict, masked: dict, out, *, protocols: s
     return evaluate(model_path, sets, out, protocols=protocols, score=score, batch_size=batch_size, device=device,
                     skip_missing=bool(real), overwrite=True)
 
-
+# %% ../nbs/30_experiment.ipynb #3fce3764
 def compact_metrics(by_seed: dict, run_summary=None) -> dict:
     "The few numbers `dvc metrics show` compares: `SUMMARY_METRICS` per set and protocol, the mean over seeds, and the run's cost."
     first = next(iter(by_seed.values()))
@@ -393,7 +393,7 @@ def compact_metrics(by_seed: dict, run_summary=None) -> dict:
         compact["training"] = dict({k: run[k] for k in ("steps", "pairs_seen", "images_seen")}, seeds=len(by_seed))
     return compact
 
-
+# %% ../nbs/30_experiment.ipynb #c7784842
 def evaluate_seeds(params: dict, variant: str, index: dict, masked: dict, runs, out, *, metrics_file=None, real=None) -> dict:
     "The evaluate stage: each seed's model of `variant` into `out/seed<s>` (`{seed: metrics}`), the compact metrics to `metrics_file`."
     run = Path(runs, variant)

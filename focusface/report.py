@@ -31,7 +31,7 @@ def seeded(folder, seeds=None) -> list[Path]:
     "The folders of each training seed (`folder/seed<s>`, as the pipeline writes them), or `[folder]` without seeds."
     return [Path(folder)] if seeds is None else [Path(folder) / f"seed{int(s)}" for s in seeds]
 
-
+# %% ../nbs/31_report.ipynb #5414f72c
 def _mean_over_seeds(values: list[dict]) -> dict:
     "One row's metrics: numbers averaged over the seeds (the table's rates with their `<metric>_sd`), the rest the first seed's."
     row = dict(values[0])
@@ -61,7 +61,7 @@ def load_results(variants: dict, seeds=None) -> list[dict]:
                                  init=summary.get("init")))
     return rows
 
-
+# %% ../nbs/31_report.ipynb #a054a09e
 def _cell(row: dict, key: str) -> str:
     if row.get(key) is None: return "n/a"  # a protocol with too few pairs to measure
     if key in _PERCENT:  # with the spread between seeds and the interval (add_intervals) when there are
@@ -94,7 +94,7 @@ def results_table(rows: list[dict], fmt: str = "md") -> str:
         return buffer.getvalue()
     raise FocusFaceError(f"table format must be md, tex or csv, got {fmt!r}")
 
-
+# %% ../nbs/31_report.ipynb #0726d257
 def cost_table(rows: list[dict]) -> str:
     "What each variant's training cost, in Markdown: runs, and per run optimiser steps, pairs and images seen (wall time depends on the machine: see each run's cost.json)."
     seen, lines = set(), ["| variant | started from | runs (seeds) | steps | pairs seen | images seen |",
@@ -108,7 +108,7 @@ def cost_table(rows: list[dict]) -> str:
                      f"{r['steps']:,} | {r['pairs_seen']:,} | {r['images_seen']:,} |")
     return "\n".join(lines) + "\n"
 
-
+# %% ../nbs/31_report.ipynb #037bc7e5
 def _intervals_said(rows: list[dict]) -> str:
     seeds = max((r.get("seeds", 1) for r in rows), default=1)
     said = (f" Each variant trained and evaluated with {seeds} seeds: a rate is their mean ± their standard deviation."
@@ -141,7 +141,7 @@ def environment_said(env: dict) -> str:
     return (f"Made with Python {env['python']} ({env['machine']}), torch {packages.get('torch')} {where}, {others}; "
             "another environment gives other numbers from the same code, data and seeds.\n")
 
-
+# %% ../nbs/31_report.ipynb #8bc17a4c
 def write_tables(rows: list[dict], folder, tests: list[dict] | None = None, environment: dict | None = None) -> list[Path]:
     "`results.md` (with the paired tests, the cost table and the `environment`), `results.tex`, `results.csv` (and `paired_tests.csv`) in `folder`."
     folder = Path(folder)
@@ -319,7 +319,7 @@ def curve_figures(evaluations: dict, folder, eval_set: str | None = None, labels
             written.append(save_figure(fig, Path(folder) / f"{kind}_{protocol}.png"))
     return written
 
-
+# %% ../nbs/31_report.ipynb #c22db72a
 def variant_label(name: str, settings: dict) -> str:
     "A variant's name in figures: with its consistency term and weight when it is FocusFace, and where it started."
     said = name
@@ -328,7 +328,7 @@ def variant_label(name: str, settings: dict) -> str:
     if settings.get("init_from", "random") != "random": said += f", on {settings['init_from']}"
     return said
 
-
+# %% ../nbs/31_report.ipynb #e3c5d23e
 def score_figure(evaluations: dict, path, eval_set: str | None = None):
     "Genuine and impostor score histograms: a row per variant, a column per protocol."
     from matplotlib.figure import Figure
@@ -348,7 +348,7 @@ def score_figure(evaluations: dict, path, eval_set: str | None = None):
     axes[0][0].legend(fontsize=7)
     return save_figure(fig, path)
 
-
+# %% ../nbs/31_report.ipynb #ca68fc66
 def _tsv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     lines = path.read_text().splitlines()[1:] if path.is_file() else []
     rows = [line.split("\t") for line in lines if line.strip()]
