@@ -81,7 +81,7 @@ def hold_lock(dst: Path):
     finally:
         lock.unlink(missing_ok=True); os.close(fd)
 
-
+# %% ../nbs/02_files.ipynb #152d4a7e
 def _alive(pid: int) -> bool:
     try: os.kill(pid, 0)
     except ProcessLookupError: return False
@@ -99,7 +99,7 @@ def remove_stale_temporaries(dst) -> list[Path]:
     for p in stale: shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
     return stale
 
-
+# %% ../nbs/02_files.ipynb #4f0ada9b
 def _is_disk_full(error: OSError) -> bool: return error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -115,7 +115,7 @@ def glob_escape(name: str) -> str:
     "`name` with the glob wildcards `*?[` escaped."
     return re.sub(r"([*?\[])", r"[\1]", name)
 
-
+# %% ../nbs/02_files.ipynb #04a80ca5
 def temporary_path(dst: Path, directory: bool = False) -> Path:
     "A new empty temporary file (or folder) beside `dst`, named so that `remove_stale_temporaries` knows it."
     prefix, suffix = f".{dst.name}{_TMP_TAG}{os.getpid()}-", ".tmp"
@@ -126,7 +126,7 @@ def temporary_path(dst: Path, directory: bool = False) -> Path:
     _normal_mode(path, directory)
     return path
 
-
+# %% ../nbs/02_files.ipynb #f3d90cb2
 def _put_in_place(tmp: Path, dst: Path) -> None:
     "Rename `tmp` to `dst`; an existing `dst` is moved aside first and removed after."
     if not (dst.exists() or dst.is_symlink()): os.replace(tmp, dst); return
@@ -155,7 +155,7 @@ def atomic_dir(dst, *, sources: Iterable, overwrite: bool = False) -> Iterator[P
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True); raise
 
-
+# %% ../nbs/02_files.ipynb #6ce7a6a3
 @contextmanager
 def atomic_file(path, mode: str = "wb", *, sources: Iterable, overwrite: bool = True):
     "A file open for writing; it becomes `path` when the block completes and vanishes if the block fails."
@@ -179,13 +179,13 @@ def atomic_file(path, mode: str = "wb", *, sources: Iterable, overwrite: bool = 
         except BaseException:
             tmp.unlink(missing_ok=True); raise
 
-
+# %% ../nbs/02_files.ipynb #0117061c
 def atomic_write_bytes(path, data: bytes, *, sources: Iterable, overwrite: bool = True) -> Path:
     "Write `data` to `path` through a temporary file and a rename."
     with atomic_file(path, sources=sources, overwrite=overwrite) as f: f.write(data)
     return Path(path)
 
-
+# %% ../nbs/02_files.ipynb #6f0a32fc
 @contextmanager
 def scratch_dir(dst, *, need: int = 0) -> Iterator[Path]:
     "A working folder beside `dst` for the pieces of an output (`need` bytes checked free first); always removed after."
@@ -200,7 +200,7 @@ def scratch_dir(dst, *, need: int = 0) -> Iterator[Path]:
     try: yield tmp
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
-
+# %% ../nbs/02_files.ipynb #d18db212
 def allocated_memmap(path, dtype, shape, dst):
     "`np.lib.format.open_memmap` for writing, with its disk space reserved now (a full disk later would be a SIGBUS)."
     import numpy as np
@@ -214,7 +214,7 @@ def allocated_memmap(path, dtype, shape, dst):
         raise
     return array
 
-
+# %% ../nbs/02_files.ipynb #c387d26b
 def write_npz(out, arrays: dict, *, sources: Iterable, overwrite: bool = True) -> None:
     "Store `arrays` (values: arrays, or paths of .npy files) as an uncompressed .npz, written whole or not at all."
     import zipfile
@@ -242,7 +242,7 @@ def die_with(parent: int, every: float = 0.5) -> None:
             if not _alive(parent): os._exit(1)  # no clean-up to run: the run they served is gone
     threading.Thread(target=watch, name="focusface-die-with-parent", daemon=True).start()
 
-
+# %% ../nbs/02_files.ipynb #8af31517
 def worker_tempdir() -> Path:
     "The folder this process's worker pools use for their sockets (made on first use; stale ones of dead processes removed)."
     import multiprocessing as mp
@@ -261,7 +261,7 @@ def worker_tempdir() -> Path:
     mpu.Finalize(None, shutil.rmtree, args=(str(mine),), kwargs=dict(ignore_errors=True), exitpriority=-100)
     return mine
 
-
+# %% ../nbs/02_files.ipynb #1dbc02b2
 def ordered_map(function: Callable, jobs: Iterable, workers: int = 2, *,
                 progress: bool = False,  # show a tqdm bar counting `count(result)` per job
                 total: int | None = None,  # the bar's total (e.g. images, not jobs)
@@ -327,7 +327,7 @@ class WorkerShared:
         self.__dict__.update({k: np.load(v.path, mmap_mode="r") if isinstance(v, _SharedFile) else
                               _map(*v) if isinstance(v, _MappedFile) else v for k, v in state.items()})
 
-
+# %% ../nbs/02_files.ipynb #e1bb490d
 def _map(path: str, offset: int, dtype: str, shape: tuple, fortran: bool):
     "A read-only memory map of an array stored at `offset` of `path`, tagged so that pickling sends only where it is."
     import numpy as np
