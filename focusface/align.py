@@ -61,7 +61,7 @@ class Face:
         l, t, r, b = self.box
         return f"{r - l}x{b - t} px at ({l}, {t}), detector score {self.score:.2f}"
 
-
+# %% ../nbs/22_align.ipynb #955a2ab1
 DOUBTFUL_SCORE = 0.5  # HOG detector scores below this are doubtful finds
 
 
@@ -70,7 +70,7 @@ def visible_area(box, shape) -> int:
     l, t, r, b = box
     return max(0, min(r, shape[1]) - max(l, 0)) * max(0, min(b, shape[0]) - max(t, 0))
 
-
+# %% ../nbs/22_align.ipynb #eb50661b
 def rank_faces(faces: list[Face], shape) -> list[Face]:
     "Main face first: visible box area minus twice the squared distance of the box centre from the photo's centre."
     def weight(f):
@@ -78,7 +78,7 @@ def rank_faces(faces: list[Face], shape) -> list[Face]:
         return visible_area(f.box, shape) - 2.0 * (((l + r) / 2 - shape[1] / 2) ** 2 + ((t + b) / 2 - shape[0] / 2) ** 2)
     return sorted(faces, key=lambda f: -weight(f))
 
-
+# %% ../nbs/22_align.ipynb #0f775c7d
 def import_dlib(purpose: str = "aligning photos", alternative: str = ", or give aligned 112x112 crops"):
     "(dlib, face_recognition_models), or a `FocusFaceError` saying what needs them and how to install them."
     try:
@@ -91,7 +91,7 @@ def import_dlib(purpose: str = "aligning photos", alternative: str = ", or give 
                              f'pip install "focusface[align]"{alternative}') from None
     return dlib, models
 
-
+# %% ../nbs/22_align.ipynb #a1c44c3f
 class DlibAligner:
     "dlib's HOG face detector and 68-point landmark predictor (models shipped in packages: nothing downloads)."
     name = "dlib"
@@ -147,7 +147,7 @@ class MtcnnAligner:
         faces = [Face(tuple(int(round(v)) for v in box), float(score), five) for box, score, five in zip(boxes, scores, points)]
         return rank_faces(faces, image.shape)
 
-
+# %% ../nbs/22_align.ipynb #c65130cf
 def make_aligner(detector: str = "mtcnn", **options):
     "A face aligner by name: `mtcnn` (the default) or `dlib` (HOG + 68 points); `options` go to its class."
     if detector == "mtcnn": return MtcnnAligner(**options)
@@ -158,7 +158,7 @@ def make_aligner(detector: str = "mtcnn", **options):
 class NoFaceError(FocusFaceError):
     "The detector found no face in a photo."
 
-
+# %% ../nbs/22_align.ipynb #abf13b30
 @dataclass
 class AlignedFace:
     "An aligned 112x112 RGB crop, the face it came from (None for an input that was already aligned), and a note."
@@ -167,7 +167,7 @@ class AlignedFace:
     faces_found: int
     note: str
 
-
+# %% ../nbs/22_align.ipynb #bd5f6fa1
 def as_rgb(image, source: str = "image") -> np.ndarray:
     "An RGB uint8 (H, W, 3) array from a grey-scale (H, W), (H, W, 1), RGB or RGBA uint8 array."
     image = np.asarray(image)
@@ -178,7 +178,7 @@ def as_rgb(image, source: str = "image") -> np.ndarray:
     if image.shape[2] == 1: return np.repeat(image, 3, axis=2)
     return image if image.shape[2] == 3 else np.ascontiguousarray(image[:, :, :3])
 
-
+# %% ../nbs/22_align.ipynb #080961f9
 _ALIGNER = {}
 
 
@@ -187,7 +187,7 @@ def default_aligner(detector: str = "mtcnn"):
     if detector not in _ALIGNER: _ALIGNER[detector] = make_aligner(detector)
     return _ALIGNER[detector]
 
-
+# %% ../nbs/22_align.ipynb #28122108
 def align_photo(image, *, aligner=None, face: int | None = None, source: str = "image") -> AlignedFace:
     "Detect, pick and align the face of a photo (`aligner`: one, or a detector's name); a 112x112 input passes through as aligned."
     image = as_rgb(image, source)
@@ -270,7 +270,7 @@ def read_reference_landmarks(sample) -> dict:
     try: return {r[0]: np.array(r[1:11], np.float64).reshape(5, 2) for r in rows}
     except (ValueError, IndexError) as e: raise FocusFaceError(f"{path}: a row does not hold a name and 10 numbers ({e})") from None
 
-
+# %% ../nbs/22_align.ipynb #68b02ad5
 def alignment_accuracy(sample, aligner=None, limit: int | None = None) -> dict:
     "Distance (px) of the five points found to the sample's reference points, and pixel difference of the crops."
     from pathlib import Path

@@ -30,7 +30,7 @@ __all__ = ['CHECKPOINT_FORMAT', 'CheckpointError', 'read_weights', 'strip_module
 class CheckpointError(FocusFaceError):
     "A weight file that cannot be used: unsafe, unreadable, or laid out differently from the model."
 
-
+# %% ../nbs/18_checkpoints.ipynb #e2490e7c
 def read_weights(path, map_location="cpu") -> dict:
     "Load a weight file with `torch.load(weights_only=True)`; refuse anything that is not plain data."
     path = Path(path)
@@ -71,7 +71,7 @@ def strip_module_prefix(state_dict: dict) -> dict:
         return {k[len("module."):]: v for k, v in state_dict.items()}
     return dict(state_dict)
 
-
+# %% ../nbs/18_checkpoints.ipynb #ce74883c
 def detect_layout(state_dict: dict) -> str:
     "`focusface`, `authors`, `insightface` or `unknown`, from the keys."
     if "focusface_checkpoint" in state_dict: return "focusface"
@@ -80,7 +80,7 @@ def detect_layout(state_dict: dict) -> str:
     if "conv1.weight" in keys and "layer1.0.conv1.weight" in keys: return "insightface"
     return "unknown"
 
-
+# %% ../nbs/18_checkpoints.ipynb #aed263b0
 def infer_trunk(state_dict: dict, prefix: str = "") -> tuple[tuple, tuple]:
     "Stage depths and widths of the iResNet trunk whose keys start with `prefix`."
     layers, widths = [], []
@@ -116,7 +116,7 @@ def focusface_to_authors_key(key: str) -> str:
         if key.startswith(new): return old + key[len(new):]
     return "model." + key[len("backbone."):] if key.startswith("backbone.") else key
 
-
+# %% ../nbs/18_checkpoints.ipynb #3b99e738
 def authors_to_focusface(state_dict: dict) -> dict:
     "Rename the keys of an authors' `focus_face*.mdl` state dict to this model's names."
     out = {}
@@ -159,7 +159,7 @@ def atomic_torch_save(obj, path) -> Path:
     with atomic_file(path, sources=()) as f: torch.save(obj, f)  # a run's own outputs
     return Path(path)
 
-
+# %% ../nbs/18_checkpoints.ipynb #2e8f6fc2
 def _tensor_bytes(t: torch.Tensor, where: str) -> bytes:
     if t.layout != torch.strided:
         raise CheckpointError(f"{where} is a {t.layout} tensor: a checkpoint holds dense tensors only; the file is damaged "
@@ -177,7 +177,7 @@ def state_digest(state_dict: dict) -> str:
         h.update(f"{key}|".encode()); h.update(_tensor_bytes(value, f"state_dict[{shorten(key)}]"))
     return h.hexdigest()
 
-
+# %% ../nbs/18_checkpoints.ipynb #44dd4fc0
 def content_digest(obj) -> str:
     "SHA-256 of plain data (dicts, lists, tensors, arrays, numbers, strings), independent of dict order."
     h = hashlib.sha256()
@@ -198,7 +198,7 @@ def content_digest(obj) -> str:
     feed(obj, "checkpoint")
     return h.hexdigest()
 
-
+# %% ../nbs/18_checkpoints.ipynb #cdb3272b
 def save_checkpoint(model: FocusFace, path, extra: dict | None = None) -> Path:
     "Save `model` (and plain-data `extra`) as a focusface checkpoint with hashes of its weights and of the rest."
     state, config, extra = model.state_dict(), dict(model.config), extra or {}
@@ -252,7 +252,7 @@ def checkpoint_verified(raw: dict, path) -> str:
                               "match the hash stored with it: the file is damaged; use another copy")
     return "all" if "extra_sha256" in raw else "weights" if "sha256" in raw else "none"
 
-
+# %% ../nbs/18_checkpoints.ipynb #d4d34224
 def _focusface_parts(raw: dict, path) -> tuple[dict, dict]:
     "The checked (config, state_dict) of a focusface checkpoint."
     if raw.get("focusface_checkpoint") not in (1, CHECKPOINT_FORMAT):

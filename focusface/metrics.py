@@ -62,7 +62,7 @@ class Scores:
             if i < arr.size: out = min(out, float(arr[i]))
         return out
 
-
+# %% ../nbs/19_metrics.ipynb #17e0122c
 def rates_at(genuine, impostor, thresholds) -> dict:
     "FMR and FNMR at given thresholds (e.g. those fixed on the unmasked setting)."
     s = genuine if isinstance(genuine, Scores) else Scores(genuine, impostor)
@@ -119,7 +119,7 @@ def pyeer_rates(genuine, impostor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     p = s.points
     return p["threshold"], p["false_matches"] / s.n_impostor, p["false_non_matches"] / s.n_genuine
 
-
+# %% ../nbs/19_metrics.ipynb #1a21c759
 def _first(n: int, reached) -> int:
     "The first index k in [0, n) with `reached(k)` (a predicate that stays true once true), or n: a bisection."
     lo, hi = 0, n
@@ -264,7 +264,7 @@ def fnmr_at(scores: Scores, targets) -> np.ndarray:
     "The lowest FNMR whose FMR is at most each target FMR (a DET curve read at `targets`)."
     return np.array([_fnmr_at_fmr(scores, float(t))[0] for t in np.atleast_1d(targets)])
 
-
+# %% ../nbs/19_metrics.ipynb #9710c530
 def bootstrap_band(similarities, issame, fmr_grid, clusters=None, *, n: int = 1000, seed: int = 0,
                    level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     "(low, high): the percentile bootstrap interval of `fnmr_at` each FMR of `fmr_grid`, clusters (people) or pairs resampled."
