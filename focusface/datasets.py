@@ -38,7 +38,7 @@ def read_property(root) -> tuple[int, int, int]:
         raise FormatError(f"{path}: expected 'num_classes,height,width', got {shorten(text, 60)}") from None
     return num_classes, height, width
 
-
+# %% ../nbs/06_datasets.ipynb #4c442534
 def _key_label(value, where: str) -> int:
     "A record key stored as a float32 label, checked: finite, whole, not negative."
     if not np.isfinite(value) or value < 0 or value != int(value) or value >= 2 ** 40:
@@ -265,7 +265,7 @@ class RecSource(DatasetSource):
         for extra in ("property", "identities.tsv"):
             if (self.path / extra).is_file(): (dst / extra).write_bytes((self.path / extra).read_bytes())
 
-
+# %% ../nbs/06_datasets.ipynb #54aa24ad
 class FolderSource(DatasetSource):
     "Image files (flat, or `root/<identity>/<image>`): relative paths; a copy keeps the folder's text files."
     kind = "images"
@@ -308,7 +308,7 @@ class BinSource(DatasetSource):
         for key, data in replaced: images[key] = data
         return write_bin(dst, images, self.pairs.issame, sources=sources)
 
-
+# %% ../nbs/06_datasets.ipynb #62b7faca
 class PairsSource(BinSource):
     "A folder with `pairs.txt`: its images in pair order, as evaluation reads them; copied as the folder it is."
     kind = "pairs"
@@ -316,12 +316,12 @@ class PairsSource(BinSource):
     def _hash(self, h) -> None: self._hash_listing(_folder_images(self.path), h)
     def files(self) -> FolderSource: return FolderSource(self.path)
 
-
+# %% ../nbs/06_datasets.ipynb #1f7b1fe5
 def open_dataset(path) -> DatasetSource:
     "The source type for what `path` holds (see `dataset_kind`)."
     return dict(rec=RecSource, bin=BinSource, pairs=PairsSource, images=FolderSource)[dataset_kind(path)](path)
 
-
+# %% ../nbs/06_datasets.ipynb #a7a727c7
 def source_fingerprint(src) -> str:
     "The fingerprint of the dataset at `src` (`open_dataset(src).fingerprint()`)."
     return open_dataset(src).fingerprint()

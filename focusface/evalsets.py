@@ -93,7 +93,7 @@ class EvalPairs:
         return (decode_image(self.images[2 * i], f"{where} image {2 * i}"),
                 decode_image(self.images[2 * i + 1], f"{where} image {2 * i + 1}"), bool(self.issame[i]))
 
-
+# %% ../nbs/05_evalsets.ipynb #09dc5d86
 def _check_bin(obj, path, file_size: int | None = None) -> EvalPairs:
     if not isinstance(obj, (tuple, list)) or len(obj) != 2:
         raise FormatError(f"{path}: expected a pickled 2-tuple (bins, issame_list), got "
@@ -148,7 +148,7 @@ def read_bin(path) -> EvalPairs:
     pairs.identities = _pairs_tsv_identities(path.with_suffix(".pairs.tsv"), len(pairs))
     return pairs
 
-
+# %% ../nbs/05_evalsets.ipynb #35823d72
 def write_bin(path, images: Sequence, issame: Sequence[bool], *, overwrite: bool = True, sources=()) -> Path:
     "Write an insightface-style `.bin` (images: encoded bytes or RGB uint8 arrays), atomically; never over one of `sources`."
     pairs = EvalPairs(list(images), issame, source=str(path))
@@ -184,7 +184,7 @@ def read_mask_labels(path) -> dict[tuple[str, int], str]:
     if not labels: raise FormatError(f"{path}: no labels found")
     return labels
 
-
+# %% ../nbs/05_evalsets.ipynb #a59518f4
 def _find_image(root: Path, name: str, number: int, where: str, missing_ok: bool = False) -> Path | None:
     stem = f"{name}_{number:04d}"
     for ext in (".jpg", ".png", ".jpeg", ".JPG", ".PNG", ".JPEG"):
@@ -239,7 +239,7 @@ def read_pairs_folder(root, pairs_file=None, mask_labels=None, skip_missing: boo
     return EvalPairs(images, issame, name=root.name, source=str(pairs_file),
                      mask_types=mask_types if labels is not None else None, skipped=skipped, identities=identities)
 
-
+# %% ../nbs/05_evalsets.ipynb #3144d8c8
 def read_eval_set(path, mask_labels=None, skip_missing: bool = False) -> EvalPairs:
     "An evaluation set from a `.bin` file or an LFW-style folder with `pairs.txt` (and MFR2's mask labels)."
     path = Path(path)

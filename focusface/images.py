@@ -72,7 +72,7 @@ def image_size(data: bytes) -> tuple[int, int] | None:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP": return _webp_size(data)
     return None
 
-
+# %% ../nbs/03_images.ipynb #0b7c3a20
 def decode_image(data, source: str = "image") -> np.ndarray:
     "JPEG/PNG bytes (or an RGB uint8 array, returned as is) -> RGB uint8 (H, W, 3); `source` names it in errors."
     if isinstance(data, np.ndarray):
@@ -107,7 +107,7 @@ def decode_image(data, source: str = "image") -> np.ndarray:
                           "or truncated: re-create it from the source images")
     return image
 
-
+# %% ../nbs/03_images.ipynb #cff2089a
 def encode_image(image: np.ndarray, ext: str = ".jpg", quality: int = 95) -> bytes:
     "RGB uint8 (H, W, 3) -> JPEG (`.jpg`, `quality` 1-100) or lossless PNG (`.png`) bytes."
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -138,7 +138,7 @@ def decode_with_warnings(data, source: str = "image") -> tuple[np.ndarray, str]:
     sink.seek(0); sink.truncate()
     return image, said
 
-
+# %% ../nbs/03_images.ipynb #9df05a75
 def jpeg_truncated(data) -> bool:
     "True for JPEG bytes that lack their end-of-image marker (cut short); False for whole JPEGs and anything else."
     if isinstance(data, np.ndarray) or bytes(data[:2]) != b"\xff\xd8": return False

@@ -284,7 +284,7 @@ def mask_alpha(params: MaskParams, height: int = TEMPLATE_SIZE, width: int | Non
         out[y0:y1, x0:x1] = alpha / np.float32(255)
     return out
 
-
+# %% ../nbs/09_masks.ipynb #744bbc35
 def apply_mask(image: np.ndarray, params: MaskParams) -> np.ndarray:
     "Draw the mask described by `params` on an aligned RGB uint8 face; returns a new image."
     image = _validate_image(image)
@@ -336,7 +336,7 @@ def mask_images(images, keys: Iterable, sampler: MaskSampler, epoch: int | None 
     params = [sampler(k, epoch) for k in keys]
     return np.stack([apply_mask(im, p) for im, p in zip(images, params)]), params
 
-
+# %% ../nbs/09_masks.ipynb #263cc001
 class MaskTransform:
     "Training transform for the masked view: `transform(image, key) -> masked image`."
     def __init__(self, spec: str = DEFAULT_SPEC, seed: int = 0, *, new_mask_each_epoch: bool = True):
@@ -363,7 +363,7 @@ def mask_gallery(faces, specs=GALLERY_SPECS, seed: int = 1) -> np.ndarray:
         rows.append(np.concatenate([face] + [apply_mask(face, sample_mask_params(spec, seed, i)) for spec in specs], 1))
     return np.concatenate(rows, 0)
 
-
+# %% ../nbs/09_masks.ipynb #e42fd0a8
 def gallery_figure(faces, specs=GALLERY_SPECS, seed: int = 1):
     "The gallery as a matplotlib `Figure` with the spec of each column written above it."
     from matplotlib.figure import Figure  # no pyplot: a caller's backend is left alone

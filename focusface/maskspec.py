@@ -56,7 +56,7 @@ class MaskChoice:
     valve: bool | None = None
     style: str | None = None
 
-
+# %% ../nbs/08_maskspec.ipynb #a6de0295
 def parse_colour(text: str, where: str = "colour") -> tuple:
     "`#rrggbb` or a colour name -> (r, g, b)."
     t = text.strip().lower()
@@ -64,7 +64,7 @@ def parse_colour(text: str, where: str = "colour") -> tuple:
     if t in COLOURS: return COLOURS[t]
     raise FocusFaceError(f"{where}: unknown colour {shorten(text)}; use #rrggbb or one of {sorted(COLOURS)}")
 
-
+# %% ../nbs/08_maskspec.ipynb #cb16e2de
 def parse_spec(spec: str) -> list[MaskChoice]:
     "Parse a mask spec like `\"cloth, surgical-#adff2f, KN95\"` into choices; unknown words are errors."
     choices = []
@@ -177,7 +177,7 @@ def key_to_int(key) -> int:
     if isinstance(key, str): return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
     raise FocusFaceError(f"image keys must be int or str, got {type(key).__name__}")
 
-
+# %% ../nbs/08_maskspec.ipynb #64fa390d
 def _jitter_colour(rng, colour) -> tuple:
     gain = rng.uniform(0.9, 1.05) * (1 + rng.normal(0, 0.025, 3))
     return tuple(float(v) for v in np.clip(np.asarray(colour, float) * gain, 0, 255).round(2))
@@ -270,11 +270,11 @@ MANIFEST_FORMAT = 1
 def manifest_header(**info) -> dict:
     return dict(focusface_masks=MANIFEST_FORMAT, renderer=RENDERER_VERSION, sampler=SAMPLER_VERSION, **info)
 
-
+# %% ../nbs/08_maskspec.ipynb #208e0f93
 def manifest_line(key, params: MaskParams) -> str:
     return json.dumps(dict(key=key, **params.to_dict()), separators=(",", ":"))
 
-
+# %% ../nbs/08_maskspec.ipynb #4987d534
 def read_manifest(path) -> tuple[dict, dict]:
     "(header, {key: MaskParams}) from a manifest file."
     path = Path(path)

@@ -45,7 +45,7 @@ def encode_chunks(data: bytes) -> bytes:
     out += b"\0" * (_pad4(rest) - rest)
     return bytes(out)
 
-
+# %% ../nbs/04_recordio.ipynb #d7f2172a
 def decode_chunks(buf, offset: int = 0, *, source: str = "record") -> tuple[bytes, int]:
     "Read one record from `buf` at `offset`: (record data, offset just past its last chunk)."
     parts, pos, expected = [], offset, (0, 1)
@@ -75,7 +75,7 @@ class IRHeader(NamedTuple):
     id: int
     id2: int
 
-
+# %% ../nbs/04_recordio.ipynb #02043dcf
 _IRHEADER = struct.Struct("<IfQQ")
 
 
@@ -86,7 +86,7 @@ def pack_record(labels, payload: bytes = b"", id: int = 0, id2: int = 0) -> byte
     values = np.asarray(labels, dtype="<f4").ravel()
     return _IRHEADER.pack(len(values), 0.0, id, id2) + values.tobytes() + bytes(payload)
 
-
+# %% ../nbs/04_recordio.ipynb #8a06e0e0
 def unpack_record(data: bytes, source: str = "record") -> tuple[IRHeader, float | np.ndarray, bytes]:
     "(header, labels, payload): labels is the header float when flag == 0, else a float32 array of `flag` labels."
     if len(data) < _IRHEADER.size:
@@ -156,7 +156,7 @@ class MissingRecord(FormatError, KeyError):
     "A key the `.idx` does not list: a `FormatError` (the file is not what it claims) and a `KeyError` (a lookup failed)."
     def __str__(self): return str(self.args[0]) if self.args else ""
 
-
+# %% ../nbs/04_recordio.ipynb #39b5dafa
 class RecordReader(WorkerShared):
     "Random access (by key, through the `.idx`) and sequential iteration over a RecordIO `.rec` file."
     def __init__(self, rec_path, idx_path=None):
