@@ -40,7 +40,7 @@ BN_EPS = 1e-5  # insightface iresnet and the FocusFace release both use 1e-5
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False)
 
-
+# %% ../nbs/15_backbones.ipynb #660cbc6e
 class IBasicBlock(nn.Module):
     "iResNet residual block: BN -> conv3x3 -> BN -> PReLU -> conv3x3(stride) -> BN, plus the (downsampled) input."
     def __init__(self, in_channels: int, channels: int, stride: int = 1, downsample: nn.Module | None = None):
@@ -147,7 +147,7 @@ def register_backbone(name: str, *, layers: tuple[int, int, int, int],
     _BACKBONES[name.lower()] = dict(layers=tuple(layers), widths=tuple(widths), stem_stride=int(stem_stride),
                                     description=description)
 
-
+# %% ../nbs/15_backbones.ipynb #d3d3fc7d
 register_backbone("demo", layers=(1, 1, 1, 1), widths=(16, 32, 64, 128), stem_stride=2,
                   description="focusface CPU demo: tiny with a strided stem, ~3x cheaper")
 register_backbone("tiny", layers=(1, 1, 1, 1), widths=(16, 32, 64, 128), description="focusface test size")
@@ -163,20 +163,20 @@ def list_backbones() -> list[str]:
     return sorted(_BACKBONES, key=lambda n: (sum(_BACKBONES[n]["layers"]) * _BACKBONES[n]["widths"][-1],
                                              -_BACKBONES[n]["stem_stride"], n))
 
-
+# %% ../nbs/15_backbones.ipynb #534e5634
 def backbone_spec(name: str) -> dict:
     "The registry entry (layers, widths, description) of `name`."
     try: return dict(_BACKBONES[name.lower()])
     except KeyError: raise FocusFaceError(f"unknown backbone {name!r}; choose one of {list_backbones()}") from None
 
-
+# %% ../nbs/15_backbones.ipynb #55fbb895
 def find_backbone(layers, widths) -> str | None:
     "The registered name with these stage depths and widths and insightface's stride-1 stem, or None."
     for name, spec in _BACKBONES.items():  # a strided stem leaves no trace in the weights: files of others never have one
         if spec["layers"] == tuple(layers) and spec["widths"] == tuple(widths) and spec["stem_stride"] == 1: return name
     return None
 
-
+# %% ../nbs/15_backbones.ipynb #0f4e88f2
 def create_backbone(name: str, **kwargs) -> IResNet:
     "Build the registered iResNet `name`; `kwargs` go to `IResNet` (embedding_size, dropout, include_embedding, init)."
     spec = backbone_spec(name)

@@ -286,7 +286,7 @@ def format_table(metrics: dict, columns=TABLE_METRICS) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)
 
-
+# %% ../nbs/20_evaluate.ipynb #4038c4b4
 _COLOURS = dict(uu="tab:blue", um="tab:orange", mm="tab:red", all="tab:gray")
 
 
@@ -294,7 +294,7 @@ def protocol_issame(result: dict, protocol: str) -> np.ndarray:
     "The same/different flags of the pairs `result['scores'][protocol]` scores (one array, or one per protocol of a real-mask set)."
     return result["issame"][protocol] if isinstance(result["issame"], dict) else result["issame"]
 
-
+# %% ../nbs/20_evaluate.ipynb #e6579861
 def save_figures(name: str, result: dict, folder: Path) -> list[Path]:
     "ROC, DET and genuine/impostor score distributions per protocol, as PNG files `folder/<name>_{roc,det,scores}.png`."
     from matplotlib.figure import Figure
@@ -345,7 +345,7 @@ class EvalSet:
         return [p for p in (self.source, self.masked, self.landmarks, self.mask_labels)
                 if isinstance(p, (str, Path)) and not str(p).startswith("synthetic")]
 
-
+# %% ../nbs/20_evaluate.ipynb #84f34874
 def eval_sets(data, *, masked=None, landmarks=None, mask_labels=None, names=None) -> list[EvalSet]:
     "`EvalSet`s from a set or a list of them and, for the command line, lists of what goes with each, in order."
     records = [d if isinstance(d, EvalSet) else EvalSet(d) for d in ([data] if isinstance(data, (str, Path, EvalSet)) else list(data))]

@@ -53,7 +53,7 @@ class MarginHead(nn.Module):
     def extra_repr(self) -> str:
         return f"embedding_size={self.embedding_size}, num_classes={self.num_classes}, s={self.s}, m={self.m}"
 
-
+# %% ../nbs/16_losses.ipynb #eeaf2272
 class ArcFace(MarginHead):
     "Additive angular margin: s*cos(theta_y + m) for the target (Deng et al. 2019), linear fallback past pi - m."
     def target_logit(self, cos_target):
@@ -64,7 +64,7 @@ class ArcFace(MarginHead):
         fallback = cos_target - self.m * math.sin(self.m)
         return torch.where(cos_target > math.cos(math.pi - self.m), with_margin, fallback)
 
-
+# %% ../nbs/16_losses.ipynb #79289c92
 class CosFace(MarginHead):
     "Additive cosine margin: s*(cos(theta_y) - m) for the target (Wang et al. 2018)."
     def __init__(self, embedding_size: int, num_classes: int, *, s: float = 64.0, m: float = 0.35):
@@ -72,7 +72,7 @@ class CosFace(MarginHead):
 
     def target_logit(self, cos_target): return cos_target - self.m
 
-
+# %% ../nbs/16_losses.ipynb #31a7dc33
 MARGIN_HEADS = {"arcface": ArcFace, "cosface": CosFace}
 
 

@@ -94,7 +94,7 @@ class FittedSampler:
 
     def __repr__(self): return f"FittedSampler({self.sampler!r}, {str(self.table.path)!r})"
 
-
+# %% ../nbs/11_maskfit.ipynb #e0d2dcee
 def fitted_sampler(sampler, landmarks=None, source=None):
     "`sampler` itself when `landmarks` is None, else a `FittedSampler` over the landmarks file (checked to be `source`'s)."
     if landmarks is None: return sampler

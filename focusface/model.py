@@ -63,7 +63,7 @@ class FocusFaceOutput(NamedTuple):
     mask_embedding: torch.Tensor | None  # (N, 32), after ReLU6; None for a model without a mask head
     mask_logits: torch.Tensor | None     # (N, 2), index 1 = masked; None for a model without a mask head
 
-
+# %% ../nbs/17_model.ipynb #92227c58
 class FocusFace(nn.Module):
     "FocusFace (Neto et al., FG 2021): iResNet trunk, identity + mask heads, optional margin classifier."
     def __init__(self, backbone: str = "r100", num_classes: int | None = None, *,
@@ -130,7 +130,7 @@ class FocusFace(nn.Module):
         device = next(self.parameters()).device
         return self.embed(to_model_input(faces, channel_order or self.channel_order).to(device), flip=flip)
 
-
+# %% ../nbs/17_model.ipynb #9c8aab30
 def with_channel_order(model: FocusFace, channel_order: str | None) -> FocusFace:
     "The same network (weights shared, not copied) told to expect `channel_order`; `None` keeps the model's own."
     if channel_order is None or channel_order == model.channel_order: return model

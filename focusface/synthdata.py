@@ -57,7 +57,7 @@ def make_training_set(dst, *, seed: int = 0, identities: int = 300, images_per_i
                                     names=[f"synthetic_{first_identity + label}" for label in range(identities)],
                                     overwrite=overwrite)
 
-
+# %% ../nbs/14_synthdata.ipynb #262ba02f
 def _check_pairs(identities, folds, pairs_per_fold, images_per_identity):
     _check_counts(identities=identities, folds=folds, pairs_per_fold=pairs_per_fold, images_per_identity=images_per_identity)
     if pairs_per_fold % 2: raise FocusFaceError(f"pairs-per-fold must be even (half genuine, half impostor), got {pairs_per_fold}")
@@ -81,7 +81,7 @@ def sample_pairs(seed: int, first_identity: int, identities: int, *, folds: int 
             pairs.append((fold, int(first), int(r.integers(images_per_identity)), int(second), int(r.integers(images_per_identity)), False))
     return pairs
 
-
+# %% ../nbs/14_synthdata.ipynb #8c19bd89
 def synthetic_pairs(seed: int = 0, *,
                     first_identity: int,       # identities first_identity .. first_identity + identities - 1
                     identities: int,
@@ -102,7 +102,7 @@ def synthetic_pairs(seed: int = 0, *,
     result.pairs = pairs  # who is who: (fold, identity_a, image_a, identity_b, image_b, same)
     return result
 
-
+# %% ../nbs/14_synthdata.ipynb #61b62fda
 def make_pairs(dst, *, seed: int = 0, first_identity: int, identities: int, folds: int = 10, pairs_per_fold: int = 60,
                images_per_identity: int = 50, workers: int = 2, overwrite: bool = False, progress: bool = False) -> Path:
     "Write an LFW-style verification `.bin` of synthetic identities (and `<name>.pairs.tsv` saying who is who)."
@@ -115,7 +115,7 @@ def make_pairs(dst, *, seed: int = 0, first_identity: int, identities: int, fold
         "\t".join(str(int(v)) for v in p) + "\n" for p in pairs.pairs)).encode(), sources=())
     return dst
 
-
+# %% ../nbs/14_synthdata.ipynb #e60795be
 def make_demo_data(root, *, seed: int = 0, train_identities: int = 300, images_per_identity: int = 20,
                    val_identities: int = 100, val_pairs_per_fold: int = 20, eval_identities: int = 200,
                    eval_pairs_per_fold: int = 60, workers: int = 2, overwrite: bool = False, progress: bool = False) -> dict:

@@ -63,12 +63,12 @@ class Identity:
     moles: np.ndarray        # (k, 2) positions of moles on the lower face
     ear_size: float
 
-
+# %% ../nbs/13_synthfaces.ipynb #2f6e1b01
 def keyed_rng(*keys) -> np.random.Generator:
     "A generator seeded by a tuple of integer keys (seed, stream, identity, ...): the same keys, the same draws."
     return np.random.default_rng([int(k) for k in keys])
 
-
+# %% ../nbs/13_synthfaces.ipynb #66fb9cd0
 def sample_identity(seed: int, identity: int) -> Identity:
     "The parameters of `identity`, a function of (seed, identity) only."
     if identity < 0: raise ValueError(f"identity must be non-negative, got {identity}")
@@ -112,7 +112,7 @@ class Nuisance:
     noise_offset: tuple
     jpeg_quality: int     # quality the image is stored with in a dataset
 
-
+# %% ../nbs/13_synthfaces.ipynb #1d8a8bb9
 def sample_nuisance(seed: int, identity: int, image: int) -> Nuisance:
     "The nuisance of image `image` of `identity`, a function of (seed, identity, image) only."
     r = keyed_rng(seed, 2, identity, image)
@@ -311,7 +311,7 @@ def render_face(seed: int, identity: int, image: int, *, with_landmarks: bool = 
     face, landmarks = _compose(identity_layer(ident), ident, sample_nuisance(seed, identity, image))
     return (face, landmarks) if with_landmarks else face
 
-
+# %% ../nbs/13_synthfaces.ipynb #92e82042
 def faces_with_nuisance(seed: int, keys) -> "Iterator[tuple[np.ndarray, Nuisance]]":
     "(face, its nuisance) for (identity, image) keys; an identity's layer is drawn once while its images follow."
     cache: dict = {}
@@ -324,7 +324,7 @@ def faces_with_nuisance(seed: int, keys) -> "Iterator[tuple[np.ndarray, Nuisance
         nui = sample_nuisance(seed, who, which)
         yield _compose(layer, ident, nui)[0], nui
 
-
+# %% ../nbs/13_synthfaces.ipynb #29e4efb5
 def render_faces(seed: int, identities, images) -> np.ndarray:
     "A batch (N, 112, 112, 3): image `images[i]` of identity `identities[i]`; each face depends only on its keys."
     identities, images = np.broadcast_arrays(np.asarray(identities), np.asarray(images))
