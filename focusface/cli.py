@@ -401,7 +401,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         if options and command in (None, name): options(p)
     return parser
 
-
+# %% ../nbs/32_cli.ipynb #b10c0e27
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `focusface` console script."
     from focusface.errors import FocusFaceError, in_flags

@@ -51,7 +51,7 @@ def read_face(source, *, face: int | None = None, aligner=None):
         return align_photo(decode_image(path.read_bytes(), str(path)), face=face, aligner=aligner, source=str(path))
     return align_photo(source, face=face, aligner=aligner, source="image")
 
-
+# %% ../nbs/25_inference.ipynb #e1189386
 def embed_aligned(model: FocusFace, faces, flip: bool = True) -> tuple[np.ndarray, np.ndarray]:
     "`FocusFace.embed_faces` as NumPy arrays: unit embeddings (N, D) and P(masked) (N,) of aligned RGB uint8 faces."
     e, p = model.embed_faces(np.asarray(faces), flip=flip)
@@ -173,7 +173,7 @@ class InferenceModel(torch.nn.Module):
     def forward(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model.embed(faces, flip=False)  # one pass: the exported graph, without flip fusion
 
-
+# %% ../nbs/25_inference.ipynb #fe4f9c63
 ONNX_TOLERANCE = 1e-4
 
 

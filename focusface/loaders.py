@@ -165,7 +165,7 @@ def make_loader(dataset: PairedFaces, batch_sampler: PairBatchSampler, *, worker
                        multiprocessing_context=mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"))
     return DataLoader(dataset, batch_sampler=batch_sampler, **options)
 
-
+# %% ../nbs/26_loaders.ipynb #7f4558fa
 def batch_grid(batch: dict, count: int = 8) -> np.ndarray:
     "An RGB uint8 picture of a batch: its first `count` unmasked views above their masked views."
     unmasked = np.asarray(batch["unmasked"][:count])
@@ -208,10 +208,9 @@ def check_labels(faces, limit: int = 200_000) -> None:
     else: keys = faces.image_keys
     for key in keys: faces.label_of(int(key))  # raises a FormatError naming the record
 
-
+# %% ../nbs/26_loaders.ipynb #9a4ee25b
 def read_holdout(path) -> list[int]:
     if not path: return []
     try: return [int(line) for line in Path(path).read_text().split()]
     except FileNotFoundError: raise FocusFaceError(f"{path}: holdout file not found (class ids, one a line)") from None
     except ValueError: raise FocusFaceError(f"{path}: a holdout file holds class ids, one a line") from None
-

@@ -32,7 +32,7 @@ def mask_geometry(mask) -> dict:
     return dict(coverage=float(m.mean()), top=float(rows[0]) if rows.size else nan,
                 left=float(cols[0]) if cols.size else nan, right=float(cols[-1]) if cols.size else nan)
 
-
+# %% ../nbs/24_maskfidelity.ipynb #b079dda9
 def summarise_geometry(geometries) -> dict:
     "Mean coverage (%), median and quartiles of the top edge, median left and right extent, over masks."
     g = list(geometries)
@@ -58,7 +58,7 @@ def read_maskthefaced(sample) -> list[dict]:
     if not rows: raise FormatError(f"{path}: no faces listed")
     return rows
 
-
+# %% ../nbs/24_maskfidelity.ipynb #9403bcdd
 def maskthefaced_mask(sample, row) -> np.ndarray:
     "MaskTheFace's binary mask of one face (uint8, 255 = masked)."
     from focusface.images import decode_image
@@ -77,7 +77,7 @@ def our_params(row, style: str = "paper", seed: int = 0, landmarks: dict | None 
     shape = (landmarks or {}).get(row["file"])
     return params if shape is None else fit_mask_params(params, shape)
 
-
+# %% ../nbs/24_maskfidelity.ipynb #f27ff231
 def sample_landmarks(sample, rows, aligner=None) -> dict:
     "{file: 68 landmarks} of the sample's aligned faces, from dlib's predictor on `focusface.maskfit.FACE_BOX`."
     from focusface.align import DlibAligner
@@ -90,7 +90,7 @@ def sample_landmarks(sample, rows, aligner=None) -> dict:
         if not check_landmarks(shape): out[r["file"]] = shape
     return out
 
-
+# %% ../nbs/24_maskfidelity.ipynb #d08ae831
 def compare_geometry(sample, rows, styles=("paper", "bold"), seed: int = 0, landmarks: dict | None = None) -> dict:
     "Geometry summaries `{set: {variant or 'all': summary}}` for MaskTheFace's masks and ours in each style."
     from focusface.masks import mask_alpha
@@ -104,7 +104,7 @@ def compare_geometry(sample, rows, styles=("paper", "bold"), seed: int = 0, land
             out[name][variant] = summarise_geometry(g for g, r in zip(geometries, masked) if r["variant"] == variant)
     return out
 
-
+# %% ../nbs/24_maskfidelity.ipynb #c12e4750
 def geometry_table(summary: dict) -> str:
     "A Markdown table of `compare_geometry`'s result."
     lines = ["| masks | variant | n | coverage % | top edge (median, IQR) | left-right |", "| --- | --- | ---: | ---: | --- | --- |"]

@@ -59,7 +59,7 @@ class RunLog:
         if self.bar: self.bar.close()
         if self.live is not None: self.live.end()
 
-
+# %% ../nbs/28_runfolder.ipynb #57d5cb48
 def clock(seconds: float) -> str:
     seconds = int(max(0, seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -180,7 +180,7 @@ def gather(obj, world: int) -> list:
     torch.distributed.all_gather_object(out, obj)
     return out
 
-
+# %% ../nbs/28_runfolder.ipynb #86b45738
 RUN_FILES = {"model.pt", "best.pt", "checkpoint.pt", "summary.json", "cost.json", "batch.png", "train.log", "config.yaml",
              "dvclive", "training.png"}  # what a run writes into `out`: a folder of other files is not a run, and never replaced
 
@@ -190,7 +190,7 @@ def run_sources(config: TrainConfig, config_file=None) -> list:
     return [s for s in (config_file, config.train, config.masked_train, config.landmarks, config.init, config.val,
                         config.holdout) if s and not str(s).startswith("synthetic")]
 
-
+# %% ../nbs/28_runfolder.ipynb #6645a28a
 def prepare_out(config: TrainConfig, rank: int, resume: bool, overwrite: bool, config_file=None) -> bool:
     "Check (and on rank 0, clear if asked) the run folder; True when an earlier run is to be resumed."
     from focusface.files import check_destination
@@ -212,7 +212,7 @@ def prepare_out(config: TrainConfig, rank: int, resume: bool, overwrite: bool, c
             shutil.rmtree(out)
     return False
 
-
+# %% ../nbs/28_runfolder.ipynb #d7006100
 @contextmanager
 def run_lock(out: Path, rank: int, world: int):
     "Hold the run folder's lock for the whole run (rank 0 takes it; every rank stops at once if another run has it)."
@@ -237,7 +237,7 @@ def save_training_state(path, model: FocusFace, optimizer, scaler, config: Train
     save_checkpoint(model, path, extra=dict(train_config=asdict(config), optimizer=optimizer.state_dict(),
                                             scaler=scaler.state_dict(), position=dict(position), rng=rng))
 
-
+# %% ../nbs/28_runfolder.ipynb #91a50cc8
 def load_training_state(path, config: TrainConfig) -> dict:
     "The `extra` of a training checkpoint, checked against `config`, plus the model `state_dict`."
     raw = read_weights(path)

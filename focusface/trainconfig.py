@@ -106,7 +106,7 @@ class TrainConfig:
         from focusface.backbones import TRUNK_INITS
         need(self.trunk_init in TRUNK_INITS, f"trunk_init must be one of {list(TRUNK_INITS)}, got {shorten(self.trunk_init)}")
 
-
+# %% ../nbs/27_trainconfig.ipynb #e7b3278a
 _OPTIONAL = dict(val=str, masked_train=str, landmarks=str, holdout=str, init=str, device=str, max_steps=int, val_every=int, grad_clip=float)
 
 
@@ -128,7 +128,7 @@ def config_defaults() -> dict:
     "Every config key with its default value."
     return {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(TrainConfig)}
 
-
+# %% ../nbs/27_trainconfig.ipynb #68514456
 def load_config(path=None, overrides=(), **values) -> TrainConfig:
     "A checked `TrainConfig` from a YAML file, then `key=value` overrides, then keyword values."
     import yaml
@@ -174,7 +174,7 @@ def parse_train_arguments(parser, argv=None):
     args.overrides = list(args.overrides) + overrides
     return args
 
-
+# %% ../nbs/27_trainconfig.ipynb #fccf8c04
 def add_train_arguments(parser) -> None:
     "The arguments of `focusface train` and `python -m focusface.train`."
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config values that replace the file's (e.g. epochs=5 backbone=r50)")
