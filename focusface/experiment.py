@@ -150,7 +150,7 @@ def locked_versions(path) -> dict:
     return {name.strip().lower().replace("_", "-"): version.strip()
             for name, _, version in (p.partition("==") for p in pins if "==" in p)}
 
-
+# %% ../nbs/30_experiment.ipynb #d3141dc4
 def environment_drift(env: dict, locked: dict) -> list[str]:
     "`name installed (locked version)` for each package of `env` whose installed version is not the one `locked` pins."
     def same(installed, pinned): return installed is not None and installed.split("+")[0] == pinned.split("+")[0]
