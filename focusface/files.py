@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import tempfile
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple
@@ -303,6 +304,11 @@ class _MappedFile(NamedTuple):  # an array mapped from a file already (`map_npz`
     fortran: bool
 
 
+def _remove_file(path: str) -> None:
+    try: os.remove(path)
+    except FileNotFoundError: pass
+
+
 class WorkerShared:
     "Mixin: pickled (for worker processes), the object's large numpy arrays travel as memory maps of files written once."
     SHARE_BYTES = 1 << 20  # smaller arrays are copied with the rest
@@ -319,6 +325,7 @@ class WorkerShared:
                 fd, path = tempfile.mkstemp(suffix=".npy", dir=worker_tempdir()); os.close(fd)
                 np.save(path, value, allow_pickle=False)
                 written[name] = (value, path)
+                weakref.finalize(self, _remove_file, path)  # gone with the object (maps already open keep working)
             state[name] = _SharedFile(written[name][1])
         return state
 

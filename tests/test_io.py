@@ -353,3 +353,22 @@ def test_a_training_dataset_reaches_workers_as_shared_maps_not_copies(tmp_path, 
     for index in (0, 7, 23):
         mine, theirs = dataset[(index, 2)], worker[(index, 2)]
         assert mine.keys() == theirs.keys() and all(np.array_equal(mine[k], theirs[k]) for k in mine)
+
+
+def test_shared_array_files_go_with_the_object_that_wrote_them(tmp_path, monkeypatch):
+    """The files a WorkerShared object writes for its workers are removed when the object is collected, not only
+    when the process exits: a long-lived process building many datasets keeps none of the earlier ones' files."""
+    import gc
+    import pickle
+    from focusface.files import WorkerShared
+    from focusface.loaders import PairedFaces
+    from focusface.synthdata import make_training_set
+    make_training_set(tmp_path / "train", identities=6, images_per_identity=4, workers=0)
+    monkeypatch.setattr(WorkerShared, "SHARE_BYTES", 1)
+    dataset = PairedFaces(tmp_path / "train", seed=3)
+    worker = pickle.loads(pickle.dumps(dataset))
+    files = [os.path.abspath(path) for _, path in dataset._shared_files.values()]
+    assert files and all(os.path.isfile(f) for f in files)
+    del dataset; gc.collect()
+    assert not any(os.path.exists(f) for f in files)
+    assert worker[(0, 1)]["unmasked"].shape == (112, 112, 3)  # the worker's maps still read
