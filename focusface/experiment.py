@@ -13,10 +13,11 @@ from .errors import FocusFaceError, shorten
 from .files import atomic_dir, atomic_write_bytes
 
 # %% auto #0
-__all__ = ['MISSING_DATA', 'DRIFT', 'RESULT_PACKAGES', 'RANDOM_START', 'SUMMARY_METRICS', 'recorded_hash', 'check_data', 'main',
+__all__ = ['MISSING_DATA', 'DRIFT', 'RESULT_PACKAGES', 'RANDOM_START', 'SUMMARY_METRICS', 'recorded_hash', 'check_data',
            'prepare_data', 'environment', 'locked_versions', 'environment_drift', 'prepare_masked_sets', 'align_real',
            'seed_folder', 'variant_settings', 'write_random_start', 'variant_config', 'run_variant', 'run_seeds',
-           'check_params', 'load_params', 'evaluate_variant', 'compact_metrics', 'evaluate_seeds', 'run_notebook']
+           'check_params', 'load_params', 'evaluate_variant', 'compact_metrics', 'evaluate_seeds', 'run_notebook',
+           'main']
 
 # %% ../nbs/30_experiment.ipynb #5d947c4b
 MISSING_DATA = """the paper setting needs the real data, which focusface does not download:
@@ -61,30 +62,6 @@ def check_data(setting: str = "demo", ms1m: str = "data/ms1m", eval_dir: str = "
         if record is not None: found["recorded"] = recorded_hash(record)
     if out is not None: atomic_write_bytes(out, (json.dumps(found, indent=1) + "\n").encode(), sources=())
     return found
-
-# %% ../nbs/30_experiment.ipynb #45d4f3c2
-def main(argv=None) -> int:
-    "`python -m focusface.experiment check PARAMS OUT`, `align-real PARAMS OUT` or `notebook NB EXECUTED name=value...`: the stages."
-    import sys
-    argv = sys.argv[1:] if argv is None else argv
-    usage = ("usage: python -m focusface.experiment check PARAMS.yaml OUT.json\n"
-             "       python -m focusface.experiment align-real PARAMS.yaml OUT_FOLDER\n"
-             "       python -m focusface.experiment notebook NOTEBOOK EXECUTED [name=value ...]")
-    try:
-        if len(argv) >= 3 and argv[0] == "notebook": run_notebook(argv[1], argv[2], _notebook_arguments(argv[3:]))
-        elif len(argv) == 3 and argv[0] == "check":
-            params = load_params(argv[1])  # every parameter, before any work
-            data, env = params["data"], environment()
-            check_data(params["setting"], data["ms1m"], data["eval_dir"], out=argv[2], mfr2=data["mfr2"], environment=env)
-            drift = environment_drift(env, locked_versions(Path(argv[1]).parent / "constraints.txt"))
-            if drift: print(f"focusface: {DRIFT.format(', '.join(drift))}", file=sys.stderr)
-        elif len(argv) == 3 and argv[0] == "align-real":
-            params = load_params(argv[1])
-            align_real(params["setting"], params["data"]["mfr2"], argv[2], workers=params["data"]["workers"])
-        else: print(usage, file=sys.stderr); return 2
-    except FocusFaceError as e:
-        print(f"focusface: {e}", file=sys.stderr); return 2
-    return 0
 
 # %% ../nbs/30_experiment.ipynb #ba43255f
 def prepare_data(out, *, setting: str = "demo", seed: int = 0,
@@ -276,7 +253,7 @@ def _mask_problems(masks: dict) -> list[str]:
     except (FocusFaceError, TypeError) as e: said.insert(0, f"masks.spec: {e}")
     return said
 
-
+# %% ../nbs/30_experiment.ipynb #dd886842
 def _start_of(variants: dict, name) -> str:
     settings = variants.get(name)
     return settings.get("init_from", RANDOM_START) if isinstance(settings, dict) else RANDOM_START
@@ -315,7 +292,7 @@ def _run_problems(train: dict, variants: dict) -> list[str]:
         said += _config_problems(dict(train, **own), f"variants.{name}", known)
     return said + _circles(variants)
 
-
+# %% ../nbs/30_experiment.ipynb #b0af5482
 def _report_problems(report: dict, variants: dict) -> list[str]:
     said = [f"report.{k}: must be an integer of at least {least}, got {report.get(k)!r}"
             for k, least in (("bootstrap", 0), ("seed", 0)) if not _whole(report.get(k), least)]
@@ -427,6 +404,30 @@ def _notebook_arguments(pairs: list) -> dict:
     bad = [p for p in pairs if "=" not in p or not p.split("=", 1)[0].isidentifier()]
     if bad: raise FocusFaceError(f"notebook parameters are name=value, got {shorten(bad)}")
     return dict(p.split("=", 1) for p in pairs)
+
+# %% ../nbs/30_experiment.ipynb #45d4f3c2
+def main(argv=None) -> int:
+    "`python -m focusface.experiment check PARAMS OUT`, `align-real PARAMS OUT` or `notebook NB EXECUTED name=value...`: the stages."
+    import sys
+    argv = sys.argv[1:] if argv is None else argv
+    usage = ("usage: python -m focusface.experiment check PARAMS.yaml OUT.json\n"
+             "       python -m focusface.experiment align-real PARAMS.yaml OUT_FOLDER\n"
+             "       python -m focusface.experiment notebook NOTEBOOK EXECUTED [name=value ...]")
+    try:
+        if len(argv) >= 3 and argv[0] == "notebook": run_notebook(argv[1], argv[2], _notebook_arguments(argv[3:]))
+        elif len(argv) == 3 and argv[0] == "check":
+            params = load_params(argv[1])  # every parameter, before any work
+            data, env = params["data"], environment()
+            check_data(params["setting"], data["ms1m"], data["eval_dir"], out=argv[2], mfr2=data["mfr2"], environment=env)
+            drift = environment_drift(env, locked_versions(Path(argv[1]).parent / "constraints.txt"))
+            if drift: print(f"focusface: {DRIFT.format(', '.join(drift))}", file=sys.stderr)
+        elif len(argv) == 3 and argv[0] == "align-real":
+            params = load_params(argv[1])
+            align_real(params["setting"], params["data"]["mfr2"], argv[2], workers=params["data"]["workers"])
+        else: print(usage, file=sys.stderr); return 2
+    except FocusFaceError as e:
+        print(f"focusface: {e}", file=sys.stderr); return 2
+    return 0
 
 # %% ../nbs/30_experiment.ipynb #9d1ab419
 if __name__ == "__main__":

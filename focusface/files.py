@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Iterator, NamedTuple
 from .errors import DestinationError, FocusFaceError
 
 # %% auto #0
-__all__ = ['check_destination', 'hold_lock', 'remove_stale_temporaries', 'glob_escape', 'temporary_path', 'atomic_dir',
+__all__ = ['check_destination', 'hold_lock', 'glob_escape', 'remove_stale_temporaries', 'temporary_path', 'atomic_dir',
            'atomic_file', 'atomic_write_bytes', 'scratch_dir', 'allocated_memmap', 'write_npz', 'save_figure',
            'die_with', 'worker_tempdir', 'ordered_map', 'WorkerShared', 'map_npz']
 
@@ -82,6 +82,22 @@ def hold_lock(dst: Path):
     finally:
         lock.unlink(missing_ok=True); os.close(fd)
 
+# %% ../nbs/02_files.ipynb #4f0ada9b
+def _is_disk_full(error: OSError) -> bool: return error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _disk_full(dst: Path) -> DestinationError:
+    "A full disk (or quota) while writing `dst`, said with the destination and the space left."
+    try: free = f"{shutil.disk_usage(dst.parent).free / 1e6:,.1f} MB free"
+    except OSError: free = "free space unknown"
+    return DestinationError(f"{dst}: the disk is full ({free} on {dst.parent}): nothing was written; free some space "
+                            "or choose another destination")
+
+
+def glob_escape(name: str) -> str:
+    "`name` with the glob wildcards `*?[` escaped."
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
 # %% ../nbs/02_files.ipynb #152d4a7e
 def _alive(pid: int) -> bool:
     try: os.kill(pid, 0)
@@ -99,22 +115,6 @@ def remove_stale_temporaries(dst) -> list[Path]:
         if made_by and int(made_by.group(1)) != os.getpid() and not _alive(int(made_by.group(1))): stale.append(p)
     for p in stale: shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
     return stale
-
-# %% ../nbs/02_files.ipynb #4f0ada9b
-def _is_disk_full(error: OSError) -> bool: return error.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
-def _disk_full(dst: Path) -> DestinationError:
-    "A full disk (or quota) while writing `dst`, said with the destination and the space left."
-    try: free = f"{shutil.disk_usage(dst.parent).free / 1e6:,.1f} MB free"
-    except OSError: free = "free space unknown"
-    return DestinationError(f"{dst}: the disk is full ({free} on {dst.parent}): nothing was written; free some space "
-                            "or choose another destination")
-
-
-def glob_escape(name: str) -> str:
-    "`name` with the glob wildcards `*?[` escaped."
-    return re.sub(r"([*?\[])", r"[\1]", name)
 
 # %% ../nbs/02_files.ipynb #04a80ca5
 def temporary_path(dst: Path, directory: bool = False) -> Path:
