@@ -305,7 +305,7 @@ def _recorded_method(raw: dict) -> str | None:
     method = summary.get("method")
     return method if isinstance(method, str) else None
 
-
+# %% ../nbs/18_checkpoints.ipynb #5d156f54
 def _config_and_state(raw: dict, layout: str, path, with_classifier: bool) -> tuple[dict, dict]:
     "The model config and our-layout state dict of a file read by `read_weights`, whatever its layout."
     if layout == "focusface":
@@ -334,7 +334,7 @@ def _config_and_state(raw: dict, layout: str, path, with_classifier: bool) -> tu
                               "checkpoint, the authors' focus_face*.mdl state dict, or an insightface backbone.pth")
     return config, state
 
-
+# %% ../nbs/18_checkpoints.ipynb #fc5705e1
 def load_checkpoint(path, map_location="cpu", *, with_classifier: bool = True, channel_order: str | None = None,
                     device=None) -> FocusFace:
     """The one loader: a `FocusFace` in eval mode from our checkpoint, the authors' `focus_face*.mdl` or a plain
