@@ -11,7 +11,7 @@ import sys
 # %% auto #0
 __all__ = ['COMMANDS', 'build_parser', 'main']
 
-# %% ../nbs/32_cli.ipynb #2d82f097
+# %% ../nbs/32_cli.ipynb #015fb9cd
 def _cmd_backbones(args) -> int:
     from focusface.backbones import backbone_spec, list_backbones
     for name in list_backbones():
@@ -39,7 +39,7 @@ def _cmd_inspect(args) -> int:
               "(cosine; U-U at FMR 0.1% on its validation pairs)")
     return 0
 
-
+# %% ../nbs/32_cli.ipynb #c7f1b048
 def _cmd_info(args) -> int:
     from focusface.files import atomic_write_bytes, check_destination
     from focusface.inspection import check_images, contact_sheet, describe, sample_images
@@ -69,7 +69,7 @@ def _cmd_pack(args) -> int:
           f"{info['image_size'][0]}x{info['image_size'][1]} (train.rec, train.idx, property, identities.tsv)")
     return 0
 
-
+# %% ../nbs/32_cli.ipynb #f010fac8
 def _cmd_mask(args) -> int:
     from focusface.maskdata import mask_dataset
     info = mask_dataset(args.src, args.dst, spec=args.code, seed=args.seed, protocol=args.protocol,
@@ -100,7 +100,7 @@ def _cmd_synth(args) -> int:
         print(f"{name}: {info[name]} (identities [{first}, {end}))")
     return 0
 
-
+# %% ../nbs/32_cli.ipynb #2e434ce0
 def _cmd_train(args) -> int:
     from focusface.train import run_from_arguments
     return run_from_arguments(args)
@@ -137,7 +137,7 @@ def _cmd_landmarks(args) -> int:
               f"{shown}; `focusface info --check {args.src}` lists them", file=sys.stderr)
     return 0
 
-
+# %% ../nbs/32_cli.ipynb #f288e589
 def _cmd_verify(args) -> int:
     import json
     from focusface.inference import verify

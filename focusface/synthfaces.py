@@ -128,7 +128,7 @@ def sample_nuisance(seed: int, identity: int, image: int) -> Nuisance:
         noise_offset=(int(u[18] * 1e6) % (_NOISE_TILE - TEMPLATE_SIZE), int(u[18] * 1e9) % (_NOISE_TILE - TEMPLATE_SIZE)),
         jpeg_quality=75 + int(u[19] * 21))
 
-# %% ../nbs/13_synthfaces.ipynb #de79245f
+# %% ../nbs/13_synthfaces.ipynb #e3bb6fc1
 _NOISE_TILE = 256
 _NOISE = np.random.default_rng(20211027).standard_normal((_NOISE_TILE, _NOISE_TILE)).astype(np.float32)
 _S = 16  # OpenCV fixed-point sub-pixel factor (shift=4)
@@ -170,7 +170,7 @@ def _features(ident: Identity):
     mouth = TEMPLATE_LANDMARKS[3:] + np.float32([[-ident.mouth_dx, 0], [ident.mouth_dx, 0]])
     return eyes, TEMPLATE_LANDMARKS[2], mouth
 
-
+# %% ../nbs/13_synthfaces.ipynb #906cde8b
 def identity_layer(ident: Identity) -> tuple:
     "What an identity keeps across its images: RGB uint8 (112, 112, 3), its coverage uint8 (112, 112), and the geometry its expressions move."
     skin, hair, shadow = _c(ident.skin), _c(ident.hair), _c(ident.skin * 0.8)
@@ -230,7 +230,7 @@ def identity_layer(ident: Identity) -> tuple:
     for mole in ident.moles: _ellipse(img, mole, (1.2, 1.2), _c(ident.skin * 0.35))
     return img, alpha, _Expression(ident)
 
-
+# %% ../nbs/13_synthfaces.ipynb #803e66f6
 class _Expression:
     "Per-identity geometry of the parts an expression moves, precomputed once per identity."
     def __init__(self, ident: Identity):
