@@ -93,6 +93,10 @@ def sample_identity(seed: int, identity: int) -> Identity:
         beard=int(r.choice([0, 0, 0, 1, 2, 3, 4])), moles=moles, ear_size=r.uniform(6, 10))
 
 # %% ../nbs/13_synthfaces.ipynb #58e4d99d
+_NOISE_TILE = 256  # sensor noise: each image takes a patch of one fixed tile
+_NOISE = np.random.default_rng(20211027).standard_normal((_NOISE_TILE, _NOISE_TILE)).astype(np.float32)
+
+
 @dataclass
 class Nuisance:
     angle: float          # degrees, about the template centre
@@ -129,8 +133,6 @@ def sample_nuisance(seed: int, identity: int, image: int) -> Nuisance:
         jpeg_quality=75 + int(u[19] * 21))
 
 # %% ../nbs/13_synthfaces.ipynb #e3bb6fc1
-_NOISE_TILE = 256
-_NOISE = np.random.default_rng(20211027).standard_normal((_NOISE_TILE, _NOISE_TILE)).astype(np.float32)
 _S = 16  # OpenCV fixed-point sub-pixel factor (shift=4)
 _U7, _U9, _U13, _U17 = (np.linspace(-1, 1, n, dtype=np.float32) for n in (7, 9, 13, 17))
 _ARC = np.linspace(0, np.pi, 13, dtype=np.float32)
@@ -169,6 +171,47 @@ def _features(ident: Identity):
     eyes = TEMPLATE_LANDMARKS[:2] + np.float32([[-ident.eye_dx, 0], [ident.eye_dx, 0]])
     mouth = TEMPLATE_LANDMARKS[3:] + np.float32([[-ident.mouth_dx, 0], [ident.mouth_dx, 0]])
     return eyes, TEMPLATE_LANDMARKS[2], mouth
+
+# %% ../nbs/13_synthfaces.ipynb #803e66f6
+class _Expression:
+    "Per-identity geometry of the parts an expression moves, precomputed once per identity."
+    def __init__(self, ident: Identity):
+        eyes, _, (left, right) = _features(ident)
+        arch = np.sqrt(np.clip(1 - _U7 ** 2, 0, 1))
+        self.brows = [np.stack([eye[0] + side * _U7 * (ident.eye_width * 0.75 + 2),
+                                eye[1] - ident.brow_gap - ident.brow_arch * (1 - _U7 ** 2) - side * _U7 * ident.brow_tilt * 0.5], 1)
+                      for side, eye in zip((-1, 1), eyes)]
+        self.lid_x = [eye[0] + _U7 * ident.eye_width * 0.64 for eye in eyes]
+        self.lid_y, self.lid_arch, self.eye_height = [eye[1] for eye in eyes], arch, ident.eye_height
+        self.lid_top = [np.array([(eye[0] + ident.eye_width * 0.64, eye[1] - ident.eye_height - 1.5),
+                                  (eye[0] - ident.eye_width * 0.64, eye[1] - ident.eye_height - 1.5)], np.float32) for eye in eyes]
+        self.mouth_x = left[0] + (_U9 + 1) / 2 * (right[0] - left[0])
+        self.bulge = 1 - _U9 ** 2
+        self.mouth_y = (left[1] + right[1]) / 2
+        self.colours = dict(skin=_c(ident.skin), lid=_c(ident.skin * 0.45), brow=_c(ident.hair * 0.7),
+                            lips=_c(ident.lips), lip_line=_c(ident.lips * 0.5))
+        self.brow_thickness, self.lip_upper, self.lip_lower = ident.brow_thickness, ident.lip_upper, ident.lip_lower
+
+
+def _draw_expression(img: np.ndarray, geo: _Expression, nui: Nuisance) -> None:
+    "Brows, eyelids and mouth of one image, on a copy of the identity layer."
+    c = geo.colours
+    h = geo.eye_height * nui.eye_open
+    lids = [np.stack([x, y - h * geo.lid_arch], 1) for x, y in zip(geo.lid_x, geo.lid_y)]
+    if nui.eye_open < 1.0: _polys(img, [np.concatenate([lid, top]) for lid, top in zip(lids, geo.lid_top)], c["skin"])
+    _lines(img, lids, c["lid"], 1.2)
+    _lines(img, [b - np.float32([0, nui.brow_raise]) for b in geo.brows], c["brow"], geo.brow_thickness)
+    # mouth: lips around the opening, corners on the landmarks, a smile lifts the corners
+    centre = geo.mouth_y - nui.smile * 0.5 + nui.smile * 0.6 * geo.bulge
+    opening = nui.mouth_open * geo.bulge
+    top, bottom = centre - opening * 0.5, centre + opening * 0.5
+    upper = np.stack([geo.mouth_x, top - geo.lip_upper * geo.bulge], 1)
+    lower = np.stack([geo.mouth_x, bottom + geo.lip_lower * geo.bulge], 1)
+    _polys(img, [np.concatenate([upper, lower[::-1]])], c["lips"])
+    if nui.mouth_open > 0.4:
+        _polys(img, [np.concatenate([np.stack([geo.mouth_x, top], 1), np.stack([geo.mouth_x, bottom], 1)[::-1]])], (45.0, 20.0, 25.0))
+    else:
+        _lines(img, [np.stack([geo.mouth_x, centre], 1)], c["lip_line"], 1.0)
 
 # %% ../nbs/13_synthfaces.ipynb #906cde8b
 def identity_layer(ident: Identity) -> tuple:
@@ -229,47 +272,6 @@ def identity_layer(ident: Identity) -> tuple:
                       (56, mouth[0][1] - 4)]], _c(ident.hair * 0.85))
     for mole in ident.moles: _ellipse(img, mole, (1.2, 1.2), _c(ident.skin * 0.35))
     return img, alpha, _Expression(ident)
-
-# %% ../nbs/13_synthfaces.ipynb #803e66f6
-class _Expression:
-    "Per-identity geometry of the parts an expression moves, precomputed once per identity."
-    def __init__(self, ident: Identity):
-        eyes, _, (left, right) = _features(ident)
-        arch = np.sqrt(np.clip(1 - _U7 ** 2, 0, 1))
-        self.brows = [np.stack([eye[0] + side * _U7 * (ident.eye_width * 0.75 + 2),
-                                eye[1] - ident.brow_gap - ident.brow_arch * (1 - _U7 ** 2) - side * _U7 * ident.brow_tilt * 0.5], 1)
-                      for side, eye in zip((-1, 1), eyes)]
-        self.lid_x = [eye[0] + _U7 * ident.eye_width * 0.64 for eye in eyes]
-        self.lid_y, self.lid_arch, self.eye_height = [eye[1] for eye in eyes], arch, ident.eye_height
-        self.lid_top = [np.array([(eye[0] + ident.eye_width * 0.64, eye[1] - ident.eye_height - 1.5),
-                                  (eye[0] - ident.eye_width * 0.64, eye[1] - ident.eye_height - 1.5)], np.float32) for eye in eyes]
-        self.mouth_x = left[0] + (_U9 + 1) / 2 * (right[0] - left[0])
-        self.bulge = 1 - _U9 ** 2
-        self.mouth_y = (left[1] + right[1]) / 2
-        self.colours = dict(skin=_c(ident.skin), lid=_c(ident.skin * 0.45), brow=_c(ident.hair * 0.7),
-                            lips=_c(ident.lips), lip_line=_c(ident.lips * 0.5))
-        self.brow_thickness, self.lip_upper, self.lip_lower = ident.brow_thickness, ident.lip_upper, ident.lip_lower
-
-
-def _draw_expression(img: np.ndarray, geo: _Expression, nui: Nuisance) -> None:
-    "Brows, eyelids and mouth of one image, on a copy of the identity layer."
-    c = geo.colours
-    h = geo.eye_height * nui.eye_open
-    lids = [np.stack([x, y - h * geo.lid_arch], 1) for x, y in zip(geo.lid_x, geo.lid_y)]
-    if nui.eye_open < 1.0: _polys(img, [np.concatenate([lid, top]) for lid, top in zip(lids, geo.lid_top)], c["skin"])
-    _lines(img, lids, c["lid"], 1.2)
-    _lines(img, [b - np.float32([0, nui.brow_raise]) for b in geo.brows], c["brow"], geo.brow_thickness)
-    # mouth: lips around the opening, corners on the landmarks, a smile lifts the corners
-    centre = geo.mouth_y - nui.smile * 0.5 + nui.smile * 0.6 * geo.bulge
-    opening = nui.mouth_open * geo.bulge
-    top, bottom = centre - opening * 0.5, centre + opening * 0.5
-    upper = np.stack([geo.mouth_x, top - geo.lip_upper * geo.bulge], 1)
-    lower = np.stack([geo.mouth_x, bottom + geo.lip_lower * geo.bulge], 1)
-    _polys(img, [np.concatenate([upper, lower[::-1]])], c["lips"])
-    if nui.mouth_open > 0.4:
-        _polys(img, [np.concatenate([np.stack([geo.mouth_x, top], 1), np.stack([geo.mouth_x, bottom], 1)[::-1]])], (45.0, 20.0, 25.0))
-    else:
-        _lines(img, [np.stack([geo.mouth_x, centre], 1)], c["lip_line"], 1.0)
 
 # %% ../nbs/13_synthfaces.ipynb #9b0b36a0
 def _background(nui: Nuisance) -> np.ndarray:
