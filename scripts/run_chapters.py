@@ -11,8 +11,10 @@ text of every output (streams, printed values, tables; not the pixels of figures
 with a diff on the first cell that differs, so an output that has gone stale, or was edited by hand, fails the test
 command (`scripts/test`, which runs this instead of a plain `nbdev-test`: one execution of the book). Cells whose
 output cannot be stable carry the tag `nbval-ignore-output` (the marker nbval, the pytest plugin, uses): they must
-run without error and their output is not compared. Cells tagged `real-faces` keep their text and lose their
-pictures, so photographs of real people never enter the repository. Keeping outputs ends with `nbdev-clean`.
+run without error and their output is not compared; `--check` lists those whose text changed as a note, not a failure
+(they depend on what the machine has: the samples, a pipeline run), so one that went stale where it was made is seen.
+Cells tagged `real-faces` keep their text and lose their pictures, so photographs of real people never enter the
+repository. Keeping outputs ends with `nbdev-clean`.
 """
 import argparse
 import difflib
@@ -78,6 +80,16 @@ def shown(outputs) -> list[str]:
     return [t.rstrip() + "\n" for t in texts]
 
 
+def _first_line(cell) -> str: return repr((cell.source.splitlines() or [""])[0][:60])
+
+
+def ignored_changes(nb, run, name: str) -> list[str]:
+    "The cells tagged `nbval-ignore-output` whose text output in `run` differs from the committed one."
+    return [f"{name} cell {number} ({_first_line(cell)})" for number, (cell, done) in enumerate(zip(nb.cells, run.cells))
+            if cell.cell_type == "code" and not skipped(cell) and "nbval-ignore-output" in tags(cell)
+            and shown(cell.outputs) != shown(done.outputs)]
+
+
 def differences(nb, run, name: str) -> list[str]:
     "Where the outputs of `run` differ from those committed in `nb` (cells tagged `nbval-ignore-output` aside)."
     for number, (cell, done) in enumerate(zip(nb.cells, run.cells)):
@@ -85,8 +97,7 @@ def differences(nb, run, name: str) -> list[str]:
         old, new = shown(cell.outputs), shown(done.outputs)
         if old == new: continue
         diff = difflib.unified_diff("".join(old).splitlines(), "".join(new).splitlines(), "committed", "now", lineterm="", n=1)
-        first = cell.source.splitlines()[0] if cell.source else ""
-        return [f"{name}: cell {number} ({first[:60]!r}) shows another output than the committed one:\n"
+        return [f"{name}: cell {number} ({_first_line(cell)}) shows another output than the committed one:\n"
                 + "\n".join(list(diff)[:40])
                 + "\nIf the change is intended, run `python scripts/run_chapters.py " + name.split(".")[0] + "` and commit."]
     return []
@@ -114,16 +125,17 @@ def keep(nb, run, path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def chapter(path: Path, check: bool, cwd: Path = NBS) -> list[str]:
-    "Run one chapter; return its problems (an error, or with `check` the first output that differs)."
+def chapter(path: Path, check: bool, cwd: Path = NBS) -> tuple[list[str], list[str]]:
+    "Run one chapter: its problems (an error, or with `check` the first output that differs) and, with `check`, the ignored cells that changed."
     started = time.monotonic()
     nb = nbformat.read(path, as_version=4)
     try: run = execute(nb, cwd)
-    except CellExecutionError as e: return [f"{path.name}: a cell raised an error:\n{str(e)[-3000:]}"]
+    except CellExecutionError as e: return [f"{path.name}: a cell raised an error:\n{str(e)[-3000:]}"], []
     found = differences(nb, run, path.name) if check else []
+    changed = ignored_changes(nb, run, path.name) if check else []
     if not check: keep(nb, run, path)
     print(f"{'FAIL' if found else 'ok  '} {path.name} ({time.monotonic() - started:.0f} s)", flush=True)
-    return found
+    return found, changed
 
 
 def chapters(names: list[str]) -> list[Path]:
@@ -153,9 +165,15 @@ def main(argv: list[str]) -> int:
             sys.exit(f"run_chapters: {', '.join(real)} measure real faces: set {' and '.join(unset)} to the development "
                      "samples (see the README) before keeping their outputs, or leave those chapters out")
     jobs = [(p, args.check) for p in paths]
-    if args.workers == 1 or len(jobs) == 1: found = [e for job in jobs for e in _job(job)]
+    if args.workers == 1 or len(jobs) == 1: results = [_job(job) for job in jobs]
     else:
-        with multiprocessing.get_context("spawn").Pool(args.workers) as pool: found = [e for r in pool.imap(_job, jobs) for e in r]
+        with multiprocessing.get_context("spawn").Pool(args.workers) as pool: results = list(pool.imap(_job, jobs))
+    found = [e for problems, _ in results for e in problems]
+    changed = [c for _, cells in results for c in cells]
+    if changed:  # not a failure: such output depends on the machine; where the chapter was made, it means stale
+        print(f"\nnote: {len(changed)} cell(s) tagged nbval-ignore-output now show other text than the committed output "
+              "(not compared: it depends on the samples or a pipeline run). On a machine like the one that made them, "
+              "refresh with `python scripts/run_chapters.py CHAPTER`:\n  " + "\n  ".join(changed), file=sys.stderr)
     for problem in found: print(f"\n{problem}", file=sys.stderr)
     if found:
         print(f"\n{len(found)} of {len(paths)} chapter(s) failed", file=sys.stderr)

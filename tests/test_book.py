@@ -100,6 +100,27 @@ def test_an_output_edited_by_hand_fails_the_book_check(tmp_path):
     assert "16_losses.ipynb: cell" in out.stderr and "-ArcFace     [0.879" in out.stderr and "+ArcFace     [0.878" in out.stderr, out.stderr
 
 
+def test_an_ignored_output_that_changed_is_named_not_failed(tmp_path):
+    """A cell tagged nbval-ignore-output is not compared, but --check names it when its text changed (it may be stale)."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+    ignored = new_code_cell("print(2 + 2)", metadata={"tags": ["nbval-ignore-output"]},
+                            outputs=[new_output("stream", name="stdout", text="5\n")])  # stale: it prints 4 now
+    compared = new_code_cell("print('same')", outputs=[new_output("stream", name="stdout", text="same\n")])
+    path = tmp_path / "99_toy.ipynb"
+
+    def check():
+        kernel = {"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}}
+        nbformat.write(new_notebook(cells=[compared, ignored], metadata=kernel), path)
+        return subprocess.run(RUN_CHAPTERS + ["--check", "--workers", "1", str(path)], capture_output=True, text=True)
+    out = check()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "note: 1 cell(s) tagged nbval-ignore-output" in out.stderr and "99_toy.ipynb cell 1 ('print(2 + 2)')" in out.stderr, out.stderr
+    ignored.outputs[0].text = "4\n"  # refreshed: nothing to say
+    out = check()
+    assert out.returncode == 0 and "note:" not in out.stderr, out.stdout + out.stderr
+
+
 def test_the_readme_quotes_the_mask_fidelity_chapter():
     """The README's mask-fidelity table repeats numbers of nbs/24_maskfidelity.ipynb's outputs: each one must be there."""
     import re
