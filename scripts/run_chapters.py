@@ -22,10 +22,12 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import nbformat
+from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
@@ -57,12 +59,18 @@ def execute(nb, cwd: Path):
     for cell in run.cells:
         if skipped(cell): cell.source = ""
     for attempt in range(3):  # a kernel that dies while starting (before running any cell) is started again
-        try:
-            NotebookClient(run, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
-            return run
-        except RuntimeError as e:
-            if "before replying to kernel_info" not in str(e) or attempt == 2: raise
-            print(f"the kernel died while starting ({e}); starting another", flush=True)
+        # The kernel talks over Unix sockets in a folder of its own: no TCP ports to race for between workers, and
+        # none of ipykernel's "running over TCP without encryption" warnings between the chapters' lines.
+        with tempfile.TemporaryDirectory(prefix="focusface-kernel-") as sockets:
+            km = KernelManager(kernel_name="python3", transport="ipc", ip=str(Path(sockets) / "kernel"))
+            try:
+                NotebookClient(run, km=km, timeout=1800, resources={"metadata": {"path": str(cwd)}}).execute()
+                return run
+            except RuntimeError as e:
+                if "before replying to kernel_info" not in str(e) or attempt == 2: raise
+                print(f"the kernel died while starting ({e}); starting another", flush=True)
+            finally:  # a kernel manager handed to NotebookClient is the caller's to shut down
+                if km.has_kernel: km.shutdown_kernel(now=True)
 
 
 def shown(outputs) -> list[str]:
