@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import FocusFaceError, FormatError, shorten
 from .files import allocated_memmap, atomic_dir, check_destination, ordered_map, scratch_dir, write_npz
-from .images import IMAGE_SUFFIXES, decode_image, encode_image, image_size
+from .images import IMAGE_SUFFIXES, check_quality, decode_image, encode_image, image_size
 from .landmarks import FACE_BOX, check_landmarks
 from .template import TEMPLATE_SIZE
 
@@ -76,8 +76,7 @@ def align_folder(src, dst, *,
     from focusface.align import DETECTORS
     src, dst = Path(src), Path(dst)
     if detector not in DETECTORS: raise FocusFaceError(f"detector must be one of {list(DETECTORS)}, got {shorten(detector)}")
-    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
-        raise FocusFaceError(f"quality must be an integer in [1, 100], got {shorten(quality)}")
+    check_quality(quality)
     images, carried = folder_images(src)
     with atomic_dir(dst, overwrite=overwrite, sources=[src]) as tmp:
         if workers == 0: from focusface.align import default_aligner; default_aligner(detector)  # fail before the bar

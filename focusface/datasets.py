@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import FormatError, shorten
 from .files import WorkerShared, atomic_dir
-from .images import decode_image, encode_image, list_image_folder
+from .images import check_quality, decode_image, encode_image, list_image_folder
 from .recordio import RecordReader, RecordWriter, pack_record, unpack_record
 
 # %% auto #0
@@ -162,7 +162,7 @@ def write_insightface_folder(dst, items: Iterable[tuple[int, bytes]], *,
 # %% ../nbs/06_datasets.ipynb #64dfddfe
 def pack_folder(src, dst, *, overwrite: bool = False, quality: int = 95) -> Path:
     "Pack `src/<identity>/<image>` into an insightface dataset folder `dst` (train.rec/.idx, property)."
-    src, dst = Path(src), Path(dst)
+    src, dst, quality = Path(src), Path(dst), check_quality(quality)
     people = list_image_folder(src)
     first = people[0][1][0]
     size = decode_image(first.read_bytes(), source=str(first)).shape[:2]

@@ -11,11 +11,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import FormatError, shorten
+from .errors import FocusFaceError, FormatError, shorten
 
 # %% auto #0
-__all__ = ['MAX_IMAGE_PIXELS', 'IMAGE_SUFFIXES', 'image_size', 'decode_image', 'encode_image', 'decode_with_warnings',
-           'jpeg_truncated', 'list_image_folder']
+__all__ = ['MAX_IMAGE_PIXELS', 'IMAGE_SUFFIXES', 'image_size', 'decode_image', 'check_quality', 'encode_image',
+           'decode_with_warnings', 'jpeg_truncated', 'list_image_folder']
 
 # %% ../nbs/03_images.ipynb #d98b21a6
 MAX_IMAGE_PIXELS = 64_000_000
@@ -107,13 +107,20 @@ def decode_image(data, source: str = "image") -> np.ndarray:
                           "or truncated: re-create it from the source images")
     return image
 
+# %% ../nbs/03_images.ipynb #7c0a8f6c
+def check_quality(quality) -> int:
+    "`quality` if it is a JPEG quality (an integer in [1, 100]); otherwise a `FocusFaceError` naming the parameter."
+    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
+        raise FocusFaceError(f"quality must be an integer in [1, 100] (JPEG quality), got {shorten(quality)}")
+    return int(quality)
+
 # %% ../nbs/03_images.ipynb #cff2089a
 def encode_image(image: np.ndarray, ext: str = ".jpg", quality: int = 95) -> bytes:
     "RGB uint8 (H, W, 3) -> JPEG (`.jpg`, `quality` 1-100) or lossless PNG (`.png`) bytes."
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise FormatError(f"encode_image expects RGB uint8 (H, W, 3), got "
                           f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}")
-    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if ext.lower() in (".jpg", ".jpeg") else []
+    params = [cv2.IMWRITE_JPEG_QUALITY, check_quality(quality)] if ext.lower() in (".jpg", ".jpeg") else []
     ok, buf = cv2.imencode(ext, cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params)
     if not ok: raise FormatError(f"OpenCV could not encode an image as {ext}")
     return buf.tobytes()

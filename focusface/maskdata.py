@@ -16,7 +16,7 @@ import numpy as np
 from .datasets import BinSource, FolderSource, PairsSource, RecSource, file_sha256, open_dataset
 from .errors import FocusFaceError, FormatError, shorten
 from .files import atomic_dir, atomic_file, check_destination, ordered_map, scratch_dir
-from .images import decode_with_warnings, encode_image, jpeg_truncated
+from .images import check_quality, decode_with_warnings, encode_image, jpeg_truncated
 from .maskfit import fitted_sampler
 from .masks import apply_mask
 from .maskspec import DEFAULT_SPEC, MaskParams, MaskSampler, manifest_header, manifest_line, read_manifest
@@ -104,8 +104,7 @@ def _job_items(source, keys: list, params: list) -> tuple[str, list]:
 def _check_options(protocol: str, quality, replay, landmarks) -> None:
     if protocol not in ("um", "mm"):
         raise FocusFaceError(f"protocol must be 'um' (mask the second image of each pair) or 'mm' (both), got {protocol!r}")
-    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
-        raise FocusFaceError(f"quality must be an integer in [1, 100], got {shorten(quality)}")
+    check_quality(quality)
     if replay is not None and landmarks is not None:
         raise FocusFaceError("a replay draws the masks its manifest recorded (fitted ones included): landmarks=FILE does not apply")
 
