@@ -191,21 +191,27 @@ def _cmd_export(args) -> int:
     return 0
 
 # %% ../nbs/32_cli.ipynb #2ae2a4d5
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1: raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+def _integer(text: str, least: int, what: str) -> int:
+    try: value = int(text)
+    except ValueError: raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if value < least: raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
     return value
 
 
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0: raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+def _positive(text: str) -> int: return _integer(text, 1, "a positive integer")
+def _non_negative(text: str) -> int: return _integer(text, 0, "an integer, 0 or more")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    "Help that shows each option's default, except where there is none to show (None, a switch's False) or the help says it."
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or "default:" in (action.help or ""): return action.help
+        return super()._get_help_string(action)
 
 
 def _command(sub, name: str, func, help: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_HelpFormatter)
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     p.set_defaults(func=func, command_parser=p)
     return p

@@ -95,7 +95,8 @@ class TrainConfig:
             need(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("max_steps", "val_every"):
             need(getattr(self, name) is None or getattr(self, name) >= 1, f"{name} must be at least 1 (or null), got {getattr(self, name)}")
-        need(self.lr > 0 and self.momentum >= 0 and self.weight_decay >= 0, "lr must be positive, momentum and weight_decay not negative")
+        need(self.lr > 0, f"lr must be positive, got {self.lr}")
+        for name in ("momentum", "weight_decay"): need(getattr(self, name) >= 0, f"{name} must be 0 or more, got {getattr(self, name)}")
         need(0 <= self.unmasked_share <= 1, f"unmasked_share must be in [0, 1], got {self.unmasked_share}")
         need(not (self.landmarks and self.masked_train), "landmarks fit the masks drawn on the fly; masked_train has its "
              "masks already (fit those with `focusface mask --landmarks`): give one or the other")
