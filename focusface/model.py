@@ -19,7 +19,7 @@ from .losses import MarginHead, create_margin_head
 
 # %% auto #0
 __all__ = ['CHANNEL_ORDERS', 'to_model_input', 'EmbeddingHead', 'FocusFaceOutput', 'FocusFace', 'with_channel_order',
-           'resolve_device']
+           'resolve_device', 'activation_bytes', 'available_memory', 'check_cpu_memory']
 
 # %% ../nbs/17_model.ipynb #df0afcc4
 CHANNEL_ORDERS = ("rgb", "bgr")
@@ -157,3 +157,37 @@ def resolve_device(device=None) -> torch.device:
         if d.index is not None and d.index >= torch.cuda.device_count():
             raise FocusFaceError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return d
+
+# %% ../nbs/17_model.ipynb #8c903410
+def activation_bytes(model: FocusFace) -> int:
+    "Bytes of layer outputs one 112x112 face leaves for the backward pass of a training step (measured, lower bound)."
+    sizes = []
+    record = lambda module, inputs, out: sizes.append(out.numel() * out.element_size()) if torch.is_tensor(out) else None
+    hooks = [m.register_forward_hook(record) for m in model.modules() if not any(m.children())]
+    training, device = model.training, next(model.parameters()).device
+    try:
+        model.eval()
+        with torch.no_grad(): model(torch.zeros(2, 3, 112, 112, device=device))
+    finally:
+        for hook in hooks: hook.remove()
+        model.train(training)
+    return sum(sizes) // 2
+
+# %% ../nbs/17_model.ipynb #7de0029b
+def available_memory() -> int | None:
+    "Bytes of memory the machine can give a process now (Linux's MemAvailable), or None where it does not say."
+    from pathlib import Path
+    try: lines = Path("/proc/meminfo").read_text().splitlines()
+    except OSError: return None
+    return next((int(line.split()[1]) * 1024 for line in lines if line.startswith("MemAvailable:")), None)
+
+
+def check_cpu_memory(model: FocusFace, device, faces: int, what: str) -> None:
+    "Refuse a CPU training step of `faces` images whose layer outputs alone need more memory than is available."
+    free = available_memory()
+    if torch.device(device).type != "cpu" or free is None: return
+    need = activation_bytes(model) * faces
+    if need > free:
+        raise FocusFaceError(f"{what}: {faces:,} faces a step need at least {need / 2**30:.1f} GiB for the layer outputs "
+                             f"the backward pass keeps, more than the {free / 2**30:.1f} GiB this machine has available; "
+                             "take fewer faces a step, or train on a GPU")

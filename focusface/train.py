@@ -21,7 +21,7 @@ from .loaders import PairBatchSampler, PairedFaces, batch_grid, check_labels, ma
 from .errors import FocusFaceError, in_flags, shorten
 from .files import atomic_write_bytes
 from .losses import focusface_loss
-from .model import FocusFace, resolve_device, to_model_input
+from .model import FocusFace, check_cpu_memory, resolve_device, to_model_input
 from .checkpoints import (detect_layout, init_from_backbone, load_checkpoint, read_weights,
                                    save_checkpoint)
 from .runfolder import (Guard, Pace, RunLog, clock, distributed_setup, fuse_sgd, gather, load_training_state,
@@ -202,6 +202,8 @@ def start_run(config: TrainConfig, rank: int = 0, world: int = 1, device=None, *
         from focusface.evaluate import load_eval_set
         val_pairs = load_eval_set(config.val)
     model, frozen = build_model(config, dataset.num_classes, sync_bn=config.sync_bn and world > 1)
+    views = 1 if config.method == "arcface" else 2  # every process of one machine together: the global batch
+    check_cpu_memory(model, device, views * config.batch_size, f"batch_size={config.batch_size} ({views} view(s) of each pair)")
     model.identity_classifier.check_labels = False  # `check_labels` checked them all: no read of the device per step
     model.to(device)
     if config.channels_last: model.to(memory_format=torch.channels_last)
