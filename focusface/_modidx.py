@@ -323,6 +323,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'focusface.files._map': ('files.html#_map', 'focusface/files.py'),
                                  'focusface.files._normal_mode': ('files.html#_normal_mode', 'focusface/files.py'),
                                  'focusface.files._overlap': ('files.html#_overlap', 'focusface/files.py'),
+                                 'focusface.files._pool_worker': ('files.html#_pool_worker', 'focusface/files.py'),
                                  'focusface.files._put_in_place': ('files.html#_put_in_place', 'focusface/files.py'),
                                  'focusface.files._remove_file': ('files.html#_remove_file', 'focusface/files.py'),
                                  'focusface.files._umask': ('files.html#_umask', 'focusface/files.py'),

@@ -427,6 +427,12 @@ def main(argv: list[str] | None = None) -> int:
         message = in_flags(message, args.command_parser)  # the library names parameters; the user typed flags
         print(f"focusface {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, as a shell expects (exit code 130)
+        if args.debug: raise
+        after = "the run folder keeps its log, and its checkpoint.pt if one was written (every checkpoint_every steps): --resume continues from it" if args.command == "train" \
+            else "nothing was written (an output is put in place only once it is complete)"
+        print(f"\nfocusface {args.command}: interrupted; {after}", file=sys.stderr)
+        return 130
 
 # %% ../nbs/32_cli.ipynb #a7ac9570
 if __name__ == "__main__":

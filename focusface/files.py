@@ -41,6 +41,9 @@ def check_destination(dst, *, sources: Iterable, overwrite: bool = False) -> Pat
         if how:
             raise DestinationError(f"{dst} {how} the source {src}: choose a destination outside the source; nothing "
                                    "was written" + (" (overwrite=True never replaces a source)" if overwrite else ""))
+    ancestor = next(p for p in Path(os.path.abspath(dst)).parents if p.exists() or p.is_symlink())
+    if not ancestor.is_dir():
+        raise DestinationError(f"{dst}: cannot be made, {ancestor} is a file, not a folder: choose another destination")
     empty_folder = dst.is_dir() and not dst.is_symlink() and not any(dst.iterdir())  # nothing to lose
     if (dst.exists() or dst.is_symlink()) and not overwrite and not empty_folder:
         raise DestinationError(f"{dst} exists: choose another destination, or pass overwrite=True to replace it")
@@ -263,6 +266,13 @@ def worker_tempdir() -> Path:
     return mine
 
 # %% ../nbs/02_files.ipynb #1dbc02b2
+def _pool_worker(parent: int) -> None:
+    "A pool worker: it leaves Ctrl-C to the process it serves, which stops the pool, and dies with that process."
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a worker stopped mid-reply could leave the pool's pipe half-written
+    die_with(parent)
+
+
 def ordered_map(function: Callable, jobs: Iterable, workers: int = 2, *,
                 progress: bool = False,  # show a tqdm bar counting `count(result)` per job
                 total: int | None = None,  # the bar's total (e.g. images, not jobs)
@@ -285,7 +295,7 @@ def ordered_map(function: Callable, jobs: Iterable, workers: int = 2, *,
             worker_tempdir()
             ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
             import focusface.files  # the worker imports it by this name (even when this runs in a notebook)
-            with ctx.Pool(workers, initializer=focusface.files.die_with, initargs=(os.getpid(),)) as pool:
+            with ctx.Pool(workers, initializer=focusface.files._pool_worker, initargs=(os.getpid(),)) as pool:
                 for result in pool.imap(function, jobs):
                     bar.update(count(result)); yield result
     finally:

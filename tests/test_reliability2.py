@@ -240,6 +240,43 @@ def test_a_killed_run_leaves_no_process_and_the_rerun_no_temporary(killable, fac
     assert not debris, f"temporaries left behind: {debris}"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["align", "mask"])
+def test_ctrl_c_stops_a_command_with_workers_in_one_line_and_leaves_nothing(killable, tmp_path, command):
+    """Ctrl-C reached the pool's workers too: each printed a traceback, and once the command hung for good (a worker
+    stopped mid-reply leaves the pool's pipe half-written)."""
+    import signal
+    import uuid
+    many = tmp_path / "many"  # enough work to be interrupted mid-way: the 300 faces, four times over
+    for copy in range(4):
+        for person in (killable / "folder").iterdir():
+            (many / f"{person.name}_{copy}").mkdir(parents=True)
+            for face in person.iterdir(): (many / f"{person.name}_{copy}" / face.name).write_bytes(face.read_bytes())
+    out = tmp_path / "out"
+    out.mkdir()
+    marker = uuid.uuid4().hex
+    env = dict(os.environ, FOCUSFACE_TEST_MARKER=marker)
+    victim = subprocess.Popen(CLI + [command, str(many), str(out / "result"), "--workers", "2", "--quiet"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal has it
+    deadline = time.time() + 120
+    while not any(p.name.startswith(".result.focusface-") for p in out.iterdir()) and victim.poll() is None \
+            and time.time() < deadline: time.sleep(0.02)
+    time.sleep(0.3)
+    assert victim.poll() is None, f"{command} finished before Ctrl-C: give it more work"
+    os.killpg(victim.pid, signal.SIGINT)  # what Ctrl-C does: the signal to the whole foreground process group
+    try: _, err = victim.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(victim.pid, signal.SIGKILL); victim.communicate()
+        pytest.fail(f"{command} still running 60 s after Ctrl-C")
+    assert victim.returncode == 130 and "Traceback" not in err, (victim.returncode, err[-3000:])
+    assert err.strip().splitlines() == [f"focusface {command}: interrupted; nothing was written (an output is put in "
+                                        "place only once it is complete)"], err
+    assert not list(out.iterdir()), list(out.iterdir())
+    time.sleep(2)
+    assert not _processes_with(marker), _processes_with(marker)
+
+
 def test_odd_values_and_files_get_one_clear_line(tmp_path):
     """Tracebacks and unclear messages of the first trial: a 25-TB embedding_size, opsets out of range, a file name
     in another encoding, a plain malicious pickle (after a torch warning), an ONNX file given to inspect."""
