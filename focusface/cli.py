@@ -162,7 +162,7 @@ def _cmd_embed(args) -> int:
                          channel_order=args.channel_order, device=args.device, overwrite=args.overwrite,
                          aligner=args.detector, progress=not args.quiet)
     print(f"{info['out']}: {info['embedded']} of {info['images']} images embedded (channel order {info['channel_order'].upper()})"
-          + (f"; {info['failed']} gave no face (see 'ok' and 'notes' in the file)" if info["failed"] else "")
+          + (f"; {info['failed']} gave no embedding (unreadable or no face: see 'ok' and 'notes' in the file)" if info["failed"] else "")
           + (f"; {info['several_faces']} had several faces (the main one was used; see 'notes')" if info["several_faces"] else ""))
     return 0
 
@@ -260,7 +260,7 @@ def _mask_options(p) -> None:
     p.add_argument("src", help="an insightface folder, an evaluation .bin, or an image folder")
     p.add_argument("dst", help="where the masked copy goes (a .bin for a .bin source)")
     p.add_argument("--code", default=d["spec"], help="mask choices, one drawn per image (type[-colour][-texture][-bold], comma-separated; the default style is the paper's, MaskTheFace-like)")
-    p.add_argument("--seed", type=int, default=d["seed"], help="seed of the per-image mask choice")
+    p.add_argument("--seed", type=_non_negative, default=d["seed"], help="seed of the per-image mask choice")
     p.add_argument("--workers", type=_non_negative, default=d["workers"], help="worker processes (0: mask in this process)")
     p.add_argument("--protocol", choices=("um", "mm"), default=d["protocol"], help="for a .bin: um masks the second image of every pair, mm both")
     p.add_argument("--quality", type=int, default=d["quality"], help="JPEG quality of re-encoded images")
@@ -273,7 +273,7 @@ def _mask_options(p) -> None:
 def _synth_options(p) -> None:
     d = _defaults("synthdata", "make_demo_data")
     p.add_argument("root", help="the folder to create")
-    p.add_argument("--seed", type=int, default=d["seed"], help="seed of every identity and image")
+    p.add_argument("--seed", type=_non_negative, default=d["seed"], help="seed of every identity and image")
     p.add_argument("--identities", type=_positive, default=d["train_identities"], help="training identities")
     p.add_argument("--images-per-identity", type=_positive, default=d["images_per_identity"], help="training images of each identity")
     p.add_argument("--val-identities", type=_positive, default=d["val_identities"], help="identities of the validation pairs (at least 20)")
@@ -298,7 +298,7 @@ def _evaluate_options(p) -> None:
     p.add_argument("--out", help="folder for metrics.json, scores, curves, mask manifests and figures")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists and is not empty")
     p.add_argument("--score", choices=SCORES, default=d["score"], help="pair score: cosine, or the authors' 1 - ||a - b|| / 2")
-    p.add_argument("--seed", type=int, default=d["seed"], help="seed of the masks")
+    p.add_argument("--seed", type=_non_negative, default=d["seed"], help="seed of the masks")
     p.add_argument("--code", default=d["spec"], help="mask spec (as for 'focusface mask')")
     p.add_argument("--batch-size", type=_positive, default=d["batch_size"], help="images per forward pass")
     _model_options(p)

@@ -168,5 +168,8 @@ def list_image_folder(root) -> list[tuple[str, list[Path]]]:
                 raise FormatError(f"{root}: {p.relative_to(root).as_posix().encode('utf-8', 'replace').decode()!r} is not a "
                                   "UTF-8 file name (its bytes were written in another encoding): rename it") from None
         if images: out.append((person.name, images))
-    if not out: raise FormatError(f"{root}: no images found; expected root/<identity>/<image>.jpg")
+    if not out:
+        flat = sum(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in root.iterdir())
+        found = f"{flat} image(s) at its top level, none in an identity folder" if flat else "no images found"
+        raise FormatError(f"{root}: {found}; expected root/<identity>/<image>.jpg")
     return out

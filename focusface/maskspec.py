@@ -254,8 +254,8 @@ def sample_mask_params(spec: str | Sequence[MaskChoice] = DEFAULT_SPEC, seed: in
 class MaskSampler:
     "Draws `MaskParams` for image keys from a spec and a seed."
     def __init__(self, spec: str = DEFAULT_SPEC, seed: int = 0):
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise FocusFaceError(f"seed must be an integer, got {shorten(seed)}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise FocusFaceError(f"seed must be an integer, 0 or more (a NumPy seed), got {shorten(seed)}")
         self.spec, self.seed, self.choices = spec, int(seed), parse_spec(spec)
 
     def __call__(self, key, epoch: int | None = None) -> MaskParams:

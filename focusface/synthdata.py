@@ -39,16 +39,18 @@ def _render_encoded(seed: int, keys: list, workers: int, progress: bool, desc: s
         yield from part
 
 
-def _check_counts(**counts):
+def _check_counts(seed=0, **counts):
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise FocusFaceError(f"seed must be an integer, 0 or more (a NumPy seed), got {seed!r}")
     for name, value in counts.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise FocusFaceError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+            raise FocusFaceError(f"{name} must be a positive integer, got {value!r}")
 
 
 def make_training_set(dst, *, seed: int = 0, identities: int = 300, images_per_identity: int = 20,
                       first_identity: int = 0, workers: int = 2, overwrite: bool = False, progress: bool = False) -> Path:
     "Write synthetic identities as an insightface dataset folder (header layout), class ids from 0."
-    _check_counts(identities=identities, images_per_identity=images_per_identity)
+    _check_counts(seed, identities=identities, images_per_identity=images_per_identity)
     dst = check_destination(dst, overwrite=overwrite, sources=())
     keys = [(first_identity + i, j) for i in range(identities) for j in range(images_per_identity)]
     images = _render_encoded(seed, keys, workers, progress, f"training faces -> {dst.name}")
@@ -58,16 +60,21 @@ def make_training_set(dst, *, seed: int = 0, identities: int = 300, images_per_i
                                     overwrite=overwrite)
 
 # %% ../nbs/14_synthdata.ipynb #262ba02f
-def _check_pairs(identities, folds, pairs_per_fold, images_per_identity):
-    _check_counts(identities=identities, folds=folds, pairs_per_fold=pairs_per_fold, images_per_identity=images_per_identity)
-    if pairs_per_fold % 2: raise FocusFaceError(f"pairs-per-fold must be even (half genuine, half impostor), got {pairs_per_fold}")
-    if identities < 2 * folds: raise FocusFaceError(f"need at least 2 identities per fold: {identities} identities for {folds} folds")
-    if images_per_identity < 2: raise FocusFaceError(f"images-per-identity must be >= 2 for genuine pairs, got {images_per_identity}")
+def _check_pairs(identities, folds, pairs_per_fold, images_per_identity, of: str = ""):
+    "Counts of a pairs set; `of` prefixes the names as the caller calls them (`val_`, `eval_`)."
+    _check_counts(**{f"{of}identities": identities, "folds": folds, f"{of}pairs_per_fold": pairs_per_fold,
+                     "images_per_identity": images_per_identity})
+    if pairs_per_fold % 2: raise FocusFaceError(f"{of}pairs_per_fold must be even (half genuine, half impostor), got {pairs_per_fold}")
+    if identities < 2 * folds:
+        raise FocusFaceError(f"{of}identities must be at least {2 * folds}: need at least 2 identities per fold, "
+                             f"got {identities} for {folds} folds")
+    if images_per_identity < 2: raise FocusFaceError(f"images_per_identity must be >= 2 for genuine pairs, got {images_per_identity}")
 
 
 def sample_pairs(seed: int, first_identity: int, identities: int, *, folds: int = 10, pairs_per_fold: int = 60,
                  images_per_identity: int = 50) -> list[tuple]:
     "LFW-style pairs (fold, identity_a, image_a, identity_b, image_b, same) over identity-disjoint folds."
+    _check_counts(seed)
     _check_pairs(identities, folds, pairs_per_fold, images_per_identity)
     r = keyed_rng(seed, 3, first_identity, identities)
     members = np.array_split(first_identity + r.permutation(identities), folds)
@@ -120,9 +127,9 @@ def make_demo_data(root, *, seed: int = 0, train_identities: int = 300, images_p
                    val_identities: int = 100, val_pairs_per_fold: int = 20, eval_identities: int = 200,
                    eval_pairs_per_fold: int = 60, workers: int = 2, overwrite: bool = False, progress: bool = False) -> dict:
     "The embedded dataset: `root/train` (rec folder), `root/val.bin`, `root/eval.bin`; disjoint identities."
-    _check_counts(train_identities=train_identities, images_per_identity=images_per_identity)
-    _check_pairs(val_identities, 10, val_pairs_per_fold, 50)
-    _check_pairs(eval_identities, 10, eval_pairs_per_fold, 50)
+    _check_counts(seed, train_identities=train_identities, images_per_identity=images_per_identity)
+    _check_pairs(val_identities, 10, val_pairs_per_fold, 50, of="val_")
+    _check_pairs(eval_identities, 10, eval_pairs_per_fold, 50, of="eval_")
     root = Path(root)
     val_first = train_identities
     eval_first = val_first + val_identities

@@ -100,7 +100,8 @@ class TrainConfig:
         need(0 <= self.unmasked_share <= 1, f"unmasked_share must be in [0, 1], got {self.unmasked_share}")
         need(not (self.landmarks and self.masked_train), "landmarks fit the masks drawn on the fly; masked_train has its "
              "masks already (fit those with `focusface mask --landmarks`): give one or the other")
-        need(self.warmup_epochs >= 0 and self.workers >= 0, "warmup_epochs and workers must not be negative")
+        for name in ("warmup_epochs", "workers", "seed", "mask_seed"):
+            need(getattr(self, name) >= 0, f"{name} must be 0 or more, got {getattr(self, name)}")
         need(self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be positive (or null), got {self.grad_clip}")
         need(self.grad_clip_scope in CLIP_SCOPES, f"grad_clip_scope must be one of {list(CLIP_SCOPES)}, got {shorten(self.grad_clip_scope)}")
         need(self.bn_views in BN_VIEWS, f"bn_views must be one of {list(BN_VIEWS)}, got {shorten(self.bn_views)}")

@@ -316,6 +316,25 @@ def test_odd_values_and_files_get_one_clear_line(tmp_path):
     refused(run("evaluate", tmp_path / "m.pt", "synthetic", "--device", "tpu"), "--device 'tpu'")  # the flag, not device=
 
 
+def test_odd_values_of_the_third_sweep_get_one_clear_line(tmp_path):
+    """A negative seed was a NumPy traceback; --quality 500 was taken silently; an output under a file said 'File
+    exists'; a flat folder given to pack said 'no images found'; '--opset abc' spoke of '_positive'."""
+    def usage_error(out, expected):  # argparse's: the usage, then one line
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert expected in out.stderr.strip().splitlines()[-1], out.stderr
+    write_bin(tmp_path / "x.bin", [encode_image(np.full((112, 112, 3), 90, np.uint8))] * 20, [True, False] * 5)
+    usage_error(run("mask", tmp_path / "x.bin", tmp_path / "y.bin", "--seed", "-1"), "--seed: must be an integer, 0 or more, got -1")
+    (tmp_path / "faces" / "p0").mkdir(parents=True)
+    (tmp_path / "faces" / "p0" / "0.jpg").write_bytes(encode_image(np.full((112, 112, 3), 90, np.uint8)))
+    refused(run("pack", tmp_path / "faces", tmp_path / "packed", "--quality", "500"), "--quality must be an integer in [1, 100]")
+    (tmp_path / "a_file").write_text("")
+    refused(run("mask", tmp_path / "x.bin", tmp_path / "a_file" / "y.bin"), "a_file is a file, not a folder")
+    refused(run("pack", tmp_path / "faces" / "p0", tmp_path / "packed"), "1 image(s) at its top level, none in an identity folder")
+    usage_error(run("export", tmp_path / "m.pt", tmp_path / "m.onnx", "--opset", "abc"), "--opset: must be a positive integer, got 'abc'")
+    refused(run("synth", tmp_path / "demo", "--eval-pairs-per-fold", "3"), "--eval-pairs-per-fold must be even")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "faces", "x.bin"]  # nothing written
+
+
 def test_the_python_api_raises_focusface_errors_at_its_boundary(tmp_path):
     from focusface.checkpoints import save_checkpoint
     from focusface.errors import FocusFaceError
