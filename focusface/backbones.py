@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .errors import FocusFaceError
+from .errors import FocusFaceError, shorten
 from .template import TEMPLATE_SIZE
 
 # %% auto #0
@@ -78,6 +78,8 @@ class IResNet(nn.Module):
             raise FocusFaceError(f"layers must be four positive block counts, got {layers!r}")
         if len(widths) != 4 or any(int(w) < 1 for w in widths):
             raise FocusFaceError(f"widths must be four positive channel counts, got {widths!r}")
+        if isinstance(embedding_size, bool) or not isinstance(embedding_size, int) or embedding_size < 1:
+            raise FocusFaceError(f"embedding_size must be a positive integer, got {shorten(embedding_size)}")
         if not 0.0 <= dropout < 1.0:
             raise FocusFaceError(f"dropout must be in [0, 1), got {dropout}")
         if stem_stride not in (1, 2): raise FocusFaceError(f"stem_stride must be 1 or 2, got {stem_stride!r}")
