@@ -530,6 +530,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'focusface.maskspec._jitter_colour': ('maskspec.html#_jitter_colour', 'focusface/maskspec.py'),
                                     'focusface.maskspec._sample_bold': ('maskspec.html#_sample_bold', 'focusface/maskspec.py'),
                                     'focusface.maskspec._sample_paper': ('maskspec.html#_sample_paper', 'focusface/maskspec.py'),
+                                    'focusface.maskspec.check_seed': ('maskspec.html#check_seed', 'focusface/maskspec.py'),
                                     'focusface.maskspec.key_to_int': ('maskspec.html#key_to_int', 'focusface/maskspec.py'),
                                     'focusface.maskspec.manifest_header': ('maskspec.html#manifest_header', 'focusface/maskspec.py'),
                                     'focusface.maskspec.manifest_line': ('maskspec.html#manifest_line', 'focusface/maskspec.py'),

@@ -20,7 +20,8 @@ from .errors import FocusFaceError, FormatError, shorten
 # %% auto #0
 __all__ = ['RENDERER_VERSION', 'SAMPLER_VERSION', 'COLOURS', 'MASK_TYPES', 'FABRIC_TYPES', 'TEXTURES', 'STYLES', 'PALETTES',
            'DEFAULT_SPEC', 'PARAM_RANGES', 'MANIFEST_FORMAT', 'MaskChoice', 'parse_colour', 'parse_spec', 'MaskParams',
-           'key_to_int', 'sample_mask_params', 'MaskSampler', 'manifest_header', 'manifest_line', 'read_manifest']
+           'key_to_int', 'sample_mask_params', 'check_seed', 'MaskSampler', 'manifest_header', 'manifest_line',
+           'read_manifest']
 
 # %% ../nbs/08_maskspec.ipynb #81e1a4f1
 RENDERER_VERSION = 1  # bump when a change to the drawing code changes output bytes: manifests record it
@@ -250,13 +251,18 @@ def sample_mask_params(spec: str | Sequence[MaskChoice] = DEFAULT_SPEC, seed: in
     choice = choices[int(rng.integers(len(choices)))]
     return MaskParams(**(_sample_bold if choice.style == "bold" else _sample_paper)(rng, choice))
 
+# %% ../nbs/08_maskspec.ipynb #93c8ca3e
+def check_seed(seed) -> int:
+    "`seed` as an int if NumPy takes it as a seed (an integer, 0 or more); otherwise a `FocusFaceError` naming it."
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise FocusFaceError(f"seed must be an integer, 0 or more (a NumPy seed), got {shorten(seed)}")
+    return int(seed)
+
 # %% ../nbs/08_maskspec.ipynb #4bfab4a6
 class MaskSampler:
     "Draws `MaskParams` for image keys from a spec and a seed."
     def __init__(self, spec: str = DEFAULT_SPEC, seed: int = 0):
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise FocusFaceError(f"seed must be an integer, 0 or more (a NumPy seed), got {shorten(seed)}")
-        self.spec, self.seed, self.choices = spec, int(seed), parse_spec(spec)
+        self.spec, self.seed, self.choices = spec, check_seed(seed), parse_spec(spec)
 
     def __call__(self, key, epoch: int | None = None) -> MaskParams:
         return sample_mask_params(self.choices, self.seed, key, epoch=epoch)

@@ -17,6 +17,7 @@ from .evalsets import EvalPairs, write_bin
 from .errors import FocusFaceError
 from .files import atomic_dir, atomic_write_bytes, check_destination, ordered_map
 from .images import encode_image
+from .maskspec import check_seed
 from .synthfaces import faces_with_nuisance, keyed_rng
 from .template import TEMPLATE_SIZE
 
@@ -40,8 +41,7 @@ def _render_encoded(seed: int, keys: list, workers: int, progress: bool, desc: s
 
 
 def _check_counts(seed=0, **counts):
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise FocusFaceError(f"seed must be an integer, 0 or more (a NumPy seed), got {seed!r}")
+    check_seed(seed)
     for name, value in counts.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise FocusFaceError(f"{name} must be a positive integer, got {value!r}")
