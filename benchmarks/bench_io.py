@@ -8,6 +8,7 @@ Options: --images N (records in the test rec), --index-lines N (size of the synt
 The rec is built from the LFW development sample when $FOCUSFACE_LFW_SAMPLE points at it (real 112x112
 aligned JPEGs, quality 95), otherwise from synthetic images.
 """
+
 import argparse
 import os
 import sys
@@ -56,6 +57,7 @@ def main():
     parser.add_argument("--index-lines", type=int, default=5_822_653)
     args = parser.parse_args()
     import cv2
+
     cv2.setNumThreads(1)
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, opencv {cv2.__version__}, one process")
     with tempfile.TemporaryDirectory() as d:
@@ -65,10 +67,12 @@ def main():
         print(f"rec: {args.images} records of {origin}, read in random order")
 
         reader = RecordReader(folder / "bench.rec", folder / "bench.idx")
+
         def focusface_read(ks):
             for k in ks:
                 _, _, payload = unpack_record(reader[int(k)])
                 decode_image(payload)
+
         ff = rate(focusface_read, keys)
         print(f"focusface RecordReader + decode_image: {ff:8.0f} images/s")
 
@@ -78,10 +82,12 @@ def main():
             mx = None
         if mx is not None:
             mxr = mx.recordio.MXIndexedRecordIO(str(folder / "bench.idx"), str(folder / "bench.rec"), "r")
+
             def mxnet_read(ks):
                 for k in ks:
                     _, payload = mx.recordio.unpack(mxr.read_idx(int(k)))
                     mx.image.imdecode(payload).asnumpy()
+
             mxv = rate(mxnet_read, keys)
             print(f"mxnet {mx.__version__} read_idx + mx.image.imdecode: {mxv:8.0f} images/s")
             print(f"focusface / mxnet: {ff / mxv:.1f}x")
@@ -95,7 +101,8 @@ def main():
         with open(folder / "big.rec", "wb") as f:  # a sparse file as large as the offsets say, two real records
             f.truncate(n * 3000)
             for k in (n // 2, n - 1):
-                f.seek(k * 3000); f.write(encode_chunks(pack_record(0, b"x" * 2000)))
+                f.seek(k * 3000)
+                f.write(encode_chunks(pack_record(0, b"x" * 2000)))
         tracemalloc.start()
         start = time.perf_counter()
         parsed_keys, parsed_offsets = parse_index(folder / "big.idx")
@@ -107,6 +114,7 @@ def main():
         open_s = time.perf_counter() - start
         # the same open with the index already parsed (e.g. a second reader, or a cached index)
         import focusface.recordio as fio
+
         real_parse = fio.parse_index
         fio.parse_index = lambda path, k=parsed_keys, o=parsed_offsets: (k.copy(), o.copy())
         start = time.perf_counter()
@@ -115,13 +123,17 @@ def main():
         fio.parse_index = real_parse
         del parsed_keys, parsed_offsets
         start = time.perf_counter()
-        big[n - 1]; big[n // 2]
+        big[n - 1]
+        big[n // 2]
         first_read_ms = (time.perf_counter() - start) * 1000
         held = big.keys.nbytes + big.offsets.nbytes + big._ends.nbytes
-        print(f".idx of {n} lines ({os.path.getsize(folder / 'big.idx') / 1e6:.0f} MB): parse_index {parse_s:.2f} s, "
-              f"peak memory while parsing {peak / 1e6:.0f} MB (tracemalloc); RecordReader open (parse + checks) "
-              f"{open_s:.2f} s, of which {after_parse_s:.2f} s once the index is parsed; arrays held by the "
-              f"reader {held / 1e6:.0f} MB; two random reads right after opening {first_read_ms:.2f} ms")
+        print(
+            f".idx of {n} lines ({os.path.getsize(folder / 'big.idx') / 1e6:.0f} MB): parse_index {parse_s:.2f} s, "
+            f"peak memory while parsing {peak / 1e6:.0f} MB (tracemalloc); RecordReader open (parse + checks) "
+            f"{open_s:.2f} s, of which {after_parse_s:.2f} s once the index is parsed; arrays held by the "
+            f"reader {held / 1e6:.0f} MB; two random reads right after opening {first_read_ms:.2f} ms"
+        )
+
 
 if __name__ == "__main__":
     main()

@@ -3,6 +3,7 @@
 Run: python benchmarks/bench_landmarks.py [--images 3000] [--workers 0 1 2]
 Prints images/s for each worker count and the time MS1M-ArcFace's 5.8 million faces would take at that rate.
 """
+
 import argparse
 import tempfile
 import time
@@ -23,8 +24,10 @@ def main():
             t = time.perf_counter()
             info = compute_landmarks(Path(d) / "train", Path(d) / f"lm{workers}.npz", workers=workers)
             rate = info["images"] / (time.perf_counter() - t)
-            print(f"{workers} worker(s): {info['images']:,} images in {time.perf_counter() - t:.1f} s, {rate:,.0f} images/s "
-                  f"({info['ok']:,} accepted); MS1M-ArcFace's 5,822,653 faces: {5_822_653 / rate / 3600:.1f} h")
+            print(
+                f"{workers} worker(s): {info['images']:,} images in {time.perf_counter() - t:.1f} s, {rate:,.0f} images/s "
+                f"({info['ok']:,} accepted); MS1M-ArcFace's 5,822,653 faces: {5_822_653 / rate / 3600:.1f} h"
+            )
 
 
 if __name__ == "__main__":

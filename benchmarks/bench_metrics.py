@@ -2,6 +2,7 @@
 
 Run: python benchmarks/bench_metrics.py [--genuine N] [--impostor N]
 """
+
 import argparse
 import time
 
@@ -24,8 +25,10 @@ def main():
         metrics = verification_metrics(scores, None)
         roc = curve(scores, None)
         elapsed = time.perf_counter() - start
-        print(f"run {run + 1}: {args.genuine:,} genuine + {args.impostor:,} impostor scores -> all metrics and "
-              f"{len(roc['threshold'])} curve points in {elapsed:.2f} s")
+        print(
+            f"run {run + 1}: {args.genuine:,} genuine + {args.impostor:,} impostor scores -> all metrics and "
+            f"{len(roc['threshold'])} curve points in {elapsed:.2f} s"
+        )
     print({k: round(v, 5) for k, v in metrics.items() if k in ("eer", "fmr100", "fmr1000", "zero_fmr", "auc", "fdr")})
 
 

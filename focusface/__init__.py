@@ -10,25 +10,48 @@ __version__ = "0.1.0"
 
 # name -> the module that defines it
 _API = dict(
-    FocusFaceError="errors", FormatError="errors", DestinationError="errors",
-    FocusFace="model", load_checkpoint="checkpoints", save_checkpoint="checkpoints",
-    create_backbone="backbones", list_backbones="backbones",
-    apply_mask="masks", sample_mask_params="maskspec", MaskSampler="maskspec", mask_dataset="maskdata",
-    load_eval_set="evaluate", EvalSet="evaluate", evaluate_model="evaluate", verification_metrics="metrics",
-    align_photo="align", read_face="inference", verify="inference", embed_aligned="inference", embed_dataset="inference",
-    export_onnx="inference", load_config="trainconfig", TrainConfig="trainconfig", run_training="train",
+    FocusFaceError="errors",
+    FormatError="errors",
+    DestinationError="errors",
+    FocusFace="model",
+    load_checkpoint="checkpoints",
+    save_checkpoint="checkpoints",
+    create_backbone="backbones",
+    list_backbones="backbones",
+    apply_mask="masks",
+    sample_mask_params="maskspec",
+    MaskSampler="maskspec",
+    mask_dataset="maskdata",
+    load_eval_set="evaluate",
+    EvalSet="evaluate",
+    evaluate_model="evaluate",
+    verification_metrics="metrics",
+    align_photo="align",
+    read_face="inference",
+    verify="inference",
+    embed_aligned="inference",
+    embed_dataset="inference",
+    export_onnx="inference",
+    load_config="trainconfig",
+    TrainConfig="trainconfig",
+    run_training="train",
 )
-_RENAMED = dict(evaluate_model="evaluate", run_training="train")  # the name a module gives it, where that would hide the module
+_RENAMED = dict(
+    evaluate_model="evaluate", run_training="train"
+)  # the name a module gives it, where that would hide the module
 __all__ = sorted(_API)
 
 
 def __getattr__(name: str):
     "Import the defining module of a top-level name on first use, and keep the name (PEP 562)."
-    if name not in _API: raise AttributeError(f"module 'focusface' has no attribute {name!r}")
+    if name not in _API:
+        raise AttributeError(f"module 'focusface' has no attribute {name!r}")
     import importlib
+
     value = getattr(importlib.import_module(f"focusface.{_API[name]}"), _RENAMED.get(name, name))
     globals()[name] = value
     return value
 
 
-def __dir__() -> list[str]: return sorted(set(globals()) | set(_API))
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))

@@ -24,12 +24,16 @@ def similarity_transform(src, dst) -> np.ndarray:
     "The 2x3 matrix of the similarity (rotation, uniform scale, translation) that best maps points `src` onto `dst`."
     src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
     if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or len(src) < 2:
-        raise FocusFaceError(f"similarity_transform needs two (N, 2) point sets, N >= 2, got {src.shape} and {dst.shape}")
-    if not (np.isfinite(src).all() and np.isfinite(dst).all()): raise FocusFaceError("landmarks must be finite numbers")
+        raise FocusFaceError(
+            f"similarity_transform needs two (N, 2) point sets, N >= 2, got {src.shape} and {dst.shape}"
+        )
+    if not (np.isfinite(src).all() and np.isfinite(dst).all()):
+        raise FocusFaceError("landmarks must be finite numbers")
     mu_s, mu_d = src.mean(0), dst.mean(0)
     s, d = src - mu_s, dst - mu_d
-    var_s = (s ** 2).sum() / len(src)
-    if var_s < 1e-9: raise FocusFaceError("the landmarks all fall on one point: no face geometry to align")
+    var_s = (s**2).sum() / len(src)
+    if var_s < 1e-9:
+        raise FocusFaceError("the landmarks all fall on one point: no face geometry to align")
     u, sigma, vt = np.linalg.svd(d.T @ s / len(src))
     sign = np.diag([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])
     rotation = u @ sign @ vt
@@ -40,26 +44,35 @@ def similarity_transform(src, dst) -> np.ndarray:
 def align_face(image, landmarks, size: int = TEMPLATE_SIZE) -> np.ndarray:
     "The `size` x `size` RGB crop of `image` with its five `landmarks` (5, 2) warped onto the template."
     import cv2
+
     target = np.asarray(TEMPLATE_LANDMARKS, np.float64) * size / TEMPLATE_SIZE
     M = similarity_transform(np.asarray(landmarks, np.float64).reshape(5, 2), target)
-    return cv2.warpAffine(np.ascontiguousarray(image), M, (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.warpAffine(
+        np.ascontiguousarray(image),
+        M,
+        (size, size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
 
 # %% ../nbs/22_align.ipynb #5dce21c0
 @dataclass
 class Face:
     "A face found in a photo: box (left, top, right, bottom), detector score, five points (5, 2), 68 points (68, 2) or None."
+
     box: tuple
     score: float
     landmarks: np.ndarray
     shape: np.ndarray | None = None  # dlib's 68 points; MTCNN gives only the five
 
     @property
-    def size(self) -> int: return int(min(self.box[2] - self.box[0], self.box[3] - self.box[1]))
+    def size(self) -> int:
+        return int(min(self.box[2] - self.box[0], self.box[3] - self.box[1]))
 
     def describe(self) -> str:
-        l, t, r, b = self.box
-        return f"{r - l}x{b - t} px at ({l}, {t}), detector score {self.score:.2f}"
+        left, top, right, bottom = self.box
+        return f"{right - left}x{bottom - top} px at ({left}, {top}), detector score {self.score:.2f}"
 
 # %% ../nbs/22_align.ipynb #955a2ab1
 DOUBTFUL_SCORE = 0.5  # HOG detector scores below this are doubtful finds
@@ -67,15 +80,19 @@ DOUBTFUL_SCORE = 0.5  # HOG detector scores below this are doubtful finds
 
 def visible_area(box, shape) -> int:
     "The area of a box (left, top, right, bottom) inside an image of `shape` (H, W, ...)."
-    l, t, r, b = box
-    return max(0, min(r, shape[1]) - max(l, 0)) * max(0, min(b, shape[0]) - max(t, 0))
+    left, top, right, bottom = box
+    return max(0, min(right, shape[1]) - max(left, 0)) * max(0, min(bottom, shape[0]) - max(top, 0))
 
 # %% ../nbs/22_align.ipynb #eb50661b
 def rank_faces(faces: list[Face], shape) -> list[Face]:
     "Main face first: visible box area minus twice the squared distance of the box centre from the photo's centre."
+
     def weight(f):
-        l, t, r, b = f.box
-        return visible_area(f.box, shape) - 2.0 * (((l + r) / 2 - shape[1] / 2) ** 2 + ((t + b) / 2 - shape[0] / 2) ** 2)
+        left, top, right, bottom = f.box
+        return visible_area(f.box, shape) - 2.0 * (
+            ((left + right) / 2 - shape[1] / 2) ** 2 + ((top + bottom) / 2 - shape[0] / 2) ** 2
+        )
+
     return sorted(faces, key=lambda f: -weight(f))
 
 # %% ../nbs/22_align.ipynb #0f775c7d
@@ -83,17 +100,21 @@ def import_dlib(purpose: str = "aligning photos", alternative: str = ", or give 
     "(dlib, face_recognition_models), or a `FocusFaceError` saying what needs them and how to install them."
     try:
         import warnings
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # face_recognition_models imports pkg_resources
-            import dlib, face_recognition_models as models
+            import dlib
+            import face_recognition_models as models
     except ImportError as e:
-        raise FocusFaceError(f"{purpose} needs dlib and its models ({e.name} is missing): "
-                             f'pip install "focusface[align]"{alternative}') from None
+        raise FocusFaceError(
+            f'{purpose} needs dlib and its models ({e.name} is missing): pip install "focusface[align]"{alternative}'
+        ) from None
     return dlib, models
 
 # %% ../nbs/22_align.ipynb #a1c44c3f
 class DlibAligner:
     "dlib's HOG face detector and 68-point landmark predictor (models shipped in packages: nothing downloads)."
+
     name = "dlib"
 
     def __init__(self, upsample: int = 1, min_score: float = 0.0):
@@ -106,7 +127,8 @@ class DlibAligner:
         self.predictor = dlib.shape_predictor(models.pose_predictor_model_location())
 
     @property
-    def smallest_face(self) -> int: return 80 // 2 ** self.upsample  # the HOG window is 80 px, upsampling halves it
+    def smallest_face(self) -> int:
+        return 80 // 2**self.upsample  # the HOG window is 80 px, upsampling halves it
 
     def landmarks_in_box(self, image, box) -> np.ndarray:
         "The 68 landmarks (68, 2) of the face in `box` (left, top, right, bottom) of an RGB image."
@@ -131,27 +153,35 @@ DETECTORS = ("mtcnn", "dlib")
 
 class MtcnnAligner:
     "MTCNN (`focusface.mtcnn`): finds masked faces too, and gives the five template points directly."
+
     name = "mtcnn"
 
     def __init__(self, min_face: int = 20, threads: int = 1, **options):  # options: thresholds, scale_factor
         from focusface.mtcnn import MTCNN
+
         self.detector = MTCNN(min_face=min_face, threads=threads, **options)
 
     @property
-    def smallest_face(self) -> int: return self.detector.min_face
+    def smallest_face(self) -> int:
+        return self.detector.min_face
 
     def detect(self, image) -> list[Face]:
         "Every face in an RGB uint8 image, main face first (`rank_faces`)."
         image = np.ascontiguousarray(image)
         boxes, scores, points = self.detector.detect(image)
-        faces = [Face(tuple(int(round(v)) for v in box), float(score), five) for box, score, five in zip(boxes, scores, points)]
+        faces = [
+            Face(tuple(int(round(v)) for v in box), float(score), five)
+            for box, score, five in zip(boxes, scores, points)
+        ]
         return rank_faces(faces, image.shape)
 
 # %% ../nbs/22_align.ipynb #c65130cf
 def make_aligner(detector: str = "mtcnn", **options):
     "A face aligner by name: `mtcnn` (the default) or `dlib` (HOG + 68 points); `options` go to its class."
-    if detector == "mtcnn": return MtcnnAligner(**options)
-    if detector == "dlib": return DlibAligner(**options)
+    if detector == "mtcnn":
+        return MtcnnAligner(**options)
+    if detector == "dlib":
+        return DlibAligner(**options)
     raise FocusFaceError(f"detector must be one of {list(DETECTORS)}, got {detector!r}")
 
 # %% ../nbs/22_align.ipynb #976ac1b5
@@ -162,6 +192,7 @@ class NoFaceError(FocusFaceError):
 @dataclass
 class AlignedFace:
     "An aligned 112x112 RGB crop, the face it came from (None for an input that was already aligned), and a note."
+
     image: np.ndarray
     face: Face | None
     faces_found: int
@@ -171,11 +202,14 @@ class AlignedFace:
 def as_rgb(image, source: str = "image") -> np.ndarray:
     "An RGB uint8 (H, W, 3) array from a grey-scale (H, W), (H, W, 1), RGB or RGBA uint8 array."
     image = np.asarray(image)
-    if image.dtype != np.uint8: raise FocusFaceError(f"{source}: expected uint8 pixels, got {image.dtype}")
-    if image.ndim == 2: image = image[:, :, None]
+    if image.dtype != np.uint8:
+        raise FocusFaceError(f"{source}: expected uint8 pixels, got {image.dtype}")
+    if image.ndim == 2:
+        image = image[:, :, None]
     if image.ndim != 3 or image.shape[2] not in (1, 3, 4) or min(image.shape[:2]) < 1:
         raise FocusFaceError(f"{source}: expected an image shaped (H, W), (H, W, 3) or (H, W, 4), got {image.shape}")
-    if image.shape[2] == 1: return np.repeat(image, 3, axis=2)
+    if image.shape[2] == 1:
+        return np.repeat(image, 3, axis=2)
     return image if image.shape[2] == 3 else np.ascontiguousarray(image[:, :, :3])
 
 # %% ../nbs/22_align.ipynb #080961f9
@@ -184,7 +218,8 @@ _ALIGNER = {}
 
 def default_aligner(detector: str = "mtcnn"):
     "One aligner of each kind per process (`make_aligner`; loading dlib's predictor takes about a second)."
-    if detector not in _ALIGNER: _ALIGNER[detector] = make_aligner(detector)
+    if detector not in _ALIGNER:
+        _ALIGNER[detector] = make_aligner(detector)
     return _ALIGNER[detector]
 
 # %% ../nbs/22_align.ipynb #28122108
@@ -192,37 +227,49 @@ def align_photo(image, *, aligner=None, face: int | None = None, source: str = "
     "Detect, pick and align the face of a photo (`aligner`: one, or a detector's name); a 112x112 input passes through as aligned."
     image = as_rgb(image, source)
     if image.shape[:2] == (TEMPLATE_SIZE, TEMPLATE_SIZE):
-        if face not in (None, 0): raise FocusFaceError(f"{source}: an aligned 112x112 crop holds one face; face={face} does not apply")
+        if face not in (None, 0):
+            raise FocusFaceError(f"{source}: an aligned 112x112 crop holds one face; face={face} does not apply")
         return AlignedFace(image, None, 1, "a 112x112 crop: used as aligned, no detection")
     if face is not None and (isinstance(face, bool) or not isinstance(face, int) or face < 0):
         raise FocusFaceError(f"face must be 0 (the main face), 1, 2, ..., got {face!r}")
-    if aligner is None or isinstance(aligner, str): aligner = default_aligner(aligner or "mtcnn")
+    if aligner is None or isinstance(aligner, str):
+        aligner = default_aligner(aligner or "mtcnn")
     faces = rank_faces(aligner.detect(image), image.shape)
     h, w = image.shape[:2]
     if not faces:
         what = {"dlib": "dlib's HOG detector finds unmasked frontal faces", "mtcnn": "MTCNN finds faces"}.get(
-            getattr(aligner, "name", ""), "the detector finds faces")
-        raise NoFaceError(f"{source}: no face found ({w}x{h} px photo; {what} from about {aligner.smallest_face} px "
-                          "wide): give a photo with a larger or more frontal face, or an aligned 112x112 crop")
+            getattr(aligner, "name", ""), "the detector finds faces"
+        )
+        raise NoFaceError(
+            f"{source}: no face found ({w}x{h} px photo; {what} from about {aligner.smallest_face} px "
+            "wide): give a photo with a larger or more frontal face, or an aligned 112x112 crop"
+        )
     if face is not None and face >= len(faces):
         raise FocusFaceError(f"{source}: face {face} asked for, but {len(faces)} found (0 = the main face)")
     chosen = faces[face or 0]
-    if len(faces) == 1: note = f"one face: {chosen.describe()}"
+    if len(faces) == 1:
+        note = f"one face: {chosen.describe()}"
     else:
-        note = (f"{len(faces)} faces found; used " + ("the main face" if face is None else f"face {face}") + f", {chosen.describe()}; "
-                + "; ".join(f"face {i}: {f.describe()}" for i, f in enumerate(faces) if f is not chosen)
-                + ("; choose another with face=N (0 = the main face)" if face is None else ""))
+        note = (
+            f"{len(faces)} faces found; used "
+            + ("the main face" if face is None else f"face {face}")
+            + f", {chosen.describe()}; "
+            + "; ".join(f"face {i}: {f.describe()}" for i, f in enumerate(faces) if f is not chosen)
+            + ("; choose another with face=N (0 = the main face)" if face is None else "")
+        )
     return AlignedFace(align_face(image, chosen.landmarks), chosen, len(faces), note)
 
 # %% ../nbs/22_align.ipynb #a3c21096
 def mask_photo(image, landmarks, params) -> np.ndarray:
     "The RGB photo with the mask `params` (focusface.maskspec.MaskParams) drawn on the face whose five points are `landmarks`."
     import cv2
+
     from focusface.masks import apply_mask
+
     image = as_rgb(image)
     template = np.asarray(TEMPLATE_LANDMARKS, np.float64)
     scale = np.sqrt(abs(np.linalg.det(similarity_transform(landmarks, template)[:, :2])))  # template px per photo px
-    size = int(np.clip(round(TEMPLATE_SIZE / scale), TEMPLATE_SIZE, 4 * TEMPLATE_SIZE))     # the face at its own size
+    size = int(np.clip(round(TEMPLATE_SIZE / scale), TEMPLATE_SIZE, 4 * TEMPLATE_SIZE))  # the face at its own size
     forward = similarity_transform(landmarks, template * size / TEMPLATE_SIZE)
     crop = cv2.warpAffine(image, forward, (size, size), flags=cv2.INTER_LINEAR)
     masked = apply_mask(crop, params)
@@ -238,23 +285,30 @@ def detection_figure(photos, aligner=None, columns: int = 4):
     "A figure of photos with every face found (box, five points; the main face in red) and, below each, its aligned main face."
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
-    if aligner is None or isinstance(aligner, str): aligner = default_aligner(aligner or "mtcnn")
+
+    if aligner is None or isinstance(aligner, str):
+        aligner = default_aligner(aligner or "mtcnn")
     rows = -(-len(photos) // columns)
     fig = Figure(figsize=(2.6 * columns, 4.4 * rows))
     axes = fig.subplots(2 * rows, columns, squeeze=False, gridspec_kw=dict(height_ratios=[1.4, 1] * rows))
-    for ax in axes.ravel(): ax.axis("off")
+    for ax in axes.ravel():
+        ax.axis("off")
     for k, photo in enumerate(photos):
         top, bottom = axes[2 * (k // columns)][k % columns], axes[2 * (k // columns) + 1][k % columns]
         photo = as_rgb(photo)
         faces = rank_faces(aligner.detect(photo), photo.shape)
         top.imshow(photo)
         for i, f in enumerate(faces):
-            l, t, r, b = f.box
+            x0, y0, x1, y1 = f.box
             colour = "red" if i == 0 else "yellow"
-            top.add_patch(Rectangle((l, t), r - l, b - t, fill=False, color=colour, lw=1.2))
+            top.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color=colour, lw=1.2))
             top.plot(f.landmarks[:, 0], f.landmarks[:, 1], ".", color=colour, ms=3)
-        top.set_title(f"{len(faces)} face{'s' if len(faces) != 1 else ''}" + (f", p {faces[0].score:.2f}" if faces else ""), fontsize=8)
-        if faces: bottom.imshow(align_face(photo, faces[0].landmarks))
+        top.set_title(
+            f"{len(faces)} face{'s' if len(faces) != 1 else ''}" + (f", p {faces[0].score:.2f}" if faces else ""),
+            fontsize=8,
+        )
+        if faces:
+            bottom.imshow(align_face(photo, faces[0].landmarks))
     fig.tight_layout()
     return fig
 
@@ -263,18 +317,24 @@ def read_reference_landmarks(sample) -> dict:
     "The five reference points of each raw image of the LFW development sample: {'Name/Name_NNNN.jpg': (5, 2)}."
     import csv
     from pathlib import Path
+
     path = Path(sample) / "raw_landmarks.tsv"
-    if not path.is_file(): raise FocusFaceError(f"{path}: not found; point FOCUSFACE_LFW_SAMPLE at the LFW development sample")
+    if not path.is_file():
+        raise FocusFaceError(f"{path}: not found; point FOCUSFACE_LFW_SAMPLE at the LFW development sample")
     with open(path, newline="") as f:
         rows = [r for r in csv.reader(f, delimiter="\t") if r and not r[0].startswith("#")]
-    try: return {r[0]: np.array(r[1:11], np.float64).reshape(5, 2) for r in rows}
-    except (ValueError, IndexError) as e: raise FocusFaceError(f"{path}: a row does not hold a name and 10 numbers ({e})") from None
+    try:
+        return {r[0]: np.array(r[1:11], np.float64).reshape(5, 2) for r in rows}
+    except (ValueError, IndexError) as e:
+        raise FocusFaceError(f"{path}: a row does not hold a name and 10 numbers ({e})") from None
 
 # %% ../nbs/22_align.ipynb #68b02ad5
 def alignment_accuracy(sample, aligner=None, limit: int | None = None) -> dict:
     "Distance (px) of the five points found to the sample's reference points, and pixel difference of the crops."
     from pathlib import Path
+
     from focusface.images import decode_image
+
     sample = Path(sample)
     reference = read_reference_landmarks(sample)
     aligner = aligner or default_aligner()
@@ -282,14 +342,25 @@ def alignment_accuracy(sample, aligner=None, limit: int | None = None) -> dict:
     for name in list(reference)[:limit]:
         raw = decode_image((sample / "raw" / name).read_bytes(), name)
         faces = aligner.detect(raw)
-        if not faces: missed.append(name); continue
-        if len(faces) > 1: several.append(name)
+        if not faces:
+            missed.append(name)
+            continue
+        if len(faces) > 1:
+            several.append(name)
         best = min(faces, key=lambda f: np.linalg.norm(f.landmarks - reference[name], axis=1).mean())
         errors.append(np.linalg.norm(best.landmarks - reference[name], axis=1))
         theirs = decode_image((sample / "aligned" / name).read_bytes(), name)
         crop_diff.append(np.abs(align_face(raw, best.landmarks).astype(np.int16) - theirs).mean())
     errors = np.array(errors)
-    return dict(images=len(reference) if limit is None else min(limit, len(reference)), found=len(errors),
-                missed=missed, several_faces=several, mean_px=float(errors.mean()),
-                median_px=float(np.median(errors)), p95_px=float(np.percentile(errors, 95)), max_px=float(errors.max()),
-                per_point_mean_px=errors.mean(0).round(3).tolist(), crop_mean_abs_diff=float(np.mean(crop_diff)))
+    return dict(
+        images=len(reference) if limit is None else min(limit, len(reference)),
+        found=len(errors),
+        missed=missed,
+        several_faces=several,
+        mean_px=float(errors.mean()),
+        median_px=float(np.median(errors)),
+        p95_px=float(np.percentile(errors, 95)),
+        max_px=float(errors.max()),
+        per_point_mean_px=errors.mean(0).round(3).tolist(),
+        crop_mean_abs_diff=float(np.mean(crop_diff)),
+    )

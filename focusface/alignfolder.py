@@ -28,17 +28,28 @@ CARRIED = ("pairs.txt", "mfr2_labels.txt", "mask_labels.txt")  # copied to the o
 def folder_images(src) -> tuple[list[str], list[str]]:
     "(images as relative paths, in sorted order; the pairs and labels files to carry over) of a photo folder."
     src = Path(src)
-    if not src.exists(): raise FocusFaceError(f"{src}: no such folder")
-    if not src.is_dir(): raise FocusFaceError(f"{src}: not a folder; align takes a folder of photos (flat, "
-                                              "<identity>/<image>, or a pairs folder with pairs.txt)")
+    if not src.exists():
+        raise FocusFaceError(f"{src}: no such folder")
+    if not src.is_dir():
+        raise FocusFaceError(
+            f"{src}: not a folder; align takes a folder of photos (flat, "
+            "<identity>/<image>, or a pairs folder with pairs.txt)"
+        )
     flat = [p for p in src.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-    nested = [p for d in src.iterdir() if d.is_dir() for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    nested = [
+        p
+        for d in src.iterdir()
+        if d.is_dir()
+        for p in d.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    ]
     images = sorted(p.relative_to(src).as_posix() for p in flat + nested)
     if not images:
         raise FormatError(f"{src}: holds no images ({', '.join(IMAGE_SUFFIXES)}), at the top or one folder down")
     carried = [name for name in CARRIED if (src / name).is_file()]
     if "pairs.txt" in carried:  # every image the pairs name must be there, before any work
         from focusface.evalsets import read_pairs_folder
+
         read_pairs_folder(src, mask_labels=None)
     return images, carried
 
@@ -50,52 +61,96 @@ _ALIGNERS = {}  # one detector per worker process
 def align_one(job) -> tuple[str, bytes | None, dict]:
     "(relative path, the aligned image's bytes or None, its report row) for a job (src folder, relative path, detector, quality)."
     from focusface.align import align_photo, default_aligner
+
     src, rel, detector, quality = job
     data = (Path(src) / rel).read_bytes()
     row = dict(image=rel, status="", faces=0, score="", note="")
     size = image_size(data)
     if size == (TEMPLATE_SIZE, TEMPLATE_SIZE):
         return rel, data, dict(row, status="copied", faces=1, note="a 112x112 crop: copied as it is")
-    try: image = decode_image(data, rel)
-    except FocusFaceError as e: return rel, None, dict(row, status="unreadable", note=str(e))
-    try: aligned = align_photo(image, aligner=default_aligner(detector), source=rel)
-    except FocusFaceError as e: return rel, None, dict(row, status="no_face", note=str(e))
+    try:
+        image = decode_image(data, rel)
+    except FocusFaceError as e:
+        return rel, None, dict(row, status="unreadable", note=str(e))
+    try:
+        aligned = align_photo(image, aligner=default_aligner(detector), source=rel)
+    except FocusFaceError as e:
+        return rel, None, dict(row, status="no_face", note=str(e))
     score = "" if aligned.face is None else f"{aligned.face.score:.3f}"
     ext = ".png" if Path(rel).suffix.lower() == ".png" else ".jpg"
-    return rel, encode_image(aligned.image, ext, quality), dict(row, status="aligned" if aligned.face else "copied",
-                                                                 faces=aligned.faces_found, score=score, note=aligned.note)
+    return (
+        rel,
+        encode_image(aligned.image, ext, quality),
+        dict(
+            row,
+            status="aligned" if aligned.face else "copied",
+            faces=aligned.faces_found,
+            score=score,
+            note=aligned.note,
+        ),
+    )
 
 # %% ../nbs/23_alignfolder.ipynb #212d02fc
-def align_folder(src, dst, *,
-                 detector: str = "mtcnn",   # mtcnn | dlib (focusface.align.DETECTORS)
-                 workers: int = 2,          # worker processes (0: in this process)
-                 quality: int = 95,         # JPEG quality of the aligned crops (PNG stays PNG)
-                 overwrite: bool = False,   # replace an existing `dst` (never the source)
-                 progress: bool = True) -> dict:
+def align_folder(
+    src,
+    dst,
+    *,
+    detector: str = "mtcnn",  # mtcnn | dlib (focusface.align.DETECTORS)
+    workers: int = 2,  # worker processes (0: in this process)
+    quality: int = 95,  # JPEG quality of the aligned crops (PNG stays PNG)
+    overwrite: bool = False,  # replace an existing `dst` (never the source)
+    progress: bool = True,
+) -> dict:
     "Align every photo of `src` into `dst` (same layout, pairs and labels files carried over) with `dst/alignment.tsv`; returns counts."
     from focusface.align import DETECTORS
+
     src, dst = Path(src), Path(dst)
-    if detector not in DETECTORS: raise FocusFaceError(f"detector must be one of {list(DETECTORS)}, got {shorten(detector)}")
+    if detector not in DETECTORS:
+        raise FocusFaceError(f"detector must be one of {list(DETECTORS)}, got {shorten(detector)}")
     check_quality(quality)
     images, carried = folder_images(src)
     with atomic_dir(dst, overwrite=overwrite, sources=[src]) as tmp:
-        if workers == 0: from focusface.align import default_aligner; default_aligner(detector)  # fail before the bar
+        if workers == 0:
+            from focusface.align import default_aligner
+
+            default_aligner(detector)  # fail before the bar
         rows = []
         jobs = [(str(src), rel, detector, quality) for rel in images]
-        for rel, data, row in ordered_map(align_one, jobs, workers, progress=progress, total=len(jobs),
-                                          desc=f"aligning {src.name}", count=lambda result: 1):
+        for rel, data, row in ordered_map(
+            align_one,
+            jobs,
+            workers,
+            progress=progress,
+            total=len(jobs),
+            desc=f"aligning {src.name}",
+            count=lambda result: 1,
+        ):
             if data is not None:
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                 (tmp / rel).write_bytes(data)
             rows.append(row)
-        for name in carried: (tmp / name).write_bytes((src / name).read_bytes())
+        for name in carried:
+            (tmp / name).write_bytes((src / name).read_bytes())
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, ["image", "status", "faces", "score", "note"], delimiter="\t", lineterminator="\n")
-        writer.writeheader(); writer.writerows(rows)
+        writer = csv.DictWriter(
+            buffer, ["image", "status", "faces", "score", "note"], delimiter="\t", lineterminator="\n"
+        )
+        writer.writeheader()
+        writer.writerows(rows)
         (tmp / REPORT).write_text(buffer.getvalue())
-    counts = {status: sum(r["status"] == status for r in rows) for status in ("aligned", "copied", "no_face", "unreadable")}
-    return dict(src=str(src), out=str(dst), images=len(rows), several_faces=sum(int(r["faces"]) > 1 for r in rows),
-                carried=carried, report=str(dst / REPORT), detector=detector, **counts)
+    counts = {
+        status: sum(r["status"] == status for r in rows) for status in ("aligned", "copied", "no_face", "unreadable")
+    }
+    return dict(
+        src=str(src),
+        out=str(dst),
+        images=len(rows),
+        several_faces=sum(int(r["faces"]) > 1 for r in rows),
+        carried=carried,
+        report=str(dst / REPORT),
+        detector=detector,
+        **counts,
+    )
 
 # %% ../nbs/23_alignfolder.ipynb #8e3e98b6
 _SOURCES = {}  # the dataset each worker process reads, opened once
@@ -104,11 +159,15 @@ _SOURCES = {}  # the dataset each worker process reads, opened once
 def _crop_size(source) -> int | None:
     "The side of the first square crop of `source` (the size its landmarks are given in), or None."
     from focusface.images import decode_with_warnings
+
     for i in range(len(source)):
         name, data = source.read(i)
-        try: image = decode_with_warnings(data, name)[0]
-        except FocusFaceError: continue
-        if image.shape[0] == image.shape[1]: return image.shape[0]
+        try:
+            image = decode_with_warnings(data, name)[0]
+        except FocusFaceError:
+            continue
+        if image.shape[0] == image.shape[1]:
+            return image.shape[0]
     return None
 
 
@@ -117,6 +176,7 @@ def _landmarks_chunk(job) -> dict:
     from focusface.align import DlibAligner
     from focusface.datasets import open_dataset
     from focusface.images import decode_with_warnings, jpeg_truncated
+
     src, start, end, box, size, aligner = job
     source = _SOURCES[src] if src in _SOURCES else _SOURCES.setdefault(src, open_dataset(src))
     aligner = aligner or _ALIGNERS.get("landmarks") or _ALIGNERS.setdefault("landmarks", DlibAligner())
@@ -124,11 +184,18 @@ def _landmarks_chunk(job) -> dict:
     notes, damaged = [""] * (end - start), []
     for j, i in enumerate(range(start, end)):
         name, data = source.read(i)
-        try: image, said = decode_with_warnings(data, name)
-        except FocusFaceError as e: notes[j] = str(e); damaged.append(name); continue
-        if said or jpeg_truncated(data): damaged.append(name)  # repaired by the decoder: measured as decoded
+        try:
+            image, said = decode_with_warnings(data, name)
+        except FocusFaceError as e:
+            notes[j] = str(e)
+            damaged.append(name)
+            continue
+        if said or jpeg_truncated(data):
+            damaged.append(name)  # repaired by the decoder: measured as decoded
         h, w = image.shape[:2]
-        if h != w: notes[j] = f"{w}x{h}: not a square aligned crop"; continue
+        if h != w:
+            notes[j] = f"{w}x{h}: not a square aligned crop"
+            continue
         shape = aligner.landmarks_in_box(image, [v * h / TEMPLATE_SIZE for v in box])
         landmarks[j] = shape * (size / h) if h != size else shape
         notes[j] = check_landmarks(landmarks[j], size)
@@ -136,17 +203,27 @@ def _landmarks_chunk(job) -> dict:
     return dict(start=start, landmarks=landmarks, ok=ok, notes=notes, damaged=damaged)
 
 
-def compute_landmarks(src, out, *, box=FACE_BOX, overwrite: bool = False, progress: bool = False,
-                      workers: int = 2,   # worker processes (0: in this process)
-                      aligner=None) -> dict:  # a landmark model of your own: runs in this process
+def compute_landmarks(
+    src,
+    out,
+    *,
+    box=FACE_BOX,
+    overwrite: bool = False,
+    progress: bool = False,
+    workers: int = 2,  # worker processes (0: in this process)
+    aligner=None,
+) -> dict:  # a landmark model of your own: runs in this process
     "68 landmarks of every aligned crop of `src` into `out` (.npz: keys, landmarks, ok, notes, image_size, box)."
     from focusface.datasets import open_dataset
+
     out = Path(out)
-    if out.suffix != ".npz": raise FocusFaceError(f"{out}: the landmarks file must be a .npz")
+    if out.suffix != ".npz":
+        raise FocusFaceError(f"{out}: the landmarks file must be a .npz")
     check_destination(out, overwrite=overwrite, sources=[src])
     source = open_dataset(src)
     count, keys = len(source), source.keys
-    if count == 0: raise FormatError(f"{src}: holds no images")
+    if count == 0:
+        raise FormatError(f"{src}: holds no images")
     fingerprint = source.fingerprint()  # the file says which dataset it belongs to: never used with another
     size = _crop_size(source) or TEMPLATE_SIZE  # every face's landmarks in the first square crop's pixels
     chunk = 256
@@ -154,15 +231,35 @@ def compute_landmarks(src, out, *, box=FACE_BOX, overwrite: bool = False, progre
     ok, notes, damaged = np.zeros(count, bool), [""] * count, []
     with scratch_dir(out, need=2 * count * 68 * 2 * 4) as tmp:  # the array, then the .npz made of it
         landmarks = allocated_memmap(tmp / "landmarks.npy", np.float32, (count, 68, 2), out)
-        for r in ordered_map(_landmarks_chunk, jobs, 0 if aligner is not None else min(workers, len(jobs)), progress=progress,
-                             total=count, desc=f"landmarks of {Path(src).name}", count=lambda r: len(r["ok"])):
+        for r in ordered_map(
+            _landmarks_chunk,
+            jobs,
+            0 if aligner is not None else min(workers, len(jobs)),
+            progress=progress,
+            total=count,
+            desc=f"landmarks of {Path(src).name}",
+            count=lambda r: len(r["ok"]),
+        ):
             s, n = r["start"], len(r["ok"])
-            landmarks[s:s + n], ok[s:s + n], notes[s:s + n] = r["landmarks"], r["ok"], r["notes"]
+            landmarks[s : s + n], ok[s : s + n], notes[s : s + n] = r["landmarks"], r["ok"], r["notes"]
             damaged += r["damaged"]
-        landmarks.flush(); del landmarks
+        landmarks.flush()
+        del landmarks
         key_array = np.array(keys, dtype=np.int64 if all(isinstance(k, int) for k in keys) else str)
-        write_npz(out, dict(keys=key_array, landmarks=tmp / "landmarks.npy", ok=ok, notes=np.array(notes, dtype=str),
-                             image_size=np.array(size), box=np.array(box, np.float32),
-                             source=np.array(str(src)), fingerprint=np.array(fingerprint)), sources=[src], overwrite=overwrite)
+        write_npz(
+            out,
+            dict(
+                keys=key_array,
+                landmarks=tmp / "landmarks.npy",
+                ok=ok,
+                notes=np.array(notes, dtype=str),
+                image_size=np.array(size),
+                box=np.array(box, np.float32),
+                source=np.array(str(src)),
+                fingerprint=np.array(fingerprint),
+            ),
+            sources=[src],
+            overwrite=overwrite,
+        )
     _SOURCES.pop(str(src), None)  # this process's copy (workers=0): a later call may see a changed dataset
     return dict(out=str(out), images=count, ok=int(ok.sum()), rejected=int((~ok).sum()), damaged=damaged)

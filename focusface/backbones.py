@@ -22,16 +22,25 @@ IMAGE_SIZE = TEMPLATE_SIZE  # the 7x7 map after 4 stride-2 stages depends on the
 def check_image_batch(images: torch.Tensor, name: str = "images") -> None:
     "Raise a clear `ValueError` unless `images` is a float tensor shaped (N, 3, 112, 112)."
     if not isinstance(images, torch.Tensor):
-        raise FocusFaceError(f"{name} must be a torch.Tensor shaped (N, 3, {IMAGE_SIZE}, {IMAGE_SIZE}), got {type(images).__name__}")
+        raise FocusFaceError(
+            f"{name} must be a torch.Tensor shaped (N, 3, {IMAGE_SIZE}, {IMAGE_SIZE}), got {type(images).__name__}"
+        )
     if images.ndim != 4 or images.shape[1] != 3 or images.shape[2:] != (IMAGE_SIZE, IMAGE_SIZE):
         hint = ""
-        if images.ndim == 4 and images.shape[-1] == 3: hint = " (it looks channels-last: use images.permute(0, 3, 1, 2))"
-        elif images.ndim == 3: hint = " (a single image: add the batch axis with images[None])"
-        elif images.ndim == 4 and images.shape[1] == 3: hint = f" (resize or re-align the faces to {IMAGE_SIZE}x{IMAGE_SIZE})"
-        raise FocusFaceError(f"{name} must be shaped (N, 3, {IMAGE_SIZE}, {IMAGE_SIZE}) RGB in [-1, 1], got {tuple(images.shape)}{hint}")
+        if images.ndim == 4 and images.shape[-1] == 3:
+            hint = " (it looks channels-last: use images.permute(0, 3, 1, 2))"
+        elif images.ndim == 3:
+            hint = " (a single image: add the batch axis with images[None])"
+        elif images.ndim == 4 and images.shape[1] == 3:
+            hint = f" (resize or re-align the faces to {IMAGE_SIZE}x{IMAGE_SIZE})"
+        raise FocusFaceError(
+            f"{name} must be shaped (N, 3, {IMAGE_SIZE}, {IMAGE_SIZE}) RGB in [-1, 1], got {tuple(images.shape)}{hint}"
+        )
     if not images.is_floating_point():
-        raise FocusFaceError(f"{name} must be a float tensor in [-1, 1], got dtype {images.dtype}; "
-                        "convert uint8 faces with focusface.model.to_model_input")
+        raise FocusFaceError(
+            f"{name} must be a float tensor in [-1, 1], got dtype {images.dtype}; "
+            "convert uint8 faces with focusface.model.to_model_input"
+        )
 
 # %% ../nbs/15_backbones.ipynb #44b3755e
 BN_EPS = 1e-5  # insightface iresnet and the FocusFace release both use 1e-5
@@ -43,6 +52,7 @@ def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
 # %% ../nbs/15_backbones.ipynb #660cbc6e
 class IBasicBlock(nn.Module):
     "iResNet residual block: BN -> conv3x3 -> BN -> PReLU -> conv3x3(stride) -> BN, plus the (downsampled) input."
+
     def __init__(self, in_channels: int, channels: int, stride: int = 1, downsample: nn.Module | None = None):
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_channels, eps=BN_EPS)
@@ -64,16 +74,21 @@ TRUNK_INITS = ("insightface", "damped")
 
 class IResNet(nn.Module):
     "iResNet trunk (insightface layout) with an optional embedding layer `fc` + `features`."
-    def __init__(self, *,
-                 layers: tuple[int, int, int, int],           # residual blocks per stage
-                 widths: tuple[int, int, int, int] = (64, 128, 256, 512),  # channels per stage
-                 embedding_size: int = 512,                    # output of the embedding layer
-                 dropout: float = 0.0,                         # before the embedding layer (insightface default 0)
-                 include_embedding: bool = True,               # False: no fc/features, use forward_features
-                 stem_stride: int = 1,                         # 2: a strided stem and a stride-1 last stage (cheap demo nets)
-                 init: str = "insightface"):                   # how the weights start: one of TRUNK_INITS
+
+    def __init__(
+        self,
+        *,
+        layers: tuple[int, int, int, int],  # residual blocks per stage
+        widths: tuple[int, int, int, int] = (64, 128, 256, 512),  # channels per stage
+        embedding_size: int = 512,  # output of the embedding layer
+        dropout: float = 0.0,  # before the embedding layer (insightface default 0)
+        include_embedding: bool = True,  # False: no fc/features, use forward_features
+        stem_stride: int = 1,  # 2: a strided stem and a stride-1 last stage (cheap demo nets)
+        init: str = "insightface",
+    ):  # how the weights start: one of TRUNK_INITS
         super().__init__()
-        if init not in TRUNK_INITS: raise FocusFaceError(f"init must be one of {list(TRUNK_INITS)}, got {init!r}")
+        if init not in TRUNK_INITS:
+            raise FocusFaceError(f"init must be one of {list(TRUNK_INITS)}, got {init!r}")
         if len(layers) != 4 or any(int(n) < 1 for n in layers):
             raise FocusFaceError(f"layers must be four positive block counts, got {layers!r}")
         if len(widths) != 4 or any(int(w) < 1 for w in widths):
@@ -82,7 +97,8 @@ class IResNet(nn.Module):
             raise FocusFaceError(f"embedding_size must be a positive integer, got {shorten(embedding_size)}")
         if not 0.0 <= dropout < 1.0:
             raise FocusFaceError(f"dropout must be in [0, 1), got {dropout}")
-        if stem_stride not in (1, 2): raise FocusFaceError(f"stem_stride must be 1 or 2, got {stem_stride!r}")
+        if stem_stride not in (1, 2):
+            raise FocusFaceError(f"stem_stride must be 1 or 2, got {stem_stride!r}")
         self.stem_stride = stem_stride
         self.layers, self.widths = tuple(int(n) for n in layers), tuple(int(w) for w in widths)
         self.embedding_size, self.feature_channels = embedding_size, self.widths[-1]
@@ -107,8 +123,9 @@ class IResNet(nn.Module):
 
     @staticmethod
     def _make_stage(in_channels: int, width: int, depth: int, stride: int = 2) -> nn.Sequential:
-        downsample = nn.Sequential(nn.Conv2d(in_channels, width, kernel_size=1, stride=stride, bias=False),
-                                   nn.BatchNorm2d(width, eps=BN_EPS))
+        downsample = nn.Sequential(
+            nn.Conv2d(in_channels, width, kernel_size=1, stride=stride, bias=False), nn.BatchNorm2d(width, eps=BN_EPS)
+        )
         blocks = [IBasicBlock(in_channels, width, stride=stride, downsample=downsample)]
         blocks += [IBasicBlock(width, width) for _ in range(depth - 1)]
         return nn.Sequential(*blocks)
@@ -116,13 +133,18 @@ class IResNet(nn.Module):
     def _init_weights(self, init: str):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                if init == "insightface": nn.init.normal_(m.weight, 0.0, 0.1)
-                else: nn.init.kaiming_normal_(m.weight, a=0.25, nonlinearity="leaky_relu")
-            elif isinstance(m, nn.BatchNorm2d): nn.init.ones_(m.weight); nn.init.zeros_(m.bias)
+                if init == "insightface":
+                    nn.init.normal_(m.weight, 0.0, 0.1)
+                else:
+                    nn.init.kaiming_normal_(m.weight, a=0.25, nonlinearity="leaky_relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
         if init == "damped":
             for m in self.modules():
                 if isinstance(m, IBasicBlock):
-                    with torch.no_grad(): m.conv2.weight.mul_(0.1)
+                    with torch.no_grad():
+                        m.conv2.weight.mul_(0.1)
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         "(N, 3, 112, 112) in [-1, 1] -> the (N, C, 7, 7) map after the last BN."
@@ -142,16 +164,27 @@ class IResNet(nn.Module):
 _BACKBONES: dict[str, dict] = {}
 
 
-def register_backbone(name: str, *, layers: tuple[int, int, int, int],
-                      widths: tuple[int, int, int, int] = (64, 128, 256, 512), stem_stride: int = 1,
-                      description: str = "") -> None:
+def register_backbone(
+    name: str,
+    *,
+    layers: tuple[int, int, int, int],
+    widths: tuple[int, int, int, int] = (64, 128, 256, 512),
+    stem_stride: int = 1,
+    description: str = "",
+) -> None:
     "Add (or replace) a named iResNet variant in the registry."
-    _BACKBONES[name.lower()] = dict(layers=tuple(layers), widths=tuple(widths), stem_stride=int(stem_stride),
-                                    description=description)
+    _BACKBONES[name.lower()] = dict(
+        layers=tuple(layers), widths=tuple(widths), stem_stride=int(stem_stride), description=description
+    )
 
 # %% ../nbs/15_backbones.ipynb #d3d3fc7d
-register_backbone("demo", layers=(1, 1, 1, 1), widths=(16, 32, 64, 128), stem_stride=2,
-                  description="focusface CPU demo: tiny with a strided stem, ~3x cheaper")
+register_backbone(
+    "demo",
+    layers=(1, 1, 1, 1),
+    widths=(16, 32, 64, 128),
+    stem_stride=2,
+    description="focusface CPU demo: tiny with a strided stem, ~3x cheaper",
+)
 register_backbone("tiny", layers=(1, 1, 1, 1), widths=(16, 32, 64, 128), description="focusface test size")
 register_backbone("r18", layers=(2, 2, 2, 2), description="iResNet-18")
 register_backbone("r34", layers=(3, 4, 6, 3), description="iResNet-34")
@@ -162,20 +195,28 @@ register_backbone("r200", layers=(6, 26, 60, 6), description="iResNet-200")
 
 def list_backbones() -> list[str]:
     "Names accepted by `create_backbone`, smallest first."
-    return sorted(_BACKBONES, key=lambda n: (sum(_BACKBONES[n]["layers"]) * _BACKBONES[n]["widths"][-1],
-                                             -_BACKBONES[n]["stem_stride"], n))
+    return sorted(
+        _BACKBONES,
+        key=lambda n: (sum(_BACKBONES[n]["layers"]) * _BACKBONES[n]["widths"][-1], -_BACKBONES[n]["stem_stride"], n),
+    )
 
 # %% ../nbs/15_backbones.ipynb #534e5634
 def backbone_spec(name: str) -> dict:
     "The registry entry (layers, widths, description) of `name`."
-    try: return dict(_BACKBONES[name.lower()])
-    except KeyError: raise FocusFaceError(f"unknown backbone {name!r}; choose one of {list_backbones()}") from None
+    try:
+        return dict(_BACKBONES[name.lower()])
+    except KeyError:
+        raise FocusFaceError(f"unknown backbone {name!r}; choose one of {list_backbones()}") from None
 
 # %% ../nbs/15_backbones.ipynb #55fbb895
 def find_backbone(layers, widths) -> str | None:
     "The registered name with these stage depths and widths and insightface's stride-1 stem, or None."
-    for name, spec in _BACKBONES.items():  # a strided stem leaves no trace in the weights: files of others never have one
-        if spec["layers"] == tuple(layers) and spec["widths"] == tuple(widths) and spec["stem_stride"] == 1: return name
+    for (
+        name,
+        spec,
+    ) in _BACKBONES.items():  # a strided stem leaves no trace in the weights: files of others never have one
+        if spec["layers"] == tuple(layers) and spec["widths"] == tuple(widths) and spec["stem_stride"] == 1:
+            return name
     return None
 
 # %% ../nbs/15_backbones.ipynb #0f4e88f2

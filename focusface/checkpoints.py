@@ -34,13 +34,18 @@ class CheckpointError(FocusFaceError):
 def read_weights(path, map_location="cpu") -> dict:
     "Load a weight file with `torch.load(weights_only=True)`; refuse anything that is not plain data."
     path = Path(path)
-    if not path.is_file(): raise CheckpointError(f"{path}: no such checkpoint file")
-    with open(path, "rb") as f: head = f.read(8)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    with open(path, "rb") as f:
+        head = f.read(8)
     if head.startswith(b"\x08") and b"pytorch" in path.read_bytes()[:64] or path.suffix == ".onnx":
-        raise CheckpointError(f"{path}: an ONNX model, not a PyTorch weight file: focusface reads the checkpoint it was "
-                              "exported from (`focusface export` writes ONNX, it does not read it)")
+        raise CheckpointError(
+            f"{path}: an ONNX model, not a PyTorch weight file: focusface reads the checkpoint it was "
+            "exported from (`focusface export` writes ONNX, it does not read it)"
+        )
     try:
         import warnings
+
         with warnings.catch_warnings():  # torch's notes about pickle protocols: the error below says what matters
             warnings.simplefilter("ignore")
             obj = torch.load(path, map_location=map_location, weights_only=True)
@@ -48,18 +53,30 @@ def read_weights(path, map_location="cpu") -> dict:
         message = str(e)
         wanted = re.search(r"(?:GLOBAL|global) ([\w.]+)", message)
         if wanted:
-            raise CheckpointError(f"{path}: refused to load: the file asks the unpickler for {wanted.group(1)}, which is "
-                                  "not a tensor or a plain container (it could run code). Only load weights you trust, "
-                                  "re-saved as a state_dict.") from None
-        detail = next((ln for ln in message.splitlines() if ln.strip() and "Weights only" not in ln
-                       and "WeightsUnpickler" not in ln and "Please file" not in ln), "")
+            raise CheckpointError(
+                f"{path}: refused to load: the file asks the unpickler for {wanted.group(1)}, which is "
+                "not a tensor or a plain container (it could run code). Only load weights you trust, "
+                "re-saved as a state_dict."
+            ) from None
+        detail = next(
+            (
+                ln
+                for ln in message.splitlines()
+                if ln.strip() and "Weights only" not in ln and "WeightsUnpickler" not in ln and "Please file" not in ln
+            ),
+            "",
+        )
         if head[:1] == b"\x80" and "Unsupported operand" in detail:  # a plain pickle (PROTO), not torch.save's zip
-            raise CheckpointError(f"{path}: not a PyTorch weight file but a plain pickle with instructions the safe "
-                                  "loader refuses: it may be unsafe (a pickle can run code); only load weights you "
-                                  "trust, re-saved with torch.save(model.state_dict())") from None
+            raise CheckpointError(
+                f"{path}: not a PyTorch weight file but a plain pickle with instructions the safe "
+                "loader refuses: it may be unsafe (a pickle can run code); only load weights you "
+                "trust, re-saved with torch.save(model.state_dict())"
+            ) from None
         raise CheckpointError(f"{path}: not a readable PyTorch weight file ({detail.strip()})") from None
     except Exception as e:  # a damaged zip or pickle fails in many ways (zipfile, struct, EOF, runtime errors)
-        raise CheckpointError(f"{path}: not a readable PyTorch weight file ({type(e).__name__}: {shorten(str(e), 200)})") from None
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch weight file ({type(e).__name__}: {shorten(str(e), 200)})"
+        ) from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a state dict or a focusface checkpoint, found {type(obj).__name__}")
     return obj
@@ -68,16 +85,19 @@ def read_weights(path, map_location="cpu") -> dict:
 def strip_module_prefix(state_dict: dict) -> dict:
     "Drop the `module.` prefix that DataParallel/DDP wrappers add to every key."
     if state_dict and all(k.startswith("module.") for k in state_dict):
-        return {k[len("module."):]: v for k, v in state_dict.items()}
+        return {k[len("module.") :]: v for k, v in state_dict.items()}
     return dict(state_dict)
 
 # %% ../nbs/18_checkpoints.ipynb #ce74883c
 def detect_layout(state_dict: dict) -> str:
     "`focusface`, `authors`, `insightface` or `unknown`, from the keys."
-    if "focusface_checkpoint" in state_dict: return "focusface"
+    if "focusface_checkpoint" in state_dict:
+        return "focusface"
     keys = strip_module_prefix(state_dict)
-    if "model.fc.conv1.weight" in keys and "model.conv1.weight" in keys: return "authors"
-    if "conv1.weight" in keys and "layer1.0.conv1.weight" in keys: return "insightface"
+    if "model.fc.conv1.weight" in keys and "model.conv1.weight" in keys:
+        return "authors"
+    if "conv1.weight" in keys and "layer1.0.conv1.weight" in keys:
+        return "insightface"
     return "unknown"
 
 # %% ../nbs/18_checkpoints.ipynb #aed263b0
@@ -85,47 +105,64 @@ def infer_trunk(state_dict: dict, prefix: str = "") -> tuple[tuple, tuple]:
     "Stage depths and widths of the iResNet trunk whose keys start with `prefix`."
     layers, widths = [], []
     for stage in range(1, 5):
-        blocks = {int(m.group(1)) for k in state_dict
-                  if (m := re.match(re.escape(f"{prefix}layer{stage}.") + r"(\d+)\.", k))}
-        if not blocks: raise CheckpointError(f"no '{prefix}layer{stage}.*' keys: this is not an iResNet trunk")
+        blocks = {
+            int(m.group(1)) for k in state_dict if (m := re.match(re.escape(f"{prefix}layer{stage}.") + r"(\d+)\.", k))
+        }
+        if not blocks:
+            raise CheckpointError(f"no '{prefix}layer{stage}.*' keys: this is not an iResNet trunk")
         layers.append(max(blocks) + 1)
         widths.append(int(state_dict[f"{prefix}layer{stage}.0.conv1.weight"].shape[0]))
     return tuple(layers), tuple(widths)
 
 
 def _trunk_name(state_dict, prefix, path) -> str:
-    try: layers, widths = infer_trunk(state_dict, prefix)
-    except CheckpointError as e: raise CheckpointError(f"{path}: {e}") from None
+    try:
+        layers, widths = infer_trunk(state_dict, prefix)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
     except (KeyError, AttributeError, IndexError, TypeError) as e:
-        raise CheckpointError(f"{path}: the iResNet trunk's keys are incomplete ({shorten(str(e))}): the file is damaged") from None
+        raise CheckpointError(
+            f"{path}: the iResNet trunk's keys are incomplete ({shorten(str(e))}): the file is damaged"
+        ) from None
     name = find_backbone(layers, widths)
     if name is None:
-        raise CheckpointError(f"{path}: its iResNet trunk has stage depths {layers} and widths {widths}, which match no "
-                              f"registered backbone; register it with focusface.backbones.register_backbone")
+        raise CheckpointError(
+            f"{path}: its iResNet trunk has stage depths {layers} and widths {widths}, which match no "
+            f"registered backbone; register it with focusface.backbones.register_backbone"
+        )
     return name
 
 # %% ../nbs/18_checkpoints.ipynb #0009542a
-_AUTHORS_HEAD = {"model.fc.conv1.": "head.identity_conv.", "model.fc.bn1.": "head.identity_bn.",
-                 "model.fc.conv2.": "head.mask_conv.", "model.fc.bn2.": "head.mask_bn.",
-                 "fc2.": "mask_classifier.", "fc.": "identity_classifier."}
+_AUTHORS_HEAD = {
+    "model.fc.conv1.": "head.identity_conv.",
+    "model.fc.bn1.": "head.identity_bn.",
+    "model.fc.conv2.": "head.mask_conv.",
+    "model.fc.bn2.": "head.mask_bn.",
+    "fc2.": "mask_classifier.",
+    "fc.": "identity_classifier.",
+}
 
 
 def focusface_to_authors_key(key: str) -> str:
     "The authors' name for one of our keys (for error messages)."
     for old, new in _AUTHORS_HEAD.items():
-        if key.startswith(new): return old + key[len(new):]
-    return "model." + key[len("backbone."):] if key.startswith("backbone.") else key
+        if key.startswith(new):
+            return old + key[len(new) :]
+    return "model." + key[len("backbone.") :] if key.startswith("backbone.") else key
 
 # %% ../nbs/18_checkpoints.ipynb #3b99e738
 def authors_to_focusface(state_dict: dict) -> dict:
     "Rename the keys of an authors' `focus_face*.mdl` state dict to this model's names."
     out = {}
     for key, value in strip_module_prefix(state_dict).items():
-        if key.startswith("model.features."): continue
+        if key.startswith("model.features."):
+            continue
         for old, new in _AUTHORS_HEAD.items():
-            if key.startswith(old): out[new + key[len(old):]] = value; break
+            if key.startswith(old):
+                out[new + key[len(old) :]] = value
+                break
         else:
-            out["backbone." + key[len("model."):] if key.startswith("model.") else key] = value
+            out["backbone." + key[len("model.") :] if key.startswith("model.") else key] = value
     return out
 
 # %% ../nbs/18_checkpoints.ipynb #b9cdd6e2
@@ -134,38 +171,50 @@ def _key_report(keys: list, limit: int = 8) -> str:
     return f"{len(keys)} ({shown}{', ...' if len(keys) > limit else ''})"
 
 
-def load_state_into(module: nn.Module, state_dict: dict, *, source: str, layout: str,
-                    file_key=lambda key: key) -> None:
+def load_state_into(module: nn.Module, state_dict: dict, *, source: str, layout: str, file_key=lambda key: key) -> None:
     "Strictly load `state_dict` into `module`; errors name keys as the file does (`file_key` maps ours to the file's)."
     own = module.state_dict()
     missing = [file_key(k) for k in own if k not in state_dict]
     unexpected = [file_key(k) for k in state_dict if k not in own]
-    misshaped = [f"{file_key(k)} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}" for k in state_dict
-                 if k in own and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    misshaped = [
+        f"{file_key(k)} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
+        for k in state_dict
+        if k in own and tuple(state_dict[k].shape) != tuple(own[k].shape)
+    ]
     if missing or unexpected or misshaped:
         parts = [f"{source}: the weights (layout: {layout}) do not fit the model"]
-        if missing: parts.append(f"missing keys: {_key_report(missing)}")
-        if unexpected: parts.append(f"unexpected keys: {_key_report(unexpected)}")
-        if misshaped: parts.append(f"mis-shaped keys (file vs model): {_key_report(misshaped)}")
+        if missing:
+            parts.append(f"missing keys: {_key_report(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_key_report(unexpected)}")
+        if misshaped:
+            parts.append(f"mis-shaped keys (file vs model): {_key_report(misshaped)}")
         raise CheckpointError("; ".join(parts))
     with torch.no_grad():
-        for k, v in state_dict.items(): own[k].copy_(v)
+        for k, v in state_dict.items():
+            own[k].copy_(v)
 
 # %% ../nbs/18_checkpoints.ipynb #133f4522
 CHECKPOINT_FORMAT = 2  # 2: the extra (optimiser, position, random states) hashed too; 1 is still read
 
+
 def atomic_torch_save(obj, path) -> Path:
     "torch.save to a temporary file beside `path`, then rename: the final name holds a whole file or nothing."
-    with atomic_file(path, sources=()) as f: torch.save(obj, f)  # a run's own outputs
+    with atomic_file(path, sources=()) as f:
+        torch.save(obj, f)  # a run's own outputs
     return Path(path)
 
 # %% ../nbs/18_checkpoints.ipynb #2e8f6fc2
 def _tensor_bytes(t: torch.Tensor, where: str) -> bytes:
     if t.layout != torch.strided:
-        raise CheckpointError(f"{where} is a {t.layout} tensor: a checkpoint holds dense tensors only; the file is damaged "
-                              "or was not written by focusface")
+        raise CheckpointError(
+            f"{where} is a {t.layout} tensor: a checkpoint holds dense tensors only; the file is damaged "
+            "or was not written by focusface"
+        )
     t = t.detach().cpu().contiguous()
-    return f"{t.dtype}|{tuple(t.shape)}|".encode() + (t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return f"{t.dtype}|{tuple(t.shape)}|".encode() + (
+        t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+    )
 
 
 def state_digest(state_dict: dict) -> str:
@@ -173,28 +222,40 @@ def state_digest(state_dict: dict) -> str:
     h = hashlib.sha256()
     for key in sorted(state_dict):
         value = state_dict[key]
-        if not isinstance(value, torch.Tensor): raise CheckpointError(f"state_dict[{shorten(key)}] is not a tensor")
-        h.update(f"{key}|".encode()); h.update(_tensor_bytes(value, f"state_dict[{shorten(key)}]"))
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"state_dict[{shorten(key)}] is not a tensor")
+        h.update(f"{key}|".encode())
+        h.update(_tensor_bytes(value, f"state_dict[{shorten(key)}]"))
     return h.hexdigest()
 
 # %% ../nbs/18_checkpoints.ipynb #44dd4fc0
 def content_digest(obj) -> str:
     "SHA-256 of plain data (dicts, lists, tensors, arrays, numbers, strings), independent of dict order."
     h = hashlib.sha256()
+
     def feed(x, where):
         if isinstance(x, dict):
             h.update(b"{")
-            for k in sorted(x, key=repr): h.update(repr(k).encode() + b":"); feed(x[k], f"{where}[{shorten(k)}]")
+            for k in sorted(x, key=repr):
+                h.update(repr(k).encode() + b":")
+                feed(x[k], f"{where}[{shorten(k)}]")
             h.update(b"}")
         elif isinstance(x, (list, tuple)):
             h.update(b"[" if isinstance(x, list) else b"(")
-            for i, v in enumerate(x): feed(v, f"{where}[{i}]")
+            for i, v in enumerate(x):
+                feed(v, f"{where}[{i}]")
             h.update(b"]")
-        elif isinstance(x, torch.Tensor): h.update(b"T" + _tensor_bytes(x, where))
-        elif isinstance(x, np.ndarray): h.update(b"A" + _tensor_bytes(torch.from_numpy(np.ascontiguousarray(x)), where))
-        elif isinstance(x, (bytes, bytearray)): h.update(b"B%d|" % len(x) + bytes(x))
-        elif x is None or isinstance(x, (bool, int, float, str, np.generic)): h.update(repr(x).encode() + b";")
-        else: raise CheckpointError(f"{where} is a {type(x).__name__}: a checkpoint holds plain data only")
+        elif isinstance(x, torch.Tensor):
+            h.update(b"T" + _tensor_bytes(x, where))
+        elif isinstance(x, np.ndarray):
+            h.update(b"A" + _tensor_bytes(torch.from_numpy(np.ascontiguousarray(x)), where))
+        elif isinstance(x, (bytes, bytearray)):
+            h.update(b"B%d|" % len(x) + bytes(x))
+        elif x is None or isinstance(x, (bool, int, float, str, np.generic)):
+            h.update(repr(x).encode() + b";")
+        else:
+            raise CheckpointError(f"{where} is a {type(x).__name__}: a checkpoint holds plain data only")
+
     feed(obj, "checkpoint")
     return h.hexdigest()
 
@@ -202,9 +263,17 @@ def content_digest(obj) -> str:
 def save_checkpoint(model: FocusFace, path, extra: dict | None = None) -> Path:
     "Save `model` (and plain-data `extra`) as a focusface checkpoint with hashes of its weights and of the rest."
     state, config, extra = model.state_dict(), dict(model.config), extra or {}
-    return atomic_torch_save(dict(focusface_checkpoint=CHECKPOINT_FORMAT, config=config, state_dict=state,
-                                  sha256=state_digest(state), extra=extra,
-                                  extra_sha256=content_digest(dict(config=config, extra=extra))), path)
+    return atomic_torch_save(
+        dict(
+            focusface_checkpoint=CHECKPOINT_FORMAT,
+            config=config,
+            state_dict=state,
+            sha256=state_digest(state),
+            extra=extra,
+            extra_sha256=content_digest(dict(config=config, extra=extra)),
+        ),
+        path,
+    )
 
 # %% ../nbs/18_checkpoints.ipynb #be2ac22c
 def insightface_to_focusface(state_dict: dict, path="weights") -> dict:
@@ -212,15 +281,20 @@ def insightface_to_focusface(state_dict: dict, path="weights") -> dict:
     state = strip_module_prefix(state_dict)
     need = ["fc.weight", "features.weight", "features.bias", "features.running_mean", "features.running_var"]
     absent = [k for k in need if not isinstance(state.get(k), torch.Tensor)]
-    if absent: raise CheckpointError(f"{path}: an insightface backbone needs its embedding layer; {shorten(absent)} "
-                                     "missing or not tensors: the file is damaged or not a complete backbone.pth")
+    if absent:
+        raise CheckpointError(
+            f"{path}: an insightface backbone needs its embedding layer; {shorten(absent)} "
+            "missing or not tensors: the file is damaged or not a complete backbone.pth"
+        )
     last = state.get("layer4.0.conv1.weight")
     if not isinstance(last, torch.Tensor) or last.ndim != 4:
         raise CheckpointError(f"{path}: layer4.0.conv1.weight is missing or not a convolution: the trunk is incomplete")
     weight, channels = state["fc.weight"], int(last.shape[0])
     if weight.ndim != 2 or weight.shape[1] != channels * 49:
-        raise CheckpointError(f"{path}: fc.weight is {tuple(weight.shape)}; a backbone with a {channels}-channel 7x7 map "
-                              f"needs (embedding size, {channels * 49})")
+        raise CheckpointError(
+            f"{path}: fc.weight is {tuple(weight.shape)}; a backbone with a {channels}-channel 7x7 map "
+            f"needs (embedding size, {channels * 49})"
+        )
     size = int(weight.shape[0])
     bias = state.get("fc.bias")
     bias = torch.zeros(size, dtype=weight.dtype) if bias is None else bias
@@ -241,36 +315,54 @@ def checkpoint_verified(raw: dict, path) -> str:
     state = raw.get("state_dict")
     if raw.get("focusface_checkpoint") == CHECKPOINT_FORMAT:
         if "sha256" not in raw or "extra_sha256" not in raw:
-            raise CheckpointError(f"{path}: a format-{CHECKPOINT_FORMAT} focusface checkpoint without its "
-                                  f"{'sha256' if 'sha256' not in raw else 'extra_sha256'} hash: the file was edited or "
-                                  "damaged; use another copy")
+            raise CheckpointError(
+                f"{path}: a format-{CHECKPOINT_FORMAT} focusface checkpoint without its "
+                f"{'sha256' if 'sha256' not in raw else 'extra_sha256'} hash: the file was edited or "
+                "damaged; use another copy"
+            )
     if "sha256" in raw and state_digest(state) != raw["sha256"]:
-        raise CheckpointError(f"{path}: the weights do not match the hash stored with them: the file is damaged; "
-                              "use another copy")
-    if "extra_sha256" in raw and content_digest(dict(config=raw.get("config"), extra=raw.get("extra", {}))) != raw["extra_sha256"]:
-        raise CheckpointError(f"{path}: its training state (optimiser, position, random states or config) does not "
-                              "match the hash stored with it: the file is damaged; use another copy")
+        raise CheckpointError(
+            f"{path}: the weights do not match the hash stored with them: the file is damaged; use another copy"
+        )
+    if (
+        "extra_sha256" in raw
+        and content_digest(dict(config=raw.get("config"), extra=raw.get("extra", {}))) != raw["extra_sha256"]
+    ):
+        raise CheckpointError(
+            f"{path}: its training state (optimiser, position, random states or config) does not "
+            "match the hash stored with it: the file is damaged; use another copy"
+        )
     return "all" if "extra_sha256" in raw else "weights" if "sha256" in raw else "none"
 
 # %% ../nbs/18_checkpoints.ipynb #d4d34224
 def _focusface_parts(raw: dict, path) -> tuple[dict, dict]:
     "The checked (config, state_dict) of a focusface checkpoint."
     if raw.get("focusface_checkpoint") not in (1, CHECKPOINT_FORMAT):
-        raise CheckpointError(f"{path}: focusface checkpoint format {shorten(raw.get('focusface_checkpoint'))} is not "
-                              f"supported by this version (it reads 1 and {CHECKPOINT_FORMAT})")
+        raise CheckpointError(
+            f"{path}: focusface checkpoint format {shorten(raw.get('focusface_checkpoint'))} is not "
+            f"supported by this version (it reads 1 and {CHECKPOINT_FORMAT})"
+        )
     config, state = raw.get("config"), raw.get("state_dict")
     if not isinstance(config, dict) or not isinstance(state, dict):
-        raise CheckpointError(f"{path}: a focusface checkpoint needs a 'config' dict and a 'state_dict' dict; the file "
-                              "is damaged or was not written by focusface.checkpoints.save_checkpoint")
+        raise CheckpointError(
+            f"{path}: a focusface checkpoint needs a 'config' dict and a 'state_dict' dict; the file "
+            "is damaged or was not written by focusface.checkpoints.save_checkpoint"
+        )
     wrong = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
-    if wrong: raise CheckpointError(f"{path}: state_dict[{shorten(wrong[0])}] is not a tensor: the file is damaged")
+    if wrong:
+        raise CheckpointError(f"{path}: state_dict[{shorten(wrong[0])}] is not a tensor: the file is damaged")
     checkpoint_verified(raw, path)
-    known = set(FocusFace.__init__.__code__.co_varnames[1:FocusFace.__init__.__code__.co_argcount
-                                                         + FocusFace.__init__.__code__.co_kwonlyargcount])
+    known = set(
+        FocusFace.__init__.__code__.co_varnames[
+            1 : FocusFace.__init__.__code__.co_argcount + FocusFace.__init__.__code__.co_kwonlyargcount
+        ]
+    )
     unknown = sorted(set(config) - known)
     if unknown:
-        raise CheckpointError(f"{path}: config has keys this focusface does not know: {shorten(unknown)} (known: "
-                              f"{sorted(known)}); it was written by another version")
+        raise CheckpointError(
+            f"{path}: config has keys this focusface does not know: {shorten(unknown)} (known: "
+            f"{sorted(known)}); it was written by another version"
+        )
     return dict(config), dict(state)
 
 
@@ -286,16 +378,25 @@ def _recorded_threshold(raw: dict) -> float | None:
 def _check_config_against_weights(config: dict, state: dict, path) -> None:
     "The sizes a checkpoint's config states are the sizes of its weights; its backbone is a registered one."
     from focusface.backbones import backbone_spec
-    sizes = dict(embedding_size=("head.identity_conv.weight", 0), mask_embedding_size=("head.mask_conv.weight", 0),
-                 num_classes=("identity_classifier.weight", 0))
+
+    sizes = dict(
+        embedding_size=("head.identity_conv.weight", 0),
+        mask_embedding_size=("head.mask_conv.weight", 0),
+        num_classes=("identity_classifier.weight", 0),
+    )
     for name, (key, axis) in sizes.items():
         value = config.get(name)
-        if value is None or key not in state: continue
+        if value is None or key not in state:
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value != state[key].shape[axis]:
-            raise CheckpointError(f"{path}: its config says {name}={shorten(value)}, but {key} holds "
-                                  f"{state[key].shape[axis]}: the file is damaged or was edited")
-    try: backbone_spec(str(config.get("backbone", "r100")))
-    except FocusFaceError as e: raise CheckpointError(f"{path}: {e}") from None
+            raise CheckpointError(
+                f"{path}: its config says {name}={shorten(value)}, but {key} holds "
+                f"{state[key].shape[axis]}: the file is damaged or was edited"
+            )
+    try:
+        backbone_spec(str(config.get("backbone", "r100")))
+    except FocusFaceError as e:
+        raise CheckpointError(f"{path}: {e}") from None
 
 
 def _recorded_method(raw: dict) -> str | None:
@@ -315,28 +416,39 @@ def _config_and_state(raw: dict, layout: str, path, with_classifier: bool) -> tu
             state = {k: v for k, v in state.items() if not k.startswith("identity_classifier.")}
     elif layout == "authors":
         state = authors_to_focusface(raw)
-        config = dict(backbone=_trunk_name(state, "backbone.", path), channel_order="bgr")  # see "From uint8 faces" above
+        config = dict(
+            backbone=_trunk_name(state, "backbone.", path), channel_order="bgr"
+        )  # see "From uint8 faces" above
         try:
             config["embedding_size"] = int(state["head.identity_conv.weight"].shape[0])
             config["mask_embedding_size"] = int(state["head.mask_conv.weight"].shape[0])
         except (KeyError, AttributeError, IndexError) as e:
-            raise CheckpointError(f"{path}: the authors' head is incomplete ({shorten(str(e))}): the file is damaged") from None
+            raise CheckpointError(
+                f"{path}: the authors' head is incomplete ({shorten(str(e))}): the file is damaged"
+            ) from None
         if with_classifier and "identity_classifier.weight" in state:
             config["num_classes"] = int(state["identity_classifier.weight"].shape[0])
         else:
             state = {k: v for k, v in state.items() if not k.startswith("identity_classifier.")}
     elif layout == "insightface":  # a plain recognizer: the identity branch only, RGB as arcface_torch trains
         state = insightface_to_focusface(raw, path)
-        config = dict(backbone=_trunk_name(state, "backbone.", path), channel_order="rgb", mask_head=False,
-                      embedding_size=int(state["head.identity_conv.weight"].shape[0]))
+        config = dict(
+            backbone=_trunk_name(state, "backbone.", path),
+            channel_order="rgb",
+            mask_head=False,
+            embedding_size=int(state["head.identity_conv.weight"].shape[0]),
+        )
     else:
-        raise CheckpointError(f"{path}: unrecognised layout (first keys: {list(raw)[:5]}); expected a focusface "
-                              "checkpoint, the authors' focus_face*.mdl state dict, or an insightface backbone.pth")
+        raise CheckpointError(
+            f"{path}: unrecognised layout (first keys: {list(raw)[:5]}); expected a focusface "
+            "checkpoint, the authors' focus_face*.mdl state dict, or an insightface backbone.pth"
+        )
     return config, state
 
 # %% ../nbs/18_checkpoints.ipynb #fc5705e1
-def load_checkpoint(path, map_location="cpu", *, with_classifier: bool = True, channel_order: str | None = None,
-                    device=None) -> FocusFace:
+def load_checkpoint(
+    path, map_location="cpu", *, with_classifier: bool = True, channel_order: str | None = None, device=None
+) -> FocusFace:
     """The one loader: a `FocusFace` in eval mode from our checkpoint, the authors' `focus_face*.mdl` or a plain
     `backbone.pth` (or a `FocusFace` passed in); `channel_order` overrides the file's, `device` moves the model there."""
     if isinstance(path, FocusFace):  # a model already built: only its order and its device change
@@ -345,13 +457,20 @@ def load_checkpoint(path, map_location="cpu", *, with_classifier: bool = True, c
     raw = read_weights(path, map_location)
     layout = detect_layout(raw)
     config, state = _config_and_state(raw, layout, path, with_classifier)
-    if channel_order is not None: config["channel_order"] = channel_order
+    if channel_order is not None:
+        config["channel_order"] = channel_order
     _check_config_against_weights(config, state, path)  # a damaged size must not allocate terabytes
-    try: model = FocusFace(**config)
+    try:
+        model = FocusFace(**config)
     except (TypeError, ValueError, KeyError, AttributeError) as e:
         raise CheckpointError(f"{path}: its config does not build a model ({shorten(str(e), 200)})") from None
-    load_state_into(model, state, source=str(path), layout=layout,
-                    file_key=focusface_to_authors_key if layout == "authors" else (lambda key: key))
+    load_state_into(
+        model,
+        state,
+        source=str(path),
+        layout=layout,
+        file_key=focusface_to_authors_key if layout == "authors" else (lambda key: key),
+    )
     model.recorded_threshold = _recorded_threshold(raw) if layout == "focusface" else None
     model.verified = checkpoint_verified(raw, path) if layout == "focusface" else "none"  # what its hashes cover
     untrained = layout == "focusface" and _recorded_method(raw) in ("arcface", "arcface_aug")  # no mask loss in either
@@ -369,11 +488,15 @@ def init_from_backbone(model: FocusFace, path, map_location="cpu") -> list[str]:
     state = insightface_to_focusface(raw, path)
     name = _trunk_name(state, "backbone.", path)
     if name != model.config["backbone"]:
-        raise CheckpointError(f"{path}: the file holds an iResNet '{name}' trunk but the model was built with "
-                              f"backbone={model.config['backbone']!r}: build FocusFace({name!r}, ...)")
+        raise CheckpointError(
+            f"{path}: the file holds an iResNet '{name}' trunk but the model was built with "
+            f"backbone={model.config['backbone']!r}: build FocusFace({name!r}, ...)"
+        )
     if model.channel_order != "rgb":
-        raise CheckpointError(f"{path}: insightface backbones are trained on RGB faces, but the model expects "
-                              f"{model.channel_order.upper()}: build it with channel_order='rgb'")
+        raise CheckpointError(
+            f"{path}: insightface backbones are trained on RGB faces, but the model expects "
+            f"{model.channel_order.upper()}: build it with channel_order='rgb'"
+        )
     own = model.state_dict()
     kept = [k for k in own if k not in state]
     load_state_into(model, {**{k: own[k] for k in kept}, **state}, source=str(path), layout=layout)

@@ -14,6 +14,7 @@ __all__ = ['COMMANDS', 'build_parser', 'main']
 # %% ../nbs/32_cli.ipynb #015fb9cd
 def _cmd_backbones(args) -> int:
     from focusface.backbones import backbone_spec, list_backbones
+
     for name in list_backbones():
         spec = backbone_spec(name)
         print(f"{name:>6}  layers={spec['layers']}  widths={spec['widths']}  {spec['description']}")
@@ -22,31 +23,45 @@ def _cmd_backbones(args) -> int:
 
 def _cmd_inspect(args) -> int:
     from focusface.checkpoints import detect_layout, load_checkpoint, read_weights
+
     raw = read_weights(args.checkpoint)
     print(f"{args.checkpoint}: layout {detect_layout(raw)}")
     model = load_checkpoint(args.checkpoint, with_classifier=False)
     n = sum(p.numel() for p in model.parameters())
-    print(f"FocusFace backbone={model.config['backbone']} embedding={model.config['embedding_size']} "
-          f"channel order={model.channel_order.upper()} parameters={n/1e6:.1f}M (without the identity classifier)")
+    print(
+        f"FocusFace backbone={model.config['backbone']} embedding={model.config['embedding_size']} "
+        f"channel order={model.channel_order.upper()} parameters={n / 1e6:.1f}M (without the identity classifier)"
+    )
     if detect_layout(raw) == "focusface":
-        print({"all": "hashes: weights and training state verified",
-               "weights": "hashes: weights verified; the rest unverified (written before focusface hashed it)",
-               "none": "hashes: none, unverified (written before focusface hashed checkpoints)"}[model.verified])
-    if not model.has_mask_head: print("mask head: none (a plain face recognition backbone: identity embedding only)")
-    elif not model.mask_head_trained: print("mask head: present but never trained (an arcface or arcface_aug baseline: no mask loss)")
+        print(
+            {
+                "all": "hashes: weights and training state verified",
+                "weights": "hashes: weights verified; the rest unverified (written before focusface hashed it)",
+                "none": "hashes: none, unverified (written before focusface hashed checkpoints)",
+            }[model.verified]
+        )
+    if not model.has_mask_head:
+        print("mask head: none (a plain face recognition backbone: identity embedding only)")
+    elif not model.mask_head_trained:
+        print("mask head: present but never trained (an arcface or arcface_aug baseline: no mask loss)")
     if model.recorded_threshold is not None:
-        print(f"verification threshold recorded by its training run: {model.recorded_threshold:.4f} "
-              "(cosine; U-U at FMR 0.1% on its validation pairs)")
+        print(
+            f"verification threshold recorded by its training run: {model.recorded_threshold:.4f} "
+            "(cosine; U-U at FMR 0.1% on its validation pairs)"
+        )
     return 0
 
 # %% ../nbs/32_cli.ipynb #c7f1b048
 def _cmd_info(args) -> int:
     from focusface.files import atomic_write_bytes, check_destination
-    from focusface.inspection import check_images, contact_sheet, describe, sample_images
     from focusface.images import encode_image
-    if args.sheet: check_destination(args.sheet, overwrite=args.overwrite, sources=[args.path])
+    from focusface.inspection import check_images, contact_sheet, describe, sample_images
+
+    if args.sheet:
+        check_destination(args.sheet, overwrite=args.overwrite, sources=[args.path])
     for key, value in describe(args.path).items():
-        if isinstance(value, dict): value = ", ".join(f"{k} {v}" for k, v in value.items())
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items())
         print(f"{key.replace('_', ' ')}: {value}")
     if args.sheet:
         sheet = contact_sheet(sample_images(args.path, args.samples), columns=args.columns)
@@ -55,46 +70,79 @@ def _cmd_info(args) -> int:
     if args.check:
         count, bad = check_images(args.path, progress=not args.quiet)
         print(f"checked: {count} images, {len(bad)} damaged")
-        for line in bad: print(f"  {line}")
-        if bad: return 1
+        for line in bad:
+            print(f"  {line}")
+        if bad:
+            return 1
     return 0
 
 
 def _cmd_pack(args) -> int:
     from focusface.datasets import pack_folder
     from focusface.inspection import describe
+
     pack_folder(args.src, args.dst, overwrite=args.overwrite, quality=args.quality)
     info = describe(args.dst)
-    print(f"{args.dst}: {info['images']} images of {info['identities']} identities, "
-          f"{info['image_size'][0]}x{info['image_size'][1]} (train.rec, train.idx, property, identities.tsv)")
+    print(
+        f"{args.dst}: {info['images']} images of {info['identities']} identities, "
+        f"{info['image_size'][0]}x{info['image_size'][1]} (train.rec, train.idx, property, identities.tsv)"
+    )
     return 0
 
 # %% ../nbs/32_cli.ipynb #f010fac8
 def _cmd_mask(args) -> int:
     from focusface.maskdata import mask_dataset
-    info = mask_dataset(args.src, args.dst, spec=args.code, seed=args.seed, protocol=args.protocol,
-                        workers=args.workers, quality=args.quality, overwrite=args.overwrite, replay=args.replay,
-                        landmarks=args.landmarks, progress=not args.quiet)
+
+    info = mask_dataset(
+        args.src,
+        args.dst,
+        spec=args.code,
+        seed=args.seed,
+        protocol=args.protocol,
+        workers=args.workers,
+        quality=args.quality,
+        overwrite=args.overwrite,
+        replay=args.replay,
+        landmarks=args.landmarks,
+        progress=not args.quiet,
+    )
     print(f"{args.dst}: {info['masked']} of {info['images']} images masked; manifest {info['manifest']}")
     if info.get("unverified"):
-        print(f"warning: {args.replay} was written before manifests recorded their source: whether it was made from "
-              f"{args.src} could not be checked", file=sys.stderr)
+        print(
+            f"warning: {args.replay} was written before manifests recorded their source: whether it was made from "
+            f"{args.src} could not be checked",
+            file=sys.stderr,
+        )
     if "fitted" in info:
-        print(f"{info['fitted']} masks fitted to their landmarks, {info['template']} kept the template's shape "
-              "(landmarks missing or rejected; the manifest's header lists them with the reason)")
+        print(
+            f"{info['fitted']} masks fitted to their landmarks, {info['template']} kept the template's shape "
+            "(landmarks missing or rejected; the manifest's header lists them with the reason)"
+        )
     if info["damaged"]:
         shown = ", ".join(map(str, info["damaged"][:10])) + (", ..." if len(info["damaged"]) > 10 else "")
-        print(f"warning: {len(info['damaged'])} source image(s) are damaged (the decoder repaired them; they were masked "
-              f"as decoded): {shown}; `focusface info --check {args.src}` lists them", file=sys.stderr)
+        print(
+            f"warning: {len(info['damaged'])} source image(s) are damaged (the decoder repaired them; they were masked "
+            f"as decoded): {shown}; `focusface info --check {args.src}` lists them",
+            file=sys.stderr,
+        )
     return 0
 
 
 def _cmd_synth(args) -> int:
     from focusface.synthdata import make_demo_data
-    info = make_demo_data(args.root, seed=args.seed, train_identities=args.identities,
-                          images_per_identity=args.images_per_identity, val_identities=args.val_identities,
-                          eval_identities=args.eval_identities, eval_pairs_per_fold=args.eval_pairs_per_fold,
-                          workers=args.workers, overwrite=args.overwrite, progress=not args.quiet)
+
+    info = make_demo_data(
+        args.root,
+        seed=args.seed,
+        train_identities=args.identities,
+        images_per_identity=args.images_per_identity,
+        val_identities=args.val_identities,
+        eval_identities=args.eval_identities,
+        eval_pairs_per_fold=args.eval_pairs_per_fold,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
     for name in ("train", "val", "eval"):
         first, end = info["identities"][name]
         print(f"{name}: {info[name]} (identities [{first}, {end}))")
@@ -103,115 +151,210 @@ def _cmd_synth(args) -> int:
 # %% ../nbs/32_cli.ipynb #2e434ce0
 def _cmd_train(args) -> int:
     from focusface.train import run_from_arguments
+
     return run_from_arguments(args)
 
 
 def _cmd_evaluate(args) -> int:
     from focusface.evaluate import eval_sets, evaluate, format_table
+
     sets = eval_sets(args.data, masked=args.masked, landmarks=args.landmarks, mask_labels=args.mask_labels)
-    metrics = evaluate(args.checkpoint, sets, args.out, protocols=args.protocols, spec=args.code, seed=args.seed,
-                       score=args.score, batch_size=args.batch_size, flip=not args.no_flip, device=args.device,
-                       figures=not args.no_figures, overwrite=args.overwrite, channel_order=args.channel_order,
-                       masked_side=args.masked_side, skip_missing=args.skip_missing, progress=not args.quiet)
+    metrics = evaluate(
+        args.checkpoint,
+        sets,
+        args.out,
+        protocols=args.protocols,
+        spec=args.code,
+        seed=args.seed,
+        score=args.score,
+        batch_size=args.batch_size,
+        flip=not args.no_flip,
+        device=args.device,
+        figures=not args.no_figures,
+        overwrite=args.overwrite,
+        channel_order=args.channel_order,
+        masked_side=args.masked_side,
+        skip_missing=args.skip_missing,
+        progress=not args.quiet,
+    )
     print(format_table(metrics))
     for name, by_protocol in metrics.items():
         if "all" in by_protocol:
             counts = ", ".join(f"{p.upper()} {m['n_pairs']}" for p, m in by_protocol.items())
             skipped = by_protocol["all"].get("skipped_pairs")
-            print(f"{name}: real masks from its labels, no mask drawn; pairs {counts}"
-                  + (f"; {skipped} pairs left out (an image missing: see the align report)" if skipped else ""))
-    print("scores: " + ("cosine similarity" if args.score == "cosine" else "the authors' 1 - ||a - b|| / 2")
-          + "; each protocol's 'paper' block in metrics.json holds pyeer's numbers on the authors' score")
-    if args.out: print(f"results: {args.out}/metrics.json, scores/, curves/, masks/" + ("" if args.no_figures else ", figures/"))
+            print(
+                f"{name}: real masks from its labels, no mask drawn; pairs {counts}"
+                + (f"; {skipped} pairs left out (an image missing: see the align report)" if skipped else "")
+            )
+    print(
+        "scores: "
+        + ("cosine similarity" if args.score == "cosine" else "the authors' 1 - ||a - b|| / 2")
+        + "; each protocol's 'paper' block in metrics.json holds pyeer's numbers on the authors' score"
+    )
+    if args.out:
+        print(f"results: {args.out}/metrics.json, scores/, curves/, masks/" + ("" if args.no_figures else ", figures/"))
     return 0
 
 
 def _cmd_landmarks(args) -> int:
     from focusface.alignfolder import compute_landmarks
-    info = compute_landmarks(args.src, args.out, overwrite=args.overwrite, workers=args.workers, progress=not args.quiet)
-    print(f"{info['out']}: landmarks of {info['images']} images; {info['ok']} look right"
-          + (f", {info['rejected']} do not and will keep the template mask (see 'notes' in the file)" if info["rejected"] else ""))
+
+    info = compute_landmarks(
+        args.src, args.out, overwrite=args.overwrite, workers=args.workers, progress=not args.quiet
+    )
+    print(
+        f"{info['out']}: landmarks of {info['images']} images; {info['ok']} look right"
+        + (
+            f", {info['rejected']} do not and will keep the template mask (see 'notes' in the file)"
+            if info["rejected"]
+            else ""
+        )
+    )
     if info["damaged"]:
         shown = ", ".join(map(str, info["damaged"][:10])) + (", ..." if len(info["damaged"]) > 10 else "")
-        print(f"warning: {len(info['damaged'])} source image(s) are damaged (repaired by the decoder, or unreadable): "
-              f"{shown}; `focusface info --check {args.src}` lists them", file=sys.stderr)
+        print(
+            f"warning: {len(info['damaged'])} source image(s) are damaged (repaired by the decoder, or unreadable): "
+            f"{shown}; `focusface info --check {args.src}` lists them",
+            file=sys.stderr,
+        )
     return 0
 
 # %% ../nbs/32_cli.ipynb #f288e589
 def _cmd_verify(args) -> int:
     import json
+
     from focusface.inference import verify
-    r = verify(args.checkpoint, args.image_a, args.image_b, threshold=args.threshold, channel_order=args.channel_order,
-               flip=not args.no_flip, faces=(args.face_a, args.face_b), device=args.device, aligner=args.detector)
+
+    r = verify(
+        args.checkpoint,
+        args.image_a,
+        args.image_b,
+        threshold=args.threshold,
+        channel_order=args.channel_order,
+        flip=not args.no_flip,
+        faces=(args.face_a, args.face_b),
+        device=args.device,
+        aligner=args.detector,
+    )
     r.pop("aligned")
     if args.json:
         print(json.dumps(r, indent=1))
         return 0
-    print(f"similarity {r['similarity']:.4f}: {'SAME person' if r['same'] else 'DIFFERENT people'} "
-          f"(threshold {r['threshold']:.4f}, {r['threshold_source']})")
+    print(
+        f"similarity {r['similarity']:.4f}: {'SAME person' if r['same'] else 'DIFFERENT people'} "
+        f"(threshold {r['threshold']:.4f}, {r['threshold_source']})"
+    )
     for image in r["images"]:
-        said = "P(masked) n/a (this model has no mask head)" if image["p_masked"] is None else \
-            f"P(masked) {image['p_masked']:.3f} ({'masked' if image['masked'] else 'unmasked'})"
+        said = (
+            "P(masked) n/a (this model has no mask head)"
+            if image["p_masked"] is None
+            else f"P(masked) {image['p_masked']:.3f} ({'masked' if image['masked'] else 'unmasked'})"
+        )
         print(f"  {image['image']}: {said}; {image['note']}")
     return 0
 
 
 def _cmd_embed(args) -> int:
     from focusface.inference import embed_dataset
-    info = embed_dataset(args.checkpoint, args.src, args.out, batch_size=args.batch_size, flip=not args.no_flip,
-                         channel_order=args.channel_order, device=args.device, overwrite=args.overwrite,
-                         aligner=args.detector, progress=not args.quiet)
-    print(f"{info['out']}: {info['embedded']} of {info['images']} images embedded (channel order {info['channel_order'].upper()})"
-          + (f"; {info['failed']} gave no embedding (unreadable or no face: see 'ok' and 'notes' in the file)" if info["failed"] else "")
-          + (f"; {info['several_faces']} had several faces (the main one was used; see 'notes')" if info["several_faces"] else ""))
+
+    info = embed_dataset(
+        args.checkpoint,
+        args.src,
+        args.out,
+        batch_size=args.batch_size,
+        flip=not args.no_flip,
+        channel_order=args.channel_order,
+        device=args.device,
+        overwrite=args.overwrite,
+        aligner=args.detector,
+        progress=not args.quiet,
+    )
+    print(
+        f"{info['out']}: {info['embedded']} of {info['images']} images embedded (channel order {info['channel_order'].upper()})"
+        + (
+            f"; {info['failed']} gave no embedding (unreadable or no face: see 'ok' and 'notes' in the file)"
+            if info["failed"]
+            else ""
+        )
+        + (
+            f"; {info['several_faces']} had several faces (the main one was used; see 'notes')"
+            if info["several_faces"]
+            else ""
+        )
+    )
     return 0
 
 
 def _cmd_align(args) -> int:
     from focusface.alignfolder import align_folder
-    info = align_folder(args.src, args.dst, detector=args.detector, workers=args.workers, quality=args.quality,
-                        overwrite=args.overwrite, progress=not args.quiet)
-    print(f"{info['out']}: {info['aligned']} of {info['images']} photos aligned ({info['detector']})"
-          + (f", {info['several_faces']} with several faces (the main one used)" if info["several_faces"] else "")
-          + (f"; {info['copied']} copied as 112x112 crops" if info["copied"] else "")
-          + (f"; {info['no_face']} without a face" if info["no_face"] else "")
-          + (f"; {info['unreadable']} unreadable" if info["unreadable"] else "")
-          + (f"; carried over: {', '.join(info['carried'])}" if info["carried"] else "")
-          + f". Report: {info['report']}")
+
+    info = align_folder(
+        args.src,
+        args.dst,
+        detector=args.detector,
+        workers=args.workers,
+        quality=args.quality,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print(
+        f"{info['out']}: {info['aligned']} of {info['images']} photos aligned ({info['detector']})"
+        + (f", {info['several_faces']} with several faces (the main one used)" if info["several_faces"] else "")
+        + (f"; {info['copied']} copied as 112x112 crops" if info["copied"] else "")
+        + (f"; {info['no_face']} without a face" if info["no_face"] else "")
+        + (f"; {info['unreadable']} unreadable" if info["unreadable"] else "")
+        + (f"; carried over: {', '.join(info['carried'])}" if info["carried"] else "")
+        + f". Report: {info['report']}"
+    )
     return 0
 
 
 def _cmd_export(args) -> int:
     from focusface.inference import export_onnx
-    info = export_onnx(args.checkpoint, args.out, channel_order=args.channel_order, opset=args.opset, overwrite=args.overwrite)
-    print(f"{info['out']}: {info['bytes'] / 1e6:.1f} MB, opset {info['opset']}, input faces (batch, 3, 112, 112) "
-          f"{info['metadata']['channel_order'].upper()} scaled {info['metadata']['input_scale']}")
-    print(f"checked with onnxruntime on a batch of {info['check_batch']}: max |ONNX - PyTorch| = "
-          f"{info['max_abs_diff']['embedding']:.2e} (embedding), {info['max_abs_diff']['p_masked']:.2e} (P(masked))")
+
+    info = export_onnx(
+        args.checkpoint, args.out, channel_order=args.channel_order, opset=args.opset, overwrite=args.overwrite
+    )
+    print(
+        f"{info['out']}: {info['bytes'] / 1e6:.1f} MB, opset {info['opset']}, input faces (batch, 3, 112, 112) "
+        f"{info['metadata']['channel_order'].upper()} scaled {info['metadata']['input_scale']}"
+    )
+    print(
+        f"checked with onnxruntime on a batch of {info['check_batch']}: max |ONNX - PyTorch| = "
+        f"{info['max_abs_diff']['embedding']:.2e} (embedding), {info['max_abs_diff']['p_masked']:.2e} (P(masked))"
+    )
     return 0
 
 # %% ../nbs/32_cli.ipynb #2ae2a4d5
 def _integer(text: str, least: int, what: str) -> int:
-    try: value = int(text)
-    except ValueError: raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-    if value < least: raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
     return value
 
 
-def _positive(text: str) -> int: return _integer(text, 1, "a positive integer")
-def _non_negative(text: str) -> int: return _integer(text, 0, "an integer, 0 or more")
+def _positive(text: str) -> int:
+    return _integer(text, 1, "a positive integer")
+
+
+def _non_negative(text: str) -> int:
+    return _integer(text, 0, "an integer, 0 or more")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     "Help that shows each option's default, except where there is none to show (None, a switch's False) or the help says it."
+
     def _get_help_string(self, action):
-        if action.default is None or action.default is False or "default:" in (action.help or ""): return action.help
+        if action.default is None or action.default is False or "default:" in (action.help or ""):
+            return action.help
         return super()._get_help_string(action)
 
 
 def _command(sub, name: str, func, help: str) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
-                       formatter_class=_HelpFormatter)
+    p = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", formatter_class=_HelpFormatter)
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     p.set_defaults(func=func, command_parser=p)
     return p
@@ -221,24 +364,30 @@ def _defaults(module: str, function: str) -> dict:
     "The defaults of a library function's parameters: a command's defaults are the function's, never a copy."
     import importlib
     import inspect
+
     parameters = inspect.signature(getattr(importlib.import_module(f"focusface.{module}"), function)).parameters
     return {n: p.default for n, p in parameters.items() if p.default is not inspect.Parameter.empty}
 
 
-def _quiet(p) -> None: p.add_argument("--quiet", action="store_true", help="no progress bar")
+def _quiet(p) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _model_options(p, flip: bool = True) -> None:
     "What every command that runs a model takes: the channel order, the device, flip fusion."
     p.add_argument("--channel-order", choices=("rgb", "bgr"), help="override the channel order the checkpoint records")
-    if not flip: return
+    if not flip:
+        return
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: the GPU if there is one, else cpu)")
     p.add_argument("--no-flip", action="store_true", help="embed without flip fusion")
 
 # %% ../nbs/32_cli.ipynb #50129533
 def _info_options(p) -> None:
     sheet = _defaults("inspection", "sample_images") | _defaults("inspection", "contact_sheet")
-    p.add_argument("path", help="an insightface folder, an evaluation .bin, a folder with pairs.txt, or an image folder (flat or root/<identity>/<image>)")
+    p.add_argument(
+        "path",
+        help="an insightface folder, an evaluation .bin, a folder with pairs.txt, or an image folder (flat or root/<identity>/<image>)",
+    )
     p.add_argument("--sheet", metavar="PNG", help="save a contact sheet of sample images to this PNG file")
     p.add_argument("--overwrite", action="store_true", help="replace the --sheet file if it exists (never the dataset)")
     p.add_argument("--samples", type=_positive, default=sheet["n"], help="images on the contact sheet")
@@ -250,8 +399,12 @@ def _info_options(p) -> None:
 def _pack_options(p) -> None:
     p.add_argument("src", help="a folder of aligned faces, one sub-folder per identity")
     p.add_argument("dst", help="the insightface folder to write (train.rec, train.idx, property, identities.tsv)")
-    p.add_argument("--quality", type=int, default=_defaults("datasets", "pack_folder")["quality"],
-                   help="JPEG quality for images that are not JPEG or PNG")
+    p.add_argument(
+        "--quality",
+        type=int,
+        default=_defaults("datasets", "pack_folder")["quality"],
+        help="JPEG quality for images that are not JPEG or PNG",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists (never a source)")
 
 
@@ -259,14 +412,29 @@ def _mask_options(p) -> None:
     d = _defaults("maskdata", "mask_dataset")
     p.add_argument("src", help="an insightface folder, an evaluation .bin, or an image folder")
     p.add_argument("dst", help="where the masked copy goes (a .bin for a .bin source)")
-    p.add_argument("--code", default=d["spec"], help="mask choices, one drawn per image (type[-colour][-texture][-bold], comma-separated; the default style is the paper's, MaskTheFace-like)")
+    p.add_argument(
+        "--code",
+        default=d["spec"],
+        help="mask choices, one drawn per image (type[-colour][-texture][-bold], comma-separated; the default style is the paper's, MaskTheFace-like)",
+    )
     p.add_argument("--seed", type=_non_negative, default=d["seed"], help="seed of the per-image mask choice")
-    p.add_argument("--workers", type=_non_negative, default=d["workers"], help="worker processes (0: mask in this process)")
-    p.add_argument("--protocol", choices=("um", "mm"), default=d["protocol"], help="for a .bin: um masks the second image of every pair, mm both")
+    p.add_argument(
+        "--workers", type=_non_negative, default=d["workers"], help="worker processes (0: mask in this process)"
+    )
+    p.add_argument(
+        "--protocol",
+        choices=("um", "mm"),
+        default=d["protocol"],
+        help="for a .bin: um masks the second image of every pair, mm both",
+    )
     p.add_argument("--quality", type=int, default=d["quality"], help="JPEG quality of re-encoded images")
     p.add_argument("--replay", metavar="MANIFEST", help="draw the masks recorded in this manifest instead of sampling")
-    p.add_argument("--landmarks", metavar="NPZ", help="fit each mask to the face's landmarks (from 'focusface landmarks SRC')")
-    p.add_argument("--overwrite", action="store_true", help="replace DST (and its manifest) if it exists (never a source)")
+    p.add_argument(
+        "--landmarks", metavar="NPZ", help="fit each mask to the face's landmarks (from 'focusface landmarks SRC')"
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace DST (and its manifest) if it exists (never a source)"
+    )
     _quiet(p)
 
 
@@ -275,44 +443,94 @@ def _synth_options(p) -> None:
     p.add_argument("root", help="the folder to create")
     p.add_argument("--seed", type=_non_negative, default=d["seed"], help="seed of every identity and image")
     p.add_argument("--identities", type=_positive, default=d["train_identities"], help="training identities")
-    p.add_argument("--images-per-identity", type=_positive, default=d["images_per_identity"], help="training images of each identity")
-    p.add_argument("--val-identities", type=_positive, default=d["val_identities"], help="identities of the validation pairs (at least 20)")
-    p.add_argument("--eval-identities", type=_positive, default=d["eval_identities"], help="identities of the evaluation pairs (at least 20)")
-    p.add_argument("--eval-pairs-per-fold", type=_positive, default=d["eval_pairs_per_fold"], help="evaluation pairs in each of the 10 folds (even)")
-    p.add_argument("--workers", type=_non_negative, default=d["workers"], help="worker processes (0: render in this process)")
+    p.add_argument(
+        "--images-per-identity",
+        type=_positive,
+        default=d["images_per_identity"],
+        help="training images of each identity",
+    )
+    p.add_argument(
+        "--val-identities",
+        type=_positive,
+        default=d["val_identities"],
+        help="identities of the validation pairs (at least 20)",
+    )
+    p.add_argument(
+        "--eval-identities",
+        type=_positive,
+        default=d["eval_identities"],
+        help="identities of the evaluation pairs (at least 20)",
+    )
+    p.add_argument(
+        "--eval-pairs-per-fold",
+        type=_positive,
+        default=d["eval_pairs_per_fold"],
+        help="evaluation pairs in each of the 10 folds (even)",
+    )
+    p.add_argument(
+        "--workers", type=_non_negative, default=d["workers"], help="worker processes (0: render in this process)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace ROOT if it exists")
     _quiet(p)
 
 # %% ../nbs/32_cli.ipynb #9d6a0bae
 def _train_options(p) -> None:
     from focusface.trainconfig import add_train_arguments
+
     add_train_arguments(p)
 
 
 def _evaluate_options(p) -> None:
     from focusface.evaluate import MASKED_SIDES, SCORES
+
     d = _defaults("evaluate", "evaluate")
-    p.add_argument("checkpoint", help="a focusface checkpoint, the authors' .mdl, or an insightface/ElasticFace backbone.pth")
+    p.add_argument(
+        "checkpoint", help="a focusface checkpoint, the authors' .mdl, or an insightface/ElasticFace backbone.pth"
+    )
     p.add_argument("data", nargs="+", help="evaluation .bin files, pairs folders, or synthetic[:SEED]")
     p.add_argument("--protocols", default=",".join(d["protocols"]), help="comma-separated: uu, um, mm")
     p.add_argument("--out", help="folder for metrics.json, scores, curves, mask manifests and figures")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists and is not empty")
-    p.add_argument("--score", choices=SCORES, default=d["score"], help="pair score: cosine, or the authors' 1 - ||a - b|| / 2")
+    p.add_argument(
+        "--score", choices=SCORES, default=d["score"], help="pair score: cosine, or the authors' 1 - ||a - b|| / 2"
+    )
     p.add_argument("--seed", type=_non_negative, default=d["seed"], help="seed of the masks")
     p.add_argument("--code", default=d["spec"], help="mask spec (as for 'focusface mask')")
     p.add_argument("--batch-size", type=_positive, default=d["batch_size"], help="images per forward pass")
     _model_options(p)
     p.add_argument("--no-figures", action="store_true", help="write no figures")
-    p.add_argument("--landmarks", nargs="+", metavar="NPZ", help="landmarks files of the sets, in their order ('focusface "
-                   "landmarks'): masks fitted to each face")
-    p.add_argument("--masked", nargs="+", metavar="BIN", help="masked copies of the sets, in their order, instead of drawing "
-                   "masks ('focusface mask --protocol mm', or a copy masked by MaskTheFace)")
-    p.add_argument("--masked-side", choices=MASKED_SIDES, default=d["masked_side"], help="U-M: which image of each pair "
-                   "wears the mask (first: as the FocusFace authors evaluated)")
-    p.add_argument("--mask-labels", nargs="+", metavar="TXT", help="real-mask labels of pairs folders, in their order "
-                   "(MFR2's 'Name, N, mask_type' lines; default: mfr2_labels.txt or mask_labels.txt beside pairs.txt)")
-    p.add_argument("--skip-missing", action="store_true", help="leave out the pairs that name an image the folder lacks "
-                   "(the photos 'focusface align' found no face in), and say how many")
+    p.add_argument(
+        "--landmarks",
+        nargs="+",
+        metavar="NPZ",
+        help="landmarks files of the sets, in their order ('focusface landmarks'): masks fitted to each face",
+    )
+    p.add_argument(
+        "--masked",
+        nargs="+",
+        metavar="BIN",
+        help="masked copies of the sets, in their order, instead of drawing "
+        "masks ('focusface mask --protocol mm', or a copy masked by MaskTheFace)",
+    )
+    p.add_argument(
+        "--masked-side",
+        choices=MASKED_SIDES,
+        default=d["masked_side"],
+        help="U-M: which image of each pair wears the mask (first: as the FocusFace authors evaluated)",
+    )
+    p.add_argument(
+        "--mask-labels",
+        nargs="+",
+        metavar="TXT",
+        help="real-mask labels of pairs folders, in their order "
+        "(MFR2's 'Name, N, mask_type' lines; default: mfr2_labels.txt or mask_labels.txt beside pairs.txt)",
+    )
+    p.add_argument(
+        "--skip-missing",
+        action="store_true",
+        help="leave out the pairs that name an image the folder lacks "
+        "(the photos 'focusface align' found no face in), and say how many",
+    )
     _quiet(p)
 
 
@@ -323,25 +541,37 @@ def _inspect_options(p) -> None:
 def _landmarks_options(p) -> None:
     p.add_argument("src", help="a rec folder, a .bin, or a folder of aligned crops")
     p.add_argument("out", help="the .npz to write (keys, landmarks, ok, notes)")
-    p.add_argument("--workers", type=_non_negative, default=_defaults("alignfolder", "compute_landmarks")["workers"],
-                   help="worker processes (0: in this process)")
+    p.add_argument(
+        "--workers",
+        type=_non_negative,
+        default=_defaults("alignfolder", "compute_landmarks")["workers"],
+        help="worker processes (0: in this process)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (never a source)")
     _quiet(p)
 
 # %% ../nbs/32_cli.ipynb #aca9cec7
 def _detector_option(p, help: str = "the face detector for photos") -> None:
-    p.add_argument("--detector", choices=("mtcnn", "dlib"), default=_defaults("alignfolder", "align_folder")["detector"],
-                   help=help)
+    p.add_argument(
+        "--detector", choices=("mtcnn", "dlib"), default=_defaults("alignfolder", "align_folder")["detector"], help=help
+    )
 
 
 def _verify_options(p) -> None:
     p.add_argument("checkpoint", help="a focusface checkpoint, the authors' .mdl, or a backbone.pth")
     p.add_argument("image_a", help="a photo (aligned first) or an aligned 112x112 crop")
     p.add_argument("image_b", help="a photo (aligned first) or an aligned 112x112 crop")
-    p.add_argument("--threshold", help="a cosine similarity, or the metrics.json of 'focusface evaluate' (its U-U threshold "
-                   "at FMR 0.1%%); default: the checkpoint's own, else 0.28 (ArcFace r100 at FMR 0.1%% on LFW)")
-    p.add_argument("--face-a", type=_non_negative, help="which face of image A when it holds several (0 = the main face)")
-    p.add_argument("--face-b", type=_non_negative, help="which face of image B when it holds several (0 = the main face)")
+    p.add_argument(
+        "--threshold",
+        help="a cosine similarity, or the metrics.json of 'focusface evaluate' (its U-U threshold "
+        "at FMR 0.1%%); default: the checkpoint's own, else 0.28 (ArcFace r100 at FMR 0.1%% on LFW)",
+    )
+    p.add_argument(
+        "--face-a", type=_non_negative, help="which face of image A when it holds several (0 = the main face)"
+    )
+    p.add_argument(
+        "--face-b", type=_non_negative, help="which face of image B when it holds several (0 = the main face)"
+    )
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     _detector_option(p, "the face detector for photos (MTCNN finds masked faces; dlib's HOG needs the whole face)")
     _model_options(p)
@@ -349,10 +579,16 @@ def _verify_options(p) -> None:
 
 def _embed_options(p) -> None:
     p.add_argument("checkpoint", help="a focusface checkpoint, the authors' .mdl, or a backbone.pth")
-    p.add_argument("src", help="a folder of photos or aligned crops (flat or one sub-folder per identity), a rec folder, or a .bin")
+    p.add_argument(
+        "src", help="a folder of photos or aligned crops (flat or one sub-folder per identity), a rec folder, or a .bin"
+    )
     p.add_argument("out", help="the .npz to write (keys, embeddings, p_masked, ok, notes)")
-    p.add_argument("--batch-size", type=_positive, default=_defaults("inference", "embed_dataset")["batch_size"],
-                   help="images per forward pass")
+    p.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=_defaults("inference", "embed_dataset")["batch_size"],
+        help="images per forward pass",
+    )
     _detector_option(p)
     _model_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (never a source)")
@@ -364,8 +600,12 @@ def _align_options(p) -> None:
     p.add_argument("src", help="a folder of photos: flat, <identity>/<image>, or with pairs.txt (and mask labels)")
     p.add_argument("dst", help="the folder to write: the same layout, pairs.txt and labels carried over, alignment.tsv")
     _detector_option(p, "the face detector")
-    p.add_argument("--workers", type=_non_negative, default=d["workers"], help="worker processes (0: align in this process)")
-    p.add_argument("--quality", type=int, default=d["quality"], help="JPEG quality of the aligned crops (PNG stays PNG)")
+    p.add_argument(
+        "--workers", type=_non_negative, default=d["workers"], help="worker processes (0: align in this process)"
+    )
+    p.add_argument(
+        "--quality", type=int, default=d["quality"], help="JPEG quality of the aligned crops (PNG stays PNG)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists (never the source)")
     _quiet(p)
 
@@ -374,7 +614,9 @@ def _export_options(p) -> None:
     p.add_argument("checkpoint", help="a focusface checkpoint, the authors' .mdl, or a backbone.pth")
     p.add_argument("out", help="the .onnx file to write")
     _model_options(p, flip=False)
-    p.add_argument("--opset", type=_positive, default=_defaults("inference", "export_onnx")["opset"], help="ONNX opset version")
+    p.add_argument(
+        "--opset", type=_positive, default=_defaults("inference", "export_onnx")["opset"], help="ONNX opset version"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (never the checkpoint)")
 
 # %% ../nbs/32_cli.ipynb #fbea51c1
@@ -384,53 +626,86 @@ COMMANDS = dict(  # name: (what runs it, what it does, its options)
     pack=(_cmd_pack, "pack SRC/<identity>/<image> into an insightface dataset folder DST", _pack_options),
     mask=(_cmd_mask, "write a masked copy of a rec folder, .bin or image folder, with a manifest", _mask_options),
     synth=(_cmd_synth, "write the embedded synthetic dataset (train rec, val.bin, eval.bin)", _synth_options),
-    train=(_cmd_train, "train FocusFace or a baseline (torchrun -m focusface.train takes the same arguments)", _train_options),
+    train=(
+        _cmd_train,
+        "train FocusFace or a baseline (torchrun -m focusface.train takes the same arguments)",
+        _train_options,
+    ),
     evaluate=(_cmd_evaluate, "U-U / U-M / M-M verification of a checkpoint on evaluation sets", _evaluate_options),
     inspect=(_cmd_inspect, "say what a checkpoint holds (ours, the authors' .mdl)", _inspect_options),
-    landmarks=(_cmd_landmarks, "compute the 68 landmarks of every aligned face of a dataset, for fitted masks", _landmarks_options),
-    verify=(_cmd_verify, "say whether two face images show the same person, and whether each wears a mask", _verify_options),
+    landmarks=(
+        _cmd_landmarks,
+        "compute the 68 landmarks of every aligned face of a dataset, for fitted masks",
+        _landmarks_options,
+    ),
+    verify=(
+        _cmd_verify,
+        "say whether two face images show the same person, and whether each wears a mask",
+        _verify_options,
+    ),
     embed=(_cmd_embed, "write identity embeddings and P(masked) of every image of a dataset to a .npz", _embed_options),
-    align=(_cmd_align, "align every photo of a folder (flat, per identity, or a pairs folder such as MFR2) onto the 112x112 "
-           "template, with a report of the photos without a face", _align_options),
-    export=(_cmd_export, "write the inference model (embedding + P(masked)) as ONNX, checked with onnxruntime", _export_options),
+    align=(
+        _cmd_align,
+        "align every photo of a folder (flat, per identity, or a pairs folder such as MFR2) onto the 112x112 "
+        "template, with a report of the photos without a face",
+        _align_options,
+    ),
+    export=(
+        _cmd_export,
+        "write the inference model (embedding + P(masked)) as ONNX, checked with onnxruntime",
+        _export_options,
+    ),
 )
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     "The `focusface` parser: every command, with its options (only `command`'s when given: the others import nothing)."
     from focusface import __version__
+
     parser = argparse.ArgumentParser(prog="focusface", description="Masked face recognition with FocusFace.")
     parser.add_argument("--version", action="version", version=f"focusface {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (func, help, options) in COMMANDS.items():
         p = _command(sub, name, func, help)
-        if options and command in (None, name): options(p)
+        if options and command in (None, name):
+            options(p)
     return parser
 
 # %% ../nbs/32_cli.ipynb #b10c0e27
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `focusface` console script."
     from focusface.errors import FocusFaceError, in_flags
+
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(next((a for a in argv if not a.startswith("-")), None))  # the chosen command's options only
     args, extra = parser.parse_known_args(argv)
     if extra:  # only `train` takes more: its key=value overrides may follow its flags
-        if args.command != "train": parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if args.command != "train":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         from focusface.trainconfig import parse_train_arguments
+
         args = parse_train_arguments(parser, argv)
     try:
         return args.func(args)
     except (FocusFaceError, OSError) as e:  # input problems: one clear line, no traceback
-        if args.debug: raise
-        message = str(e) if isinstance(e, FocusFaceError) or not getattr(e, "filename", None) else \
-            f"{e.filename}: {e.strerror}"
+        if args.debug:
+            raise
+        message = (
+            str(e)
+            if isinstance(e, FocusFaceError) or not getattr(e, "filename", None)
+            else f"{e.filename}: {e.strerror}"
+        )
         message = in_flags(message, args.command_parser)  # the library names parameters; the user typed flags
         print(f"focusface {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: one line, as a shell expects (exit code 130)
-        if args.debug: raise
-        after = "the run folder keeps its log, and its checkpoint.pt if one was written (every checkpoint_every steps): --resume continues from it" if args.command == "train" \
+        if args.debug:
+            raise
+        after = (
+            "the run folder keeps its log, and its checkpoint.pt if one was written (every checkpoint_every steps): --resume continues from it"
+            if args.command == "train"
             else "nothing was written (an output is put in place only once it is complete)"
+        )
         print(f"\nfocusface {args.command}: interrupted; {after}", file=sys.stderr)
         return 130
 

@@ -28,9 +28,11 @@ def read_property(root) -> tuple[int, int, int]:
     "(num_classes, height, width) from `root/property`."
     path = Path(root) / "property"
     if not path.is_file():
-        raise FormatError(f"{path}: missing; an insightface dataset folder needs a 'property' file with one line "
-                          "'num_classes,height,width' (e.g. '85742,112,112'): create it or re-pack with "
-                          "focusface.datasets.pack_folder (focusface pack)")
+        raise FormatError(
+            f"{path}: missing; an insightface dataset folder needs a 'property' file with one line "
+            "'num_classes,height,width' (e.g. '85742,112,112'): create it or re-pack with "
+            "focusface.datasets.pack_folder (focusface pack)"
+        )
     text = path.read_bytes()[:200].decode("utf-8", errors="replace")
     try:
         num_classes, height, width = (int(v) for v in text.strip().split(","))
@@ -41,32 +43,41 @@ def read_property(root) -> tuple[int, int, int]:
 # %% ../nbs/06_datasets.ipynb #4c442534
 def _key_label(value, where: str) -> int:
     "A record key stored as a float32 label, checked: finite, whole, not negative."
-    if not np.isfinite(value) or value < 0 or value != int(value) or value >= 2 ** 40:
+    if not np.isfinite(value) or value < 0 or value != int(value) or value >= 2**40:
         raise FormatError(f"{where}: {value!r} is not a record key (a whole number); the rec is damaged")
     return int(value)
 
 
 class InsightFaceDataset(WorkerShared):
     "An insightface dataset folder: yields (RGB uint8 image (H, W, 3), class id); usable as a torch Dataset."
+
     def __init__(self, root, name: str = "train"):
         self.root = Path(root)
-        if not self.root.is_dir(): raise FormatError(f"{self.root}: dataset folder not found")
+        if not self.root.is_dir():
+            raise FormatError(f"{self.root}: dataset folder not found")
         self.num_classes, self.height, self.width = read_property(self.root)
         self.records = RecordReader(self.root / f"{name}.rec", self.root / f"{name}.idx")
         first = self.records.keys[0] if len(self.records) else None
-        header, labels, payload = unpack_record(self.records[first], source=f"{self.records.rec_path} key {first}") \
-            if first is not None else (None, None, None)
+        header, labels, payload = (
+            unpack_record(self.records[first], source=f"{self.records.rec_path} key {first}")
+            if first is not None
+            else (None, None, None)
+        )
         # a header is key 0 with labels and no image; key 0 with an image is a flat rec's first face
         if first == 0 and header.flag > 0 and not payload:
             if header.flag < 2:
-                raise FormatError(f"{self.records.rec_path} key 0: header record has {header.flag} label(s), expected "
-                                  "[first identity key, end]")
+                raise FormatError(
+                    f"{self.records.rec_path} key 0: header record has {header.flag} label(s), expected "
+                    "[first identity key, end]"
+                )
             self.has_header = True
             first_identity, end = (_key_label(v, f"{self.records.rec_path} key 0") for v in labels[:2])
             announced = [k for k in (first_identity - 1, end - 1) if k >= 1]
             if not 1 <= first_identity <= end or any(k not in self.records for k in announced):
-                raise FormatError(f"{self.records.idx_path}: the header (key 0) announces images [1, {first_identity}) "
-                                  f"and identities [{first_identity}, {end}), which the index does not hold")
+                raise FormatError(
+                    f"{self.records.idx_path}: the header (key 0) announces images [1, {first_identity}) "
+                    f"and identities [{first_identity}, {end}), which the index does not hold"
+                )
             self.image_keys = np.arange(1, first_identity, dtype=np.int64)
             self.identity_keys = np.arange(first_identity, end, dtype=np.int64)
         else:
@@ -74,7 +85,8 @@ class InsightFaceDataset(WorkerShared):
             self.image_keys = self.records.keys.copy()
             self.identity_keys = np.zeros(0, np.int64)
 
-    def __len__(self) -> int: return len(self.image_keys)
+    def __len__(self) -> int:
+        return len(self.image_keys)
 
     def read(self, key: int) -> tuple[float | np.ndarray, bytes]:
         "(labels, encoded image bytes) of image record `key`."
@@ -93,8 +105,10 @@ class InsightFaceDataset(WorkerShared):
     def _check_label(self, labels, key: int) -> int:
         label = labels if np.ndim(labels) == 0 else (labels[0] if len(labels) else -1)
         if not (0 <= label < self.num_classes) or label != int(label):
-            raise FormatError(f"{self.records.rec_path} key {key}: class id {label!r} is outside [0, {self.num_classes}) "
-                              f"announced by {self.root / 'property'}: the property file or the rec is wrong")
+            raise FormatError(
+                f"{self.records.rec_path} key {key}: class id {label!r} is outside [0, {self.num_classes}) "
+                f"announced by {self.root / 'property'}: the property file or the rec is wrong"
+            )
         return int(label)
 
     def identity_ranges(self) -> np.ndarray:
@@ -122,20 +136,28 @@ class InsightFaceDataset(WorkerShared):
         return np.bincount(self.labels())
 
     def __repr__(self):
-        return (f"InsightFaceDataset({str(self.root)!r}: {len(self)} images, {self.num_classes} classes, "
-                f"{self.height}x{self.width}, {'header' if self.has_header else 'no header'})")
+        return (
+            f"InsightFaceDataset({str(self.root)!r}: {len(self)} images, {self.num_classes} classes, "
+            f"{self.height}x{self.width}, {'header' if self.has_header else 'no header'})"
+        )
 
 # %% ../nbs/06_datasets.ipynb #62ae6052
-def write_insightface_folder(dst, items: Iterable[tuple[int, bytes]], *,
-                             num_images: int,            # how many items will come (the header record needs it first)
-                             names: list[str],           # identity name of each class id, in class order
-                             image_size: tuple[int, int],  # (height, width) of every image, for `property`
-                             overwrite: bool = False,    # replace an existing `dst`
-                             sources: Iterable = ()) -> Path:  # inputs that `dst` must not overlap
+def write_insightface_folder(
+    dst,
+    items: Iterable[tuple[int, bytes]],
+    *,
+    num_images: int,  # how many items will come (the header record needs it first)
+    names: list[str],  # identity name of each class id, in class order
+    image_size: tuple[int, int],  # (height, width) of every image, for `property`
+    overwrite: bool = False,  # replace an existing `dst`
+    sources: Iterable = (),
+) -> Path:  # inputs that `dst` must not overlap
     "Write (class id, encoded image) items, grouped by class in class order, as an insightface folder `dst`."
     num_classes = len(names)
     if num_images < 1 or num_classes < 1:
-        raise FormatError(f"{dst}: a dataset needs at least one image and one identity (got {num_images}, {num_classes})")
+        raise FormatError(
+            f"{dst}: a dataset needs at least one image and one identity (got {num_images}, {num_classes})"
+        )
     first_identity = num_images + 1
     with atomic_dir(dst, overwrite=overwrite, sources=sources) as tmp:
         with RecordWriter(tmp / "train.rec", tmp / "train.idx") as writer:
@@ -143,16 +165,20 @@ def write_insightface_folder(dst, items: Iterable[tuple[int, bytes]], *,
             starts, key = np.zeros(num_classes + 1, np.int64), 0
             previous = -1
             for key, (label, data) in enumerate(items, start=1):
-                if key > num_images: raise FormatError(f"{dst}: more than the announced {num_images} images")
+                if key > num_images:
+                    raise FormatError(f"{dst}: more than the announced {num_images} images")
                 if label != previous:
                     if not (previous < label < num_classes):
-                        raise FormatError(f"{dst}: image {key} has class {label} after class {previous}; items must be "
-                                          f"grouped by class in increasing order, with classes in [0, {num_classes})")
-                    starts[previous + 1:label + 1] = key
+                        raise FormatError(
+                            f"{dst}: image {key} has class {label} after class {previous}; items must be "
+                            f"grouped by class in increasing order, with classes in [0, {num_classes})"
+                        )
+                    starts[previous + 1 : label + 1] = key
                     previous = label
                 writer.write(key, pack_record(label, data))
-            if key != num_images: raise FormatError(f"{dst}: {key} images written, {num_images} announced")
-            starts[previous + 1:] = num_images + 1
+            if key != num_images:
+                raise FormatError(f"{dst}: {key} images written, {num_images} announced")
+            starts[previous + 1 :] = num_images + 1
             for label in range(num_classes):
                 writer.write(first_identity + label, pack_record([starts[label], starts[label + 1]]))
         (tmp / "property").write_text(f"{num_classes},{image_size[0]},{image_size[1]}\n")
@@ -173,66 +199,98 @@ def pack_folder(src, dst, *, overwrite: bool = False, quality: int = 95) -> Path
                 data = path.read_bytes()
                 image = decode_image(data, source=str(path))
                 if image.shape[:2] != size:
-                    raise FormatError(f"{path}: {image.shape[1]}x{image.shape[0]} differs from the first image's "
-                                      f"{size[1]}x{size[0]} ({first}); all images of a dataset must be aligned to one size")
-                if path.suffix.lower() not in (".jpg", ".jpeg", ".png"): data = encode_image(image, ".jpg", quality)
+                    raise FormatError(
+                        f"{path}: {image.shape[1]}x{image.shape[0]} differs from the first image's "
+                        f"{size[1]}x{size[0]} ({first}); all images of a dataset must be aligned to one size"
+                    )
+                if path.suffix.lower() not in (".jpg", ".jpeg", ".png"):
+                    data = encode_image(image, ".jpg", quality)
                 yield label, data
-    return write_insightface_folder(dst, items(), num_images=sum(len(images) for _, images in people),
-                                    names=[name for name, _ in people], image_size=size, overwrite=overwrite, sources=[src])
+
+    return write_insightface_folder(
+        dst,
+        items(),
+        num_images=sum(len(images) for _, images in people),
+        names=[name for name, _ in people],
+        image_size=size,
+        overwrite=overwrite,
+        sources=[src],
+    )
 
 # %% ../nbs/06_datasets.ipynb #0bf4fde0
 def dataset_kind(path) -> str:
     "`rec` (insightface folder), `bin` (evaluation file), `pairs` (folder with pairs.txt) or `images` (root/<identity>/<image>)."
     path = Path(path)
-    if path.is_file() and path.suffix == ".bin": return "bin"
-    if path.is_dir() and (path / "train.rec").is_file(): return "rec"
-    if path.is_dir() and (path / "pairs.txt").is_file(): return "pairs"
-    if path.is_dir(): return "images"
-    raise FormatError(f"{path}: not a dataset focusface knows{'' if path.exists() else ' (no such file or folder)'}: "
-                      "expected an insightface folder (train.rec, train.idx, property), an evaluation .bin, a folder "
-                      "with pairs.txt, or root/<identity>/<image> files")
+    if path.is_file() and path.suffix == ".bin":
+        return "bin"
+    if path.is_dir() and (path / "train.rec").is_file():
+        return "rec"
+    if path.is_dir() and (path / "pairs.txt").is_file():
+        return "pairs"
+    if path.is_dir():
+        return "images"
+    raise FormatError(
+        f"{path}: not a dataset focusface knows{'' if path.exists() else ' (no such file or folder)'}: "
+        "expected an insightface folder (train.rec, train.idx, property), an evaluation .bin, a folder "
+        "with pairs.txt, or root/<identity>/<image> files"
+    )
 
 # %% ../nbs/06_datasets.ipynb #6b52cfaf
 def _hash_file(path: Path, h) -> None:
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
 
 
 def file_sha256(path) -> str:
     "The SHA-256 of a file's bytes, as hex."
-    h = hashlib.sha256(); _hash_file(Path(path), h)
+    h = hashlib.sha256()
+    _hash_file(Path(path), h)
     return h.hexdigest()
 
 # %% ../nbs/06_datasets.ipynb #26ae38c5
 def _folder_images(path: Path) -> list[Path]:
     "The images of a folder: at its top, or else one folder down (<identity>/<image>), in sorted order."
     from focusface.images import IMAGE_SUFFIXES
+
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     return files or [p for _, images in list_image_folder(path) for p in images]
 
 
 class DatasetSource:
     "A dataset as keyed images (see above); `open_dataset` makes the one for a path."
+
     kind, paired = "", False  # paired: its images come in verification pairs (0-1, 2-3, ...)
 
-    def __init__(self, path): self.path = Path(path)
-    def __len__(self) -> int: return len(self.keys)
-    def read(self, i: int) -> tuple[str, object]: raise NotImplementedError
-    def _hash(self, h) -> None: raise NotImplementedError
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def read(self, i: int) -> tuple[str, object]:
+        raise NotImplementedError
+
+    def _hash(self, h) -> None:
+        raise NotImplementedError
 
     def fingerprint(self) -> str:
-        h = hashlib.sha256(self.kind.encode()); self._hash(h)
+        h = hashlib.sha256(self.kind.encode())
+        self._hash(h)
         return h.hexdigest()[:16]
 
     @property
-    def copy_keys(self) -> list: return list(self.keys)
+    def copy_keys(self) -> list:
+        return list(self.keys)
 
     def _hash_listing(self, files: list[Path], h) -> None:
-        for p in files: h.update(f"{p.relative_to(self.path).as_posix()}\t{p.stat().st_size}\n".encode())
+        for p in files:
+            h.update(f"{p.relative_to(self.path).as_posix()}\t{p.stat().st_size}\n".encode())
 
 # %% ../nbs/06_datasets.ipynb #37b586d9
 class RecSource(DatasetSource):
     "An insightface folder: record keys; a copy keeps every record (header, identity ranges) in file order."
+
     kind = "rec"
 
     def __init__(self, path):
@@ -259,15 +317,19 @@ class RecSource(DatasetSource):
             for key in (int(k) for k in self.dataset.records.keys):  # every record: replaced images, copied others
                 if key in images:
                     done, data = next(replaced)
-                    if done != key: raise RuntimeError(f"{self.path}: image {done} came back for record {key}")
+                    if done != key:
+                        raise RuntimeError(f"{self.path}: image {done} came back for record {key}")
                     writer.write(key, data)
-                else: writer.write(key, self.dataset.records[key])
+                else:
+                    writer.write(key, self.dataset.records[key])
         for extra in ("property", "identities.tsv"):
-            if (self.path / extra).is_file(): (dst / extra).write_bytes((self.path / extra).read_bytes())
+            if (self.path / extra).is_file():
+                (dst / extra).write_bytes((self.path / extra).read_bytes())
 
 # %% ../nbs/06_datasets.ipynb #54aa24ad
 class FolderSource(DatasetSource):
     "Image files (flat, or `root/<identity>/<image>`): relative paths; a copy keeps the folder's text files."
+
     kind = "images"
 
     def __init__(self, path):
@@ -275,46 +337,62 @@ class FolderSource(DatasetSource):
         self.files = _folder_images(self.path)
         self.keys = [p.relative_to(self.path).as_posix() for p in self.files]
 
-    def read(self, i: int) -> tuple[str, object]: return str(self.files[i]), self.files[i].read_bytes()
-    def _hash(self, h) -> None: self._hash_listing(self.files, h)
+    def read(self, i: int) -> tuple[str, object]:
+        return str(self.files[i]), self.files[i].read_bytes()
+
+    def _hash(self, h) -> None:
+        self._hash_listing(self.files, h)
 
     def write_copy(self, dst: Path, replaced) -> None:
         "Each image of `replaced` (key, bytes) at its relative path under `dst`, and the folder's `*.txt` beside them."
         for key, data in replaced:
             (dst / key).parent.mkdir(parents=True, exist_ok=True)
             (dst / key).write_bytes(data)
-        for extra in self.path.glob("*.txt"): (dst / extra.name).write_bytes(extra.read_bytes())
+        for extra in self.path.glob("*.txt"):
+            (dst / extra.name).write_bytes(extra.read_bytes())
 
 # %% ../nbs/06_datasets.ipynb #6305ed8e
 class BinSource(DatasetSource):
     "An evaluation `.bin`: images by position in the pair set; a copy is another `.bin` with the same flags."
+
     kind, paired = "bin", True
 
     @cached_property
     def pairs(self):  # read on first use: a fingerprint needs only the file
         from focusface.evalsets import read_eval_set
+
         return read_eval_set(self.path)
 
     @cached_property
-    def keys(self) -> list: return list(range(len(self.pairs.images)))
+    def keys(self) -> list:
+        return list(range(len(self.pairs.images)))
 
-    def read(self, i: int) -> tuple[str, object]: return f"{self.path} image {i}", self.pairs.images[i]
-    def _hash(self, h) -> None: _hash_file(self.path, h)
+    def read(self, i: int) -> tuple[str, object]:
+        return f"{self.path} image {i}", self.pairs.images[i]
+
+    def _hash(self, h) -> None:
+        _hash_file(self.path, h)
 
     def write_copy(self, dst: Path, replaced, sources=()) -> Path:
         "Write the `.bin` `dst` with the images `replaced` yields (position, bytes); returns `dst`."
         from focusface.evalsets import write_bin
+
         images = list(self.pairs.images)
-        for key, data in replaced: images[key] = data
+        for key, data in replaced:
+            images[key] = data
         return write_bin(dst, images, self.pairs.issame, sources=sources)
 
 # %% ../nbs/06_datasets.ipynb #62b7faca
 class PairsSource(BinSource):
     "A folder with `pairs.txt`: its images in pair order, as evaluation reads them; copied as the folder it is."
+
     kind = "pairs"
 
-    def _hash(self, h) -> None: self._hash_listing(_folder_images(self.path), h)
-    def files(self) -> FolderSource: return FolderSource(self.path)
+    def _hash(self, h) -> None:
+        self._hash_listing(_folder_images(self.path), h)
+
+    def files(self) -> FolderSource:
+        return FolderSource(self.path)
 
 # %% ../nbs/06_datasets.ipynb #1f7b1fe5
 def open_dataset(path) -> DatasetSource:

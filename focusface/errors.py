@@ -24,19 +24,24 @@ class DestinationError(FocusFaceError, FileExistsError):
 def shorten(value, limit: int = 80) -> str:
     "`repr(value)`, cut to about `limit` characters: safe to put in an error message."
     size = None
-    if isinstance(value, (str, bytes)) and len(value) > 4 * limit: size, value = len(value), value[:4 * limit]
-    try: text = repr(value)
-    except RecursionError: text = f"<{type(value).__name__} nested too deeply to show>"
-    return text if len(text) <= limit else f"{text[:limit - 20]}...({size or len(text):,} characters)"
+    if isinstance(value, (str, bytes)) and len(value) > 4 * limit:
+        size, value = len(value), value[: 4 * limit]
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = f"<{type(value).__name__} nested too deeply to show>"
+    return text if len(text) <= limit else f"{text[: limit - 20]}...({size or len(text):,} characters)"
 
 # %% ../nbs/00_errors.ipynb #b047ab29
 def in_flags(message: str, parser) -> str:
     "`message` with the Python parameters it names (`x must ...`, `x=True`, `x=VALUE`) as `parser`'s flags."
     import re
+
     for action in parser._actions:
-        if not action.option_strings or action.dest == "help": continue
+        if not action.option_strings or action.dest == "help":
+            continue
         flag, name = action.option_strings[-1], rf"(?<![\w.-]){re.escape(action.dest)}"
-        message = re.sub(rf"{name}=True\b", flag, message)                        # a switch
-        message = re.sub(rf"{name}=(?=[A-Z][\w.]*\b)", flag + " ", message)       # a value: face=N, threshold=FILE
+        message = re.sub(rf"{name}=True\b", flag, message)  # a switch
+        message = re.sub(rf"{name}=(?=[A-Z][\w.]*\b)", flag + " ", message)  # a value: face=N, threshold=FILE
         message = re.sub(rf"{name}(?= must\b| '| cpu\b)|(?<=\(){re.escape(action.dest)}(?=\))", flag, message)  # itself
     return message

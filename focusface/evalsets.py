@@ -9,7 +9,7 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -24,27 +24,38 @@ __all__ = ['LABEL_FILES', 'UNMASKED_LABEL', 'EvalPairs', 'read_bin', 'write_bin'
 # %% ../nbs/05_evalsets.ipynb #ee1bb7b1
 def _pairs_tsv_identities(path: Path, pairs: int) -> list | None:
     "Each image's identity from the `<set>.pairs.tsv` beside a `.bin`, or None when there is none."
-    if not path.is_file(): return None
+    if not path.is_file():
+        return None
     lines = path.read_text(errors="replace").splitlines()
     head = lines[0].split("\t") if lines else []
     if "identity_a" not in head or "identity_b" not in head or len(lines) - 1 != pairs:
-        raise FormatError(f"{path}: expected a header naming identity_a and identity_b, then one line for each of the "
-                          f"{pairs} pairs of its .bin, got {max(len(lines) - 1, 0)} lines; delete it to read the .bin "
-                          "without identities")
+        raise FormatError(
+            f"{path}: expected a header naming identity_a and identity_b, then one line for each of the "
+            f"{pairs} pairs of its .bin, got {max(len(lines) - 1, 0)} lines; delete it to read the .bin "
+            "without identities"
+        )
     a, b, who = head.index("identity_a"), head.index("identity_b"), []
     for number, line in enumerate(lines[1:], start=2):
         cells = line.split("\t")
-        if len(cells) != len(head): raise FormatError(f"{path}:{number}: {len(cells)} columns, the header has {len(head)}")
+        if len(cells) != len(head):
+            raise FormatError(f"{path}:{number}: {len(cells)} columns, the header has {len(head)}")
         who += [cells[a], cells[b]]
     return who
 
 # %% ../nbs/05_evalsets.ipynb #3512175e
-_BIN_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),  # numpy bools in issame
-                ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+_BIN_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),  # numpy bools in issame
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+}
 
 
-class _RefusedGlobal(pickle.UnpicklingError): pass
+class _RefusedGlobal(pickle.UnpicklingError):
+    pass
 
 
 class _EvalBinUnpickler(pickle.Unpickler):
@@ -57,6 +68,7 @@ class _EvalBinUnpickler(pickle.Unpickler):
 @dataclass
 class EvalPairs:
     "A verification set: 2N images (encoded bytes or RGB uint8 arrays) and N same/different flags."
+
     images: list
     issame: np.ndarray
     name: str = ""
@@ -71,13 +83,18 @@ class EvalPairs:
             if values is not None and len(values) != len(self.images):
                 raise FormatError(f"{self.source or self.name}: {len(values)} {what} for {len(self.images)} images")
         if not len(self.issame):
-            raise FormatError(f"{self.source or self.name}: the set holds no pairs; a verification set needs genuine "
-                              "and impostor pairs")
+            raise FormatError(
+                f"{self.source or self.name}: the set holds no pairs; a verification set needs genuine "
+                "and impostor pairs"
+            )
         if len(self.images) != 2 * len(self.issame):
-            raise FormatError(f"{self.source or self.name}: {len(self.images)} images for {len(self.issame)} pairs; "
-                              "a verification set needs exactly two images per pair")
+            raise FormatError(
+                f"{self.source or self.name}: {len(self.images)} images for {len(self.issame)} pairs; "
+                "a verification set needs exactly two images per pair"
+            )
 
-    def __len__(self): return len(self.issame)
+    def __len__(self):
+        return len(self.issame)
 
     @property
     def masked(self) -> np.ndarray | None:
@@ -90,60 +107,85 @@ class EvalPairs:
     def pair(self, i: int) -> tuple[np.ndarray, np.ndarray, bool]:
         "The decoded RGB images of pair `i` and whether they are the same person."
         where = f"{self.source or self.name} pair {i}"
-        return (decode_image(self.images[2 * i], f"{where} image {2 * i}"),
-                decode_image(self.images[2 * i + 1], f"{where} image {2 * i + 1}"), bool(self.issame[i]))
+        return (
+            decode_image(self.images[2 * i], f"{where} image {2 * i}"),
+            decode_image(self.images[2 * i + 1], f"{where} image {2 * i + 1}"),
+            bool(self.issame[i]),
+        )
 
 # %% ../nbs/05_evalsets.ipynb #09dc5d86
 def _check_bin(obj, path, file_size: int | None = None) -> EvalPairs:
     if not isinstance(obj, (tuple, list)) or len(obj) != 2:
-        raise FormatError(f"{path}: expected a pickled 2-tuple (bins, issame_list), got "
-                          f"{type(obj).__name__}{f' of length {len(obj)}' if isinstance(obj, (tuple, list)) else ''}")
+        raise FormatError(
+            f"{path}: expected a pickled 2-tuple (bins, issame_list), got "
+            f"{type(obj).__name__}{f' of length {len(obj)}' if isinstance(obj, (tuple, list)) else ''}"
+        )
     bins, issame = obj
     if not isinstance(bins, (list, tuple)):
         raise FormatError(f"{path}: bins must be a list of encoded images, got {type(bins).__name__}")
     if file_size is not None:  # a pickle may name one object many times (its memo): a 2 MB file can hold 8 GB of images
-        copied = sum(len(item) if isinstance(item, bytearray) else item.nbytes if isinstance(item, np.ndarray) else 0
-                     for item in bins)
+        copied = sum(
+            len(item) if isinstance(item, bytearray) else item.nbytes if isinstance(item, np.ndarray) else 0
+            for item in bins
+        )
         if copied > 4 * file_size + (64 << 20):
-            raise FormatError(f"{path}: its images would take {copied / 1e6:,.0f} MB, from a {file_size / 1e6:,.1f} MB file: "
-                              "the pickle repeats objects by reference, which a .bin written by insightface or focusface "
-                              "never does; refused before copying them")
+            raise FormatError(
+                f"{path}: its images would take {copied / 1e6:,.0f} MB, from a {file_size / 1e6:,.1f} MB file: "
+                "the pickle repeats objects by reference, which a .bin written by insightface or focusface "
+                "never does; refused before copying them"
+            )
     images = []
     for i, item in enumerate(bins):
-        if isinstance(item, (bytes, bytearray)): images.append(bytes(item))
-        elif isinstance(item, np.ndarray) and item.dtype == np.uint8 and (item.ndim == 1 or (item.ndim == 3 and item.shape[2] == 3)):
+        if isinstance(item, (bytes, bytearray)):
+            images.append(bytes(item))
+        elif (
+            isinstance(item, np.ndarray)
+            and item.dtype == np.uint8
+            and (item.ndim == 1 or (item.ndim == 3 and item.shape[2] == 3))
+        ):
             images.append(item.tobytes() if item.ndim == 1 else item)  # 1-D uint8 arrays are encoded bytes
         else:
-            raise FormatError(f"{path}: bins[{i}] is {type(item).__name__}"
-                              f"{f' {item.dtype} {item.shape}' if isinstance(item, np.ndarray) else ''}; expected "
-                              "encoded image bytes or an RGB uint8 (H, W, 3) array")
-    if isinstance(issame, np.ndarray) and issame.dtype == bool and issame.ndim == 1: flags = issame
+            raise FormatError(
+                f"{path}: bins[{i}] is {type(item).__name__}"
+                f"{f' {item.dtype} {item.shape}' if isinstance(item, np.ndarray) else ''}; expected "
+                "encoded image bytes or an RGB uint8 (H, W, 3) array"
+            )
+    if isinstance(issame, np.ndarray) and issame.dtype == bool and issame.ndim == 1:
+        flags = issame
     elif isinstance(issame, (list, tuple)):
         bad = next((i for i, v in enumerate(issame) if not isinstance(v, (bool, np.bool_))), None)
         if bad is not None:
-            raise FormatError(f"{path}: issame_list[{bad}] is {type(issame[bad]).__name__} {shorten(issame[bad])}; "
-                              "expected a bool")
+            raise FormatError(
+                f"{path}: issame_list[{bad}] is {type(issame[bad]).__name__} {shorten(issame[bad])}; expected a bool"
+            )
         flags = np.array(issame, dtype=bool)
     else:
         raise FormatError(f"{path}: issame_list must be a list of bools, got {type(issame).__name__}")
     if len(images) != 2 * len(flags):
-        raise FormatError(f"{path}: {len(images)} images for {len(flags)} pairs; a .bin needs exactly two images per "
-                          "pair (an odd count or a mismatch means the file is damaged)")
+        raise FormatError(
+            f"{path}: {len(images)} images for {len(flags)} pairs; a .bin needs exactly two images per "
+            "pair (an odd count or a mismatch means the file is damaged)"
+        )
     return EvalPairs(images, flags, name=Path(path).stem, source=str(path))
 
 
 def read_bin(path) -> EvalPairs:
     "Read an insightface evaluation `.bin` safely; unpacks as `images, issame = read_bin(path)`."
     path = Path(path)
-    if not path.is_file(): raise FormatError(f"{path}: evaluation file not found")
+    if not path.is_file():
+        raise FormatError(f"{path}: evaluation file not found")
     with open(path, "rb") as f:
         try:
             obj = _EvalBinUnpickler(f, encoding="bytes").load()
         except _RefusedGlobal as e:
-            raise FormatError(f"{path}: refused: the pickle asks for {e}, which an evaluation .bin never contains "
-                              "(it could run code); only (list of image bytes, list of bools) is accepted") from None
+            raise FormatError(
+                f"{path}: refused: the pickle asks for {e}, which an evaluation .bin never contains "
+                "(it could run code); only (list of image bytes, list of bools) is accepted"
+            ) from None
         except Exception as e:
-            raise FormatError(f"{path}: not a readable evaluation .bin ({type(e).__name__}: {shorten(str(e))})") from None
+            raise FormatError(
+                f"{path}: not a readable evaluation .bin ({type(e).__name__}: {shorten(str(e))})"
+            ) from None
     pairs = _check_bin(obj, path, path.stat().st_size)
     pairs.identities = _pairs_tsv_identities(path.with_suffix(".pairs.tsv"), len(pairs))
     return pairs
@@ -153,14 +195,18 @@ def write_bin(path, images: Sequence, issame: Sequence[bool], *, overwrite: bool
     "Write an insightface-style `.bin` (images: encoded bytes or RGB uint8 arrays), atomically; never over one of `sources`."
     pairs = EvalPairs(list(images), issame, source=str(path))
     for i, im in enumerate(pairs.images):
-        if not isinstance(im, (bytes, bytearray)) and not (isinstance(im, np.ndarray) and im.dtype == np.uint8 and im.ndim == 3
-                                                          and im.shape[2] == 3):
-            raise FormatError(f"write_bin {path}: image {i} is {type(im).__name__} {getattr(im, 'dtype', '')} "
-                              f"{getattr(im, 'shape', '')}; a .bin holds encoded bytes or RGB uint8 (H, W, 3) arrays "
-                              "(convert floats with np.clip(x, 0, 255).round().astype(np.uint8) first)")
+        if not isinstance(im, (bytes, bytearray)) and not (
+            isinstance(im, np.ndarray) and im.dtype == np.uint8 and im.ndim == 3 and im.shape[2] == 3
+        ):
+            raise FormatError(
+                f"write_bin {path}: image {i} is {type(im).__name__} {getattr(im, 'dtype', '')} "
+                f"{getattr(im, 'shape', '')}; a .bin holds encoded bytes or RGB uint8 (H, W, 3) arrays "
+                "(convert floats with np.clip(x, 0, 255).round().astype(np.uint8) first)"
+            )
     bins = [bytes(im) if isinstance(im, (bytes, bytearray)) else np.ascontiguousarray(im) for im in pairs.images]
-    return atomic_write_bytes(path, pickle.dumps((bins, [bool(v) for v in pairs.issame]), protocol=4),
-                              overwrite=overwrite, sources=sources)
+    return atomic_write_bytes(
+        path, pickle.dumps((bins, [bool(v) for v in pairs.issame]), protocol=4), overwrite=overwrite, sources=sources
+    )
 
 # %% ../nbs/05_evalsets.ipynb #6a0abd06
 LABEL_FILES = ("mfr2_labels.txt", "mask_labels.txt")  # found beside pairs.txt
@@ -170,18 +216,24 @@ UNMASKED_LABEL = "no-mask"
 def read_mask_labels(path) -> dict[tuple[str, int], str]:
     "MFR2's labels file: lines `Name, N, mask_type` (`no-mask` = unmasked) -> {(name, image number): type}."
     path = Path(path)
-    if not path.is_file(): raise FormatError(f"{path}: mask labels file not found (lines 'Name, N, mask_type')")
-    try: text = path.read_bytes().decode("utf-8")
+    if not path.is_file():
+        raise FormatError(f"{path}: mask labels file not found (lines 'Name, N, mask_type')")
+    try:
+        text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
-        raise FormatError(f"{path}: not UTF-8 text (byte {e.start}); a labels file holds 'Name, N, mask_type' lines") from None
+        raise FormatError(
+            f"{path}: not UTF-8 text (byte {e.start}); a labels file holds 'Name, N, mask_type' lines"
+        ) from None
     labels = {}
     for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip(): continue
+        if not line.strip():
+            continue
         parts = [p.strip() for p in line.split(",")]
         if len(parts) != 3 or not parts[0] or not parts[1].isdigit() or not parts[2]:
             raise FormatError(f"{path}:{lineno}: expected 'Name, N, mask_type', got {shorten(line.strip())}")
         labels[(parts[0], int(parts[1]))] = parts[2].lower()
-    if not labels: raise FormatError(f"{path}: no labels found")
+    if not labels:
+        raise FormatError(f"{path}: no labels found")
     return labels
 
 # %% ../nbs/05_evalsets.ipynb #a59518f4
@@ -189,62 +241,99 @@ def _find_image(root: Path, name: str, number: int, where: str, missing_ok: bool
     stem = f"{name}_{number:04d}"
     for ext in (".jpg", ".png", ".jpeg", ".JPG", ".PNG", ".JPEG"):
         p = root / name / f"{stem}{ext}"
-        if p.is_file(): return p
-    if missing_ok: return None
-    raise FormatError(f"{where}: image {root / name / stem}.jpg (or .png) not found; the pairs file names an image "
-                      "the folder does not have (after `focusface align`, the photos without a face are missing: "
-                      "evaluate with skip_missing=True to leave their pairs out)")
+        if p.is_file():
+            return p
+    if missing_ok:
+        return None
+    raise FormatError(
+        f"{where}: image {root / name / stem}.jpg (or .png) not found; the pairs file names an image "
+        "the folder does not have (after `focusface align`, the photos without a face are missing: "
+        "evaluate with skip_missing=True to leave their pairs out)"
+    )
+
+
+def _pair_lines(pairs_file: Path, root: Path) -> Iterator[tuple[str, tuple, tuple, bool]]:
+    "(where, (name, number), (name, number), same) of each pair a pairs file lists, checked line by line."
+    if not pairs_file.is_file():
+        raise FormatError(f"{pairs_file}: pairs file not found (expected 'Name i j' / 'Name1 i Name2 j' lines)")
+    try:
+        text = pairs_file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FormatError(
+            f"{pairs_file}: not UTF-8 text (byte {e.start}); a pairs file holds 'Name i j' lines"
+        ) from None
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        parts, where = line.split(), f"{pairs_file}:{lineno}"
+        if not parts or (len(parts) == 2 and lineno == 1 and all(p.isdigit() for p in parts)):
+            continue  # a blank line, or LFW's header: folds, pairs per fold
+        try:
+            if len(parts) == 3:
+                a, b, same = (parts[0], int(parts[1])), (parts[0], int(parts[2])), True
+            elif len(parts) == 4:
+                a, b, same = (parts[0], int(parts[1])), (parts[2], int(parts[3])), False
+            else:
+                raise ValueError
+        except ValueError:
+            raise FormatError(
+                f"{where}: expected 'Name i j' or 'Name1 i Name2 j', got {shorten(line.strip())}"
+            ) from None
+        for name, _ in (a, b):
+            if name in (".", "..") or any(c in name for c in "/\\\0"):
+                raise FormatError(
+                    f"{where}: identity {shorten(name)} is not a folder name of {root}; a pairs file may "
+                    "only name folders inside it"
+                )
+        yield where, a, b, same
 
 
 def read_pairs_folder(root, pairs_file=None, mask_labels=None, skip_missing: bool = False) -> EvalPairs:
     "An LFW/MFR2-style folder + pairs file (+ mask labels, found beside it) -> `EvalPairs` (encoded images in pair order)."
     root = Path(root)
     pairs_file = Path(pairs_file) if pairs_file is not None else root / "pairs.txt"
-    if mask_labels is None: mask_labels = next((pairs_file.parent / n for n in LABEL_FILES if (pairs_file.parent / n).is_file()), None)
+    if mask_labels is None:
+        mask_labels = next((pairs_file.parent / n for n in LABEL_FILES if (pairs_file.parent / n).is_file()), None)
     labels = read_mask_labels(mask_labels) if mask_labels is not None else None
-    if not pairs_file.is_file():
-        raise FormatError(f"{pairs_file}: pairs file not found (expected 'Name i j' / 'Name1 i Name2 j' lines)")
-    try: text = pairs_file.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise FormatError(f"{pairs_file}: not UTF-8 text (byte {e.start}); a pairs file holds 'Name i j' lines") from None
     images, issame, mask_types, skipped, identities = [], [], [], [], []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        parts = line.split()
-        where = f"{pairs_file}:{lineno}"
-        if not parts: continue
-        try:
-            if len(parts) == 2 and lineno == 1 and all(p.isdigit() for p in parts): continue  # folds, pairs per fold
-            if len(parts) == 3: a, b, same = (parts[0], int(parts[1])), (parts[0], int(parts[2])), True
-            elif len(parts) == 4: a, b, same = (parts[0], int(parts[1])), (parts[2], int(parts[3])), False
-            else: raise ValueError
-        except ValueError:
-            raise FormatError(f"{where}: expected 'Name i j' or 'Name1 i Name2 j', got {shorten(line.strip())}") from None
-        for name, _ in (a, b):
-            if name in (".", "..") or any(c in name for c in "/\\\0"):
-                raise FormatError(f"{where}: identity {shorten(name)} is not a folder name of {root}; a pairs file may "
-                                  "only name folders inside it")
+    for where, a, b, same in _pair_lines(pairs_file, root):
         found = [_find_image(root, name, number, where, missing_ok=skip_missing) for name, number in (a, b)]
         if None in found:
-            skipped.append(f"{where}: {' and '.join(f'{n} {k}' for (n, k), f in zip((a, b), found) if f is None)} missing")
+            skipped.append(
+                f"{where}: {' and '.join(f'{n} {k}' for (n, k), f in zip((a, b), found) if f is None)} missing"
+            )
             continue
         for (name, number), path in zip((a, b), found):
-            images.append(path.read_bytes()); identities.append(name)
+            images.append(path.read_bytes())
+            identities.append(name)
+            if labels is not None and (name, number) not in labels:
+                raise FormatError(
+                    f"{where}: {mask_labels} has no line for {name} image {number}: every image a "
+                    "pair names needs its mask label"
+                )
             if labels is not None:
-                if (name, number) not in labels:
-                    raise FormatError(f"{where}: {mask_labels} has no line for {name} image {number}: every image a "
-                                      "pair names needs its mask label")
                 mask_types.append(labels[(name, number)])
         issame.append(same)
-    if not issame: raise FormatError(f"{pairs_file}: no pairs found" + (f" ({len(skipped)} skipped: an image missing)" if skipped else ""))
-    return EvalPairs(images, issame, name=root.name, source=str(pairs_file),
-                     mask_types=mask_types if labels is not None else None, skipped=skipped, identities=identities)
+    if not issame:
+        raise FormatError(
+            f"{pairs_file}: no pairs found" + (f" ({len(skipped)} skipped: an image missing)" if skipped else "")
+        )
+    return EvalPairs(
+        images,
+        issame,
+        name=root.name,
+        source=str(pairs_file),
+        mask_types=mask_types if labels is not None else None,
+        skipped=skipped,
+        identities=identities,
+    )
 
 # %% ../nbs/05_evalsets.ipynb #3144d8c8
 def read_eval_set(path, mask_labels=None, skip_missing: bool = False) -> EvalPairs:
     "An evaluation set from a `.bin` file or an LFW-style folder with `pairs.txt` (and MFR2's mask labels)."
     path = Path(path)
     if path.is_file():
-        if mask_labels is not None: raise FormatError(f"{path}: mask labels apply to a pairs folder, not to a .bin")
+        if mask_labels is not None:
+            raise FormatError(f"{path}: mask labels apply to a pairs folder, not to a .bin")
         return read_bin(path)
-    if path.is_dir(): return read_pairs_folder(path, mask_labels=mask_labels, skip_missing=skip_missing)
+    if path.is_dir():
+        return read_pairs_folder(path, mask_labels=mask_labels, skip_missing=skip_missing)
     raise FormatError(f"{path}: not found; expected an evaluation .bin or a folder with pairs.txt")

@@ -43,18 +43,28 @@ def load_eval_set(source, mask_labels=None, skip_missing: bool = False) -> EvalP
     text = str(source)
     if text == "synthetic" or text.startswith("synthetic:"):
         from focusface.synthdata import synthetic_pairs
+
         seed = text.split(":", 1)[1] if ":" in text else "0"
         if not seed.isdigit():
             raise FocusFaceError(f"{shorten(text)}: the seed after 'synthetic:' must be a non-negative integer")
-        pairs = synthetic_pairs(int(seed), first_identity=SYNTHETIC_FIRST_IDENTITY, identities=200, encoding=".png",
-                                name=f"synthetic{int(seed)}")
+        pairs = synthetic_pairs(
+            int(seed),
+            first_identity=SYNTHETIC_FIRST_IDENTITY,
+            identities=200,
+            encoding=".png",
+            name=f"synthetic{int(seed)}",
+        )
     else:
         pairs = read_eval_set(source, mask_labels=mask_labels, skip_missing=skip_missing)
     where = pairs.source or text
     if len(pairs) < 10:
-        raise FocusFaceError(f"{where}: {len(pairs)} pairs; evaluation needs at least 10 (one per fold of the 10-fold accuracy)")
+        raise FocusFaceError(
+            f"{where}: {len(pairs)} pairs; evaluation needs at least 10 (one per fold of the 10-fold accuracy)"
+        )
     if pairs.issame.all() or not pairs.issame.any():
-        raise FocusFaceError(f"{where}: only {'genuine' if pairs.issame.all() else 'impostor'} pairs; verification needs both")
+        raise FocusFaceError(
+            f"{where}: only {'genuine' if pairs.issame.all() else 'impostor'} pairs; verification needs both"
+        )
     return pairs
 
 # %% ../nbs/20_evaluate.ipynb #586f01fc
@@ -65,12 +75,18 @@ def _dist():
     return 0, 1
 
 
-def embed_images(model: FocusFace, images: list, *,
-                 indices=None,                       # which images (default: all)
-                 sampler: MaskSampler | None = None,  # mask each image with the mask its index draws
-                 batch_size: int = 128, flip: bool = True, device=None,
-                 source: str = "",                   # names the set in errors and the progress bar
-                 progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def embed_images(
+    model: FocusFace,
+    images: list,
+    *,
+    indices=None,  # which images (default: all)
+    sampler: MaskSampler | None = None,  # mask each image with the mask its index draws
+    batch_size: int = 128,
+    flip: bool = True,
+    device=None,
+    source: str = "",  # names the set in errors and the progress bar
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     "(L2-normalised embeddings (n, D) float32, P(masked) (n,)) of `images[indices]`, masked with `sampler` if given."
     indices = np.arange(len(images)) if indices is None else np.asarray(indices)
     device = torch.device(device or next(model.parameters()).device)
@@ -78,25 +94,37 @@ def embed_images(model: FocusFace, images: list, *,
     shard = np.array_split(indices, world)[rank]
     embeddings, p_masked = [], []
     from tqdm import tqdm  # the terminal bar: no widget, no notebook warning
-    bar = tqdm(total=len(shard), desc=f"{Path(source).name or 'images'}{' masked' if sampler else ''}", unit="img",
-               disable=not progress or rank != 0, leave=False)
+
+    bar = tqdm(
+        total=len(shard),
+        desc=f"{Path(source).name or 'images'}{' masked' if sampler else ''}",
+        unit="img",
+        disable=not progress or rank != 0,
+        leave=False,
+    )
     for start in range(0, len(shard), batch_size):
         batch = []
-        for k in shard[start:start + batch_size].tolist():
+        for k in shard[start : start + batch_size].tolist():
             image = decode_image(images[k], source=f"{source} image {k}")
             if image.shape[:2] != (TEMPLATE_SIZE, TEMPLATE_SIZE):
-                raise FocusFaceError(f"{source} image {k}: {image.shape[1]}x{image.shape[0]}; evaluation needs faces "
-                                     f"aligned to the {TEMPLATE_SIZE}x{TEMPLATE_SIZE} template (re-align larger crops "
-                                     "such as MFR2's 160x160, do not resize)")
+                raise FocusFaceError(
+                    f"{source} image {k}: {image.shape[1]}x{image.shape[0]}; evaluation needs faces "
+                    f"aligned to the {TEMPLATE_SIZE}x{TEMPLATE_SIZE} template (re-align larger crops "
+                    "such as MFR2's 160x160, do not resize)"
+                )
             batch.append(apply_mask(image, sampler(k)) if sampler is not None else image)
         e, p = model.embed(to_model_input(np.stack(batch), model.channel_order).to(device), flip=flip)
-        embeddings.append(e.float().cpu().numpy()); p_masked.append(p.float().cpu().numpy())
+        embeddings.append(e.float().cpu().numpy())
+        p_masked.append(p.float().cpu().numpy())
         bar.update(len(batch))
     bar.close()
     dim = model.config["embedding_size"]
-    local = (np.concatenate(embeddings) if embeddings else np.zeros((0, dim), np.float32),
-             np.concatenate(p_masked) if p_masked else np.zeros(0, np.float32))
-    if world == 1: return local
+    local = (
+        np.concatenate(embeddings) if embeddings else np.zeros((0, dim), np.float32),
+        np.concatenate(p_masked) if p_masked else np.zeros(0, np.float32),
+    )
+    if world == 1:
+        return local
     gathered = [None] * world
     torch.distributed.all_gather_object(gathered, local)
     return np.concatenate([g[0] for g in gathered]), np.concatenate([g[1] for g in gathered])
@@ -104,8 +132,10 @@ def embed_images(model: FocusFace, images: list, *,
 # %% ../nbs/20_evaluate.ipynb #11a9c3ac
 def pair_scores(reference: np.ndarray, probe: np.ndarray, score: str = "cosine") -> np.ndarray:
     "Scores of unit-vector pairs (row i with row i): `cosine`, or the authors' `1 - ||a - b|| / 2`."
-    if score == "cosine": return (reference * probe).sum(1).astype(np.float64)
-    if score == "authors": return 1.0 - np.linalg.norm(reference.astype(np.float64) - probe, axis=1) / 2
+    if score == "cosine":
+        return (reference * probe).sum(1).astype(np.float64)
+    if score == "authors":
+        return 1.0 - np.linalg.norm(reference.astype(np.float64) - probe, axis=1) / 2
     raise FocusFaceError(f"score must be one of {SCORES}, got {shorten(score)}")
 
 # %% ../nbs/20_evaluate.ipynb #88409ece
@@ -113,10 +143,14 @@ MASKED_SIDES = ("second", "first")
 
 
 def _check_protocols(protocols) -> list[str]:
-    protocols = [p.strip().lower() for p in (protocols.split(",") if isinstance(protocols, str) else protocols) if p.strip()]
+    protocols = [
+        p.strip().lower() for p in (protocols.split(",") if isinstance(protocols, str) else protocols) if p.strip()
+    ]
     bad = [p for p in protocols if p not in PROTOCOLS]
     if bad or not protocols:
-        raise FocusFaceError(f"protocols: unknown protocol(s) {shorten(bad or protocols)}; choose from {list(PROTOCOLS)}, comma-separated")
+        raise FocusFaceError(
+            f"protocols: unknown protocol(s) {shorten(bad or protocols)}; choose from {list(PROTOCOLS)}, comma-separated"
+        )
     return sorted(set(protocols), key=PROTOCOLS.index)
 
 
@@ -127,9 +161,10 @@ def _same_image(a, b) -> bool:
     return bytes(a) == bytes(b)
 
 
-def _mask_detection_accuracy(model, p_plain, p_masked, worn, protocol, masked_side) -> float | None:
+def _mask_detection_accuracy(model, p_plain, p_masked, worn, *, protocol, masked_side) -> float | None:
     "The share of images whose P(masked) >= 0.5 says what they wear, or None when the model has no trained mask head."
-    if not getattr(model, "has_mask_head", True) or not getattr(model, "mask_head_trained", True): return None
+    if not getattr(model, "has_mask_head", True) or not getattr(model, "mask_head_trained", True):
+        return None
     wears = dict(uu=(False, False), um=(masked_side == "first", masked_side == "second"), mm=(True, True))[protocol]
     said, truth = [], []
     for side, masked in enumerate(wears):
@@ -138,18 +173,29 @@ def _mask_detection_accuracy(model, p_plain, p_masked, worn, protocol, masked_si
     return float((np.concatenate(said) == np.concatenate(truth)).mean())
 
 # %% ../nbs/20_evaluate.ipynb #c775b3ae
-def _embed_views(model, pairs: EvalPairs, masked: EvalPairs | None, sampler, protocols: list, probe: int, **embedding):
+def _embed_views(
+    model, pairs: EvalPairs, masked: EvalPairs | None, *, sampler, protocols: list, probe: int, **embedding
+):
     "(unmasked embeddings, their P(masked), masked embeddings, their P(masked), which images really wear a mask)."
     n = len(pairs.images)
     plain, p_plain = embed_images(model, pairs.images, sampler=None, **embedding)
     masked_emb, p_masked = np.zeros_like(plain), np.zeros(n, np.float32)
     if "um" in protocols or "mm" in protocols:
         rows = np.arange(n) if "mm" in protocols else np.arange(probe, n, 2)
-        masked_emb[rows], p_masked[rows] = embed_images(model, pairs.images if masked is None else masked.images,
-                                                        indices=rows, sampler=sampler if masked is None else None, **embedding)
+        masked_emb[rows], p_masked[rows] = embed_images(
+            model,
+            pairs.images if masked is None else masked.images,
+            indices=rows,
+            sampler=sampler if masked is None else None,
+            **embedding,
+        )
     # which images really wear a mask: all that were drawn; in a copy masked elsewhere (MaskTheFace), not those it
     # left as they were (no face found), which count as unmasked for the mask head
-    worn = np.ones(n, bool) if masked is None else np.array([not _same_image(a, b) for a, b in zip(pairs.images, masked.images)])
+    worn = (
+        np.ones(n, bool)
+        if masked is None
+        else np.array([not _same_image(a, b) for a, b in zip(pairs.images, masked.images)])
+    )
     return plain, p_plain, masked_emb, p_masked, worn
 
 
@@ -159,40 +205,68 @@ def _at_uu_thresholds(results: dict, scores: dict, issame: np.ndarray) -> None:
     for protocol in (p for p in results if p != "uu"):
         sim = scores[protocol]
         at = rates_at(sim[issame], sim[~issame], [uu["threshold_fmr100"], uu["threshold_fmr1000"]])
-        results[protocol].update(fmr_at_uu_fmr100_threshold=at["fmr"][0], fnmr_at_uu_fmr100_threshold=at["fnmr"][0],
-                                 fmr_at_uu_fmr1000_threshold=at["fmr"][1], fnmr_at_uu_fmr1000_threshold=at["fnmr"][1])
+        results[protocol].update(
+            fmr_at_uu_fmr100_threshold=at["fmr"][0],
+            fnmr_at_uu_fmr100_threshold=at["fnmr"][0],
+            fmr_at_uu_fmr1000_threshold=at["fmr"][1],
+            fnmr_at_uu_fmr1000_threshold=at["fnmr"][1],
+        )
 
 
 def _check_masked_copy(pairs: EvalPairs, masked: EvalPairs | None, landmarks) -> None:
-    if masked is None: return
+    if masked is None:
+        return
     if len(masked.images) != len(pairs.images) or not np.array_equal(masked.issame, pairs.issame):
-        raise FocusFaceError(f"{masked.source}: not a masked copy of {pairs.source} ({len(masked)} pairs against "
-                             f"{len(pairs)}, or other same/different flags)")
+        raise FocusFaceError(
+            f"{masked.source}: not a masked copy of {pairs.source} ({len(masked)} pairs against "
+            f"{len(pairs)}, or other same/different flags)"
+        )
     if landmarks is not None:
-        raise FocusFaceError(f"{masked.source}: a pre-masked set carries its masks already; landmarks do not apply to it")
+        raise FocusFaceError(
+            f"{masked.source}: a pre-masked set carries its masks already; landmarks do not apply to it"
+        )
 
 # %% ../nbs/20_evaluate.ipynb #38bd95a2
-def evaluate_pairs(model: FocusFace, pairs: EvalPairs, *, protocols=PROTOCOLS, spec: str = DEFAULT_SPEC, seed: int = 0,
-                   score: str = "cosine", batch_size: int = 128, flip: bool = True, device=None,
-                   masked: EvalPairs | None = None,  # the same set with every image masked (focusface mask --protocol mm)
-                   landmarks=None,  # the set's landmarks file (focusface landmarks): masks fitted to each face
-                   masked_side: str = "second",  # U-M: which image of each pair wears the mask (first: the authors')
-                   progress: bool = False) -> dict:
+def evaluate_pairs(
+    model: FocusFace,
+    pairs: EvalPairs,
+    *,
+    protocols=PROTOCOLS,
+    spec: str = DEFAULT_SPEC,
+    seed: int = 0,
+    score: str = "cosine",
+    batch_size: int = 128,
+    flip: bool = True,
+    device=None,
+    masked: EvalPairs | None = None,  # the same set with every image masked (focusface mask --protocol mm)
+    landmarks=None,  # the set's landmarks file (focusface landmarks): masks fitted to each face
+    masked_side: str = "second",  # U-M: which image of each pair wears the mask (first: the authors')
+    progress: bool = False,
+) -> dict:
     "Scores, metrics and mask manifests of one evaluation set under each protocol (U-U is always computed)."
     embedding = dict(batch_size=batch_size, flip=flip, device=device, progress=progress)
     if pairs.mask_types is not None:  # real masks, labelled: the protocols are the labels' (evaluate_real_masks)
         if masked is not None or landmarks is not None:
-            raise FocusFaceError(f"{pairs.source}: its images carry real masks (a labels file); a masked copy or landmarks "
-                                 "for drawing masks do not apply to it")
+            raise FocusFaceError(
+                f"{pairs.source}: its images carry real masks (a labels file); a masked copy or landmarks "
+                "for drawing masks do not apply to it"
+            )
         return evaluate_real_masks(model, pairs, protocols=protocols, score=score, **embedding)
     if masked_side not in MASKED_SIDES:
         raise FocusFaceError(f"masked_side must be one of {list(MASKED_SIDES)}, got {shorten(masked_side)}")
     _check_masked_copy(pairs, masked, landmarks)
-    protocols = sorted(set(_check_protocols(protocols)) | {"uu"}, key=PROTOCOLS.index)  # U-U: the masked ones' thresholds
-    sampler, source, n = fitted_sampler(MaskSampler(spec, seed), landmarks), pairs.source or pairs.name, len(pairs.images)
+    protocols = sorted(
+        set(_check_protocols(protocols)) | {"uu"}, key=PROTOCOLS.index
+    )  # U-U: the masked ones' thresholds
+    sampler, source, n = (
+        fitted_sampler(MaskSampler(spec, seed), landmarks),
+        pairs.source or pairs.name,
+        len(pairs.images),
+    )
     probe = 1 if masked_side == "second" else 0  # the U-M side that wears the mask
-    plain, p_plain, masked_emb, p_masked, worn = _embed_views(model, pairs, masked, sampler, protocols, probe,
-                                                              source=source, **embedding)
+    plain, p_plain, masked_emb, p_masked, worn = _embed_views(
+        model, pairs, masked, sampler=sampler, protocols=protocols, probe=probe, source=source, **embedding
+    )
     um = (plain[0::2], masked_emb[1::2]) if probe == 1 else (masked_emb[0::2], plain[1::2])
     views = dict(uu=(plain[0::2], plain[1::2]), um=um, mm=(masked_emb[0::2], masked_emb[1::2]))
     results, scores, manifests = {}, {}, {}
@@ -203,21 +277,40 @@ def evaluate_pairs(model: FocusFace, pairs: EvalPairs, *, protocols=PROTOCOLS, s
         metrics = verification_metrics(s, None)
         acc = kfold_accuracy(pair_scores(reference, other, "cosine"), pairs.issame)
         authors = pair_scores(reference, other, "authors")  # the paper's numbers: pyeer on the authors' score
-        metrics.update(accuracy=acc["accuracy"], accuracy_std=acc["std"], score=score, _correct=acc["pair_correct"],
-                       paper=pyeer_metrics(authors[pairs.issame], authors[~pairs.issame]),
-                       mask_detection_accuracy=_mask_detection_accuracy(model, p_plain, p_masked, worn, protocol, masked_side))
-        if protocol == "um": metrics["masked_side"] = masked_side
-        if protocol != "uu" and masked is not None: metrics["unmasked_in_masked_copy"] = int((~worn).sum())
+        metrics.update(
+            accuracy=acc["accuracy"],
+            accuracy_std=acc["std"],
+            score=score,
+            _correct=acc["pair_correct"],
+            paper=pyeer_metrics(authors[pairs.issame], authors[~pairs.issame]),
+            mask_detection_accuracy=_mask_detection_accuracy(
+                model, p_plain, p_masked, worn, protocol=protocol, masked_side=masked_side
+            ),
+        )
+        if protocol == "um":
+            metrics["masked_side"] = masked_side
+        if protocol != "uu" and masked is not None:
+            metrics["unmasked_in_masked_copy"] = int((~worn).sum())
         results[protocol] = dict(metrics, _curve=curve(s, None))
         if protocol != "uu" and masked is None:  # a pre-masked set has its manifest already
             keys = [int(k) for k in (np.arange(probe, n, 2) if protocol == "um" else np.arange(n))]
             fit = sampler.manifest_info() if landmarks is not None else {}
-            manifests[protocol] = [json.dumps(manifest_header(kind="eval", source=source, protocol=protocol, spec=spec,
-                                                              seed=seed, images=len(keys), **fit))] \
-                + [manifest_line(k, sampler(k)) for k in keys]
+            manifests[protocol] = [
+                json.dumps(
+                    manifest_header(
+                        kind="eval", source=source, protocol=protocol, spec=spec, seed=seed, images=len(keys), **fit
+                    )
+                )
+            ] + [manifest_line(k, sampler(k)) for k in keys]
     _at_uu_thresholds(results, scores, pairs.issame)
-    return dict(metrics=results, scores=scores, manifests=manifests, issame=pairs.issame, score=score,
-                identities=pairs.identities)
+    return dict(
+        metrics=results,
+        scores=scores,
+        manifests=manifests,
+        issame=pairs.issame,
+        score=score,
+        identities=pairs.identities,
+    )
 
 # %% ../nbs/20_evaluate.ipynb #48a937d0
 def _protocol_metrics(sim: np.ndarray, authors: np.ndarray, issame: np.ndarray, score: str) -> dict:
@@ -228,19 +321,34 @@ def _protocol_metrics(sim: np.ndarray, authors: np.ndarray, issame: np.ndarray, 
     s = Scores(sim[issame], sim[~issame])
     metrics = dict(verification_metrics(s, None), **counts)
     acc = kfold_accuracy(np.asarray(sim if score == "cosine" else 1 - 2 * (1 - sim) ** 2), issame)
-    metrics.update(accuracy=acc["accuracy"], accuracy_std=acc["std"], score=score, _curve=curve(s, None),
-                   _correct=acc["pair_correct"],
-                   paper=pyeer_metrics(authors[issame], authors[~issame]))
+    metrics.update(
+        accuracy=acc["accuracy"],
+        accuracy_std=acc["std"],
+        score=score,
+        _curve=curve(s, None),
+        _correct=acc["pair_correct"],
+        paper=pyeer_metrics(authors[issame], authors[~issame]),
+    )
     return metrics
 
 
-def evaluate_real_masks(model: FocusFace, pairs: EvalPairs, *, protocols=PROTOCOLS, score: str = "cosine",
-                        batch_size: int = 128, flip: bool = True, device=None, progress: bool = False) -> dict:
+def evaluate_real_masks(
+    model: FocusFace,
+    pairs: EvalPairs,
+    *,
+    protocols=PROTOCOLS,
+    score: str = "cosine",
+    batch_size: int = 128,
+    flip: bool = True,
+    device=None,
+    progress: bool = False,
+) -> dict:
     "U-U, U-M, M-M and all pairs of a set whose images carry real-mask labels; no mask is drawn."
     protocols = _check_protocols(protocols)
     source = pairs.source or pairs.name
-    embeddings, p_masked = embed_images(model, pairs.images, batch_size=batch_size, flip=flip, device=device,
-                                        source=source, progress=progress)
+    embeddings, p_masked = embed_images(
+        model, pairs.images, batch_size=batch_size, flip=flip, device=device, source=source, progress=progress
+    )
     worn, types = pairs.masked, np.array(pairs.mask_types)
     cosine = pair_scores(embeddings[0::2], embeddings[1::2], "cosine")
     sims = dict(cosine=cosine, authors=pair_scores(embeddings[0::2], embeddings[1::2], "authors"))
@@ -252,27 +360,58 @@ def evaluate_real_masks(model: FocusFace, pairs: EvalPairs, *, protocols=PROTOCO
     for protocol, rows in chosen.items():
         metrics = _protocol_metrics(sims[score][rows], sims["authors"][rows], pairs.issame[rows], score)
         images = np.repeat(rows, 2)
-        metrics["mask_detection_accuracy"] = float(((p_masked[images] >= 0.5) == worn[images]).mean()) \
-            if trained_head and images.any() else None
+        metrics["mask_detection_accuracy"] = (
+            float(((p_masked[images] >= 0.5) == worn[images]).mean()) if trained_head and images.any() else None
+        )
         results[protocol], scores[protocol], issame[protocol] = metrics, sims[score][rows], pairs.issame[rows]
     if trained_head:
-        results["all"]["mask_detection_by_type"] = {t: float(((p_masked[types == t] >= 0.5) == (t != "no-mask")).mean())
-                                                    for t in sorted(set(types))}
+        results["all"]["mask_detection_by_type"] = {
+            t: float(((p_masked[types == t] >= 0.5) == (t != "no-mask")).mean()) for t in sorted(set(types))
+        }
     results["all"]["images_by_mask_type"] = {t: int((types == t).sum()) for t in sorted(set(types))}  # per pair image
-    if pairs.skipped: results["all"]["skipped_pairs"] = len(pairs.skipped)
+    if pairs.skipped:
+        results["all"]["skipped_pairs"] = len(pairs.skipped)
     if "uu" in results and "_curve" in results["uu"]:  # the operating points fixed on unmasked pairs
         for protocol in ("um", "mm", "all"):
-            if protocol not in results or "_curve" not in results[protocol]: continue
-            at = rates_at(scores[protocol][issame[protocol]], scores[protocol][~issame[protocol]],
-                          [results["uu"]["threshold_fmr100"], results["uu"]["threshold_fmr1000"]])
-            results[protocol].update(fmr_at_uu_fmr100_threshold=at["fmr"][0], fnmr_at_uu_fmr100_threshold=at["fnmr"][0],
-                                     fmr_at_uu_fmr1000_threshold=at["fmr"][1], fnmr_at_uu_fmr1000_threshold=at["fnmr"][1])
+            if protocol not in results or "_curve" not in results[protocol]:
+                continue
+            at = rates_at(
+                scores[protocol][issame[protocol]],
+                scores[protocol][~issame[protocol]],
+                [results["uu"]["threshold_fmr100"], results["uu"]["threshold_fmr1000"]],
+            )
+            results[protocol].update(
+                fmr_at_uu_fmr100_threshold=at["fmr"][0],
+                fnmr_at_uu_fmr100_threshold=at["fnmr"][0],
+                fmr_at_uu_fmr1000_threshold=at["fmr"][1],
+                fnmr_at_uu_fmr1000_threshold=at["fnmr"][1],
+            )
     return dict(metrics=results, scores=scores, manifests={}, issame=issame, score=score, real_masks=True)
 
 # %% ../nbs/20_evaluate.ipynb #ea415e4a
-TABLE_METRICS = ("accuracy", "eer", "fmr100", "fmr1000", "zero_fmr", "auc", "g_mean", "i_mean", "fdr", "mask_detection_accuracy")
-PERCENT_METRICS = {"accuracy", "eer", "fmr100", "fmr1000", "zero_fmr", "mask_detection_accuracy", "fmr100_pyeer",
-                   "fmr1000_pyeer", "accuracy_std"}
+TABLE_METRICS = (
+    "accuracy",
+    "eer",
+    "fmr100",
+    "fmr1000",
+    "zero_fmr",
+    "auc",
+    "g_mean",
+    "i_mean",
+    "fdr",
+    "mask_detection_accuracy",
+)
+PERCENT_METRICS = {
+    "accuracy",
+    "eer",
+    "fmr100",
+    "fmr1000",
+    "zero_fmr",
+    "mask_detection_accuracy",
+    "fmr100_pyeer",
+    "fmr1000_pyeer",
+    "accuracy_std",
+}
 
 
 def format_table(metrics: dict, columns=TABLE_METRICS) -> str:
@@ -281,8 +420,17 @@ def format_table(metrics: dict, columns=TABLE_METRICS) -> str:
     rows = [header]
     for name, by_protocol in metrics.items():
         for protocol, values in by_protocol.items():
-            rows.append([name, protocol.upper()] + ["n/a" if values.get(m) is None else f"{values[m] * 100:.3f}"
-                                                    if m in PERCENT_METRICS else f"{values[m]:.4f}" for m in columns])
+            rows.append(
+                [name, protocol.upper()]
+                + [
+                    "n/a"
+                    if values.get(m) is None
+                    else f"{values[m] * 100:.3f}"
+                    if m in PERCENT_METRICS
+                    else f"{values[m]:.4f}"
+                    for m in columns
+                ]
+            )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)
 
@@ -298,13 +446,16 @@ def protocol_issame(result: dict, protocol: str) -> np.ndarray:
 def save_figures(name: str, result: dict, folder: Path) -> list[Path]:
     "ROC, DET and genuine/impostor score distributions per protocol, as PNG files `folder/<name>_{roc,det,scores}.png`."
     from matplotlib.figure import Figure
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     score_label = "cosine similarity" if result.get("score", "cosine") == "cosine" else "score 1 - ||a - b|| / 2"
     written = []
     fig_roc, fig_det = Figure(figsize=(5, 4)), Figure(figsize=(5, 4))
     ax_roc, ax_det = fig_roc.subplots(), fig_det.subplots()
     for protocol, m in result["metrics"].items():
-        if "_curve" not in m: continue  # too few pairs to measure
+        if "_curve" not in m:
+            continue  # too few pairs to measure
         fmr, fnmr = np.array(m["_curve"]["fmr"]), np.array(m["_curve"]["fnmr"])
         label = f"{protocol.upper()} (EER {m['eer'] * 100:.2f}%)"
         shown = fmr > 0  # a zero rate has no place on a log axis
@@ -312,9 +463,16 @@ def save_figures(name: str, result: dict, folder: Path) -> list[Path]:
         shown &= fnmr > 0
         ax_det.plot(fmr[shown], fnmr[shown], label=label, color=_COLOURS[protocol])
     ax_roc.set(xscale="log", xlabel="FMR (false match rate)", ylabel="1 - FNMR", title=f"ROC: {name}")
-    ax_det.set(xscale="log", yscale="log", xlabel="FMR (false match rate)", ylabel="FNMR (false non-match rate)",
-               title=f"DET: {name}")
-    for ax in (ax_roc, ax_det): ax.legend(); ax.grid(alpha=0.3)
+    ax_det.set(
+        xscale="log",
+        yscale="log",
+        xlabel="FMR (false match rate)",
+        ylabel="FNMR (false non-match rate)",
+        title=f"DET: {name}",
+    )
+    for ax in (ax_roc, ax_det):
+        ax.legend()
+        ax.grid(alpha=0.3)
     fig = Figure(figsize=(4 * len(result["scores"]), 3.2))
     axes = fig.subplots(1, len(result["scores"]), sharey=True, squeeze=False)
     everything = np.concatenate(list(result["scores"].values()))
@@ -323,7 +481,8 @@ def save_figures(name: str, result: dict, folder: Path) -> list[Path]:
         same = protocol_issame(result, protocol)
         ax.hist(sim[same], bins=bins, alpha=0.6, density=True, label="genuine", color="tab:green")
         ax.hist(sim[~same], bins=bins, alpha=0.6, density=True, label="impostor", color="tab:purple")
-        ax.set(title=f"{name}: {protocol.upper()}", xlabel=score_label); ax.legend()
+        ax.set(title=f"{name}: {protocol.upper()}", xlabel=score_label)
+        ax.legend()
     axes[0][0].set_ylabel("density (pairs)")
     for figure, suffix in ((fig_roc, "roc"), (fig_det, "det"), (fig, "scores")):
         path = folder / f"{name}_{suffix}.png"
@@ -334,30 +493,44 @@ def save_figures(name: str, result: dict, folder: Path) -> list[Path]:
 @dataclass(frozen=True)
 class EvalSet:
     "One evaluation set and what goes with it (a path alone is an `EvalSet` of that path)."
-    source: object                 # a .bin, a pairs folder, `synthetic[:SEED]`
-    masked: object = None          # its masked copy (`focusface mask --protocol mm`); None: masks are drawn
-    landmarks: object = None       # its landmarks file (`focusface landmarks`): drawn masks fitted to each face
-    mask_labels: object = None     # real-mask labels of a pairs folder (default: the file beside its pairs.txt)
-    name: str | None = None        # what the results call it (default: its file name)
+
+    source: object  # a .bin, a pairs folder, `synthetic[:SEED]`
+    masked: object = None  # its masked copy (`focusface mask --protocol mm`); None: masks are drawn
+    landmarks: object = None  # its landmarks file (`focusface landmarks`): drawn masks fitted to each face
+    mask_labels: object = None  # real-mask labels of a pairs folder (default: the file beside its pairs.txt)
+    name: str | None = None  # what the results call it (default: its file name)
 
     def paths(self) -> list:
         "The files this set reads: never replaced by the results."
-        return [p for p in (self.source, self.masked, self.landmarks, self.mask_labels)
-                if isinstance(p, (str, Path)) and not str(p).startswith("synthetic")]
+        return [
+            p
+            for p in (self.source, self.masked, self.landmarks, self.mask_labels)
+            if isinstance(p, (str, Path)) and not str(p).startswith("synthetic")
+        ]
 
 # %% ../nbs/20_evaluate.ipynb #84f34874
 def eval_sets(data, *, masked=None, landmarks=None, mask_labels=None, names=None) -> list[EvalSet]:
     "`EvalSet`s from a set or a list of them and, for the command line, lists of what goes with each, in order."
-    records = [d if isinstance(d, EvalSet) else EvalSet(d) for d in ([data] if isinstance(data, (str, Path, EvalSet)) else list(data))]
-    if not records: raise FocusFaceError("no evaluation set given")
-    given = dict(masked=("masked copies", masked), landmarks=("landmarks files", landmarks),
-                 mask_labels=("mask labels files", mask_labels), names=("names", names))
+    records = [
+        d if isinstance(d, EvalSet) else EvalSet(d)
+        for d in ([data] if isinstance(data, (str, Path, EvalSet)) else list(data))
+    ]
+    if not records:
+        raise FocusFaceError("no evaluation set given")
+    given = dict(
+        masked=("masked copies", masked),
+        landmarks=("landmarks files", landmarks),
+        mask_labels=("mask labels files", mask_labels),
+        names=("names", names),
+    )
     for parameter, (what, values) in given.items():
-        if values is None: continue
+        if values is None:
+            continue
         values = [values] if isinstance(values, (str, Path)) else list(values)
         if len(values) != len(records):
-            raise FocusFaceError(f"{len(values)} {what} ({parameter}) for {len(records)} evaluation sets: give one for "
-                                 "each, in order")
+            raise FocusFaceError(
+                f"{len(values)} {what} ({parameter}) for {len(records)} evaluation sets: give one for each, in order"
+            )
         records = [replace(r, **{"name" if parameter == "names" else parameter: v}) for r, v in zip(records, values)]
     return records
 
@@ -371,9 +544,10 @@ def _unique_names(sets: list[EvalPairs], records: list[EvalSet]) -> list[str]:
     return names
 
 # %% ../nbs/20_evaluate.ipynb #fcbb8938
-def _check_options(protocols, score: str, batch_size, spec: str, seed: int, masked_side: str) -> list[str]:
+def _check_options(protocols, *, score: str, batch_size, spec: str, seed: int, masked_side: str) -> list[str]:
     protocols = _check_protocols(protocols)
-    if score not in SCORES: raise FocusFaceError(f"score must be one of {SCORES}, got {shorten(score)}")
+    if score not in SCORES:
+        raise FocusFaceError(f"score must be one of {SCORES}, got {shorten(score)}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise FocusFaceError(f"batch_size must be a positive integer, got {shorten(batch_size)}")
     MaskSampler(spec, seed)
@@ -388,7 +562,8 @@ def _read_sets(records: list[EvalSet], skip_missing: bool) -> list[tuple]:
     for r in records:
         pairs = load_eval_set(r.source, mask_labels=r.mask_labels, skip_missing=skip_missing)
         table = None if r.landmarks is None else LandmarkTable(r.landmarks)
-        if table is not None and not str(r.source).startswith("synthetic"): table.check_source(r.source)  # its own
+        if table is not None and not str(r.source).startswith("synthetic"):
+            table.check_source(r.source)  # its own
         read.append((pairs, None if r.masked is None else read_eval_set(r.masked), table))
     return [(name, *parts) for name, parts in zip(_unique_names([p for p, _, _ in read], records), read)]
 
@@ -401,47 +576,86 @@ def write_results(folder: Path, results: dict, metrics: dict, figures: bool = Tr
         flags = {f"issame_{p}": v for p, v in same.items()} if isinstance(same, dict) else dict(issame=same)
         who = result.get("identities")  # the people of each pair, when the set says: intervals resample them
         people = {} if who is None else dict(identity_a=np.array(who[0::2], str), identity_b=np.array(who[1::2], str))
-        np.savez_compressed(folder / "scores" / f"{name}.npz", **flags, **people,
-                            **{p: s.astype(np.float32) for p, s in result["scores"].items()},
-                            **{f"correct_{p}": m["_correct"] for p, m in result["metrics"].items() if "_correct" in m})
-        atomic_write_bytes(folder / "curves" / f"{name}.json", json.dumps(
-            {p: m["_curve"] for p, m in result["metrics"].items() if "_curve" in m}).encode(), sources=())
+        np.savez_compressed(
+            folder / "scores" / f"{name}.npz",
+            **flags,
+            **people,
+            **{p: s.astype(np.float32) for p, s in result["scores"].items()},
+            **{f"correct_{p}": m["_correct"] for p, m in result["metrics"].items() if "_correct" in m},
+        )
+        atomic_write_bytes(
+            folder / "curves" / f"{name}.json",
+            json.dumps({p: m["_curve"] for p, m in result["metrics"].items() if "_curve" in m}).encode(),
+            sources=(),
+        )
         for protocol, lines in result["manifests"].items():
-            atomic_write_bytes(folder / "masks" / f"{name}.{protocol}.jsonl", ("\n".join(lines) + "\n").encode(), sources=())
-        if figures: save_figures(name, result, folder / "figures")
-    atomic_write_bytes(folder / "metrics.json", (json.dumps(metrics, indent=1, sort_keys=True) + "\n").encode(), sources=())
+            atomic_write_bytes(
+                folder / "masks" / f"{name}.{protocol}.jsonl", ("\n".join(lines) + "\n").encode(), sources=()
+            )
+        if figures:
+            save_figures(name, result, folder / "figures")
+    atomic_write_bytes(
+        folder / "metrics.json", (json.dumps(metrics, indent=1, sort_keys=True) + "\n").encode(), sources=()
+    )
 
 # %% ../nbs/20_evaluate.ipynb #997a050e
-def evaluate(model, data, out=None, *,
-             protocols=PROTOCOLS,       # any of uu, um, mm (a list or "uu,um")
-             spec: str = DEFAULT_SPEC,  # the masks drawn for U-M and M-M
-             seed: int = 0,             # seeds the masks (with each image's position)
-             score: str = "cosine",     # cosine | authors (1 - ||a - b|| / 2)
-             batch_size: int = 128, flip: bool = True,
-             device=None,               # cpu, cuda, cuda:N; default: this rank's GPU if there is one
-             figures: bool = True,      # write ROC/DET/score figures
-             overwrite: bool = False,   # replace a non-empty `out`
-             channel_order=None,        # rgb | bgr: override the order the model expects (default: the checkpoint's)
-             masked_side: str = "second",  # U-M: which image of each pair wears the mask (first: the authors')
-             skip_missing: bool = False,  # leave out the pairs of a pairs folder that name a missing image
-             progress: bool = False) -> dict:
+def evaluate(
+    model,
+    data,
+    out=None,
+    *,
+    protocols=PROTOCOLS,  # any of uu, um, mm (a list or "uu,um")
+    spec: str = DEFAULT_SPEC,  # the masks drawn for U-M and M-M
+    seed: int = 0,  # seeds the masks (with each image's position)
+    score: str = "cosine",  # cosine | authors (1 - ||a - b|| / 2)
+    batch_size: int = 128,
+    flip: bool = True,
+    device=None,  # cpu, cuda, cuda:N; default: this rank's GPU if there is one
+    figures: bool = True,  # write ROC/DET/score figures
+    overwrite: bool = False,  # replace a non-empty `out`
+    channel_order=None,  # rgb | bgr: override the order the model expects (default: the checkpoint's)
+    masked_side: str = "second",  # U-M: which image of each pair wears the mask (first: the authors')
+    skip_missing: bool = False,  # leave out the pairs of a pairs folder that name a missing image
+    progress: bool = False,
+) -> dict:
     "Evaluate a model (or a checkpoint path) on evaluation sets (paths or `EvalSet`s); write the outputs under `out`."
-    protocols = _check_options(protocols, score, batch_size, spec, seed, masked_side)
+    protocols = _check_options(
+        protocols, score=score, batch_size=batch_size, spec=spec, seed=seed, masked_side=masked_side
+    )
     device, records = resolve_device(device), eval_sets(data)
     read = [s for s in [model] if isinstance(s, (str, Path))] + [p for r in records for p in r.paths()]
-    if out is not None: out = check_destination(out, overwrite=overwrite, sources=read)  # never a file it reads
-    if not isinstance(model, FocusFace): model = load_checkpoint(model, map_location="cpu", with_classifier=False)
+    if out is not None:
+        out = check_destination(out, overwrite=overwrite, sources=read)  # never a file it reads
+    if not isinstance(model, FocusFace):
+        model = load_checkpoint(model, map_location="cpu", with_classifier=False)
     model = with_channel_order(model, channel_order).to(device).eval()
     sets = _read_sets(records, skip_missing)
     rank, _ = _dist()
     all_metrics, results = {}, {}
     from tqdm import tqdm  # the terminal bar: no widget, no notebook warning
+
     for name, pairs, masked, marks in tqdm(sets, desc="evaluation sets", disable=not progress or rank != 0):
-        results[name] = evaluate_pairs(model, pairs, protocols=protocols, spec=spec, seed=seed, score=score,
-                                       batch_size=batch_size, flip=flip, device=device, masked=masked, landmarks=marks,
-                                       masked_side=masked_side, progress=progress)
-        all_metrics[name] = {p: {k: v for k, v in m.items() if not k.startswith("_")}
-                             for p, m in results[name]["metrics"].items() if p in protocols or p == "all"}
+        results[name] = evaluate_pairs(
+            model,
+            pairs,
+            protocols=protocols,
+            spec=spec,
+            seed=seed,
+            score=score,
+            batch_size=batch_size,
+            flip=flip,
+            device=device,
+            masked=masked,
+            landmarks=marks,
+            masked_side=masked_side,
+            progress=progress,
+        )
+        all_metrics[name] = {
+            p: {k: v for k, v in m.items() if not k.startswith("_")}
+            for p, m in results[name]["metrics"].items()
+            if p in protocols or p == "all"
+        }
     if out is not None and rank == 0:
-        with atomic_dir(out, overwrite=overwrite, sources=read) as tmp: write_results(tmp, results, all_metrics, figures)
+        with atomic_dir(out, overwrite=overwrite, sources=read) as tmp:
+            write_results(tmp, results, all_metrics, figures)
     return all_metrics

@@ -33,25 +33,39 @@ DRIFT = """this environment is not the one the committed results were made with 
   The run is valid, but its numbers will differ from the committed ones; `pip install -c constraints.txt -e ".[dev]"`
   installs the committed versions."""
 
+
 def recorded_hash(record) -> str | None:
     "The hash that `dvc add` wrote into the `.dvc` file `record`, or None (no file, or nothing recorded yet)."
     import yaml
+
     path = Path(record)
-    if not path.is_file(): return None
-    try: outs = (yaml.safe_load(path.read_text()) or {}).get("outs") or []
+    if not path.is_file():
+        return None
+    try:
+        outs = (yaml.safe_load(path.read_text()) or {}).get("outs") or []
     except (yaml.YAMLError, AttributeError) as e:
         raise FocusFaceError(f"{path}: not a readable .dvc file ({e}); restore it with `git checkout {path}`") from None
     return next((o.get("md5") for o in outs if isinstance(o, dict) and o.get("md5")), None)
 
 # %% ../nbs/30_experiment.ipynb #442098bb
-def check_data(setting: str = "demo", ms1m: str = "data/ms1m", eval_dir: str = "data/eval", out=None,
-               record="data.dvc", mfr2: str = "data/mfr2", environment: dict | None = None) -> dict:
+def check_data(
+    setting: str = "demo",
+    *,
+    ms1m: str = "data/ms1m",
+    eval_dir: str = "data/eval",
+    out=None,
+    record="data.dvc",
+    mfr2: str = "data/mfr2",
+    environment: dict | None = None,
+) -> dict:
     """Check that the setting's data is there, else say what to get; return its fingerprint (each file's size and
     modification time, the hash `dvc add` recorded in `record`), with `environment` (see below) when given, and
     write it to `out` (JSON) if given."""
-    if setting not in ("demo", "paper"): raise FocusFaceError(f"setting must be demo or paper, got {setting!r}")
+    if setting not in ("demo", "paper"):
+        raise FocusFaceError(f"setting must be demo or paper, got {setting!r}")
     found = dict(setting=setting)
-    if environment is not None: found["environment"] = environment
+    if environment is not None:
+        found["environment"] = environment
     if setting == "paper":
         bins = sorted(Path(eval_dir).glob("*.bin"))
         parts = [Path(ms1m) / n for n in ("train.rec", "train.idx", "property")]
@@ -59,92 +73,166 @@ def check_data(setting: str = "demo", ms1m: str = "data/ms1m", eval_dir: str = "
             raise FocusFaceError(MISSING_DATA.format(ms1m=ms1m, eval_dir=eval_dir, mfr2=mfr2))
         real = sorted(p for p in Path(mfr2).rglob("*") if p.is_file()) if Path(mfr2).is_dir() else []  # optional
         found["files"] = {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in parts + bins + real}
-        if record is not None: found["recorded"] = recorded_hash(record)
-    if out is not None: atomic_write_bytes(out, (json.dumps(found, indent=1) + "\n").encode(), sources=())
+        if record is not None:
+            found["recorded"] = recorded_hash(record)
+    if out is not None:
+        atomic_write_bytes(out, (json.dumps(found, indent=1) + "\n").encode(), sources=())
     return found
 
 # %% ../nbs/30_experiment.ipynb #ba43255f
-def prepare_data(out, *, setting: str = "demo", seed: int = 0,
-                 train_identities: int = 300, images_per_identity: int = 20,  # demo: the synthetic training set
-                 val_identities: int = 100, val_pairs_per_fold: int = 20,     # demo: validation pairs
-                 eval_identities: int = 200, eval_pairs_per_fold: int = 60,   # demo: the LFW-like evaluation set
-                 ms1m: str = "data/ms1m", eval_dir: str = "data/eval",        # paper: where the real data is
-                 holdout_identities: int = 500, holdout_pairs_per_fold: int = 300,  # paper: validation identities
-                 workers: int = 2, overwrite: bool = False) -> dict:
+def prepare_data(
+    out,
+    *,
+    setting: str = "demo",
+    seed: int = 0,
+    train_identities: int = 300,
+    images_per_identity: int = 20,  # demo: the synthetic training set
+    val_identities: int = 100,
+    val_pairs_per_fold: int = 20,  # demo: validation pairs
+    eval_identities: int = 200,
+    eval_pairs_per_fold: int = 60,  # demo: the LFW-like evaluation set
+    ms1m: str = "data/ms1m",
+    eval_dir: str = "data/eval",  # paper: where the real data is
+    holdout_identities: int = 500,
+    holdout_pairs_per_fold: int = 300,  # paper: validation identities
+    workers: int = 2,
+    overwrite: bool = False,
+) -> dict:
     "Write the data stage's folder `out` and return its index (also `out/index.json`)."
     out = Path(out)
-    if setting not in ("demo", "paper"): raise FocusFaceError(f"setting must be demo or paper, got {setting!r}")
+    if setting not in ("demo", "paper"):
+        raise FocusFaceError(f"setting must be demo or paper, got {setting!r}")
     if setting == "paper":
         from focusface.datasets import InsightFaceDataset
-        check_data(setting, ms1m, eval_dir, record=None)  # the check stage did the rest
+
+        check_data(setting, ms1m=ms1m, eval_dir=eval_dir, record=None)  # the check stage did the rest
         bins = sorted(Path(eval_dir).glob("*.bin"))
         InsightFaceDataset(ms1m)  # readable: property, index, header
     with atomic_dir(out, overwrite=overwrite, sources=[ms1m, eval_dir] if setting == "paper" else ()) as tmp:
         if setting == "demo":
             from focusface.synthdata import make_demo_data
-            info = make_demo_data(tmp / "demo", seed=seed, train_identities=train_identities,
-                                  images_per_identity=images_per_identity, val_identities=val_identities,
-                                  val_pairs_per_fold=val_pairs_per_fold, eval_identities=eval_identities,
-                                  eval_pairs_per_fold=eval_pairs_per_fold, workers=workers)
-            index = dict(setting=setting, train=str(out / "demo" / "train"), val=str(out / "demo" / "val.bin"), holdout=None,
-                         eval={"synthetic_lfw": str(out / "demo" / "eval.bin")}, identities=info["identities"])
+
+            info = make_demo_data(
+                tmp / "demo",
+                seed=seed,
+                train_identities=train_identities,
+                images_per_identity=images_per_identity,
+                val_identities=val_identities,
+                val_pairs_per_fold=val_pairs_per_fold,
+                eval_identities=eval_identities,
+                eval_pairs_per_fold=eval_pairs_per_fold,
+                workers=workers,
+            )
+            index = dict(
+                setting=setting,
+                train=str(out / "demo" / "train"),
+                val=str(out / "demo" / "val.bin"),
+                holdout=None,
+                eval={"synthetic_lfw": str(out / "demo" / "eval.bin")},
+                identities=info["identities"],
+            )
         else:
-            from focusface.loaders import holdout_pairs
             from focusface.evalsets import write_bin
-            held, pairs = holdout_pairs(ms1m, identities=holdout_identities, pairs_per_fold=holdout_pairs_per_fold, seed=seed)
+            from focusface.loaders import holdout_pairs
+
+            held, pairs = holdout_pairs(
+                ms1m, identities=holdout_identities, pairs_per_fold=holdout_pairs_per_fold, seed=seed
+            )
             write_bin(tmp / "val.bin", pairs.images, pairs.issame)
             (tmp / "holdout.txt").write_text("".join(f"{c}\n" for c in held))
-            index = dict(setting=setting, train=str(ms1m), val=str(out / "val.bin"), holdout=str(out / "holdout.txt"),
-                         eval={p.stem: str(p) for p in bins})
+            index = dict(
+                setting=setting,
+                train=str(ms1m),
+                val=str(out / "val.bin"),
+                holdout=str(out / "holdout.txt"),
+                eval={p.stem: str(p) for p in bins},
+            )
         (tmp / "index.json").write_text(json.dumps(index, indent=1) + "\n")
     return index
 
 # %% ../nbs/30_experiment.ipynb #c6a20142
-RESULT_PACKAGES = ("numpy", "opencv-python-headless", "torch", "scipy", "matplotlib", "pillow", "onnxruntime", "dlib-bin")
+RESULT_PACKAGES = (
+    "numpy",
+    "opencv-python-headless",
+    "torch",
+    "scipy",
+    "matplotlib",
+    "pillow",
+    "onnxruntime",
+    "dlib-bin",
+)
 
 
 def _installed(name: str) -> str | None:
     import importlib.metadata
-    try: return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError: return None
+
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def environment() -> dict:
     "What decides the pipeline's numbers besides focusface and its inputs: Python, torch's CPU code path and GPU, `RESULT_PACKAGES`' versions."
     import platform
+
     import torch
+
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return dict(python=platform.python_version(), machine=platform.machine(),
-                torch_cpu=torch.backends.cpu.get_cpu_capability(), gpu=gpu,
-                packages={name: _installed(name) for name in RESULT_PACKAGES})
+    return dict(
+        python=platform.python_version(),
+        machine=platform.machine(),
+        torch_cpu=torch.backends.cpu.get_cpu_capability(),
+        gpu=gpu,
+        packages={name: _installed(name) for name in RESULT_PACKAGES},
+    )
 
 # %% ../nbs/30_experiment.ipynb #1851bdd1
 def locked_versions(path) -> dict:
     "The `name==version` pins of the pip constraints file `path` (names lower-case, `_` as `-`); {} when there is none."
     path = Path(path)
-    if not path.is_file(): return {}
+    if not path.is_file():
+        return {}
     pins = (line.split("#")[0].strip() for line in path.read_text().splitlines())
-    return {name.strip().lower().replace("_", "-"): version.strip()
-            for name, _, version in (p.partition("==") for p in pins if "==" in p)}
+    return {
+        name.strip().lower().replace("_", "-"): version.strip()
+        for name, _, version in (p.partition("==") for p in pins if "==" in p)
+    }
 
 # %% ../nbs/30_experiment.ipynb #d3141dc4
 def environment_drift(env: dict, locked: dict) -> list[str]:
     "`name installed (locked version)` for each package of `env` whose installed version is not the one `locked` pins."
-    def same(installed, pinned): return installed is not None and installed.split("+")[0] == pinned.split("+")[0]
-    return [f"{name} {installed or 'not installed'} ({locked[name]} there)" for name, installed in env["packages"].items()
-            if name in locked and not same(installed, locked[name])]
+
+    def same(installed, pinned):
+        return installed is not None and installed.split("+")[0] == pinned.split("+")[0]
+
+    return [
+        f"{name} {installed or 'not installed'} ({locked[name]} there)"
+        for name, installed in env["packages"].items()
+        if name in locked and not same(installed, locked[name])
+    ]
 
 # %% ../nbs/30_experiment.ipynb #c71a797e
-def prepare_masked_sets(index: dict, out, *, spec: str, seed: int = 0, workers: int = 2, overwrite: bool = False) -> dict:
+def prepare_masked_sets(
+    index: dict, out, *, spec: str, seed: int = 0, workers: int = 2, overwrite: bool = False
+) -> dict:
     "Masked U-M and M-M copies of every evaluation set of `index`, under `out`; returns `{set: {um, mm}}` (also `out/masked.json`)."
     from focusface.maskdata import mask_dataset
+
     out = Path(out)
     masked = {}
     with atomic_dir(out, overwrite=overwrite, sources=list(index["eval"].values())) as tmp:
         for name, path in index["eval"].items():
             for protocol in ("um", "mm"):
-                mask_dataset(path, tmp / f"{name}.{protocol}.bin", spec=spec, seed=seed, protocol=protocol, workers=workers,
-                             progress=False)
+                mask_dataset(
+                    path,
+                    tmp / f"{name}.{protocol}.bin",
+                    spec=spec,
+                    seed=seed,
+                    protocol=protocol,
+                    workers=workers,
+                    progress=False,
+                )
             masked[name] = {p: str(out / f"{name}.{p}.bin") for p in ("um", "mm")}
         (tmp / "masked.json").write_text(json.dumps(masked, indent=1) + "\n")
     return masked
@@ -153,11 +241,13 @@ def prepare_masked_sets(index: dict, out, *, spec: str, seed: int = 0, workers: 
 def align_real(setting: str, mfr2, out, workers: int = 2) -> dict:
     "The `real` stage: MFR2 aligned into `out/mfr2` when the paper setting has it; returns `{set: folder}` (also `out/index.json`)."
     out, mfr2 = Path(out), Path(mfr2)
-    if setting not in ("demo", "paper"): raise FocusFaceError(f"setting must be demo or paper, got {setting!r}")
+    if setting not in ("demo", "paper"):
+        raise FocusFaceError(f"setting must be demo or paper, got {setting!r}")
     with atomic_dir(out, overwrite=True, sources=[mfr2]) as tmp:
         index = {}
         if setting == "paper" and mfr2.is_dir():
             from focusface.alignfolder import align_folder
+
             if not (mfr2 / "pairs.txt").is_file():
                 raise FocusFaceError(f"{mfr2}: MFR2 needs its pairs.txt and mfr2_labels.txt beside the photos")
             align_folder(mfr2, tmp / "mfr2", workers=workers, progress=False)
@@ -177,7 +267,9 @@ def seed_folder(folder, seed: int) -> Path:
 def variant_settings(params: dict, variant: str, runs="outputs/runs", seed: int | None = None) -> dict:
     "One run's settings: params.yaml's shared `train`, the variant's own on top, the `seed` (default: the first of `seeds`), `init_from` made the `init` path."
     if variant not in params.get("variants", {}):
-        raise FocusFaceError(f"variant {shorten(variant)} is not in params.yaml's variants {sorted(params.get('variants', {}))}")
+        raise FocusFaceError(
+            f"variant {shorten(variant)} is not in params.yaml's variants {sorted(params.get('variants', {}))}"
+        )
     seed = params.get("seeds", [0])[0] if seed is None else seed
     settings = dict(params["train"], **params["variants"][variant], seed=seed)
     start = settings.pop("init_from", RANDOM_START)  # an on-top run starts from its base's run of the same seed
@@ -187,13 +279,18 @@ def variant_settings(params: dict, variant: str, runs="outputs/runs", seed: int 
 # %% ../nbs/30_experiment.ipynb #9c211771
 def write_random_start(folder) -> Path:
     "The folder a `random` start stands for (stage `data` writes it): what a variant from random weights depends on."
-    return atomic_write_bytes(Path(folder) / "README.txt", b"Variants with init_from: random start from the trainer's own "
-                              b"initialisation (focusface.train); this folder holds no weights.\n", sources=())
+    return atomic_write_bytes(
+        Path(folder) / "README.txt",
+        b"Variants with init_from: random start from the trainer's own "
+        b"initialisation (focusface.train); this folder holds no weights.\n",
+        sources=(),
+    )
 
 # %% ../nbs/30_experiment.ipynb #016a9d00
 def variant_config(index: dict, out, settings: dict):
     "The `TrainConfig` of one variant: the data of `index` (train, val, holdout) and the variant's `settings`."
     from focusface.trainconfig import load_config
+
     values = dict(settings)
     if isinstance(values.get("lr_steps"), str):  # "10,16,22" in params.yaml: DVC passes no lists on a command line
         values["lr_steps"] = [float(s) for s in values["lr_steps"].split(",") if s.strip()]
@@ -203,37 +300,58 @@ def variant_config(index: dict, out, settings: dict):
 def run_variant(index: dict, out, settings: dict) -> dict:
     "Train one variant into `out` (replacing what was there: DVC re-runs a stage from scratch); returns its summary."
     from focusface.train import train
+
     return train(variant_config(index, out, settings), overwrite=True)
 
 # %% ../nbs/30_experiment.ipynb #045d34c3
 def run_seeds(params: dict, variant: str, index: dict, runs="outputs/runs", **extra) -> dict:
     "The train stage: `variant` trained once per seed of `params['seeds']` into `runs/<variant>/seed<s>`; `{seed: summary}`."
-    return {s: run_variant(index, seed_folder(Path(runs, variant), s), dict(variant_settings(params, variant, runs, s), **extra))
-            for s in params["seeds"]}
+    return {
+        s: run_variant(
+            index, seed_folder(Path(runs, variant), s), dict(variant_settings(params, variant, runs, s), **extra)
+        )
+        for s in params["seeds"]
+    }
 
 # %% ../nbs/30_experiment.ipynb #5bcdd550
-_COUNTS = dict(train_identities=1, images_per_identity=1, val_identities=20, val_pairs_per_fold=1, eval_identities=20,
-               eval_pairs_per_fold=1, holdout_identities=1, holdout_pairs_per_fold=1, workers=0, seed=0)  # the least of each
+_COUNTS = dict(
+    train_identities=1,
+    images_per_identity=1,
+    val_identities=20,
+    val_pairs_per_fold=1,
+    eval_identities=20,
+    eval_pairs_per_fold=1,
+    holdout_identities=1,
+    holdout_pairs_per_fold=1,
+    workers=0,
+    seed=0,
+)  # the least of each
 
 
 def _section(params: dict, name: str, problems: list) -> dict | None:
     "`params[name]` when it is a mapping (absent: {}); otherwise one problem, and None (its keys go unchecked)."
     value = params.get(name)
-    if value is None or isinstance(value, dict): return dict(value or {})
+    if value is None or isinstance(value, dict):
+        return dict(value or {})
     problems.append(f"{name}: must be a mapping of key: value, got {shorten(value)}")
     return None
 
 
-def _whole(value, least: int) -> bool: return isinstance(value, int) and not isinstance(value, bool) and value >= least
+def _whole(value, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
 def _config_problems(settings: dict, where: str, known: set) -> list[str]:
     "What `load_config` and the backbone registry say of one run's settings (problems already in `known` left out)."
     from focusface.backbones import list_backbones
+
     said = []
-    try: config = variant_config(dict(train="train", val=None), "out", settings)
-    except FocusFaceError as e: said.append(str(e).removeprefix("training config: "))
-    except ValueError as e: said.append(f"lr_steps must be comma-separated epochs ({e})")
+    try:
+        config = variant_config(dict(train="train", val=None), "out", settings)
+    except FocusFaceError as e:
+        said.append(str(e).removeprefix("training config: "))
+    except ValueError as e:
+        said.append(f"lr_steps must be comma-separated epochs ({e})")
     else:
         if config.backbone not in list_backbones():
             said.append(f"backbone must be one of {list_backbones()}, got {config.backbone!r}")
@@ -241,16 +359,25 @@ def _config_problems(settings: dict, where: str, known: set) -> list[str]:
 
 
 def _data_problems(data: dict) -> list[str]:
-    return [f"data.{k}: must be an integer of at least {least}, got {data.get(k)!r}"
-            for k, least in _COUNTS.items() if not _whole(data.get(k), least)]
+    return [
+        f"data.{k}: must be an integer of at least {least}, got {data.get(k)!r}"
+        for k, least in _COUNTS.items()
+        if not _whole(data.get(k), least)
+    ]
 
 
 def _mask_problems(masks: dict) -> list[str]:
     from focusface.maskspec import MaskSampler
-    said = [f"masks.{k}: must be an integer of at least 0, got {masks.get(k)!r}" for k in ("seed", "workers")
-            if not _whole(masks.get(k), 0)]
-    try: MaskSampler(masks.get("spec"), masks.get("seed", 0) if not said else 0)
-    except (FocusFaceError, TypeError) as e: said.insert(0, f"masks.spec: {e}")
+
+    said = [
+        f"masks.{k}: must be an integer of at least 0, got {masks.get(k)!r}"
+        for k in ("seed", "workers")
+        if not _whole(masks.get(k), 0)
+    ]
+    try:
+        MaskSampler(masks.get("spec"), masks.get("seed", 0) if not said else 0)
+    except (FocusFaceError, TypeError) as e:
+        said.insert(0, f"masks.spec: {e}")
     return said
 
 # %% ../nbs/30_experiment.ipynb #dd886842
@@ -269,44 +396,62 @@ def _circles(variants: dict) -> list[str]:
             chain.append(_start_of(variants, chain[-1]))
         if _start_of(variants, chain[-1]) == name and frozenset(chain) not in circles:
             circles.add(frozenset(chain))
-            said.append(f"variants.{name}.init_from: a circle of starts ({' -> '.join(chain + [name])}); one of them "
-                        f"must start from {RANDOM_START}")
+            said.append(
+                f"variants.{name}.init_from: a circle of starts ({' -> '.join(chain + [name])}); one of them "
+                f"must start from {RANDOM_START}"
+            )
     return said
 
 
 def _run_problems(train: dict, variants: dict) -> list[str]:
     "The shared training settings and each variant's (a shared problem is said once), and where each one starts."
     import re
+
     said = _config_problems(train, "train", set())
     known = {s.split(": ", 1)[1] for s in said}
     for name, settings in variants.items():
         if not re.fullmatch(r"[A-Za-z0-9_]+", str(name)) or name == RANDOM_START:
-            said.append(f"variants.{name}: a variant name is letters, digits and _ (it names stages and folders), and "
-                        f"not {RANDOM_START!r}")
+            said.append(
+                f"variants.{name}: a variant name is letters, digits and _ (it names stages and folders), and "
+                f"not {RANDOM_START!r}"
+            )
         if not isinstance(settings or {}, dict):
-            said.append(f"variants.{name}: must be a mapping of key: value, got {shorten(settings)}"); continue
-        own = dict(settings or {}); start = own.pop("init_from", RANDOM_START)
+            said.append(f"variants.{name}: must be a mapping of key: value, got {shorten(settings)}")
+            continue
+        own = dict(settings or {})
+        start = own.pop("init_from", RANDOM_START)
         if start != RANDOM_START and start not in variants:
-            said.append(f"variants.{name}.init_from: must be {RANDOM_START} or one of the variants {sorted(variants)}, "
-                        f"got {start!r}")
+            said.append(
+                f"variants.{name}.init_from: must be {RANDOM_START} or one of the variants {sorted(variants)}, "
+                f"got {start!r}"
+            )
         said += _config_problems(dict(train, **own), f"variants.{name}", known)
     return said + _circles(variants)
 
 # %% ../nbs/30_experiment.ipynb #b0af5482
 def _report_problems(report: dict, variants: dict) -> list[str]:
-    said = [f"report.{k}: must be an integer of at least {least}, got {report.get(k)!r}"
-            for k, least in (("bootstrap", 0), ("seed", 0)) if not _whole(report.get(k), least)]
+    said = [
+        f"report.{k}: must be an integer of at least {least}, got {report.get(k)!r}"
+        for k, least in (("bootstrap", 0), ("seed", 0))
+        if not _whole(report.get(k), least)
+    ]
     references = [r.strip() for r in str(report.get("references") or "").split(",") if r.strip()]
-    return said + [f"report.references: {r!r} is not one of the variants {sorted(variants)}" for r in references
-                   if r not in variants]
+    return said + [
+        f"report.references: {r!r} is not one of the variants {sorted(variants)}"
+        for r in references
+        if r not in variants
+    ]
 
 
 def _evaluate_problems(evaluation: dict) -> list[str]:
     from focusface.evaluate import PROTOCOLS, SCORES
+
     said = []
     wrong = [p for p in str(evaluation.get("protocols", "")).split(",") if p.strip() not in PROTOCOLS]
-    if wrong: said.append(f"evaluate.protocols: {', '.join(map(repr, wrong))} not among {list(PROTOCOLS)} (comma-separated)")
-    if evaluation.get("score") not in SCORES: said.append(f"evaluate.score: must be one of {list(SCORES)}, got {evaluation.get('score')!r}")
+    if wrong:
+        said.append(f"evaluate.protocols: {', '.join(map(repr, wrong))} not among {list(PROTOCOLS)} (comma-separated)")
+    if evaluation.get("score") not in SCORES:
+        said.append(f"evaluate.score: must be one of {list(SCORES)}, got {evaluation.get('score')!r}")
     if not _whole(evaluation.get("batch_size"), 1):
         said.append(f"evaluate.batch_size: must be an integer of at least 1, got {evaluation.get('batch_size')!r}")
     return said
@@ -314,68 +459,123 @@ def _evaluate_problems(evaluation: dict) -> list[str]:
 
 def check_params(params: dict) -> list[str]:
     "Every problem of the pipeline's parameters (`params.yaml` read as a dict), one line each; empty when all is well."
-    problems = [] if params.get("setting") in ("demo", "paper") else [f"setting: must be demo or paper, got {params.get('setting')!r}"]
+    problems = (
+        []
+        if params.get("setting") in ("demo", "paper")
+        else [f"setting: must be demo or paper, got {params.get('setting')!r}"]
+    )
     seeds = params.get("seeds")
     if not (isinstance(seeds, list) and seeds and all(_whole(s, 0) for s in seeds) and len(set(seeds)) == len(seeds)):
-        problems.append(f"seeds: must be a list of different integers of at least 0, e.g. [0] or [0, 1, 2], got {seeds!r}")
+        problems.append(
+            f"seeds: must be a list of different integers of at least 0, e.g. [0] or [0, 1, 2], got {seeds!r}"
+        )
     if isinstance(params.get("train"), dict) and "seed" in params["train"]:
-        problems.append("train.seed: the training seeds are the list `seeds` (each variant runs once per seed): remove it")
+        problems.append(
+            "train.seed: the training seeds are the list `seeds` (each variant runs once per seed): remove it"
+        )
     if "ontop" in params:  # the layout before on top became a variant
-        problems.append("ontop: the on-top run is an ordinary variant now: move its settings into variants.<name> with "
-                        "init_from: <the variant it starts from>")
-    sections = {name: _section(params, name, problems) for name in ("data", "masks", "train", "variants", "evaluate", "report")}
+        problems.append(
+            "ontop: the on-top run is an ordinary variant now: move its settings into variants.<name> with "
+            "init_from: <the variant it starts from>"
+        )
+    sections = {
+        name: _section(params, name, problems) for name in ("data", "masks", "train", "variants", "evaluate", "report")
+    }
     given = {name: value for name, value in sections.items() if value is not None}  # a section that is no mapping: said
-    if "data" in given: problems += _data_problems(given["data"])
-    if "masks" in given: problems += _mask_problems(given["masks"])
-    if {"train", "variants"} <= set(given): problems += _run_problems(given["train"], given["variants"])
-    if "evaluate" in given: problems += _evaluate_problems(given["evaluate"])
-    if {"report", "variants"} <= set(given): problems += _report_problems(given["report"], given["variants"])
+    if "data" in given:
+        problems += _data_problems(given["data"])
+    if "masks" in given:
+        problems += _mask_problems(given["masks"])
+    if {"train", "variants"} <= set(given):
+        problems += _run_problems(given["train"], given["variants"])
+    if "evaluate" in given:
+        problems += _evaluate_problems(given["evaluate"])
+    if {"report", "variants"} <= set(given):
+        problems += _report_problems(given["report"], given["variants"])
     return problems
 
 # %% ../nbs/30_experiment.ipynb #b3f69208
 def load_params(path) -> dict:
     "The parameters file `path` (params.yaml), checked: one `FocusFaceError` lists every problem, one line each."
     import yaml
-    try: params = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError: raise FocusFaceError(f"{path}: parameters file not found") from None
-    except yaml.YAMLError as e: raise FocusFaceError(f"{path}: not valid YAML ({e})".replace("\n", " ")) from None
-    if not isinstance(params, dict): raise FocusFaceError(f"{path}: a parameters file is a mapping of key: value")
+
+    try:
+        params = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise FocusFaceError(f"{path}: parameters file not found") from None
+    except yaml.YAMLError as e:
+        raise FocusFaceError(f"{path}: not valid YAML ({e})".replace("\n", " ")) from None
+    if not isinstance(params, dict):
+        raise FocusFaceError(f"{path}: a parameters file is a mapping of key: value")
     problems = check_params(params)
-    if problems: raise FocusFaceError(f"{path}: {len(problems)} problem(s):\n" + "\n".join(f"  {p}" for p in problems))
+    if problems:
+        raise FocusFaceError(f"{path}: {len(problems)} problem(s):\n" + "\n".join(f"  {p}" for p in problems))
     return params
 
 # %% ../nbs/30_experiment.ipynb #286d333f
 SUMMARY_METRICS = ("accuracy", "eer", "fmr100", "fmr1000")  # what `dvc metrics show` compares; the rest: metrics.json
 
 
-def evaluate_variant(model_path, index: dict, masked: dict, out, *, protocols: str = "uu,um,mm", score: str = "cosine",
-                     batch_size: int = 256, device=None, real=None) -> dict:
+def evaluate_variant(
+    model_path,
+    index: dict,
+    masked: dict,
+    out,
+    *,
+    protocols: str = "uu,um,mm",
+    score: str = "cosine",
+    batch_size: int = 256,
+    device=None,
+    real=None,
+) -> dict:
     "Evaluate `model_path` on the index's evaluation sets (masked views from `masked`) and the `real` sets into `out`."
     from focusface.evaluate import EvalSet, evaluate
+
     names, real = sorted(index["eval"]), dict(real or {})
-    sets = [EvalSet(index["eval"][n], masked=masked[n]["mm"], name=n) for n in names] \
-        + [EvalSet(real[n], name=n) for n in sorted(real)]
-    return evaluate(model_path, sets, out, protocols=protocols, score=score, batch_size=batch_size, device=device,
-                    skip_missing=bool(real), overwrite=True)
+    sets = [EvalSet(index["eval"][n], masked=masked[n]["mm"], name=n) for n in names] + [
+        EvalSet(real[n], name=n) for n in sorted(real)
+    ]
+    return evaluate(
+        model_path,
+        sets,
+        out,
+        protocols=protocols,
+        score=score,
+        batch_size=batch_size,
+        device=device,
+        skip_missing=bool(real),
+        overwrite=True,
+    )
 
 # %% ../nbs/30_experiment.ipynb #3fce3764
 def compact_metrics(by_seed: dict, run_summary=None) -> dict:
     "The few numbers `dvc metrics show` compares: `SUMMARY_METRICS` per set and protocol, the mean over seeds, and the run's cost."
     first = next(iter(by_seed.values()))
-    mean = lambda s, p, k: sum(m[s][p][k] for m in by_seed.values()) / len(by_seed)
-    compact = {s: {p: {k: round(mean(s, p, k), 6) for k in SUMMARY_METRICS if m.get(k) is not None} for p, m in by.items()}
-               for s, by in first.items()}
+
+    def mean(s, p, k):
+        return sum(m[s][p][k] for m in by_seed.values()) / len(by_seed)
+
+    compact = {
+        s: {p: {k: round(mean(s, p, k), 6) for k in SUMMARY_METRICS if m.get(k) is not None} for p, m in by.items()}
+        for s, by in first.items()
+    }
     if run_summary is not None:  # what the run cost in work done (its wall time differs from machine to machine)
         run = json.loads(Path(run_summary).read_text())
         compact["training"] = dict({k: run[k] for k in ("steps", "pairs_seen", "images_seen")}, seeds=len(by_seed))
     return compact
 
 # %% ../nbs/30_experiment.ipynb #c7784842
-def evaluate_seeds(params: dict, variant: str, index: dict, masked: dict, runs, out, *, metrics_file=None, real=None) -> dict:
+def evaluate_seeds(
+    params: dict, variant: str, index: dict, masked: dict, *, runs, out, metrics_file=None, real=None
+) -> dict:
     "The evaluate stage: each seed's model of `variant` into `out/seed<s>` (`{seed: metrics}`), the compact metrics to `metrics_file`."
     run = Path(runs, variant)
-    by_seed = {s: evaluate_variant(seed_folder(run, s) / "model.pt", index, masked, seed_folder(out, s), real=real,
-                                   **params["evaluate"]) for s in params["seeds"]}
+    by_seed = {
+        s: evaluate_variant(
+            seed_folder(run, s) / "model.pt", index, masked, seed_folder(out, s), real=real, **params["evaluate"]
+        )
+        for s in params["seeds"]
+    }
     if metrics_file is not None:
         compact = compact_metrics(by_seed, seed_folder(run, params["seeds"][0]) / "summary.json")
         atomic_write_bytes(metrics_file, (json.dumps(compact, indent=1, sort_keys=True) + "\n").encode(), sources=())
@@ -385,48 +585,77 @@ def evaluate_seeds(params: dict, variant: str, index: dict, masked: dict, runs, 
 def run_notebook(notebook, executed, parameters: dict, *, echo=None) -> Path:
     "Execute `notebook` with `parameters` into `executed` (papermill), echoing its printed lines to `echo` (default: stdout)."
     import sys
+
     import papermill
     from papermill.exceptions import PapermillExecutionError
-    executed = Path(executed); executed.parent.mkdir(parents=True, exist_ok=True)
-    if not Path(notebook).is_file(): raise FocusFaceError(f"{notebook}: no such notebook")
+
+    executed = Path(executed)
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    if not Path(notebook).is_file():
+        raise FocusFaceError(f"{notebook}: no such notebook")
     try:
-        papermill.execute_notebook(str(notebook), str(executed), parameters, kernel_name="python3", language="python",
-                                   progress_bar=False, stdout_file=echo or sys.stdout,
-                                   extra_arguments=["--IPKernelApp.log_level=CRITICAL"])  # no TCP warning, no shutdown chatter
+        papermill.execute_notebook(
+            str(notebook),
+            str(executed),
+            parameters,
+            kernel_name="python3",
+            language="python",
+            progress_bar=False,
+            stdout_file=echo or sys.stdout,
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+        )  # no TCP warning, no shutdown chatter
     except PapermillExecutionError as e:
-        raise FocusFaceError(f"{notebook}: a cell failed with {e.ename}: {shorten(str(e.evalue), 600)}\n"
-                             f"  its whole traceback: In [{e.exec_count}] of the executed notebook {executed}") from None
+        raise FocusFaceError(
+            f"{notebook}: a cell failed with {e.ename}: {shorten(str(e.evalue), 600)}\n"
+            f"  its whole traceback: In [{e.exec_count}] of the executed notebook {executed}"
+        ) from None
     return executed
 
 
 def _notebook_arguments(pairs: list) -> dict:
     "`name=value` words of the command line as papermill parameters (strings)."
     bad = [p for p in pairs if "=" not in p or not p.split("=", 1)[0].isidentifier()]
-    if bad: raise FocusFaceError(f"notebook parameters are name=value, got {shorten(bad)}")
+    if bad:
+        raise FocusFaceError(f"notebook parameters are name=value, got {shorten(bad)}")
     return dict(p.split("=", 1) for p in pairs)
 
 # %% ../nbs/30_experiment.ipynb #45d4f3c2
 def main(argv=None) -> int:
     "`python -m focusface.experiment check PARAMS OUT`, `align-real PARAMS OUT` or `notebook NB EXECUTED name=value...`: the stages."
     import sys
+
     argv = sys.argv[1:] if argv is None else argv
-    usage = ("usage: python -m focusface.experiment check PARAMS.yaml OUT.json\n"
-             "       python -m focusface.experiment align-real PARAMS.yaml OUT_FOLDER\n"
-             "       python -m focusface.experiment notebook NOTEBOOK EXECUTED [name=value ...]")
+    usage = (
+        "usage: python -m focusface.experiment check PARAMS.yaml OUT.json\n"
+        "       python -m focusface.experiment align-real PARAMS.yaml OUT_FOLDER\n"
+        "       python -m focusface.experiment notebook NOTEBOOK EXECUTED [name=value ...]"
+    )
     try:
-        if len(argv) >= 3 and argv[0] == "notebook": run_notebook(argv[1], argv[2], _notebook_arguments(argv[3:]))
+        if len(argv) >= 3 and argv[0] == "notebook":
+            run_notebook(argv[1], argv[2], _notebook_arguments(argv[3:]))
         elif len(argv) == 3 and argv[0] == "check":
             params = load_params(argv[1])  # every parameter, before any work
             data, env = params["data"], environment()
-            check_data(params["setting"], data["ms1m"], data["eval_dir"], out=argv[2], mfr2=data["mfr2"], environment=env)
+            check_data(
+                params["setting"],
+                ms1m=data["ms1m"],
+                eval_dir=data["eval_dir"],
+                out=argv[2],
+                mfr2=data["mfr2"],
+                environment=env,
+            )
             drift = environment_drift(env, locked_versions(Path(argv[1]).parent / "constraints.txt"))
-            if drift: print(f"focusface: {DRIFT.format(', '.join(drift))}", file=sys.stderr)
+            if drift:
+                print(f"focusface: {DRIFT.format(', '.join(drift))}", file=sys.stderr)
         elif len(argv) == 3 and argv[0] == "align-real":
             params = load_params(argv[1])
             align_real(params["setting"], params["data"]["mfr2"], argv[2], workers=params["data"]["workers"])
-        else: print(usage, file=sys.stderr); return 2
+        else:
+            print(usage, file=sys.stderr)
+            return 2
     except FocusFaceError as e:
-        print(f"focusface: {e}", file=sys.stderr); return 2
+        print(f"focusface: {e}", file=sys.stderr)
+        return 2
     return 0
 
 # %% ../nbs/30_experiment.ipynb #9d1ab419

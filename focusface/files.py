@@ -27,9 +27,12 @@ __all__ = ['check_destination', 'hold_lock', 'glob_escape', 'remove_stale_tempor
 # %% ../nbs/02_files.ipynb #ffd563d0
 def _overlap(dst: Path, src: Path) -> str | None:
     d, s = dst.resolve(), src.resolve()
-    if d == s: return "is"
-    if d in s.parents: return "contains"
-    if s in d.parents: return "lies inside"
+    if d == s:
+        return "is"
+    if d in s.parents:
+        return "contains"
+    if s in d.parents:
+        return "lies inside"
     return None
 
 
@@ -39,8 +42,10 @@ def check_destination(dst, *, sources: Iterable, overwrite: bool = False) -> Pat
     for src in sources:
         how = _overlap(dst, Path(src))
         if how:
-            raise DestinationError(f"{dst} {how} the source {src}: choose a destination outside the source; nothing "
-                                   "was written" + (" (overwrite=True never replaces a source)" if overwrite else ""))
+            raise DestinationError(
+                f"{dst} {how} the source {src}: choose a destination outside the source; nothing "
+                "was written" + (" (overwrite=True never replaces a source)" if overwrite else "")
+            )
     ancestor = next(p for p in Path(os.path.abspath(dst)).parents if p.exists() or p.is_symlink())
     if not ancestor.is_dir():
         raise DestinationError(f"{dst}: cannot be made, {ancestor} is a file, not a folder: choose another destination")
@@ -56,9 +61,12 @@ _TMP_TAG = ".focusface-"
 def _umask() -> int:
     try:  # Linux reports it without changing it (os.umask would, briefly, for every thread)
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"): return int(line.split()[1], 8)
-    except OSError: pass
-    mask = os.umask(0o022); os.umask(mask)
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
     return mask
 
 
@@ -72,29 +80,42 @@ def hold_lock(dst: Path):
     lock = dst.with_name(f".{dst.name}{_TMP_TAG[:-1]}.lock")
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise DestinationError(f"{dst} is being written by another focusface run (lock {lock.name}): wait for it "
-                                   "to finish, or choose another destination") from None
-        try: same = os.fstat(fd).st_ino == os.stat(lock).st_ino  # not a lock file another run just removed
-        except FileNotFoundError: same = False
-        if same: break
+            raise DestinationError(
+                f"{dst} is being written by another focusface run (lock {lock.name}): wait for it "
+                "to finish, or choose another destination"
+            ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino  # not a lock file another run just removed
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
         os.close(fd)
-    try: yield
+    try:
+        yield
     finally:
-        lock.unlink(missing_ok=True); os.close(fd)
+        lock.unlink(missing_ok=True)
+        os.close(fd)
 
 # %% ../nbs/02_files.ipynb #4f0ada9b
-def _is_disk_full(error: OSError) -> bool: return error.errno in (errno.ENOSPC, errno.EDQUOT)
+def _is_disk_full(error: OSError) -> bool:
+    return error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def _disk_full(dst: Path) -> DestinationError:
     "A full disk (or quota) while writing `dst`, said with the destination and the space left."
-    try: free = f"{shutil.disk_usage(dst.parent).free / 1e6:,.1f} MB free"
-    except OSError: free = "free space unknown"
-    return DestinationError(f"{dst}: the disk is full ({free} on {dst.parent}): nothing was written; free some space "
-                            "or choose another destination")
+    try:
+        free = f"{shutil.disk_usage(dst.parent).free / 1e6:,.1f} MB free"
+    except OSError:
+        free = "free space unknown"
+    return DestinationError(
+        f"{dst}: the disk is full ({free} on {dst.parent}): nothing was written; free some space "
+        "or choose another destination"
+    )
 
 
 def glob_escape(name: str) -> str:
@@ -103,9 +124,12 @@ def glob_escape(name: str) -> str:
 
 # %% ../nbs/02_files.ipynb #152d4a7e
 def _alive(pid: int) -> bool:
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
     return True
 
 
@@ -115,17 +139,24 @@ def remove_stale_temporaries(dst) -> list[Path]:
     stale = []
     for p in dst.parent.glob(f".{glob_escape(dst.name)}{_TMP_TAG}*.tmp"):
         made_by = re.fullmatch(rf"\.{re.escape(dst.name)}{re.escape(_TMP_TAG)}(\d+)-.*\.tmp", p.name)
-        if made_by and int(made_by.group(1)) != os.getpid() and not _alive(int(made_by.group(1))): stale.append(p)
-    for p in stale: shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+        if made_by and int(made_by.group(1)) != os.getpid() and not _alive(int(made_by.group(1))):
+            stale.append(p)
+    for p in stale:
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
     return stale
 
 # %% ../nbs/02_files.ipynb #04a80ca5
 def temporary_path(dst: Path, directory: bool = False) -> Path:
     "A new empty temporary file (or folder) beside `dst`, named so that `remove_stale_temporaries` knows it."
     prefix, suffix = f".{dst.name}{_TMP_TAG}{os.getpid()}-", ".tmp"
-    made = tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=dst.parent) if directory else \
-        tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=dst.parent)
-    if not directory: os.close(made[0]); made = made[1]
+    made = (
+        tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=dst.parent)
+        if directory
+        else tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=dst.parent)
+    )
+    if not directory:
+        os.close(made[0])
+        made = made[1]
     path = Path(made)
     _normal_mode(path, directory)
     return path
@@ -133,9 +164,14 @@ def temporary_path(dst: Path, directory: bool = False) -> Path:
 # %% ../nbs/02_files.ipynb #f3d90cb2
 def _put_in_place(tmp: Path, dst: Path) -> None:
     "Rename `tmp` to `dst`; an existing `dst` is moved aside first and removed after."
-    if not (dst.exists() or dst.is_symlink()): os.replace(tmp, dst); return
-    if dst.is_dir() == tmp.is_dir() and not dst.is_dir(): os.replace(tmp, dst); return  # a file over a file: atomic
-    old = temporary_path(dst, directory=False); old.unlink()
+    if not (dst.exists() or dst.is_symlink()):
+        os.replace(tmp, dst)
+        return
+    if dst.is_dir() == tmp.is_dir() and not dst.is_dir():
+        os.replace(tmp, dst)
+        return  # a file over a file: atomic
+    old = temporary_path(dst, directory=False)
+    old.unlink()
     os.replace(dst, old)
     os.replace(tmp, dst)
     shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
@@ -151,13 +187,17 @@ def atomic_dir(dst, *, sources: Iterable, overwrite: bool = False) -> Iterator[P
         tmp = temporary_path(dst, directory=True)
         try:
             yield tmp
-            _put_in_place(tmp, check_destination(dst, overwrite=overwrite, sources=sources))  # it may have appeared meanwhile
+            _put_in_place(
+                tmp, check_destination(dst, overwrite=overwrite, sources=sources)
+            )  # it may have appeared meanwhile
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            if _is_disk_full(e): raise _disk_full(dst) from None
+            if _is_disk_full(e):
+                raise _disk_full(dst) from None
             raise
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True); raise
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 # %% ../nbs/02_files.ipynb #6ce7a6a3
 @contextmanager
@@ -165,8 +205,10 @@ def atomic_file(path, mode: str = "wb", *, sources: Iterable, overwrite: bool = 
     "A file open for writing; it becomes `path` when the block completes and vanishes if the block fails."
     path = check_destination(path, overwrite=overwrite, sources=sources)
     if path.is_dir() and not path.is_symlink():  # overwrite=True replaces a file with a file, never a folder with one
-        raise DestinationError(f"{path} is a folder: give the path of the file to write (a folder is never replaced "
-                               "by a file, even with overwrite=True)")
+        raise DestinationError(
+            f"{path} is a folder: give the path of the file to write (a folder is never replaced "
+            "by a file, even with overwrite=True)"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     with hold_lock(path):
         remove_stale_temporaries(path)
@@ -174,19 +216,23 @@ def atomic_file(path, mode: str = "wb", *, sources: Iterable, overwrite: bool = 
         try:
             with open(tmp, mode) as f:
                 yield f
-                f.flush(); os.fsync(f.fileno())  # a full disk shows here, not after the rename
+                f.flush()
+                os.fsync(f.fileno())  # a full disk shows here, not after the rename
             _put_in_place(tmp, check_destination(path, overwrite=overwrite, sources=sources))
         except OSError as e:
             tmp.unlink(missing_ok=True)
-            if _is_disk_full(e): raise _disk_full(path) from None
+            if _is_disk_full(e):
+                raise _disk_full(path) from None
             raise
         except BaseException:
-            tmp.unlink(missing_ok=True); raise
+            tmp.unlink(missing_ok=True)
+            raise
 
 # %% ../nbs/02_files.ipynb #0117061c
 def atomic_write_bytes(path, data: bytes, *, sources: Iterable, overwrite: bool = True) -> Path:
     "Write `data` to `path` through a temporary file and a rename."
-    with atomic_file(path, sources=sources, overwrite=overwrite) as f: f.write(data)
+    with atomic_file(path, sources=sources, overwrite=overwrite) as f:
+        f.write(data)
     return Path(path)
 
 # %% ../nbs/02_files.ipynb #6f0a32fc
@@ -197,24 +243,31 @@ def scratch_dir(dst, *, need: int = 0) -> Iterator[Path]:
     dst.parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(dst.parent).free
     if need > free:
-        raise DestinationError(f"{dst}: needs about {need / 1e6:,.1f} MB of scratch space beside it, and {dst.parent} has "
-                               f"{free / 1e6:,.1f} MB free: free some space or choose another destination")
+        raise DestinationError(
+            f"{dst}: needs about {need / 1e6:,.1f} MB of scratch space beside it, and {dst.parent} has "
+            f"{free / 1e6:,.1f} MB free: free some space or choose another destination"
+        )
     remove_stale_temporaries(dst)
     tmp = temporary_path(dst, directory=True)  # named like every temporary: a killed run's is removed by the next
-    try: yield tmp
-    finally: shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 # %% ../nbs/02_files.ipynb #d18db212
 def allocated_memmap(path, dtype, shape, dst):
     "`np.lib.format.open_memmap` for writing, with its disk space reserved now (a full disk later would be a SIGBUS)."
     import numpy as np
+
     array = np.lib.format.open_memmap(path, "w+", dtype, shape)
     try:
-        with open(path, "r+b") as f: os.posix_fallocate(f.fileno(), 0, os.path.getsize(path))
+        with open(path, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, os.path.getsize(path))
     except OSError as e:
         del array
         Path(path).unlink(missing_ok=True)
-        if _is_disk_full(e): raise _disk_full(Path(dst)) from None
+        if _is_disk_full(e):
+            raise _disk_full(Path(dst)) from None
         raise
     return array
 
@@ -222,28 +275,42 @@ def allocated_memmap(path, dtype, shape, dst):
 def write_npz(out, arrays: dict, *, sources: Iterable, overwrite: bool = True) -> None:
     "Store `arrays` (values: arrays, or paths of .npy files) as an uncompressed .npz, written whole or not at all."
     import zipfile
+
     import numpy as np
-    with atomic_file(out, sources=sources, overwrite=overwrite) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+
+    with (
+        atomic_file(out, sources=sources, overwrite=overwrite) as f,
+        zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z,
+    ):
         for name, value in arrays.items():
-            if isinstance(value, Path): z.write(value, f"{name}.npy")
+            if isinstance(value, Path):
+                z.write(value, f"{name}.npy")
             else:
-                with z.open(f"{name}.npy", "w", force_zip64=True) as member: np.lib.format.write_array(member, np.asarray(value))
+                with z.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asarray(value))
 
 # %% ../nbs/02_files.ipynb #a801214b
 def save_figure(fig, path, *, sources: Iterable = (), overwrite: bool = True) -> Path:
     "Write a matplotlib figure to `path` as a PNG (110 dpi, tight layout), atomically."
     import io
-    buffer = io.BytesIO(); fig.tight_layout(); fig.savefig(buffer, dpi=110, format="png")
+
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, dpi=110, format="png")
     return atomic_write_bytes(path, buffer.getvalue(), sources=sources, overwrite=overwrite)
 
 # %% ../nbs/02_files.ipynb #550e51f2
 def die_with(parent: int, every: float = 0.5) -> None:
     "In a worker process: exit as soon as process `parent` is gone (a killed run leaves no workers behind)."
-    import threading, time
+    import threading
+    import time
+
     def watch():
         while True:
             time.sleep(every)
-            if not _alive(parent): os._exit(1)  # no clean-up to run: the run they served is gone
+            if not _alive(parent):
+                os._exit(1)  # no clean-up to run: the run they served is gone
+
     threading.Thread(target=watch, name="focusface-die-with-parent", daemon=True).start()
 
 # %% ../nbs/02_files.ipynb #8af31517
@@ -251,12 +318,15 @@ def worker_tempdir() -> Path:
     "The folder this process's worker pools use for their sockets (made on first use; stale ones of dead processes removed)."
     import multiprocessing as mp
     import multiprocessing.util as mpu
+
     config = mp.current_process()._config
-    if config.get("tempdir"): return Path(config["tempdir"])
+    if config.get("tempdir"):
+        return Path(config["tempdir"])
     base = Path(tempfile.gettempdir())
     for old in base.glob("ffmp-*"):
         pid = old.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)): shutil.rmtree(old, ignore_errors=True)
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
     mine = base / f"ffmp-{os.getpid()}"
     if len(str(mine)) > 80:  # a socket path must stay under ~107 bytes; leave a long TMPDIR to Python's own choice
         return Path(mpu.get_temp_dir())
@@ -269,35 +339,51 @@ def worker_tempdir() -> Path:
 def _pool_worker(parent: int) -> None:
     "A pool worker: it leaves Ctrl-C to the process it serves, which stops the pool, and dies with that process."
     import signal
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a worker stopped mid-reply could leave the pool's pipe half-written
     die_with(parent)
 
 
-def ordered_map(function: Callable, jobs: Iterable, workers: int = 2, *,
-                progress: bool = False,  # show a tqdm bar counting `count(result)` per job
-                total: int | None = None,  # the bar's total (e.g. images, not jobs)
-                desc: str = "",            # the bar's label
-                count: Callable = len) -> Iterator:
+def ordered_map(
+    function: Callable,
+    jobs: Iterable,
+    workers: int = 2,
+    *,
+    progress: bool = False,  # show a tqdm bar counting `count(result)` per job
+    total: int | None = None,  # the bar's total (e.g. images, not jobs)
+    desc: str = "",  # the bar's label
+    count: Callable = len,
+) -> Iterator:
     "`function(job)` for each job, in order, computed by `workers` processes (0: in this process)."
     import sys
+
     from tqdm import tqdm  # the terminal bar: no widget, no notebook warning
-    if workers < 0: raise FocusFaceError(f"workers must be >= 0 (0: no worker processes), got {workers}")
+
+    if workers < 0:
+        raise FocusFaceError(f"workers must be >= 0 (0: no worker processes), got {workers}")
     if workers and function.__module__ == "__main__" and not getattr(sys.modules["__main__"], "__file__", None):
-        raise FocusFaceError(f"{function.__name__} is defined in an interactive session (a notebook or a REPL), so "
-                             "worker processes cannot import it: use workers=0, or import it from its module")
+        raise FocusFaceError(
+            f"{function.__name__} is defined in an interactive session (a notebook or a REPL), so "
+            "worker processes cannot import it: use workers=0, or import it from its module"
+        )
     bar = tqdm(total=total, desc=desc, unit="img", disable=not progress)
     try:
         if workers == 0:
             for job in jobs:
-                result = function(job); bar.update(count(result)); yield result
+                result = function(job)
+                bar.update(count(result))
+                yield result
         else:
             import multiprocessing as mp
+
             worker_tempdir()
             ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
             import focusface.files  # the worker imports it by this name (even when this runs in a notebook)
+
             with ctx.Pool(workers, initializer=focusface.files._pool_worker, initargs=(os.getpid(),)) as pool:
                 for result in pool.imap(function, jobs):
-                    bar.update(count(result)); yield result
+                    bar.update(count(result))
+                    yield result
     finally:
         bar.close()
 
@@ -315,24 +401,31 @@ class _MappedFile(NamedTuple):  # an array mapped from a file already (`map_npz`
 
 
 def _remove_file(path: str) -> None:
-    try: os.remove(path)
-    except FileNotFoundError: pass
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
 
 
 class WorkerShared:
     "Mixin: pickled (for worker processes), the object's large numpy arrays travel as memory maps of files written once."
+
     SHARE_BYTES = 1 << 20  # smaller arrays are copied with the rest
 
     def __getstate__(self):
         import numpy as np
+
         written = self.__dict__.setdefault("_shared_files", {})  # name -> (the array, its file): written once
         state = {k: v for k, v in self.__dict__.items() if k != "_shared_files"}
         for name, value in state.items():
             if getattr(value, "_focusface_file", None):
-                state[name] = _MappedFile(*value._focusface_file); continue
-            if not isinstance(value, np.ndarray) or value.nbytes < self.SHARE_BYTES: continue
+                state[name] = _MappedFile(*value._focusface_file)
+                continue
+            if not isinstance(value, np.ndarray) or value.nbytes < self.SHARE_BYTES:
+                continue
             if name not in written or written[name][0] is not value:
-                fd, path = tempfile.mkstemp(suffix=".npy", dir=worker_tempdir()); os.close(fd)
+                fd, path = tempfile.mkstemp(suffix=".npy", dir=worker_tempdir())
+                os.close(fd)
                 np.save(path, value, allow_pickle=False)
                 written[name] = (value, path)
                 weakref.finalize(self, _remove_file, path)  # gone with the object (maps already open keep working)
@@ -341,24 +434,41 @@ class WorkerShared:
 
     def __setstate__(self, state):
         import numpy as np
-        self.__dict__.update({k: np.load(v.path, mmap_mode="r") if isinstance(v, _SharedFile) else
-                              _map(*v) if isinstance(v, _MappedFile) else v for k, v in state.items()})
+
+        self.__dict__.update(
+            {
+                k: np.load(v.path, mmap_mode="r")
+                if isinstance(v, _SharedFile)
+                else _map(*v)
+                if isinstance(v, _MappedFile)
+                else v
+                for k, v in state.items()
+            }
+        )
 
 # %% ../nbs/02_files.ipynb #e1bb490d
 def _map(path: str, offset: int, dtype: str, shape: tuple, fortran: bool):
     "A read-only memory map of an array stored at `offset` of `path`, tagged so that pickling sends only where it is."
     import numpy as np
-    array = np.memmap(path, np.dtype(dtype), "r", offset, tuple(shape), "F" if fortran else "C") if np.prod(shape) \
-        else np.zeros(shape, dtype)  # numpy cannot map zero bytes
-    if isinstance(array, np.memmap): array._focusface_file = (path, offset, dtype, tuple(shape), fortran)
+
+    array = (
+        np.memmap(path, np.dtype(dtype), "r", offset, tuple(shape), "F" if fortran else "C")
+        if np.prod(shape)
+        else np.zeros(shape, dtype)
+    )  # numpy cannot map zero bytes
+    if isinstance(array, np.memmap):
+        array._focusface_file = (path, offset, dtype, tuple(shape), fortran)
     return array
 
 
 def map_npz(path) -> dict:
     """The arrays of an `.npz` by name, without reading them: those stored uncompressed (as `write_npz` writes) as
     read-only memory maps of the file itself, any compressed one read into memory."""
-    import struct, zipfile
+    import struct
+    import zipfile
+
     import numpy as np
+
     out = {}
     with zipfile.ZipFile(path) as z, open(path, "rb") as f:
         for info in z.infolist():
@@ -367,16 +477,22 @@ def map_npz(path) -> dict:
             if info.compress_type == zipfile.ZIP_STORED:
                 f.seek(info.header_offset)
                 local = f.read(30)
-                if local[:4] != b"PK\x03\x04": raise zipfile.BadZipFile(f"{path}: member {info.filename} has no local header")
+                if local[:4] != b"PK\x03\x04":
+                    raise zipfile.BadZipFile(f"{path}: member {info.filename} has no local header")
                 f.seek(info.header_offset + 30 + sum(struct.unpack("<HH", local[26:30])))
                 read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
                 header = read.get(np.lib.format.read_magic(f))
             if header is None:  # compressed, or a header version without a public reader: read it
-                with z.open(info) as member: out[name] = np.lib.format.read_array(member, allow_pickle=False)
+                with z.open(info) as member:
+                    out[name] = np.lib.format.read_array(member, allow_pickle=False)
                 continue
-            try: shape, fortran, dtype = header(f)
+            try:
+                shape, fortran, dtype = header(f)
             except Exception as e:  # numpy parses the header as a Python literal: a damaged one raises anything
-                raise ValueError(f"{path}: member {info.filename} has a damaged array header ({type(e).__name__})") from None
-            if dtype.hasobject: raise ValueError(f"{path}: member {info.filename} holds Python objects")
+                raise ValueError(
+                    f"{path}: member {info.filename} has a damaged array header ({type(e).__name__})"
+                ) from None
+            if dtype.hasobject:
+                raise ValueError(f"{path}: member {info.filename} holds Python objects")
             out[name] = _map(str(path), f.tell(), dtype.str, shape, fortran)
     return out

@@ -29,16 +29,23 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:  # libjpeg skips such bytes with a warning ("extraneous bytes before marker")
             pos = data.find(b"\xff", pos)
-            if pos < 0: return None
+            if pos < 0:
+                return None
             continue
         marker = data[pos + 1]
-        if marker == 0xFF: pos += 1; continue  # fill byte
-        if marker in (0x00, 0x01, *range(0xD0, 0xD9)): pos += 2; continue  # markers without a length
-        if marker == 0xDA: return None  # the scan starts: no frame header before it
-        length = struct.unpack(">H", data[pos + 2:pos + 4])[0]
+        if marker == 0xFF:
+            pos += 1
+            continue  # fill byte
+        if marker in (0x00, 0x01, *range(0xD0, 0xD9)):
+            pos += 2
+            continue  # markers without a length
+        if marker == 0xDA:
+            return None  # the scan starts: no frame header before it
+        length = struct.unpack(">H", data[pos + 2 : pos + 4])[0]
         if marker in _SOF:
-            if pos + 9 > len(data): return None
-            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
+            if pos + 9 > len(data):
+                return None
+            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
             return width, height
         pos += 2 + length
     return None
@@ -63,13 +70,16 @@ _SIGNATURES = (("JPEG", b"\xff\xd8"), ("PNG", b"\x89PNG"), ("BMP", b"BM"), ("Web
 
 def image_size(data: bytes) -> tuple[int, int] | None:
     "(width, height) from a JPEG, PNG, BMP or WebP header without decoding, or None if the header does not say."
-    data = bytes(data[:1 << 20])  # every size this reads is near the start (JPEG: after its metadata segments)
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24: return struct.unpack(">II", data[16:24])
-    if data[:2] == b"\xff\xd8": return _jpeg_size(data)
+    data = bytes(data[: 1 << 20])  # every size this reads is near the start (JPEG: after its metadata segments)
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    if data[:2] == b"\xff\xd8":
+        return _jpeg_size(data)
     if data[:2] == b"BM" and len(data) >= 26:
         width, height = struct.unpack("<ii", data[18:26])
         return abs(width), abs(height)  # a negative height is a top-down bitmap
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP": return _webp_size(data)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return _webp_size(data)
     return None
 
 # %% ../nbs/03_images.ipynb #0b7c3a20
@@ -84,27 +94,38 @@ def decode_image(data, source: str = "image") -> np.ndarray:
     if size is None and len(data):  # OpenCV decodes more formats; focusface only those whose size it reads first
         known = next((name for name, magic in _SIGNATURES if data.startswith(magic)), None)
         if known:
-            raise FormatError(f"{source}: a {known} whose header does not give its size ({len(data)} bytes): the file is "
-                              "corrupt or truncated: re-create it from the source images")
-        raise FormatError(f"{source}: not a JPEG, PNG, BMP or WebP image ({len(data)} bytes, starting {shorten(data[:8])}): "
-                          "focusface decodes only those, whose size it reads before decoding; convert it, or re-create "
-                          "the file if it is damaged")
+            raise FormatError(
+                f"{source}: a {known} whose header does not give its size ({len(data)} bytes): the file is "
+                "corrupt or truncated: re-create it from the source images"
+            )
+        raise FormatError(
+            f"{source}: not a JPEG, PNG, BMP or WebP image ({len(data)} bytes, starting {shorten(data[:8])}): "
+            "focusface decodes only those, whose size it reads before decoding; convert it, or re-create "
+            "the file if it is damaged"
+        )
     if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
-        raise FormatError(f"{source}: the image header announces {size[0]}x{size[1]} pixels, more than the "
-                          f"{MAX_IMAGE_PIXELS:,} focusface decodes (focusface.images.MAX_IMAGE_PIXELS); the file is "
-                          "damaged or not a face image")
+        raise FormatError(
+            f"{source}: the image header announces {size[0]}x{size[1]} pixels, more than the "
+            f"{MAX_IMAGE_PIXELS:,} focusface decodes (focusface.images.MAX_IMAGE_PIXELS); the file is "
+            "damaged or not a face image"
+        )
     buf = np.frombuffer(data, np.uint8)
     image = None
     if buf.size:
         try:
-            if _IMREAD_RGB is not None: image = cv2.imdecode(buf, _IMREAD_RGB)
+            if _IMREAD_RGB is not None:
+                image = cv2.imdecode(buf, _IMREAD_RGB)
             else:
                 image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-                if image is not None: image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        except cv2.error: image = None  # some malformed headers make the decoder raise instead of returning None
+                if image is not None:
+                    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        except cv2.error:
+            image = None  # some malformed headers make the decoder raise instead of returning None
     if image is None:
-        raise FormatError(f"{source}: the image bytes ({len(buf)} bytes) do not decode as JPEG/PNG; the file is corrupt "
-                          "or truncated: re-create it from the source images")
+        raise FormatError(
+            f"{source}: the image bytes ({len(buf)} bytes) do not decode as JPEG/PNG; the file is corrupt "
+            "or truncated: re-create it from the source images"
+        )
     return image
 
 # %% ../nbs/03_images.ipynb #7c0a8f6c
@@ -118,11 +139,14 @@ def check_quality(quality) -> int:
 def encode_image(image: np.ndarray, ext: str = ".jpg", quality: int = 95) -> bytes:
     "RGB uint8 (H, W, 3) -> JPEG (`.jpg`, `quality` 1-100) or lossless PNG (`.png`) bytes."
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise FormatError(f"encode_image expects RGB uint8 (H, W, 3), got "
-                          f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}")
+        raise FormatError(
+            f"encode_image expects RGB uint8 (H, W, 3), got "
+            f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}"
+        )
     params = [cv2.IMWRITE_JPEG_QUALITY, check_quality(quality)] if ext.lower() in (".jpg", ".jpeg") else []
     ok, buf = cv2.imencode(ext, cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params)
-    if not ok: raise FormatError(f"OpenCV could not encode an image as {ext}")
+    if not ok:
+        raise FormatError(f"OpenCV could not encode an image as {ext}")
     return buf.tobytes()
 
 # %% ../nbs/03_images.ipynb #c023ddb2
@@ -131,24 +155,34 @@ _SINK = {}  # per process: the scratch file decoder warnings go to
 
 def decode_with_warnings(data, source: str = "image") -> tuple[np.ndarray, str]:
     "`decode_image`, and the warnings the decoder printed (empty for a clean image)."
-    import os, sys, tempfile
-    if isinstance(data, np.ndarray): return decode_image(data, source), ""
+    import os
+    import sys
+    import tempfile
+
+    if isinstance(data, np.ndarray):
+        return decode_image(data, source), ""
     sink = _SINK.get(os.getpid())
-    if sink is None: sink = _SINK[os.getpid()] = tempfile.TemporaryFile()
+    if sink is None:
+        sink = _SINK[os.getpid()] = tempfile.TemporaryFile()
     sys.stderr.flush()
     saved = os.dup(2)
     os.dup2(sink.fileno(), 2)
-    try: image = decode_image(data, source)
+    try:
+        image = decode_image(data, source)
     finally:
-        os.dup2(saved, 2); os.close(saved)
-    sink.seek(0); said = sink.read().decode("utf-8", errors="replace").strip()
-    sink.seek(0); sink.truncate()
+        os.dup2(saved, 2)
+        os.close(saved)
+    sink.seek(0)
+    said = sink.read().decode("utf-8", errors="replace").strip()
+    sink.seek(0)
+    sink.truncate()
     return image, said
 
 # %% ../nbs/03_images.ipynb #9df05a75
 def jpeg_truncated(data) -> bool:
     "True for JPEG bytes that lack their end-of-image marker (cut short); False for whole JPEGs and anything else."
-    if isinstance(data, np.ndarray) or bytes(data[:2]) != b"\xff\xd8": return False
+    if isinstance(data, np.ndarray) or bytes(data[:2]) != b"\xff\xd8":
+        return False
     return not bytes(data[-64:]).rstrip(b"\0\r\n ").endswith(b"\xff\xd9")
 
 # %% ../nbs/03_images.ipynb #06f495e4
@@ -158,16 +192,21 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 def list_image_folder(root) -> list[tuple[str, list[Path]]]:
     "[(identity, sorted image paths)] for `root/<identity>/<image>`, identities sorted; empty folders skipped."
     root = Path(root)
-    if not root.is_dir(): raise FormatError(f"{root}: image folder not found")
+    if not root.is_dir():
+        raise FormatError(f"{root}: image folder not found")
     out = []
     for person in sorted(p for p in root.iterdir() if p.is_dir()):
         images = sorted(p for p in person.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         for p in [person] + images:  # names go into manifests, identity lists and keys, all UTF-8 text
-            try: p.name.encode("utf-8")
+            try:
+                p.name.encode("utf-8")
             except UnicodeEncodeError:
-                raise FormatError(f"{root}: {p.relative_to(root).as_posix().encode('utf-8', 'replace').decode()!r} is not a "
-                                  "UTF-8 file name (its bytes were written in another encoding): rename it") from None
-        if images: out.append((person.name, images))
+                raise FormatError(
+                    f"{root}: {p.relative_to(root).as_posix().encode('utf-8', 'replace').decode()!r} is not a "
+                    "UTF-8 file name (its bytes were written in another encoding): rename it"
+                ) from None
+        if images:
+            out.append((person.name, images))
     if not out:
         flat = sum(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in root.iterdir())
         found = f"{flat} image(s) at its top level, none in an identity folder" if flat else "no images found"

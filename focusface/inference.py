@@ -15,11 +15,11 @@ import numpy as np
 import torch
 
 from .align import align_photo
+from .checkpoints import load_checkpoint
 from .datasets import open_dataset
 from .errors import FocusFaceError, FormatError, shorten
 from .files import allocated_memmap, atomic_file, check_destination, scratch_dir, write_npz
 from .model import FocusFace, resolve_device, with_channel_order
-from .checkpoints import load_checkpoint
 
 # %% auto #0
 __all__ = ['DEFAULT_THRESHOLD', 'THRESHOLD_FMR', 'ONNX_TOLERANCE', 'channel_order_check', 'read_face', 'embed_aligned',
@@ -28,26 +28,36 @@ __all__ = ['DEFAULT_THRESHOLD', 'THRESHOLD_FMR', 'ONNX_TOLERANCE', 'channel_orde
 # %% ../nbs/25_inference.ipynb #a46e9f8c
 def _inference_model(checkpoint, channel_order: str | None = None, device=None) -> FocusFace:
     "`load_checkpoint` as inference wants it: no classifier, on this rank's GPU if there is one (or `device`)."
-    return load_checkpoint(checkpoint, with_classifier=False, channel_order=channel_order, device=resolve_device(device))
+    return load_checkpoint(
+        checkpoint, with_classifier=False, channel_order=channel_order, device=resolve_device(device)
+    )
 
 
 def channel_order_check(checkpoint, pairs, device=None) -> dict:
     "U-U verification accuracy (10-fold) under both channel orders on an evaluation set (a path or `EvalPairs`)."
-    from focusface.evaluate import evaluate_pairs, load_eval_set
     from focusface.evalsets import EvalPairs
+    from focusface.evaluate import evaluate_pairs, load_eval_set
+
     model = _inference_model(checkpoint, device=device)
-    if not isinstance(pairs, EvalPairs): pairs = load_eval_set(pairs)
+    if not isinstance(pairs, EvalPairs):
+        pairs = load_eval_set(pairs)
     where = next(model.parameters()).device
-    return {order: evaluate_pairs(with_channel_order(model, order), pairs, protocols="uu", device=where)["metrics"]["uu"]["accuracy"]
-            for order in ("rgb", "bgr")}
+    return {
+        order: evaluate_pairs(with_channel_order(model, order), pairs, protocols="uu", device=where)["metrics"]["uu"][
+            "accuracy"
+        ]
+        for order in ("rgb", "bgr")
+    }
 
 # %% ../nbs/25_inference.ipynb #7e16aea7
 def read_face(source, *, face: int | None = None, aligner=None):
     "An `AlignedFace` from an image file or an RGB array (photo or aligned 112x112 crop)."
     from focusface.images import decode_image
+
     if isinstance(source, (str, Path)):
         path = Path(source)
-        if not path.is_file(): raise FocusFaceError(f"{path}: no such image file")
+        if not path.is_file():
+            raise FocusFaceError(f"{path}: no such image file")
         return align_photo(decode_image(path.read_bytes(), str(path)), face=face, aligner=aligner, source=str(path))
     return align_photo(source, face=face, aligner=aligner, source="image")
 
@@ -58,21 +68,35 @@ def embed_aligned(model: FocusFace, faces, flip: bool = True) -> tuple[np.ndarra
     return e.float().cpu().numpy(), p.float().cpu().numpy()
 
 # %% ../nbs/25_inference.ipynb #cc80b228
-DEFAULT_THRESHOLD = 0.28      # cosine; ArcFace r100 (MS1M) at FMR 0.1% on LFW (Deb et al., AdvFaces, IJCB 2020)
-THRESHOLD_FMR = 0.001         # the false match rate every threshold here is chosen for
+DEFAULT_THRESHOLD = 0.28  # cosine; ArcFace r100 (MS1M) at FMR 0.1% on LFW (Deb et al., AdvFaces, IJCB 2020)
+THRESHOLD_FMR = 0.001  # the false match rate every threshold here is chosen for
 
 
 def _threshold_from_metrics(path: Path) -> tuple[float, str]:
-    try: metrics = json.loads(path.read_text())
+    try:
+        metrics = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise FormatError(f"{path}: not a readable metrics.json ({e})") from None
-    sets = [name for name, value in metrics.items() if isinstance(value, dict) and isinstance(value.get("uu"), dict)
-            and isinstance(value["uu"].get("threshold_fmr1000"), (int, float))] if isinstance(metrics, dict) else []
-    if not sets: raise FormatError(f"{path}: holds no U-U threshold (uu.threshold_fmr1000): give the metrics.json of a "
-                                   "`focusface evaluate --out` run that included the uu protocol")
+    sets = (
+        [
+            name
+            for name, value in metrics.items()
+            if isinstance(value, dict)
+            and isinstance(value.get("uu"), dict)
+            and isinstance(value["uu"].get("threshold_fmr1000"), (int, float))
+        ]
+        if isinstance(metrics, dict)
+        else []
+    )
+    if not sets:
+        raise FormatError(
+            f"{path}: holds no U-U threshold (uu.threshold_fmr1000): give the metrics.json of a "
+            "`focusface evaluate --out` run that included the uu protocol"
+        )
     uu = metrics[sets[0]]["uu"]
     value = float(uu["threshold_fmr1000"])
-    if uu.get("score") == "authors": value = 1 - 2 * (1 - value) ** 2  # unit vectors: d = 2 (1 - s), cos = 1 - d^2 / 2
+    if uu.get("score") == "authors":
+        value = 1 - 2 * (1 - value) ** 2  # unit vectors: d = 2 (1 - s), cos = 1 - d^2 / 2
     return value, f"U-U at FMR 0.1% on {sets[0]} ({path})"
 
 
@@ -80,58 +104,106 @@ def resolve_threshold(model, threshold=None) -> tuple[float, str]:
     "(cosine threshold, where it comes from): a number, an evaluate metrics.json, the checkpoint's record, the default."
     if threshold is None:
         recorded = getattr(model, "recorded_threshold", None)
-        if recorded is not None: return recorded, "recorded by the checkpoint: U-U at FMR 0.1% on its run's validation pairs"
-        return DEFAULT_THRESHOLD, ("the default for ArcFace r100 models at FMR 0.1% on LFW (Deb et al. 2020), not "
-                                   "measured for this checkpoint: calibrate with `focusface evaluate` and threshold=METRICS.json")
+        if recorded is not None:
+            return recorded, "recorded by the checkpoint: U-U at FMR 0.1% on its run's validation pairs"
+        return DEFAULT_THRESHOLD, (
+            "the default for ArcFace r100 models at FMR 0.1% on LFW (Deb et al. 2020), not "
+            "measured for this checkpoint: calibrate with `focusface evaluate` and threshold=METRICS.json"
+        )
     if isinstance(threshold, bool):
-        raise FocusFaceError(f"threshold must be a cosine similarity in [-1, 1] or an evaluate metrics.json, got {threshold}")
+        raise FocusFaceError(
+            f"threshold must be a cosine similarity in [-1, 1] or an evaluate metrics.json, got {threshold}"
+        )
     if isinstance(threshold, (int, float)):
         value = float(threshold)
     else:
-        try: value = float(threshold)
+        try:
+            value = float(threshold)
         except (TypeError, ValueError):
             path = Path(threshold)
             if not path.is_file():
-                raise FocusFaceError(f"threshold must be a cosine similarity in [-1, 1] or an evaluate metrics.json; "
-                                     f"{shorten(threshold)} is neither (no such file)") from None
+                raise FocusFaceError(
+                    f"threshold must be a cosine similarity in [-1, 1] or an evaluate metrics.json; "
+                    f"{shorten(threshold)} is neither (no such file)"
+                ) from None
             return _threshold_from_metrics(path)
     if not (math.isfinite(value) and -1 <= value <= 1):
         raise FocusFaceError(f"threshold must be a cosine similarity in [-1, 1], got {value}")
     return value, "given"
 
 # %% ../nbs/25_inference.ipynb #50e097f8
-def verify(checkpoint, image_a, image_b, *, threshold=None, channel_order: str | None = None, flip: bool = True,
-           faces=(None, None), aligner=None, device=None) -> dict:
+def verify(
+    checkpoint,
+    image_a,
+    image_b,
+    *,
+    threshold=None,
+    channel_order: str | None = None,
+    flip: bool = True,
+    faces=(None, None),
+    aligner=None,
+    device=None,
+) -> dict:
     "Are the faces of `image_a` and `image_b` the same person? Similarity, decision, threshold and P(masked) of each."
     model = _inference_model(checkpoint, channel_order, device)
     value, source = resolve_threshold(model, threshold)
     aligned = [read_face(image, face=face, aligner=aligner) for image, face in zip((image_a, image_b), faces)]
     embeddings, p_masked = embed_aligned(model, np.stack([a.image for a in aligned]), flip=flip)
     similarity = float(embeddings[0] @ embeddings[1])
-    return dict(similarity=similarity, same=similarity >= value, threshold=value, threshold_source=source,
-                threshold_fmr=THRESHOLD_FMR, channel_order=model.channel_order, mask_head=model.has_mask_head,
-                images=[dict(image=str(image) if isinstance(image, (str, Path)) else "array",
-                             p_masked=float(p) if np.isfinite(p) else None,  # None: the model has no mask head
-                             masked=bool(p >= 0.5) if np.isfinite(p) else None, faces_found=a.faces_found,
-                             detector_score=None if a.face is None else round(a.face.score, 3), note=a.note)
-                        for image, a, p in zip((image_a, image_b), aligned, p_masked)],
-                aligned=[a.image for a in aligned])
+    return dict(
+        similarity=similarity,
+        same=similarity >= value,
+        threshold=value,
+        threshold_source=source,
+        threshold_fmr=THRESHOLD_FMR,
+        channel_order=model.channel_order,
+        mask_head=model.has_mask_head,
+        images=[
+            dict(
+                image=str(image) if isinstance(image, (str, Path)) else "array",
+                p_masked=float(p) if np.isfinite(p) else None,  # None: the model has no mask head
+                masked=bool(p >= 0.5) if np.isfinite(p) else None,
+                faces_found=a.faces_found,
+                detector_score=None if a.face is None else round(a.face.score, 3),
+                note=a.note,
+            )
+            for image, a, p in zip((image_a, image_b), aligned, p_masked)
+        ],
+        aligned=[a.image for a in aligned],
+    )
 
 # %% ../nbs/25_inference.ipynb #24e4baa3
-def embed_dataset(checkpoint, src, out, *, batch_size: int = 64, flip: bool = True, channel_order: str | None = None,
-                  aligner=None, device=None, overwrite: bool = False, progress: bool = False) -> dict:
+def embed_dataset(
+    checkpoint,
+    src,
+    out,
+    *,
+    batch_size: int = 64,
+    flip: bool = True,
+    channel_order: str | None = None,
+    aligner=None,
+    device=None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict:
     "Embed every image of `src` into `out` (.npz); returns counts and the output path."
     from tqdm import tqdm  # the terminal bar: no widget, no notebook warning
+
     from focusface.images import decode_image
+
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise FocusFaceError(f"batch_size must be a positive integer, got {batch_size!r}")
     out = Path(out)
-    if out.suffix != ".npz": raise FocusFaceError(f"{out}: the output must be a .npz file")
-    check_destination(out, overwrite=overwrite, sources=[src] + ([checkpoint] if isinstance(checkpoint, (str, Path)) else []))
+    if out.suffix != ".npz":
+        raise FocusFaceError(f"{out}: the output must be a .npz file")
+    check_destination(
+        out, overwrite=overwrite, sources=[src] + ([checkpoint] if isinstance(checkpoint, (str, Path)) else [])
+    )
     model = _inference_model(checkpoint, channel_order, device)
     source = open_dataset(src)
     count, get, keys = len(source), source.read, source.keys
-    if count == 0: raise FormatError(f"{src}: holds no images")
+    if count == 0:
+        raise FormatError(f"{src}: holds no images")
     size = model.config["embedding_size"]
     with scratch_dir(out, need=2 * count * (size + 1) * 4) as tmp:  # the arrays, then the .npz made of them
         embeddings = allocated_memmap(tmp / "embeddings.npy", np.float32, (count, size), out)
@@ -144,28 +216,52 @@ def embed_dataset(checkpoint, src, out, *, batch_size: int = 64, flip: bool = Tr
                 name, data = get(i)
                 try:
                     aligned = align_photo(decode_image(data, name), aligner=aligner, source=name)
-                    faces.append(aligned.image); rows.append(i); ok[i] = True
-                    if aligned.faces_found > 1: notes[i] = aligned.note
-                except FocusFaceError as e: notes[i] = str(e)
-            embeddings[start:start + batch_size] = np.nan; p_masked[start:start + batch_size] = np.nan
+                    faces.append(aligned.image)
+                    rows.append(i)
+                    ok[i] = True
+                    if aligned.faces_found > 1:
+                        notes[i] = aligned.note
+                except FocusFaceError as e:
+                    notes[i] = str(e)
+            embeddings[start : start + batch_size] = np.nan
+            p_masked[start : start + batch_size] = np.nan
             if faces:
                 e, p = embed_aligned(model, np.stack(faces), flip=flip)
                 embeddings[rows], p_masked[rows] = e, p
             bar.update(min(batch_size, count - start))
         bar.close()
-        embeddings.flush(); p_masked.flush()
+        embeddings.flush()
+        p_masked.flush()
         del embeddings, p_masked
         key_array = np.array(keys, dtype=np.int64 if all(isinstance(k, int) for k in keys) else str)
-        write_npz(out, dict(keys=key_array, embeddings=tmp / "embeddings.npy", p_masked=tmp / "p_masked.npy", ok=ok,
-                             notes=np.array(notes, dtype=str), checkpoint=np.array(str(checkpoint) if isinstance(checkpoint, (str, Path)) else "model"),
-                             channel_order=np.array(model.channel_order), flip=np.array(flip)),
-                   sources=[src] + ([checkpoint] if isinstance(checkpoint, (str, Path)) else []), overwrite=overwrite)
-    return dict(out=str(out), images=count, embedded=int(ok.sum()), failed=int((~ok).sum()),
-                several_faces=sum(bool(n) and o for n, o in zip(notes, ok)), channel_order=model.channel_order)
+        write_npz(
+            out,
+            dict(
+                keys=key_array,
+                embeddings=tmp / "embeddings.npy",
+                p_masked=tmp / "p_masked.npy",
+                ok=ok,
+                notes=np.array(notes, dtype=str),
+                checkpoint=np.array(str(checkpoint) if isinstance(checkpoint, (str, Path)) else "model"),
+                channel_order=np.array(model.channel_order),
+                flip=np.array(flip),
+            ),
+            sources=[src] + ([checkpoint] if isinstance(checkpoint, (str, Path)) else []),
+            overwrite=overwrite,
+        )
+    return dict(
+        out=str(out),
+        images=count,
+        embedded=int(ok.sum()),
+        failed=int((~ok).sum()),
+        several_faces=sum(bool(n) and o for n, o in zip(notes, ok)),
+        channel_order=model.channel_order,
+    )
 
 # %% ../nbs/25_inference.ipynb #29e550ce
 class InferenceModel(torch.nn.Module):
     "What the ONNX file computes: float faces (N, 3, 112, 112) in [-1, 1] -> unit embedding (N, D), P(masked) (N,)."
+
     def __init__(self, model: FocusFace):
         super().__init__()
         self.model = model
@@ -177,19 +273,28 @@ class InferenceModel(torch.nn.Module):
 ONNX_TOLERANCE = 1e-4
 
 
-def export_onnx(checkpoint, out, *, channel_order: str | None = None, opset: int = 17, check_batch: int = 3,
-                overwrite: bool = False) -> dict:
+def export_onnx(
+    checkpoint, out, *, channel_order: str | None = None, opset: int = 17, check_batch: int = 3, overwrite: bool = False
+) -> dict:
     "Write the inference model as ONNX to `out` and check it against PyTorch with onnxruntime."
     try:
-        import onnx, onnxruntime
+        import onnx
+        import onnxruntime
     except ImportError as e:
-        raise FocusFaceError(f'export needs onnx and onnxruntime ({e.name} is missing): pip install "focusface[onnx]"') from None
+        raise FocusFaceError(
+            f'export needs onnx and onnxruntime ({e.name} is missing): pip install "focusface[onnx]"'
+        ) from None
     out = Path(out)
-    if out.suffix != ".onnx": raise FocusFaceError(f"{out}: the output must be a .onnx file")
-    from torch.onnx._constants import ONNX_MIN_OPSET, ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as MAX_OPSET
+    if out.suffix != ".onnx":
+        raise FocusFaceError(f"{out}: the output must be a .onnx file")
+    from torch.onnx._constants import ONNX_MIN_OPSET
+    from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as MAX_OPSET
+
     if isinstance(opset, bool) or not isinstance(opset, int) or not ONNX_MIN_OPSET <= opset <= MAX_OPSET:
-        raise FocusFaceError(f"opset must be an ONNX opset from {ONNX_MIN_OPSET} to {MAX_OPSET} (this PyTorch's exporter), "
-                             f"got {shorten(opset)}")
+        raise FocusFaceError(
+            f"opset must be an ONNX opset from {ONNX_MIN_OPSET} to {MAX_OPSET} (this PyTorch's exporter), "
+            f"got {shorten(opset)}"
+        )
     sources = [checkpoint] if isinstance(checkpoint, (str, Path)) else []
     check_destination(out, overwrite=overwrite, sources=sources)
     model = _inference_model(checkpoint, channel_order, device="cpu")
@@ -197,31 +302,51 @@ def export_onnx(checkpoint, out, *, channel_order: str | None = None, opset: int
     with scratch_dir(out) as tmp, warnings.catch_warnings():  # beside the output, named as every temporary
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
         traced = tmp / "model.onnx"
-        torch.onnx.export(wrapper, (torch.zeros(2, 3, 112, 112),), str(traced), input_names=["faces"],
-                          output_names=["embedding", "p_masked"], opset_version=opset, dynamo=False,
-                          dynamic_axes={"faces": {0: "batch"}, "embedding": {0: "batch"}, "p_masked": {0: "batch"}})
+        torch.onnx.export(
+            wrapper,
+            (torch.zeros(2, 3, 112, 112),),
+            str(traced),
+            input_names=["faces"],
+            output_names=["embedding", "p_masked"],
+            opset_version=opset,
+            dynamo=False,
+            dynamic_axes={"faces": {0: "batch"}, "embedding": {0: "batch"}, "p_masked": {0: "batch"}},
+        )
         proto = onnx.load(str(traced))
     from focusface import __version__
-    meta = dict(channel_order=model.channel_order, input_layout="NCHW float32, 112x112 aligned to the ArcFace template",
-                input_scale="(pixel / 255 - 0.5) / 0.5",
-                outputs="embedding: unit identity embedding; p_masked: P(face wears a mask)" + (
-                    "" if model.has_mask_head else " (NaN: this model has no mask head)"),
-                mask_head="yes" if model.has_mask_head else "none",
-                backbone=str(model.config["backbone"]), source=str(checkpoint) if sources else "model",
-                producer=f"focusface {__version__}")
+
+    meta = dict(
+        channel_order=model.channel_order,
+        input_layout="NCHW float32, 112x112 aligned to the ArcFace template",
+        input_scale="(pixel / 255 - 0.5) / 0.5",
+        outputs="embedding: unit identity embedding; p_masked: P(face wears a mask)"
+        + ("" if model.has_mask_head else " (NaN: this model has no mask head)"),
+        mask_head="yes" if model.has_mask_head else "none",
+        backbone=str(model.config["backbone"]),
+        source=str(checkpoint) if sources else "model",
+        producer=f"focusface {__version__}",
+    )
     for key, value in meta.items():
-        entry = proto.metadata_props.add(); entry.key, entry.value = key, value
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
     data = proto.SerializeToString()
     session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
     faces = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (check_batch, 3, 112, 112)).astype(np.float32))
-    with torch.no_grad(): expected = [t.numpy() for t in wrapper(faces)]
+    with torch.no_grad():
+        expected = [t.numpy() for t in wrapper(faces)]
     got = session.run(None, {"faces": faces.numpy()})
-    gap = lambda a, b: float(np.where(np.isnan(a) & np.isnan(b), 0.0, np.abs(a - b)).max())  # NaN: no mask head, in both
+
+    def gap(a, b):
+        return float(np.where(np.isnan(a) & np.isnan(b), 0.0, np.abs(a - b)).max())  # NaN: no mask head, in both
+
     diff = dict(embedding=gap(got[0], expected[0]), p_masked=gap(got[1], expected[1]))
     if not all(np.isfinite(v) for v in diff.values()):
         raise FocusFaceError(f"{out}: the ONNX model's outputs are not finite where PyTorch's are; not written")
     if max(diff.values()) > ONNX_TOLERANCE:
-        raise FocusFaceError(f"{out}: the ONNX model differs from PyTorch by {max(diff.values()):.2e} (more than "
-                             f"{ONNX_TOLERANCE}); not written")
-    with atomic_file(out, overwrite=overwrite, sources=sources) as f: f.write(data)
+        raise FocusFaceError(
+            f"{out}: the ONNX model differs from PyTorch by {max(diff.values()):.2e} (more than "
+            f"{ONNX_TOLERANCE}); not written"
+        )
+    with atomic_file(out, overwrite=overwrite, sources=sources) as f:
+        f.write(data)
     return dict(out=str(out), max_abs_diff=diff, check_batch=check_batch, opset=opset, metadata=meta, bytes=len(data))

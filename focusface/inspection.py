@@ -24,24 +24,45 @@ def describe(path) -> dict:
     kind = source.kind
     if isinstance(source, RecSource):
         ds = source.dataset
-        if not len(ds): raise FormatError(f"{path}: the rec holds no images (train.idx lists {len(ds.records)} records)")
+        if not len(ds):
+            raise FormatError(f"{path}: the rec holds no images (train.idx lists {len(ds.records)} records)")
         per_id = ds.images_per_identity()
-        return dict(kind=kind, path=str(path), images=len(ds), identities=int((per_id > 0).sum()),
-                    num_classes=ds.num_classes, header=ds.has_header, image_size=list(ds[0][0].shape[:2]),
-                    images_per_identity=dict(min=int(per_id.min()), median=float(np.median(per_id)), max=int(per_id.max())))
+        return dict(
+            kind=kind,
+            path=str(path),
+            images=len(ds),
+            identities=int((per_id > 0).sum()),
+            num_classes=ds.num_classes,
+            header=ds.has_header,
+            image_size=list(ds[0][0].shape[:2]),
+            images_per_identity=dict(min=int(per_id.min()), median=float(np.median(per_id)), max=int(per_id.max())),
+        )
     first = decode_image(source.read(0)[1], source.read(0)[0])
     if not isinstance(source, BinSource):  # a folder of images: identities are its sub-folders, if it has them
         groups = {}
-        for key in source.keys: groups[key.rpartition("/")[0]] = groups.get(key.rpartition("/")[0], 0) + 1
+        for key in source.keys:
+            groups[key.rpartition("/")[0]] = groups.get(key.rpartition("/")[0], 0) + 1
         counts = np.array(list(groups.values()))
-        per_identity = {} if "" in groups else dict(
-            identities=len(groups), images_per_identity=dict(min=int(counts.min()), median=float(np.median(counts)),
-                                                             max=int(counts.max())))
+        per_identity = (
+            {}
+            if "" in groups
+            else dict(
+                identities=len(groups),
+                images_per_identity=dict(min=int(counts.min()), median=float(np.median(counts)), max=int(counts.max())),
+            )
+        )
         return dict(kind=kind, path=str(path), images=len(source), image_size=list(first.shape[:2]), **per_identity)
     pairs = source.pairs
-    return dict(kind=kind, path=str(path), pairs=len(pairs), genuine=int(pairs.issame.sum()),
-                impostor=int((~pairs.issame).sum()), images=len(pairs.images), image_size=list(first.shape[:2]),
-                stored="arrays" if isinstance(pairs.images[0], np.ndarray) else "encoded")
+    return dict(
+        kind=kind,
+        path=str(path),
+        pairs=len(pairs),
+        genuine=int(pairs.issame.sum()),
+        impostor=int((~pairs.issame).sum()),
+        images=len(pairs.images),
+        image_size=list(first.shape[:2]),
+        stored="arrays" if isinstance(pairs.images[0], np.ndarray) else "encoded",
+    )
 
 # %% ../nbs/07_inspection.ipynb #d00b8eae
 def sample_images(path, n: int = 16) -> list:
@@ -51,13 +72,15 @@ def sample_images(path, n: int = 16) -> list:
     if source.paired:
         firsts = np.unique(np.linspace(0, count // 2 - 1, max(1, min(n // 2, count // 2))).astype(int)) * 2
         picks = [i for f in firsts for i in (f, f + 1)]
-    else: picks = np.unique(np.linspace(0, count - 1, min(n, count)).astype(int)).tolist()
+    else:
+        picks = np.unique(np.linspace(0, count - 1, min(n, count)).astype(int)).tolist()
     return [decode_image(get(int(i))[1], get(int(i))[0]) for i in picks]
 
 # %% ../nbs/07_inspection.ipynb #e33eb9e0
 def check_images(path, progress: bool = False) -> tuple[int, list[str]]:
     "(images checked, [what is wrong with each image that does not decode])."
     from tqdm import tqdm  # the terminal bar: no widget, no notebook warning
+
     source = open_dataset(path)
     count, get = len(source), source.read
     bad = []
@@ -67,18 +90,24 @@ def check_images(path, progress: bool = False) -> tuple[int, list[str]]:
             image, said = decode_with_warnings(data, name)
             if said or jpeg_truncated(data):
                 bad.append(f"{name}: decodes with damage ({said.splitlines()[0] if said else 'no JPEG end marker'})")
-        except FocusFaceError as e: bad.append(str(e))
+        except FocusFaceError as e:
+            bad.append(str(e))
     return count, bad
 
 # %% ../nbs/07_inspection.ipynb #33539e63
 def contact_sheet(images, columns: int = 8, tile: int = 112):
     "Tile RGB images (resized to `tile` px) into one RGB uint8 grid."
     import cv2
-    if not len(images): raise FocusFaceError("a contact sheet needs at least one image")
-    if columns < 1: raise FocusFaceError(f"columns must be at least 1, got {columns}")
+
+    if not len(images):
+        raise FocusFaceError("a contact sheet needs at least one image")
+    if columns < 1:
+        raise FocusFaceError(f"columns must be at least 1, got {columns}")
     rows, cols = -(-len(images) // columns), min(columns, len(images))
     sheet = np.full((rows * tile, cols * tile, 3), 255, np.uint8)
     for i, image in enumerate(images):
         r, c = divmod(i, columns)
-        sheet[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] = cv2.resize(image, (tile, tile), interpolation=cv2.INTER_AREA)
+        sheet[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile] = cv2.resize(
+            image, (tile, tile), interpolation=cv2.INTER_AREA
+        )
     return sheet

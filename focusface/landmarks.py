@@ -22,14 +22,16 @@ __all__ = ['FACE_BOX', 'LANDMARK_TOLERANCE', 'check_landmarks', 'synthetic_shape
 
 # %% ../nbs/10_landmarks.ipynb #cae975d4
 FACE_BOX = (11.0, 26.0, 101.0, 116.0)  # left, top, right, bottom in the 112x112 crop (see above)
-LANDMARK_TOLERANCE = 8.0              # template px: mean distance of the five points to the template's
+LANDMARK_TOLERANCE = 8.0  # template px: mean distance of the five points to the template's
 
 
 def check_landmarks(shape68, size: int = TEMPLATE_SIZE) -> str:
     "Why the 68 landmarks (68, 2) of an aligned crop of `size` px look wrong, or '' when they look right."
     shape = np.asarray(shape68, np.float64)
-    if shape.shape != (68, 2): return f"expected 68 landmarks shaped (68, 2), got {shape.shape}"
-    if not np.isfinite(shape).all(): return "landmarks are not finite numbers"
+    if shape.shape != (68, 2):
+        return f"expected 68 landmarks shaped (68, 2), got {shape.shape}"
+    if not np.isfinite(shape).all():
+        return "landmarks are not finite numbers"
     shape = shape * (TEMPLATE_SIZE / size)
     off = float(np.linalg.norm(five_points(shape) - TEMPLATE_LANDMARKS, axis=1).mean())
     if off > LANDMARK_TOLERANCE:
@@ -44,7 +46,8 @@ def synthetic_shape68(size: int = TEMPLATE_SIZE) -> np.ndarray:
     "68 landmarks (68, 2) of a plain frontal face on the template: eyes, nose, mouth corners, jaw; for checks and examples."
     shape = np.zeros((68, 2))
     shape[36:42], shape[42:48], shape[30], shape[48], shape[54] = TEMPLATE_LANDMARKS
-    shape[27:31, 0] = TEMPLATE_LANDMARKS[2, 0]; shape[27:30, 1] = [52, 58, 64]  # the nose bridge
+    shape[27:31, 0] = TEMPLATE_LANDMARKS[2, 0]
+    shape[27:30, 1] = [52, 58, 64]  # the nose bridge
     jaw_y, nose_x = np.linspace(50, 120, 9), float(TEMPLATE_LANDMARKS[2, 0])
     shape[0:9] = np.stack([np.linspace(nose_x - 38, nose_x, 9), jaw_y], 1)
     shape[8:17] = np.stack([np.linspace(nose_x, nose_x + 38, 9), jaw_y[::-1]], 1)
@@ -53,24 +56,39 @@ def synthetic_shape68(size: int = TEMPLATE_SIZE) -> np.ndarray:
 # %% ../nbs/10_landmarks.ipynb #de3804f7
 class LandmarkTable(WorkerShared):
     "A landmarks file opened for lookup by image key; `get(key)` -> (68 landmarks or None, why not)."
+
     def __init__(self, path):
         self.path = Path(path)
-        if not self.path.is_file(): raise FormatError(f"{self.path}: landmarks file not found; make it with `focusface landmarks`")
+        if not self.path.is_file():
+            raise FormatError(f"{self.path}: landmarks file not found; make it with `focusface landmarks`")
         try:  # mapped, not read: MS1M-ArcFace's table is 3.5 GB, and every process and worker maps the same pages
             z = map_npz(self.path)
             keys, self.landmarks, self.ok, self.notes = z["keys"], z["landmarks"], z["ok"], z["notes"]
             self.image_size = int(z["image_size"][()])
             self.fingerprint = str(z["fingerprint"][()]) if "fingerprint" in z else None  # None: written before
-        except (OSError, ValueError, KeyError, EOFError, NotImplementedError, zipfile.BadZipFile) as e:  # e.g. a cut file
-            raise FormatError(f"{self.path}: not a landmarks file of `focusface landmarks` ({type(e).__name__}: {e})") from None
+        except (
+            OSError,
+            ValueError,
+            KeyError,
+            EOFError,
+            NotImplementedError,
+            zipfile.BadZipFile,
+        ) as e:  # e.g. a cut file
+            raise FormatError(
+                f"{self.path}: not a landmarks file of `focusface landmarks` ({type(e).__name__}: {e})"
+            ) from None
         n = len(keys)
         if self.landmarks.shape != (n, 68, 2) or self.ok.shape != (n,) or self.notes.shape != (n,):
-            raise FormatError(f"{self.path}: its arrays disagree (keys {keys.shape}, landmarks {self.landmarks.shape}, "
-                              f"ok {self.ok.shape}): the file is damaged; make it again")
+            raise FormatError(
+                f"{self.path}: its arrays disagree (keys {keys.shape}, landmarks {self.landmarks.shape}, "
+                f"ok {self.ok.shape}): the file is damaged; make it again"
+            )
         self.integer_keys = keys.dtype.kind in "iu"
         if self.integer_keys:  # sorted arrays, not a dict: millions of keys stay compact and shared with workers
-            self.order = np.argsort(keys, kind="stable"); self.sorted_keys = keys[self.order]
-        else: self.index = {str(k): i for i, k in enumerate(keys)}
+            self.order = np.argsort(keys, kind="stable")
+            self.sorted_keys = keys[self.order]
+        else:
+            self.index = {str(k): i for i, k in enumerate(keys)}
         self.count = n
 
     @cached_property
@@ -78,30 +96,38 @@ class LandmarkTable(WorkerShared):
         "The file's SHA-256 (what a manifest records), computed when first asked for: the trainer never needs it."
         digest = hashlib.sha256()
         with open(self.path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""): digest.update(block)
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
         return digest.hexdigest()
 
     def check_source(self, src) -> bool:
         "Refuse a landmarks file of another dataset; True when checked, False for a file older than fingerprints."
         from focusface.datasets import source_fingerprint
-        if self.fingerprint is None: return False
+
+        if self.fingerprint is None:
+            return False
         theirs = source_fingerprint(src)
         if self.fingerprint != theirs:
-            raise FormatError(f"{self.path}: the landmarks of another dataset (fingerprint {self.fingerprint}, {src} has "
-                              f"{theirs}): make them for this one with `focusface landmarks {src} OUT.npz`")
+            raise FormatError(
+                f"{self.path}: the landmarks of another dataset (fingerprint {self.fingerprint}, {src} has "
+                f"{theirs}): make them for this one with `focusface landmarks {src} OUT.npz`"
+            )
         return True
 
     def _position(self, key) -> int | None:
         if self.integer_keys:
-            if isinstance(key, str) or not isinstance(key, (int, np.integer)): return None
+            if isinstance(key, str) or not isinstance(key, (int, np.integer)):
+                return None
             j = int(np.searchsorted(self.sorted_keys, key))
             return int(self.order[j]) if j < self.count and self.sorted_keys[j] == key else None
         return self.index.get(str(key))
 
     def get(self, key) -> tuple[np.ndarray | None, str]:
         i = self._position(key)
-        if i is None: return None, f"no landmarks for key {key!r} in {self.path.name}"
-        if not self.ok[i]: return None, str(self.notes[i])
+        if i is None:
+            return None, f"no landmarks for key {key!r} in {self.path.name}"
+        if not self.ok[i]:
+            return None, str(self.notes[i])
         return self.landmarks[i], ""
 
     def coverage(self, keys) -> tuple[int, int]:
@@ -111,7 +137,9 @@ class LandmarkTable(WorkerShared):
             wanted = np.asarray(keys, np.int64)
             j = np.minimum(np.searchsorted(self.sorted_keys, wanted), self.count - 1)
             fitted = int(((self.sorted_keys[j] == wanted) & self.ok[self.order[j]]).sum())
-        else: fitted = sum(1 for k in keys if self.get(k)[0] is not None)
+        else:
+            fitted = sum(1 for k in keys if self.get(k)[0] is not None)
         return fitted, len(keys) - fitted
 
-    def __len__(self) -> int: return self.count
+    def __len__(self) -> int:
+        return self.count

@@ -12,11 +12,12 @@ import numpy as np
 
 from .datasets import InsightFaceDataset
 from .errors import FocusFaceError, FormatError
+from .evalsets import EvalPairs
 from .files import WorkerShared, die_with, worker_tempdir
 from .images import decode_image
+from .maskfit import fitted_sampler
 from .masks import apply_mask
 from .maskspec import DEFAULT_SPEC, MaskSampler
-from .maskfit import fitted_sampler
 
 # %% auto #0
 __all__ = ['image_classes', 'PairedFaces', 'PairBatchSampler', 'make_loader', 'batch_grid', 'holdout_pairs', 'check_labels',
@@ -25,11 +26,13 @@ __all__ = ['image_classes', 'PairedFaces', 'PairBatchSampler', 'make_loader', 'b
 # %% ../nbs/26_loaders.ipynb #e4043a4e
 def image_classes(faces: InsightFaceDataset) -> np.ndarray:
     "The class id of each image of `faces`, in `faces.image_keys` order."
-    if not faces.has_header: return faces.labels()
+    if not faces.has_header:
+        return faces.labels()
     ranges = faces.identity_ranges()  # identity record i covers the images of class i (insightface's packing)
     classes = np.full(len(faces.image_keys), -1, np.int64)
     first = int(faces.image_keys[0]) if len(faces.image_keys) else 1
-    for label, (start, end) in enumerate(ranges): classes[start - first:end - first] = label
+    for label, (start, end) in enumerate(ranges):
+        classes[start - first : end - first] = label
     spot = np.unique(np.linspace(0, len(classes) - 1, min(len(classes), 64)).astype(int))  # trust, but verify
     if (classes < 0).any() or any(faces.label_of(int(faces.image_keys[i])) != classes[i] for i in spot):
         return faces.labels()
@@ -41,27 +44,37 @@ _PAIR_STREAM = 0x70616972  # "pair": keeps these draws apart from every other se
 
 class PairedFaces(WorkerShared):
     "Training items over an insightface folder: unmasked view, masked view, class id, mask label, per (index, epoch)."
-    def __init__(self, root, *,
-                 spec: str = DEFAULT_SPEC,     # mask choices (`focusface.maskspec.parse_spec`)
-                 seed: int = 0,                # seeds masks, flips and unmasked pairs, with the epoch and image key
-                 unmasked_share: float = 0.0,  # share of pairs whose second view stays unmasked (mask label 0)
-                 flip: bool = True,            # a random horizontal flip, the same for both views
-                 new_mask_each_epoch: bool = True,  # draw a new mask for an image every epoch
-                 masked_root=None,             # a pre-masked copy of `root` to read masked views from
-                 masked_views: bool = True,    # False: unmasked views only (the ArcFace baseline)
-                 exclude_classes=(),           # class ids held out of training (for validation pairs)
-                 landmarks=None):              # a landmarks file of `root` (focusface landmarks): masks fitted to each face
+
+    def __init__(
+        self,
+        root,
+        *,
+        spec: str = DEFAULT_SPEC,  # mask choices (`focusface.maskspec.parse_spec`)
+        seed: int = 0,  # seeds masks, flips and unmasked pairs, with the epoch and image key
+        unmasked_share: float = 0.0,  # share of pairs whose second view stays unmasked (mask label 0)
+        flip: bool = True,  # a random horizontal flip, the same for both views
+        new_mask_each_epoch: bool = True,  # draw a new mask for an image every epoch
+        masked_root=None,  # a pre-masked copy of `root` to read masked views from
+        masked_views: bool = True,  # False: unmasked views only (the ArcFace baseline)
+        exclude_classes=(),  # class ids held out of training (for validation pairs)
+        landmarks=None,
+    ):  # a landmarks file of `root` (focusface landmarks): masks fitted to each face
         if not 0.0 <= unmasked_share <= 1.0:
             raise FocusFaceError(f"unmasked_share must be in [0, 1], got {unmasked_share}")
         self.faces = InsightFaceDataset(root)
-        if not len(self.faces): raise FormatError(f"{root}: the training set holds no images")
+        if not len(self.faces):
+            raise FormatError(f"{root}: the training set holds no images")
         self.masked = InsightFaceDataset(masked_root) if masked_root is not None else None
         if self.masked is not None and not np.array_equal(self.masked.image_keys, self.faces.image_keys):
-            raise FormatError(f"{masked_root}: its image keys differ from {root}'s; a pre-masked copy must come from "
-                              "`focusface mask` on the same rec")
+            raise FormatError(
+                f"{masked_root}: its image keys differ from {root}'s; a pre-masked copy must come from "
+                "`focusface mask` on the same rec"
+            )
         if self.masked is not None and landmarks is not None:
-            raise FocusFaceError("landmarks fit masks drawn on the fly; a pre-masked copy (masked_train) has its masks "
-                                 "already: give one or the other (`focusface mask --landmarks` fits the pre-masked copy)")
+            raise FocusFaceError(
+                "landmarks fit masks drawn on the fly; a pre-masked copy (masked_train) has its masks "
+                "already: give one or the other (`focusface mask --landmarks` fits the pre-masked copy)"
+            )
         self.sampler = fitted_sampler(MaskSampler(spec, seed), landmarks, source=root)
         self.seed, self.unmasked_share, self.flip = int(seed), float(unmasked_share), flip
         self.new_mask_each_epoch, self.masked_views = new_mask_each_epoch, masked_views
@@ -70,9 +83,11 @@ class PairedFaces(WorkerShared):
         if len(exclude_classes):
             classes = image_classes(self.faces)
             self.keys = self.faces.image_keys[~np.isin(classes, np.asarray(list(exclude_classes), np.int64))]
-            if not len(self.keys): raise FormatError(f"{root}: every image belongs to a held-out class")
+            if not len(self.keys):
+                raise FormatError(f"{root}: every image belongs to a held-out class")
 
-    def __len__(self) -> int: return len(self.keys)
+    def __len__(self) -> int:
+        return len(self.keys)
 
     def item(self, index: int, epoch: int = 0) -> dict:
         "The training item of image `index` in `epoch`: `unmasked`, `masked` (RGB uint8 HWC), `label`, `is_masked`."
@@ -84,7 +99,8 @@ class PairedFaces(WorkerShared):
         mirror, keep_unmasked = rng.random() < 0.5, rng.random() < self.unmasked_share
         out = dict(label=label, key=key)
         if self.masked_views:
-            if keep_unmasked: masked, is_masked = face, 0
+            if keep_unmasked:
+                masked, is_masked = face, 0
             elif self.masked is not None:
                 masked = decode_image(self.masked.read(key)[1], source=f"{self.masked.records.rec_path} key {key}")
                 is_masked = 1
@@ -102,8 +118,10 @@ class PairedFaces(WorkerShared):
         return self.item(int(index), int(epoch))
 
     def __repr__(self):
-        return (f"PairedFaces({str(self.faces.root)!r}: {len(self)} images, {self.num_classes} classes, "
-                f"{self.sampler!r}, unmasked_share={self.unmasked_share})")
+        return (
+            f"PairedFaces({str(self.faces.root)!r}: {len(self)} images, {self.num_classes} classes, "
+            f"{self.sampler!r}, unmasked_share={self.unmasked_share})"
+        )
 
 # %% ../nbs/26_loaders.ipynb #26b2e3c4
 _ORDER_STREAM = 0x6F726465  # "orde(r)"
@@ -111,15 +129,27 @@ _ORDER_STREAM = 0x6F726465  # "orde(r)"
 
 class PairBatchSampler:
     "Global batches of (index, epoch), each rank taking its slice, from a start position through `epochs` epochs."
-    def __init__(self, size: int, global_batch: int, *,
-                 seed: int = 0,     # seeds each epoch's permutation, with the epoch
-                 rank: int = 0, world: int = 1,
-                 epochs: int = 1,   # epochs to run through (the last one is `epochs - 1`)
-                 start_epoch: int = 0, start_step: int = 0):  # where to begin (a resumed run's position)
+
+    def __init__(
+        self,
+        size: int,
+        global_batch: int,
+        *,
+        seed: int = 0,  # seeds each epoch's permutation, with the epoch
+        rank: int = 0,
+        world: int = 1,
+        epochs: int = 1,  # epochs to run through (the last one is `epochs - 1`)
+        start_epoch: int = 0,
+        start_step: int = 0,
+    ):  # where to begin (a resumed run's position)
         if global_batch < 1 or global_batch % world:
-            raise FocusFaceError(f"the global batch ({global_batch}) must be a positive multiple of the process count ({world})")
+            raise FocusFaceError(
+                f"the global batch ({global_batch}) must be a positive multiple of the process count ({world})"
+            )
         if size < global_batch:
-            raise FocusFaceError(f"{size} training images are fewer than one global batch of {global_batch}: lower batch_size")
+            raise FocusFaceError(
+                f"{size} training images are fewer than one global batch of {global_batch}: lower batch_size"
+            )
         self.size, self.global_batch, self.seed, self.rank, self.world = size, global_batch, int(seed), rank, world
         self.local_batch, self.epochs = global_batch // world, epochs
         self.steps_per_epoch = size // global_batch  # the last incomplete batch is dropped, as usual
@@ -134,8 +164,10 @@ class PairBatchSampler:
             order = self.order(epoch)
             first = self.start_step if epoch == self.start_epoch else 0
             for step in range(first, self.steps_per_epoch):
-                chunk = order[step * self.global_batch:(step + 1) * self.global_batch]
-                yield [(int(i), epoch) for i in chunk[self.rank * self.local_batch:(self.rank + 1) * self.local_batch]]
+                chunk = order[step * self.global_batch : (step + 1) * self.global_batch]
+                yield [
+                    (int(i), epoch) for i in chunk[self.rank * self.local_batch : (self.rank + 1) * self.local_batch]
+                ]
 
     def __len__(self) -> int:
         return max(0, (self.epochs - self.start_epoch) * self.steps_per_epoch - self.start_step)
@@ -145,24 +177,38 @@ def _worker_init(worker_id: int, parent: int | None = None) -> None:
     "One thread per worker (the workers are the parallelism: more would oversubscribe), and no life after the run's."
     import cv2
     import torch
-    cv2.setNumThreads(1); torch.set_num_threads(1)
-    if parent is not None: die_with(parent)  # forkserver workers are not the run's children: no parent-death signal
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    if parent is not None:
+        die_with(parent)  # forkserver workers are not the run's children: no parent-death signal
 
 
 def make_loader(dataset: PairedFaces, batch_sampler: PairBatchSampler, *, workers: int = 2, pin_memory: bool = False):
     "A `DataLoader` of `batch_sampler`'s batches: dicts of uint8 (N, H, W, 3) tensors, labels and keys."
     import torch
     from torch.utils.data import DataLoader
-    if workers < 0: raise FocusFaceError(f"workers must be >= 0, got {workers}")
+
+    if workers < 0:
+        raise FocusFaceError(f"workers must be >= 0, got {workers}")
     # its own generator: the loader must not draw from torch's global one, or a resumed run would diverge from
     # an uninterrupted one (the loader is created at a different point of the run)
     options = dict(num_workers=workers, pin_memory=pin_memory, generator=torch.Generator().manual_seed(0))
     if workers:
         import multiprocessing as mp  # forkserver: clean workers, never a fork of a kernel or a process holding threads
-        worker_tempdir()              # the pool's sockets in a folder that a killed run does not leave behind
-        import functools, os
-        options.update(worker_init_fn=functools.partial(_worker_init, parent=os.getpid()), persistent_workers=True, prefetch_factor=4,
-                       multiprocessing_context=mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"))
+
+        worker_tempdir()  # the pool's sockets in a folder that a killed run does not leave behind
+        import functools
+        import os
+
+        options.update(
+            worker_init_fn=functools.partial(_worker_init, parent=os.getpid()),
+            persistent_workers=True,
+            prefetch_factor=4,
+            multiprocessing_context=mp.get_context(
+                "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+            ),
+        )
     return DataLoader(dataset, batch_sampler=batch_sampler, **options)
 
 # %% ../nbs/26_loaders.ipynb #7f4558fa
@@ -170,33 +216,47 @@ def batch_grid(batch: dict, count: int = 8) -> np.ndarray:
     "An RGB uint8 picture of a batch: its first `count` unmasked views above their masked views."
     unmasked = np.asarray(batch["unmasked"][:count])
     rows = [np.concatenate(list(unmasked), 1)]
-    if "masked" in batch: rows.append(np.concatenate(list(np.asarray(batch["masked"][:count])), 1))
+    if "masked" in batch:
+        rows.append(np.concatenate(list(np.asarray(batch["masked"][:count])), 1))
     return np.concatenate(rows, 0)
 
 # %% ../nbs/26_loaders.ipynb #bfab7d12
-def holdout_pairs(root, *, identities: int = 500, pairs_per_fold: int = 300, seed: int = 0) -> tuple[list[int], "EvalPairs"]:
+def holdout_pairs(
+    root, *, identities: int = 500, pairs_per_fold: int = 300, seed: int = 0
+) -> tuple[list[int], EvalPairs]:
     "(held-out class ids, a verification set of pairs of their images) from an insightface training folder."
-    from focusface.evalsets import EvalPairs
     faces = InsightFaceDataset(root)
     classes = image_classes(faces)
     counts = np.bincount(classes, minlength=faces.num_classes)
     candidates = np.flatnonzero(counts >= 2)  # a genuine pair needs two images
     if len(candidates) < max(identities, 20):
-        raise FocusFaceError(f"{root}: {len(candidates)} identities have two or more images; {identities} held out "
-                             "need at least that many (and at least 20)")
-    if pairs_per_fold % 2: raise FocusFaceError(f"pairs_per_fold must be even, got {pairs_per_fold}")
+        raise FocusFaceError(
+            f"{root}: {len(candidates)} identities have two or more images; {identities} held out "
+            "need at least that many (and at least 20)"
+        )
+    if pairs_per_fold % 2:
+        raise FocusFaceError(f"pairs_per_fold must be even, got {pairs_per_fold}")
     rng = np.random.default_rng([int(seed), 0x686F6C64])  # "hold"
     held = np.sort(rng.choice(candidates, identities, replace=False))
     members = np.array_split(rng.permutation(held), 10)
     images_of = {int(c): faces.image_keys[classes == c] for c in held}
-    pick = lambda c, k=1: rng.choice(images_of[int(c)], k, replace=False)
+
+    def pick(c, k=1):
+        return rng.choice(images_of[int(c)], k, replace=False)
+
     keys, issame = [], []
     for fold in members:
-        for _ in range(pairs_per_fold // 2): keys += list(pick(rng.choice(fold), 2)); issame.append(True)
         for _ in range(pairs_per_fold // 2):
-            a, b = rng.choice(fold, 2, replace=False); keys += [pick(a)[0], pick(b)[0]]; issame.append(False)
+            keys += list(pick(rng.choice(fold), 2))
+            issame.append(True)
+        for _ in range(pairs_per_fold // 2):
+            a, b = rng.choice(fold, 2, replace=False)
+            keys += [pick(a)[0], pick(b)[0]]
+            issame.append(False)
     images = [faces.read(int(k))[1] for k in keys]
-    return [int(c) for c in held], EvalPairs(images, issame, name="holdout", source=f"{root}: {identities} held-out identities")
+    return [int(c) for c in held], EvalPairs(
+        images, issame, name="holdout", source=f"{root}: {identities} held-out identities"
+    )
 
 # %% ../nbs/26_loaders.ipynb #c4ec1ab6
 def check_labels(faces, limit: int = 200_000) -> None:
@@ -205,12 +265,18 @@ def check_labels(faces, limit: int = 200_000) -> None:
         ranges = faces.identity_ranges()
         keys = np.unique(np.concatenate([ranges[:, 0], np.maximum(ranges[:, 1] - 1, ranges[:, 0])]))
         keys = keys[(keys >= 1) & (keys < len(faces) + 1)]
-    else: keys = faces.image_keys
-    for key in keys: faces.label_of(int(key))  # raises a FormatError naming the record
+    else:
+        keys = faces.image_keys
+    for key in keys:
+        faces.label_of(int(key))  # raises a FormatError naming the record
 
 # %% ../nbs/26_loaders.ipynb #9a4ee25b
 def read_holdout(path) -> list[int]:
-    if not path: return []
-    try: return [int(line) for line in Path(path).read_text().split()]
-    except FileNotFoundError: raise FocusFaceError(f"{path}: holdout file not found (class ids, one a line)") from None
-    except ValueError: raise FocusFaceError(f"{path}: a holdout file holds class ids, one a line") from None
+    if not path:
+        return []
+    try:
+        return [int(line) for line in Path(path).read_text().split()]
+    except FileNotFoundError:
+        raise FocusFaceError(f"{path}: holdout file not found (class ids, one a line)") from None
+    except ValueError:
+        raise FocusFaceError(f"{path}: a holdout file holds class ids, one a line") from None

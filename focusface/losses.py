@@ -20,12 +20,17 @@ __all__ = ['MARGIN_HEADS', 'CONTRASTIVE', 'MarginHead', 'ArcFace', 'CosFace', 'c
 # %% ../nbs/16_losses.ipynb #ed3ada22
 class MarginHead(nn.Module):
     "Class centres + cosine logits; subclasses add a margin to the target class."
+
     def __init__(self, embedding_size: int, num_classes: int, *, s: float = 64.0, m: float = 0.5):
         super().__init__()
-        if num_classes < 2: raise FocusFaceError(f"num_classes must be >= 2, got {num_classes}")
-        if s <= 0: raise FocusFaceError(f"scale s must be positive, got {s}")
+        if num_classes < 2:
+            raise FocusFaceError(f"num_classes must be >= 2, got {num_classes}")
+        if s <= 0:
+            raise FocusFaceError(f"scale s must be positive, got {s}")
         self.embedding_size, self.num_classes, self.s, self.m = embedding_size, num_classes, float(s), float(m)
-        self.check_labels = True  # the trainer turns it off: its labels were checked on load, and reading them waits for the device
+        self.check_labels = (
+            True  # the trainer turns it off: its labels were checked on load, and reading them waits for the device
+        )
         self.weight = nn.Parameter(torch.empty(num_classes, embedding_size))
         nn.init.normal_(self.weight, std=0.01)
 
@@ -45,7 +50,9 @@ class MarginHead(nn.Module):
         if labels.shape != (cos.shape[0],):
             raise FocusFaceError(f"labels must be shaped ({cos.shape[0]},), got {tuple(labels.shape)}")
         if self.check_labels and labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise FocusFaceError(f"labels must be in [0, {self.num_classes}), got range [{int(labels.min())}, {int(labels.max())}]")
+            raise FocusFaceError(
+                f"labels must be in [0, {self.num_classes}), got range [{int(labels.min())}, {int(labels.max())}]"
+            )
         cos_target = cos.gather(1, labels[:, None])
         logits = cos.scatter(1, labels[:, None], self.target_logit(cos_target))
         return logits * self.s
@@ -56,6 +63,7 @@ class MarginHead(nn.Module):
 # %% ../nbs/16_losses.ipynb #eeaf2272
 class ArcFace(MarginHead):
     "Additive angular margin: s*cos(theta_y + m) for the target (Deng et al. 2019), linear fallback past pi - m."
+
     def target_logit(self, cos_target):
         cos_target = cos_target.clamp(-1.0, 1.0)
         sin_target = torch.sqrt((1.0 - cos_target * cos_target).clamp_min(1e-12))
@@ -67,10 +75,12 @@ class ArcFace(MarginHead):
 # %% ../nbs/16_losses.ipynb #79289c92
 class CosFace(MarginHead):
     "Additive cosine margin: s*(cos(theta_y) - m) for the target (Wang et al. 2018)."
+
     def __init__(self, embedding_size: int, num_classes: int, *, s: float = 64.0, m: float = 0.35):
         super().__init__(embedding_size, num_classes, s=s, m=m)
 
-    def target_logit(self, cos_target): return cos_target - self.m
+    def target_logit(self, cos_target):
+        return cos_target - self.m
 
 # %% ../nbs/16_losses.ipynb #31a7dc33
 MARGIN_HEADS = {"arcface": ArcFace, "cosface": CosFace}
@@ -78,8 +88,10 @@ MARGIN_HEADS = {"arcface": ArcFace, "cosface": CosFace}
 
 def create_margin_head(name: str, embedding_size: int, num_classes: int, **kwargs) -> MarginHead:
     "Build a margin head by name (`arcface`, `cosface`)."
-    try: cls = MARGIN_HEADS[name.lower()]
-    except KeyError: raise FocusFaceError(f"unknown margin head {name!r}; choose one of {sorted(MARGIN_HEADS)}") from None
+    try:
+        cls = MARGIN_HEADS[name.lower()]
+    except KeyError:
+        raise FocusFaceError(f"unknown margin head {name!r}; choose one of {sorted(MARGIN_HEADS)}") from None
     return cls(embedding_size, num_classes, **kwargs)
 
 # %% ../nbs/16_losses.ipynb #32f42f51
@@ -89,8 +101,11 @@ CONTRASTIVE = ("mse", "cosine", "mse_teacher", "infonce", "none")
 def _gather_batch(embeddings: torch.Tensor, labels: torch.Tensor | None):
     "(every process's embeddings in rank order, with gradients; their labels; where this process's rows start)."
     import torch.distributed as dist
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return embeddings, labels, 0
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return embeddings, labels, 0
     from torch.distributed.nn.functional import all_gather  # differentiable: gradients return to their owner
+
     everything = torch.cat(all_gather(embeddings))
     if labels is not None:
         parts = [torch.empty_like(labels) for _ in range(dist.get_world_size())]
@@ -99,52 +114,67 @@ def _gather_batch(embeddings: torch.Tensor, labels: torch.Tensor | None):
     return everything, labels, dist.get_rank() * len(embeddings)
 
 
-def consistency_loss(identity_unmasked: torch.Tensor,  # (N, D) identity embeddings of the unmasked views
-                     identity_masked: torch.Tensor,    # (N, D) the masked views of the same images
-                     kind: str = "mse",                # one of CONTRASTIVE
-                     labels: torch.Tensor | None = None,  # (N,) identities, so `infonce` skips same-identity pairs
-                     temperature: float = 0.1) -> torch.Tensor:  # tau of `infonce`
+def consistency_loss(
+    identity_unmasked: torch.Tensor,  # (N, D) identity embeddings of the unmasked views
+    identity_masked: torch.Tensor,  # (N, D) the masked views of the same images
+    kind: str = "mse",  # one of CONTRASTIVE
+    labels: torch.Tensor | None = None,  # (N,) identities, so `infonce` skips same-identity pairs
+    temperature: float = 0.1,
+) -> torch.Tensor:  # tau of `infonce`
     "The consistency term between the two views of each image, by name (see the table above)."
-    if kind == "mse": return F.mse_loss(identity_unmasked, identity_masked)
-    if kind == "mse_teacher": return F.mse_loss(identity_unmasked.detach(), identity_masked)
-    if kind == "none": return identity_unmasked.new_zeros(())
+    if kind == "mse":
+        return F.mse_loss(identity_unmasked, identity_masked)
+    if kind == "mse_teacher":
+        return F.mse_loss(identity_unmasked.detach(), identity_masked)
+    if kind == "none":
+        return identity_unmasked.new_zeros(())
     u, m = F.normalize(identity_unmasked, dim=1), F.normalize(identity_masked, dim=1)
-    if kind == "cosine": return (1 - (u * m).sum(1)).mean()
+    if kind == "cosine":
+        return (1 - (u * m).sum(1)).mean()
     if kind == "infonce":
-        if temperature <= 0: raise FocusFaceError(f"infonce temperature must be positive, got {temperature}")
-        all_u, all_labels, start = _gather_batch(u, labels)   # under torchrun: the whole global batch
+        if temperature <= 0:
+            raise FocusFaceError(f"infonce temperature must be positive, got {temperature}")
+        all_u, all_labels, start = _gather_batch(u, labels)  # under torchrun: the whole global batch
         all_m, _, _ = _gather_batch(m, None)
         target = start + torch.arange(len(u), device=u.device)  # image i's own other view, among all of them
-        def one_way(rows, columns):                     # each row against every column of the global batch
+
+        def one_way(rows, columns):  # each row against every column of the global batch
             logits = rows @ columns.T / temperature
-            if labels is not None:                      # the same person's other images are not negatives
+            if labels is not None:  # the same person's other images are not negatives
                 other = labels[:, None] == all_labels[None, :]
                 other[torch.arange(len(rows), device=rows.device), target] = False
                 logits = logits.masked_fill(other, float("-inf"))
             return F.cross_entropy(logits, target)
+
         return 0.5 * (one_way(m, all_u) + one_way(u, all_m))
     raise FocusFaceError(f"unknown contrastive module {kind!r}; choose one of {list(CONTRASTIVE)}")
 
 # %% ../nbs/16_losses.ipynb #c8d808e9
-def focusface_loss(identity_unmasked: torch.Tensor,   # (N, D) identity embeddings of the unmasked views
-                   identity_masked: torch.Tensor,     # (N, D) identity embeddings of the masked views
-                   mask_logits_unmasked: torch.Tensor,  # (N, 2) mask logits of the unmasked views
-                   mask_logits_masked: torch.Tensor,  # (N, 2) mask logits of the masked views
-                   labels: torch.Tensor,              # (N,) identity labels
-                   margin_head: MarginHead,           # ArcFace (or another margin head) over the identities
-                   *,
-                   masked_labels: torch.Tensor | None = None,  # (N,) 1 where the second view really wears a mask
-                   mask_weight: float = 0.1,          # lambda: weight of the mask cross-entropy
-                   contrastive_weight: float = 1 / 3,  # mu: weight of the consistency term
-                   contrastive: str = "mse",          # the consistency term (`consistency_loss`)
-                   temperature: float = 0.1,          # tau, for `infonce`
-                   ) -> dict[str, torch.Tensor]:
+def focusface_loss(
+    identity_unmasked: torch.Tensor,  # (N, D) identity embeddings of the unmasked views
+    identity_masked: torch.Tensor,  # (N, D) identity embeddings of the masked views
+    mask_logits_unmasked: torch.Tensor,  # (N, 2) mask logits of the unmasked views
+    mask_logits_masked: torch.Tensor,  # (N, 2) mask logits of the masked views
+    labels: torch.Tensor,  # (N,) identity labels
+    *,
+    margin_head: MarginHead,  # ArcFace (or another margin head) over the identities
+    masked_labels: torch.Tensor | None = None,  # (N,) 1 where the second view really wears a mask
+    mask_weight: float = 0.1,  # lambda: weight of the mask cross-entropy
+    contrastive_weight: float = 1 / 3,  # mu: weight of the consistency term
+    contrastive: str = "mse",  # the consistency term (`consistency_loss`)
+    temperature: float = 0.1,  # tau, for `infonce`
+) -> dict[str, torch.Tensor]:
     "The FocusFace loss, returned with its parts (`loss`, `identity`, `mask`, `consistency`)."
-    if masked_labels is None: masked_labels = torch.ones_like(labels)
-    identity = 0.5 * (F.cross_entropy(margin_head(identity_unmasked, labels), labels)
-                      + F.cross_entropy(margin_head(identity_masked, labels), labels))
-    mask = 0.5 * (F.cross_entropy(mask_logits_unmasked, torch.zeros_like(labels))
-                  + F.cross_entropy(mask_logits_masked, masked_labels.long()))
+    if masked_labels is None:
+        masked_labels = torch.ones_like(labels)
+    identity = 0.5 * (
+        F.cross_entropy(margin_head(identity_unmasked, labels), labels)
+        + F.cross_entropy(margin_head(identity_masked, labels), labels)
+    )
+    mask = 0.5 * (
+        F.cross_entropy(mask_logits_unmasked, torch.zeros_like(labels))
+        + F.cross_entropy(mask_logits_masked, masked_labels.long())
+    )
     consistency = consistency_loss(identity_unmasked, identity_masked, contrastive, labels, temperature)
     loss = identity + mask_weight * mask + contrastive_weight * consistency
     return dict(loss=loss, identity=identity.detach(), mask=mask.detach(), consistency=consistency.detach())

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from .datasets import BinSource, FolderSource, PairsSource, RecSource, file_sha256, open_dataset
-from .errors import FocusFaceError, FormatError, shorten
+from .errors import FocusFaceError, FormatError
 from .files import atomic_dir, atomic_file, check_destination, ordered_map, scratch_dir
 from .images import check_quality, decode_with_warnings, encode_image, jpeg_truncated
 from .maskfit import fitted_sampler
@@ -43,26 +43,38 @@ def _mask_job(job) -> list:
         params = MaskParams.from_dict(params)
         if kind == "rec":
             reader = _WORKER.get(source)
-            if reader is None: reader = _WORKER[source] = RecordReader(source)
+            if reader is None:
+                reader = _WORKER[source] = RecordReader(source)
             header, labels, image_bytes = unpack_record(reader[key], source=f"{source} key {key}")
             image, said = decode_with_warnings(image_bytes, source=f"{source} key {key}")
             encoded = encode_image(apply_mask(image, params), _encoding_of(image_bytes), quality)
-            out.append((key, pack_record(labels, encoded, id=header.id, id2=header.id2), bool(said) or jpeg_truncated(image_bytes)))
+            out.append(
+                (
+                    key,
+                    pack_record(labels, encoded, id=header.id, id2=header.id2),
+                    bool(said) or jpeg_truncated(image_bytes),
+                )
+            )
         else:
-            if kind == "images": payload = Path(source).read_bytes()
-            image, said = decode_with_warnings(payload, source=f"{source}" if kind == "images" else f"{source} image {key}")
+            if kind == "images":
+                payload = Path(source).read_bytes()
+            image, said = decode_with_warnings(
+                payload, source=f"{source}" if kind == "images" else f"{source} image {key}"
+            )
             ext = Path(source).suffix.lower() if kind == "images" else _encoding_of(payload)
             if isinstance(payload, np.ndarray):  # .bin files may hold raw arrays: keep them raw
                 out.append((key, apply_mask(image, params), False))
             else:
-                out.append((key, encode_image(apply_mask(image, params), ext, quality), bool(said) or jpeg_truncated(payload)))
+                out.append(
+                    (key, encode_image(apply_mask(image, params), ext, quality), bool(said) or jpeg_truncated(payload))
+                )
     return out
 
 
-def _run_jobs(kind: str, items: list, quality: int, workers: int, progress: bool, desc: str):
+def _run_jobs(kind: str, items: list, *, quality: int, workers: int, progress: bool, desc: str):
     "Results of `_mask_job` over `items`, in order, from `workers` processes (0: in this process)."
     chunk = 64
-    jobs = [(kind, items[i:i + chunk], quality) for i in range(0, len(items), chunk)]
+    jobs = [(kind, items[i : i + chunk], quality) for i in range(0, len(items), chunk)]
     for results in ordered_map(_mask_job, jobs, workers, progress=progress, total=len(items), desc=desc):
         yield from results
 
@@ -77,16 +89,22 @@ def _replayed(replay, kind: str, fingerprint: str, keys: list) -> tuple[list[Mas
     if header.get("kind") != kind or (kind == "bin" and header.get("protocol") not in ("um", "mm")):
         raise FocusFaceError(f"{replay}: a manifest of a {header.get('kind')!r} source cannot replay a {kind!r} source")
     if "fingerprint" not in header and "sampler" in header:  # every manifest of this format records its source
-        raise FocusFaceError(f"{replay}: its header has no fingerprint of the source it was made from, which every "
-                             "manifest of this version records: it was edited or damaged; use the manifest as written")
+        raise FocusFaceError(
+            f"{replay}: its header has no fingerprint of the source it was made from, which every "
+            "manifest of this version records: it was edited or damaged; use the manifest as written"
+        )
     if header.get("fingerprint") not in (None, fingerprint):
-        raise FocusFaceError(f"{replay}: made from another dataset (fingerprint {header.get('fingerprint')}, this source "
-                             f"has {fingerprint}); replay it on the dataset it was made from")
+        raise FocusFaceError(
+            f"{replay}: made from another dataset (fingerprint {header.get('fingerprint')}, this source "
+            f"has {fingerprint}); replay it on the dataset it was made from"
+        )
     missing = [k for k in keys if k not in entries]
     if missing or len(entries) != len(keys):
-        raise FocusFaceError(f"{replay}: the manifest has {len(entries)} entries for the {len(keys)} images to mask"
-                             + (f" and no entry for key {missing[0]!r}" if missing else "")
-                             + ": it was made from another dataset or protocol")
+        raise FocusFaceError(
+            f"{replay}: the manifest has {len(entries)} entries for the {len(keys)} images to mask"
+            + (f" and no entry for key {missing[0]!r}" if missing else "")
+            + ": it was made from another dataset or protocol"
+        )
     return [entries[k] for k in keys], "fingerprint" in header
 
 
@@ -103,76 +121,143 @@ def _job_items(source, keys: list, params: list) -> tuple[str, list]:
 
 def _check_options(protocol: str, quality, replay, landmarks) -> None:
     if protocol not in ("um", "mm"):
-        raise FocusFaceError(f"protocol must be 'um' (mask the second image of each pair) or 'mm' (both), got {protocol!r}")
+        raise FocusFaceError(
+            f"protocol must be 'um' (mask the second image of each pair) or 'mm' (both), got {protocol!r}"
+        )
     check_quality(quality)
     if replay is not None and landmarks is not None:
-        raise FocusFaceError("a replay draws the masks its manifest recorded (fitted ones included): landmarks=FILE does not apply")
+        raise FocusFaceError(
+            "a replay draws the masks its manifest recorded (fitted ones included): landmarks=FILE does not apply"
+        )
 
 
 def _recorded(results, params: list, lines: list, damaged: list):
     "The (key, bytes) of `results`, each one's manifest line and damage noted on the way."
     for (key, data, cut), p in zip(results, params):
         lines.append(manifest_line(key, p))
-        if cut: damaged.append(key)
+        if cut:
+            damaged.append(key)
         yield key, data
 
 
-def _write_bin_copy(source: BinSource, dst: Path, manifest_path: Path, masked, header: dict, lines: list, damaged: list,
-                    overwrite: bool, sources: list) -> None:
+def _write_bin_copy(
+    source: BinSource,
+    dst: Path,
+    *,
+    manifest_path: Path,
+    masked,
+    header: dict,
+    lines: list,
+    damaged: list,
+    overwrite: bool,
+    sources: list,
+) -> None:
     "The masked `.bin` and its manifest, one unit: the manifest (holding the `.bin`'s hash) is complete before either moves."
-    if dst.is_dir(): raise FocusFaceError(f"{dst} is a folder: a masked .bin goes to a .bin path (never over a folder)")
+    if dst.is_dir():
+        raise FocusFaceError(f"{dst} is a folder: a masked .bin goes to a .bin path (never over a folder)")
     # the manifest's lock is held from the start: a second run to the same place stops at once
     with atomic_file(manifest_path, "w", overwrite=overwrite, sources=sources) as manifest, scratch_dir(dst) as scratch:
         staged = source.write_copy(scratch / dst.name, masked, sources=sources)
         header.update(output_sha256=file_sha256(staged), damaged=damaged)
         manifest.write("\n".join([json.dumps(header)] + lines) + "\n")
-        manifest.flush(); os.fsync(manifest.fileno())  # full before anything moves: a full disk leaves neither
+        manifest.flush()
+        os.fsync(manifest.fileno())  # full before anything moves: a full disk leaves neither
         os.replace(staged, check_destination(dst, overwrite=overwrite, sources=sources))  # then the manifest's rename
 
 # %% ../nbs/12_maskdata.ipynb #734c9534
-def mask_dataset(src, dst, *,
-                 spec: str = DEFAULT_SPEC,   # mask choices, one drawn per image (`focusface.maskspec.parse_spec`)
-                 seed: int = 0,              # seeds every image's mask with its key
-                 protocol: str = "mm",       # for a `.bin`: `um` masks the second image of each pair, `mm` both
-                 workers: int = 2,           # worker processes (0: mask in this process)
-                 quality: int = 95,          # JPEG quality of re-encoded images
-                 overwrite: bool = False,    # replace an existing `dst` (never a source)
-                 replay=None,                # a manifest to replay instead of sampling
-                 landmarks=None,             # a landmarks file (`focusface landmarks`): masks fitted to each face
-                 progress: bool = True) -> dict:
+def mask_dataset(
+    src,
+    dst,
+    *,
+    spec: str = DEFAULT_SPEC,  # mask choices, one drawn per image (`focusface.maskspec.parse_spec`)
+    seed: int = 0,  # seeds every image's mask with its key
+    protocol: str = "mm",  # for a `.bin`: `um` masks the second image of each pair, `mm` both
+    workers: int = 2,  # worker processes (0: mask in this process)
+    quality: int = 95,  # JPEG quality of re-encoded images
+    overwrite: bool = False,  # replace an existing `dst` (never a source)
+    replay=None,  # a manifest to replay instead of sampling
+    landmarks=None,  # a landmarks file (`focusface landmarks`): masks fitted to each face
+    progress: bool = True,
+) -> dict:
     "Write a masked copy of a rec folder, `.bin` or image folder, with its manifest; returns a summary."
     src, dst = Path(src), Path(dst)
     source = open_dataset(src)
-    if isinstance(source, PairsSource): source = source.files()  # copied as the folder of files it is
+    if isinstance(source, PairsSource):
+        source = source.files()  # copied as the folder of files it is
     kind = source.kind
     _check_options(protocol, quality, replay, landmarks)
-    if kind == "bin" and dst.suffix != ".bin": raise FocusFaceError(f"{dst}: a masked .bin must be written to a .bin path")
+    if kind == "bin" and dst.suffix != ".bin":
+        raise FocusFaceError(f"{dst}: a masked .bin must be written to a .bin path")
     sources = [src] + [Path(p) for p in (replay, landmarks) if p is not None]
     check_destination(dst, overwrite=overwrite, sources=sources)
     manifest_path = _manifest_path(dst, kind)
-    if kind == "bin": check_destination(manifest_path, overwrite=overwrite, sources=sources)
+    if kind == "bin":
+        check_destination(manifest_path, overwrite=overwrite, sources=sources)
     sampler = fitted_sampler(MaskSampler(spec, seed), landmarks, source=src)
-    if replay is not None and kind == "bin": protocol = read_manifest(replay)[0].get("protocol")  # it masks what it masked
+    if replay is not None and kind == "bin":
+        protocol = read_manifest(replay)[0].get("protocol")  # it masks what it masked
     fingerprint = source.fingerprint()
     keys = source.keys[1::2] if kind == "bin" and protocol == "um" else source.copy_keys
-    if not keys: raise FormatError(f"{src}: holds no images to mask")
+    if not keys:
+        raise FormatError(f"{src}: holds no images to mask")
     if replay is not None:
         params, checked = _replayed(replay, kind, fingerprint, keys)
-        header_info = dict(spec=None, seed=None, replayed_from=str(replay), **({} if checked else dict(unverified_source=True)))
+        header_info = dict(
+            spec=None, seed=None, replayed_from=str(replay), **({} if checked else dict(unverified_source=True))
+        )
     else:
         params, header_info = [sampler(k) for k in keys], dict(spec=spec, seed=int(seed))
-        if landmarks is not None: header_info.update(sampler.manifest_info())
-    fit = dict(fitted=len(keys) - len(sampler.fallbacks), template=len(sampler.fallbacks)) if landmarks is not None else {}
-    header = manifest_header(kind=kind, source=str(src), fingerprint=fingerprint, images=len(keys),
-                             protocol=protocol if kind == "bin" else "mm", **header_info)
+        if landmarks is not None:
+            header_info.update(sampler.manifest_info())
+    fit = (
+        dict(fitted=len(keys) - len(sampler.fallbacks), template=len(sampler.fallbacks))
+        if landmarks is not None
+        else {}
+    )
+    header = manifest_header(
+        kind=kind,
+        source=str(src),
+        fingerprint=fingerprint,
+        images=len(keys),
+        protocol=protocol if kind == "bin" else "mm",
+        **header_info,
+    )
     lines, damaged = [], []
-    masked = _recorded(_run_jobs(*_job_items(source, keys, params), quality, workers, progress, f"masking {src.name}"),
-                       params, lines, damaged)
-    if kind == "bin": _write_bin_copy(source, dst, manifest_path, masked, header, lines, damaged, overwrite, sources)
+    masked = _recorded(
+        _run_jobs(
+            *_job_items(source, keys, params),
+            quality=quality,
+            workers=workers,
+            progress=progress,
+            desc=f"masking {src.name}",
+        ),
+        params,
+        lines,
+        damaged,
+    )
+    if kind == "bin":
+        _write_bin_copy(
+            source,
+            dst,
+            manifest_path=manifest_path,
+            masked=masked,
+            header=header,
+            lines=lines,
+            damaged=damaged,
+            overwrite=overwrite,
+            sources=sources,
+        )
     else:
         with atomic_dir(dst, overwrite=overwrite, sources=sources) as tmp:
             source.write_copy(tmp, masked)
             header["damaged"] = damaged
             (tmp / "masks.jsonl").write_text("\n".join([json.dumps(header)] + lines) + "\n")
-    return dict(kind=kind, images=len(source), masked=len(keys), manifest=str(manifest_path), damaged=damaged,
-                unverified=bool(header.get("unverified_source")), **fit)
+    return dict(
+        kind=kind,
+        images=len(source),
+        masked=len(keys),
+        manifest=str(manifest_path),
+        damaged=damaged,
+        unverified=bool(header.get("unverified_source")),
+        **fit,
+    )

@@ -26,22 +26,33 @@ def mask_geometry(mask) -> dict:
         raise FocusFaceError(f"a mask must be a 2-D array of at least 8x8 pixels, got shape {m.shape}")
     m = m > (127 if m.dtype == np.uint8 else 0.5)
     h, w = m.shape
-    rows = np.flatnonzero(m[:, round(w * 46 / 112):round(w * 66 / 112)].any(1))
+    rows = np.flatnonzero(m[:, round(w * 46 / 112) : round(w * 66 / 112)].any(1))
     cols = np.flatnonzero(m.any(0))
     nan = float("nan")
-    return dict(coverage=float(m.mean()), top=float(rows[0]) if rows.size else nan,
-                left=float(cols[0]) if cols.size else nan, right=float(cols[-1]) if cols.size else nan)
+    return dict(
+        coverage=float(m.mean()),
+        top=float(rows[0]) if rows.size else nan,
+        left=float(cols[0]) if cols.size else nan,
+        right=float(cols[-1]) if cols.size else nan,
+    )
 
 # %% ../nbs/24_maskfidelity.ipynb #b079dda9
 def summarise_geometry(geometries) -> dict:
     "Mean coverage (%), median and quartiles of the top edge, median left and right extent, over masks."
     g = list(geometries)
-    if not g: raise FocusFaceError("no masks to summarise")
+    if not g:
+        raise FocusFaceError("no masks to summarise")
     a = {k: np.array([x[k] for x in g], float) for k in g[0]}
     top = a["top"][np.isfinite(a["top"])]
-    return dict(n=len(g), coverage=float(a["coverage"].mean() * 100), top=float(np.median(top)),
-                top_q1=float(np.percentile(top, 25)), top_q3=float(np.percentile(top, 75)),
-                left=float(np.nanmedian(a["left"])), right=float(np.nanmedian(a["right"])))
+    return dict(
+        n=len(g),
+        coverage=float(a["coverage"].mean() * 100),
+        top=float(np.median(top)),
+        top_q1=float(np.percentile(top, 25)),
+        top_q3=float(np.percentile(top, 75)),
+        left=float(np.nanmedian(a["left"])),
+        right=float(np.nanmedian(a["right"])),
+    )
 
 # %% ../nbs/24_maskfidelity.ipynb #86a545d8
 def read_maskthefaced(sample) -> list[dict]:
@@ -52,18 +63,23 @@ def read_maskthefaced(sample) -> list[dict]:
     rows = []
     with open(path, newline="") as f:
         for number, fields in enumerate(csv.reader(f, delimiter="\t"), 1):
-            if not fields or fields[0].startswith("#"): continue
-            if len(fields) != 4: raise FormatError(f"{path}, line {number}: expected 4 tab-separated fields, got {len(fields)}")
+            if not fields or fields[0].startswith("#"):
+                continue
+            if len(fields) != 4:
+                raise FormatError(f"{path}, line {number}: expected 4 tab-separated fields, got {len(fields)}")
             rows.append(dict(file=fields[0], variant=fields[1], status=fields[2], person=fields[0].split("/")[0]))
-    if not rows: raise FormatError(f"{path}: no faces listed")
+    if not rows:
+        raise FormatError(f"{path}: no faces listed")
     return rows
 
 # %% ../nbs/24_maskfidelity.ipynb #9403bcdd
 def maskthefaced_mask(sample, row) -> np.ndarray:
     "MaskTheFace's binary mask of one face (uint8, 255 = masked)."
     from focusface.images import decode_image
+
     path = Path(sample) / "maskthefaced" / "masks" / Path(row["file"]).with_suffix(".png")
-    if not path.is_file(): raise FocusFaceError(f"{path}: not found (is the sample complete?)")
+    if not path.is_file():
+        raise FocusFaceError(f"{path}: not found (is the sample complete?)")
     image = decode_image(path.read_bytes())
     return image[..., 0] if image.ndim == 3 else image
 
@@ -71,8 +87,11 @@ def maskthefaced_mask(sample, row) -> np.ndarray:
 def our_params(row, style: str = "paper", seed: int = 0, landmarks: dict | None = None):
     "The focusface mask for a sample face: MaskTheFace's variant for it, in `style` (or `fitted`), keyed by its file name."
     from focusface.maskspec import sample_mask_params
-    if style != "fitted": return sample_mask_params(f"{row['variant']}-{style}", seed, row["file"])
+
+    if style != "fitted":
+        return sample_mask_params(f"{row['variant']}-{style}", seed, row["file"])
     from focusface.maskfit import fit_mask_params
+
     params = sample_mask_params(f"{row['variant']}-paper", seed, row["file"])
     shape = (landmarks or {}).get(row["file"])
     return params if shape is None else fit_mask_params(params, shape)
@@ -83,20 +102,24 @@ def sample_landmarks(sample, rows, aligner=None) -> dict:
     from focusface.align import DlibAligner
     from focusface.images import decode_image
     from focusface.landmarks import FACE_BOX, check_landmarks
+
     aligner = aligner or DlibAligner()
     out = {}
     for r in rows:
         shape = aligner.landmarks_in_box(decode_image((Path(sample) / "aligned" / r["file"]).read_bytes()), FACE_BOX)
-        if not check_landmarks(shape): out[r["file"]] = shape
+        if not check_landmarks(shape):
+            out[r["file"]] = shape
     return out
 
 # %% ../nbs/24_maskfidelity.ipynb #d08ae831
 def compare_geometry(sample, rows, styles=("paper", "bold"), seed: int = 0, landmarks: dict | None = None) -> dict:
     "Geometry summaries `{set: {variant or 'all': summary}}` for MaskTheFace's masks and ours in each style."
     from focusface.masks import mask_alpha
+
     masked = [r for r in rows if r["status"] == "masked"]
     sets = {"maskthefaced": [mask_geometry(maskthefaced_mask(sample, r)) for r in masked]}
-    for style in styles: sets[style] = [mask_geometry(mask_alpha(our_params(r, style, seed, landmarks))) for r in masked]
+    for style in styles:
+        sets[style] = [mask_geometry(mask_alpha(our_params(r, style, seed, landmarks))) for r in masked]
     out = {}
     for name, geometries in sets.items():
         out[name] = {"all": summarise_geometry(geometries)}
@@ -107,17 +130,23 @@ def compare_geometry(sample, rows, styles=("paper", "bold"), seed: int = 0, land
 # %% ../nbs/24_maskfidelity.ipynb #c12e4750
 def geometry_table(summary: dict) -> str:
     "A Markdown table of `compare_geometry`'s result."
-    lines = ["| masks | variant | n | coverage % | top edge (median, IQR) | left-right |", "| --- | --- | ---: | ---: | --- | --- |"]
+    lines = [
+        "| masks | variant | n | coverage % | top edge (median, IQR) | left-right |",
+        "| --- | --- | ---: | ---: | --- | --- |",
+    ]
     for name, by_variant in summary.items():
         for variant, s in by_variant.items():
-            lines.append(f"| {name} | {variant} | {s['n']} | {s['coverage']:.1f} | {s['top']:.1f} ({s['top_q1']:.0f}-{s['top_q3']:.0f}) "
-                         f"| {s['left']:.0f}-{s['right']:.0f} |")
+            lines.append(
+                f"| {name} | {variant} | {s['n']} | {s['coverage']:.1f} | {s['top']:.1f} ({s['top_q1']:.0f}-{s['top_q3']:.0f}) "
+                f"| {s['left']:.0f}-{s['right']:.0f} |"
+            )
     return "\n".join(lines)
 
 # %% ../nbs/24_maskfidelity.ipynb #b38bb620
 def overlap(sample, rows, styles=("paper",), seed: int = 0, landmarks: dict | None = None) -> dict:
     "{style: per-face IoU (array) of our binary mask with MaskTheFace's}, over the faces MaskTheFace masked."
     from focusface.masks import mask_alpha
+
     masked = [r for r in rows if r["status"] == "masked"]
     theirs = [maskthefaced_mask(sample, r) > 127 for r in masked]
     out = {}
@@ -127,20 +156,34 @@ def overlap(sample, rows, styles=("paper",), seed: int = 0, landmarks: dict | No
     return out
 
 # %% ../nbs/24_maskfidelity.ipynb #46d7c077
-def fidelity_gallery(sample, rows, faces_per_variant: int = 3, styles=("paper",), seed: int = 0, landmarks=None) -> np.ndarray:
+def fidelity_gallery(
+    sample, rows, *, faces_per_variant: int = 3, styles=("paper",), seed: int = 0, landmarks=None
+) -> np.ndarray:
     "An RGB grid: per variant, MaskTheFace's mask then ours in each of `styles`, `faces_per_variant` rows."
     from focusface.images import decode_image
     from focusface.masks import apply_mask
+
     masked = [r for r in rows if r["status"] == "masked"]
     variants = sorted({r["variant"] for r in masked})
     columns = []
     for variant in variants:
         picked = [r for r in masked if r["variant"] == variant][:faces_per_variant]
-        if len(picked) < faces_per_variant: raise FocusFaceError(f"fewer than {faces_per_variant} faces wear {variant}")
-        tiles = [np.concatenate([decode_image((Path(sample) / "maskthefaced" / "images" / r["file"]).read_bytes())]
-                                + [apply_mask(decode_image((Path(sample) / "aligned" / r["file"]).read_bytes()),
-                                              our_params(r, style, seed, landmarks)) for style in styles], 1)
-                 for r in picked]
+        if len(picked) < faces_per_variant:
+            raise FocusFaceError(f"fewer than {faces_per_variant} faces wear {variant}")
+        tiles = [
+            np.concatenate(
+                [decode_image((Path(sample) / "maskthefaced" / "images" / r["file"]).read_bytes())]
+                + [
+                    apply_mask(
+                        decode_image((Path(sample) / "aligned" / r["file"]).read_bytes()),
+                        our_params(r, style, seed, landmarks),
+                    )
+                    for style in styles
+                ],
+                1,
+            )
+            for r in picked
+        ]
         columns.append(np.concatenate(tiles, 0))
     gap = np.full((columns[0].shape[0], 6, 3), 255, np.uint8)
     return np.concatenate([c for column in columns for c in (column, gap)][:-1], 1), variants
@@ -148,10 +191,12 @@ def fidelity_gallery(sample, rows, faces_per_variant: int = 3, styles=("paper",)
 # %% ../nbs/24_maskfidelity.ipynb #6b6520f6
 class DlibRecognizer:
     "dlib's face recognition model on aligned 112x112 crops (cosine similarity of unit 128-d descriptors)."
+
     FACE_BOX = (16, 26, 96, 116)  # left, top, right, bottom in the 112x112 crop
 
     def __init__(self):
         from focusface.align import import_dlib
+
         dlib, models = import_dlib("the recognizer", alternative="")
         self._dlib = dlib
         self.predictor = dlib.shape_predictor(models.pose_predictor_five_point_model_location())
@@ -160,8 +205,8 @@ class DlibRecognizer:
     def landmarks(self, image: np.ndarray):
         "The five-point shape of an aligned RGB crop, predicted in `FACE_BOX` scaled to its size."
         h, w = image.shape[:2]
-        l, t, r, b = (round(v * s / 112) for v, s in zip(self.FACE_BOX, (w, h, w, h)))
-        return self.predictor(np.ascontiguousarray(image), self._dlib.rectangle(l, t, r, b))
+        left, top, right, bottom = (round(v * s / 112) for v, s in zip(self.FACE_BOX, (w, h, w, h)))
+        return self.predictor(np.ascontiguousarray(image), self._dlib.rectangle(left, top, right, bottom))
 
     def embed(self, image: np.ndarray, shape) -> np.ndarray:
         "The unit descriptor (128,) of `image` cut along `shape`."
@@ -169,36 +214,63 @@ class DlibRecognizer:
         return d / np.linalg.norm(d)
 
 # %% ../nbs/24_maskfidelity.ipynb #fd2e56d0
-def recognizer_effect(sample, rows, recognizer=None, styles=("paper", "bold"), seed: int = 0, progress: bool = False,
-                      landmarks: dict | None = None) -> dict:
+def recognizer_effect(
+    sample,
+    rows,
+    recognizer=None,
+    *,
+    styles=("paper", "bold"),
+    seed: int = 0,
+    progress: bool = False,
+    landmarks: dict | None = None,
+) -> dict:
     "Genuine-pair similarity drops (U-U to U-M) and M-M impostor similarity, MaskTheFace's masks against ours."
     from focusface.images import decode_image
     from focusface.masks import apply_mask
+
     recognizer = recognizer or DlibRecognizer()
     masked = [r for r in rows if r["status"] == "masked"]
-    if len(masked) < 2: raise FocusFaceError("fewer than two masked faces to compare")
+    if len(masked) < 2:
+        raise FocusFaceError("fewer than two masked faces to compare")
     sets = ("unmasked", "maskthefaced") + tuple(styles)
     emb = {s: [] for s in sets}
     if progress:
         from tqdm import tqdm  # the terminal bar: no widget, no notebook warning
+
         masked_iter = tqdm(masked, desc="embedding", unit="face")
-    else: masked_iter = masked
+    else:
+        masked_iter = masked
     for r in masked_iter:
         face = decode_image((Path(sample) / "aligned" / r["file"]).read_bytes())
         shape = recognizer.landmarks(face)
         emb["unmasked"].append(recognizer.embed(face, shape))
-        emb["maskthefaced"].append(recognizer.embed(decode_image((Path(sample) / "maskthefaced" / "images" / r["file"]).read_bytes()), shape))
-        for style in styles: emb[style].append(recognizer.embed(apply_mask(face, our_params(r, style, seed, landmarks)), shape))
+        emb["maskthefaced"].append(
+            recognizer.embed(decode_image((Path(sample) / "maskthefaced" / "images" / r["file"]).read_bytes()), shape)
+        )
+        for style in styles:
+            emb[style].append(recognizer.embed(apply_mask(face, our_params(r, style, seed, landmarks)), shape))
     emb = {s: np.stack(v) for s, v in emb.items()}
     genuine = [(i, j) for i, j in combinations(range(len(masked)), 2) if masked[i]["person"] == masked[j]["person"]]
     genuine += [(j, i) for i, j in genuine]
-    impostor = [(i, j) for i, j in combinations(range(len(masked)), 2)
-                if masked[i]["person"] != masked[j]["person"] and masked[i]["variant"] == masked[j]["variant"]]
-    if not genuine or not impostor: raise FocusFaceError("the faces give no genuine or no same-variant impostor pairs")
-    sim = lambda a, b, pairs: np.einsum("nd,nd->n", emb[a][[i for i, _ in pairs]], emb[b][[j for _, j in pairs]])
+    impostor = [
+        (i, j)
+        for i, j in combinations(range(len(masked)), 2)
+        if masked[i]["person"] != masked[j]["person"] and masked[i]["variant"] == masked[j]["variant"]
+    ]
+    if not genuine or not impostor:
+        raise FocusFaceError("the faces give no genuine or no same-variant impostor pairs")
+
+    def sim(a, b, pairs):
+        return np.einsum("nd,nd->n", emb[a][[i for i, _ in pairs]], emb[b][[j for _, j in pairs]])
+
     uu = sim("unmasked", "unmasked", genuine)
-    out = dict(faces=len(masked), genuine_pairs=len(genuine), impostor_pairs=len(impostor), genuine_uu=float(uu.mean()),
-               impostor_uu=float(sim("unmasked", "unmasked", impostor).mean()))
+    out = dict(
+        faces=len(masked),
+        genuine_pairs=len(genuine),
+        impostor_pairs=len(impostor),
+        genuine_uu=float(uu.mean()),
+        impostor_uu=float(sim("unmasked", "unmasked", impostor).mean()),
+    )
     for s in sets[1:]:
         out[f"genuine_drop_{s}"] = float((uu - sim("unmasked", s, genuine)).mean())
         out[f"impostor_mm_{s}"] = float(sim(s, s, impostor).mean())

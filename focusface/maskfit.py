@@ -28,22 +28,30 @@ FIT = {
     "kn95": dict(top=0.80, width=1.1, jaw=0.1),
     "n95": dict(top=0.45, width=0.75, jaw=0.0),
     "cloth": dict(top=0.55, width=1.0, jaw=0.4),
-    "gaiter": dict(top=0.55, width=1.0, jaw=0.0),  # not among MaskTheFace's variants: the cloth mask's, without the jaw bend
+    "gaiter": dict(
+        top=0.55, width=1.0, jaw=0.0
+    ),  # not among MaskTheFace's variants: the cloth mask's, without the jaw bend
 }
-_TEMPLATE_ROLL = math.degrees(math.atan2(TEMPLATE_LANDMARKS[1, 1] - TEMPLATE_LANDMARKS[0, 1],
-                                         TEMPLATE_LANDMARKS[1, 0] - TEMPLATE_LANDMARKS[0, 0]))  # the template's eyes: -0.32 deg
+_TEMPLATE_ROLL = math.degrees(
+    math.atan2(TEMPLATE_LANDMARKS[1, 1] - TEMPLATE_LANDMARKS[0, 1], TEMPLATE_LANDMARKS[1, 0] - TEMPLATE_LANDMARKS[0, 0])
+)  # the template's eyes: -0.32 deg
 
 
 def _jaw_x(shape: np.ndarray, y: float) -> tuple[float, float]:
     "x of the jaw line on the left and on the right at height y (template px), extended linearly past its ends."
+
     def side(points):
         points = points[np.argsort(points[:, 1])]
         ys, xs = points[:, 1], points[:, 0]
-        if y <= ys[0]: i = 0
-        elif y >= ys[-1]: i = len(ys) - 2
-        else: i = int(np.searchsorted(ys, y)) - 1
+        if y <= ys[0]:
+            i = 0
+        elif y >= ys[-1]:
+            i = len(ys) - 2
+        else:
+            i = int(np.searchsorted(ys, y)) - 1
         y0, y1 = ys[i], ys[i + 1]
         return float(xs[i] + (xs[i + 1] - xs[i]) * (y - y0) / (y1 - y0)) if y1 > y0 else float(xs[i])
+
     return side(shape[0:9]), side(shape[8:17])
 
 
@@ -65,14 +73,21 @@ def fit_mask_params(params: MaskParams, shape68, size: int = TEMPLATE_SIZE) -> M
     half_left, half_right = max(centre - left, 5.0), max(right - centre, 5.0)
     low_left, low_right = _jaw_x(s, bottom)
     narrowing = 1 - max(low_right - low_left, 0.0) / (right - left) if right > left else 0.0
-    return replace(params, top=_clip("top", top), width=_clip("width", cal["width"] * (half_left + half_right) / 2 / HALF_WIDTH),
-                   skew=_clip("skew", (half_right - half_left) / (half_right + half_left)),
-                   jaw=_clip("jaw", cal["jaw"] * narrowing), angle=_clip("angle", roll),
-                   dx=_clip("dx", centre - float(TEMPLATE_LANDMARKS[2, 0])), dy=0.0)
+    return replace(
+        params,
+        top=_clip("top", top),
+        width=_clip("width", cal["width"] * (half_left + half_right) / 2 / HALF_WIDTH),
+        skew=_clip("skew", (half_right - half_left) / (half_right + half_left)),
+        jaw=_clip("jaw", cal["jaw"] * narrowing),
+        angle=_clip("angle", roll),
+        dx=_clip("dx", centre - float(TEMPLATE_LANDMARKS[2, 0])),
+        dy=0.0,
+    )
 
 # %% ../nbs/11_maskfit.ipynb #28192f46
 class FittedSampler:
     "A `MaskSampler` whose masks take their geometry from each face's landmarks, where the landmarks look right."
+
     def __init__(self, sampler, landmarks):
         self.sampler = sampler
         self.table = landmarks if isinstance(landmarks, LandmarkTable) else LandmarkTable(landmarks)
@@ -89,15 +104,21 @@ class FittedSampler:
 
     def manifest_info(self) -> dict:
         "What a manifest header records about the fit: the file, its hash, and every face that kept the template."
-        return dict(landmarks=str(self.table.path), landmarks_sha256=self.table.sha256,
-                    template_fallbacks={str(k): v for k, v in self.fallbacks.items()})
+        return dict(
+            landmarks=str(self.table.path),
+            landmarks_sha256=self.table.sha256,
+            template_fallbacks={str(k): v for k, v in self.fallbacks.items()},
+        )
 
-    def __repr__(self): return f"FittedSampler({self.sampler!r}, {str(self.table.path)!r})"
+    def __repr__(self):
+        return f"FittedSampler({self.sampler!r}, {str(self.table.path)!r})"
 
 # %% ../nbs/11_maskfit.ipynb #e0d2dcee
 def fitted_sampler(sampler, landmarks=None, source=None):
     "`sampler` itself when `landmarks` is None, else a `FittedSampler` over the landmarks file (checked to be `source`'s)."
-    if landmarks is None: return sampler
+    if landmarks is None:
+        return sampler
     fitted = FittedSampler(sampler, landmarks)
-    if source is not None: fitted.table.check_source(source)
+    if source is not None:
+        fitted.table.check_source(source)
     return fitted

@@ -35,17 +35,21 @@ def _mirror(right_half):
 def _catmull_rom(points, samples: int = 6, closed: bool = True) -> np.ndarray:
     "Points on a Catmull-Rom spline through `points` (a closed loop or an open curve)."
     p = np.asarray(points, np.float32)
-    if closed: p0, p1, p2, p3 = np.roll(p, 1, 0), p, np.roll(p, -1, 0), np.roll(p, -2, 0)
+    if closed:
+        p0, p1, p2, p3 = np.roll(p, 1, 0), p, np.roll(p, -1, 0), np.roll(p, -2, 0)
     else:
         ext = np.concatenate([p[:1], p, p[-1:]])
         p0, p1, p2, p3 = ext[:-3], ext[1:-2], ext[2:-1], ext[3:]
     t = np.linspace(0, 1, samples, endpoint=False, dtype=np.float32)[:, None, None]
-    out = 0.5 * (2 * p1 + (p2 - p0) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t * t + (3 * p1 - p0 - 3 * p2 + p3) * t * t * t)
+    out = 0.5 * (
+        2 * p1 + (p2 - p0) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t * t + (3 * p1 - p0 - 3 * p2 + p3) * t * t * t
+    )
     out = out.transpose(1, 0, 2).reshape(-1, 2)
     return out if closed else np.concatenate([out, p[-1:]])
 
 
-def _curve(points, samples: int = 5) -> np.ndarray: return _catmull_rom(points, samples, closed=False)
+def _curve(points, samples: int = 5) -> np.ndarray:
+    return _catmull_rom(points, samples, closed=False)
 
 
 def _hline(v_of_u, u0=-1.0, u1=1.0, n=9) -> np.ndarray:
@@ -68,32 +72,52 @@ _n95_rim = _catmull_rom(_N95_OUTLINE * np.float32([0.93, 0.9]) + np.float32([0, 
 
 MASK_SHAPES = {
     "surgical": dict(
-        outline=_mirror([(0, 0), (0.5, 0.035), (0.88, 0.1), (1.0, 0.16), (1.0, 0.46), (0.92, 0.74), (0.62, 0.93), (0, 1.0)]),
-        structure=[line for v in (0.3, 0.5, 0.7) for line in (  # three pleats: a dark fold, a highlight below it
-            (_hline(lambda u, v=v: v + 0.05 * (1 - u * u)), 92, 1.2),
-            (_hline(lambda u, v=v: v + 0.035 + 0.05 * (1 - u * u)), 150, 1.0))]
-                  + [(_hline(lambda u: 0.06 + 0 * u, -0.96, 0.96, 7), 118, 0.8)],  # top hem
-        fittings=_loops() + [_NOSE_WIRE]),
+        outline=_mirror(
+            [(0, 0), (0.5, 0.035), (0.88, 0.1), (1.0, 0.16), (1.0, 0.46), (0.92, 0.74), (0.62, 0.93), (0, 1.0)]
+        ),
+        structure=[
+            line
+            for v in (0.3, 0.5, 0.7)
+            for line in (  # three pleats: a dark fold, a highlight below it
+                (_hline(lambda u, v=v: v + 0.05 * (1 - u * u)), 92, 1.2),
+                (_hline(lambda u, v=v: v + 0.035 + 0.05 * (1 - u * u)), 150, 1.0),
+            )
+        ]
+        + [(_hline(lambda u: 0.06 + 0 * u, -0.96, 0.96, 7), 118, 0.8)],  # top hem
+        fittings=_loops() + [_NOSE_WIRE],
+    ),
     "cloth": dict(
-        outline=_mirror([(0, 0), (0.5, 0.04), (0.9, 0.13), (1.02, 0.3), (0.98, 0.6), (0.78, 0.86), (0.42, 0.98), (0, 1.0)]),
+        outline=_mirror(
+            [(0, 0), (0.5, 0.04), (0.9, 0.13), (1.02, 0.3), (0.98, 0.6), (0.78, 0.86), (0.42, 0.98), (0, 1.0)]
+        ),
         structure=[(np.float32([(0, 0.0), (0.02, 0.5), (0, 1.0)]), 104, 1.0)],  # centre seam of a sewn mask
-        fittings=_loops()),
+        fittings=_loops(),
+    ),
     "n95": dict(
         outline=_N95_OUTLINE,
         structure=[(np.concatenate([_n95_rim, _n95_rim[:1]]), 104, 1.2)],  # the moulded rim
         fittings=[(np.float32([(side * 0.9, 0.3), (side * 1.5, 0.05)]), "dark", 1.4) for side in (-1, 1)]
-                 + [(np.float32([(side * 0.8, 0.78), (side * 1.5, 0.55)]), "dark", 1.4) for side in (-1, 1)]
-                 + [_NOSE_WIRE]),
+        + [(np.float32([(side * 0.8, 0.78), (side * 1.5, 0.55)]), "dark", 1.4) for side in (-1, 1)]
+        + [_NOSE_WIRE],
+    ),
     "kn95": dict(
-        outline=_mirror([(0, -0.02), (0.3, 0.05), (0.72, 0.15), (0.99, 0.27), (0.92, 0.52), (0.62, 0.8), (0.25, 0.97), (0, 1.02)]),
-        structure=[(np.float32([(0, -0.02), (0, 0.4), (0, 1.02)]), 80, 1.3),  # centre seam
-                   (np.float32([(-0.97, 0.35), (-0.4, 0.38), (0.4, 0.38), (0.97, 0.35)]), 108, 1.0),  # fold
-                   (_hline(lambda u: 0.12 + 0.1 * np.abs(u), -0.9, 0.9), 112, 0.8)],
-        fittings=_loops()),
+        outline=_mirror(
+            [(0, -0.02), (0.3, 0.05), (0.72, 0.15), (0.99, 0.27), (0.92, 0.52), (0.62, 0.8), (0.25, 0.97), (0, 1.02)]
+        ),
+        structure=[
+            (np.float32([(0, -0.02), (0, 0.4), (0, 1.02)]), 80, 1.3),  # centre seam
+            (np.float32([(-0.97, 0.35), (-0.4, 0.38), (0.4, 0.38), (0.97, 0.35)]), 108, 1.0),  # fold
+            (_hline(lambda u: 0.12 + 0.1 * np.abs(u), -0.9, 0.9), 112, 0.8),
+        ],
+        fittings=_loops(),
+    ),
     "gaiter": dict(
         outline=_mirror([(0, 0.02), (0.55, 0.06), (1.1, 0.14), (1.42, 0.2), (1.5, 2.2), (0, 2.3)]),
-        structure=[(_hline(lambda u, v=v: v + 0.04 * np.sin(3 * u + v), -1.4, 1.4), 100, 2.0) for v in (0.45, 0.75, 1.05)],
-        fittings=[]),
+        structure=[
+            (_hline(lambda u, v=v: v + 0.04 * np.sin(3 * u + v), -1.4, 1.4), 100, 2.0) for v in (0.45, 0.75, 1.05)
+        ],
+        fittings=[],
+    ),
 }
 _VALVE_CENTRE = np.float32([[0.45, 0.62]])
 
@@ -101,7 +125,8 @@ _VALVE_CENTRE = np.float32([[0.45, 0.62]])
 def _grouped(lines):
     "Lines with the same look drawn in one OpenCV call: (all their points, split indices, [(value, thickness, slice)])."
     groups = {}
-    for uv, value, thickness in lines: groups.setdefault((value, thickness), []).append(np.asarray(uv, np.float32))
+    for uv, value, thickness in lines:
+        groups.setdefault((value, thickness), []).append(np.asarray(uv, np.float32))
     points, looks = [], []
     for (value, thickness), polylines in groups.items():
         first = len(points)
@@ -120,6 +145,7 @@ for _shape in MASK_SHAPES.values():
 # %% ../nbs/09_masks.ipynb #09ab1773
 class _Frame:
     "The affine map from the mask frame (u, v) to image pixels, for one MaskParams and image size."
+
     def __init__(self, params: MaskParams, height: int, width: int):
         sx, sy = width / TEMPLATE_SIZE, height / TEMPLATE_SIZE
         self.scale = (sx + sy) / 2
@@ -128,10 +154,13 @@ class _Frame:
         c, s = math.cos(a), math.sin(a)
         top = params.top - float(_NOSE_TIP[1])
         # rotate (u*hw, top + v*tall - nose_y) about the nose tip, shift, then scale to the image
-        self.matrix = np.array([[c * half_width * sx, -s * tall * sx],
-                                [s * half_width * sy, c * tall * sy]], np.float32)
-        self.shift = np.array([(-s * top + float(_NOSE_TIP[0]) + params.dx) * sx,
-                               (c * top + float(_NOSE_TIP[1]) + params.dy) * sy], np.float32)
+        self.matrix = np.array(
+            [[c * half_width * sx, -s * tall * sx], [s * half_width * sy, c * tall * sy]], np.float32
+        )
+        self.shift = np.array(
+            [(-s * top + float(_NOSE_TIP[0]) + params.dx) * sx, (c * top + float(_NOSE_TIP[1]) + params.dy) * sy],
+            np.float32,
+        )
         m = self.matrix.astype(np.float64)
         det = m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0]
         self.inverse = (np.array([[m[1, 1], -m[0, 1]], [-m[1, 0], m[0, 0]]]) / det).astype(np.float32)
@@ -141,9 +170,10 @@ class _Frame:
         uv = np.asarray(uv, np.float32)
         if self.jaw or self.cheek or self.skew:  # the shape bent to a face (all zero: exactly the arithmetic of before)
             u, v = uv[..., 0], uv[..., 1]
-            narrow = 1 - self.jaw * np.clip((v - 0.3) / 0.7, 0, 1.5)   # lower part: along the jaw line
-            drop = self.cheek * u * u * np.clip(1 - v / 0.4, 0, 1)      # top edge: down from the nose bridge
-            if self.skew: narrow = narrow * (1 + self.skew * np.sign(u))  # a turned head: one side wider
+            narrow = 1 - self.jaw * np.clip((v - 0.3) / 0.7, 0, 1.5)  # lower part: along the jaw line
+            drop = self.cheek * u * u * np.clip(1 - v / 0.4, 0, 1)  # top edge: down from the nose bridge
+            if self.skew:
+                narrow = narrow * (1 + self.skew * np.sign(u))  # a turned head: one side wider
             uv = np.stack([u * narrow, v + drop], -1)
         return uv @ self.matrix.T + self.shift
 
@@ -163,24 +193,36 @@ def _validate_image(image) -> np.ndarray:
     if not isinstance(image, np.ndarray):
         raise FocusFaceError(f"expected an RGB uint8 numpy array (H, W, 3), got {type(image).__name__}")
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise FocusFaceError(f"expected an RGB uint8 image (H, W, 3) aligned to the face template, got {image.dtype} "
-                         f"{image.shape}; convert grey or RGBA images to RGB first")
+        raise FocusFaceError(
+            f"expected an RGB uint8 image (H, W, 3) aligned to the face template, got {image.dtype} "
+            f"{image.shape}; convert grey or RGBA images to RGB first"
+        )
     h, w = image.shape[:2]
     if min(h, w) < 32 or not 0.75 <= h / w <= 1.34:
-        raise FocusFaceError(f"a {w}x{h} image is not an aligned face crop: masks are placed on the 112x112 "
-                         "insightface template scaled to the image, which needs a roughly square crop of >= 32 px")
+        raise FocusFaceError(
+            f"a {w}x{h} image is not an aligned face crop: masks are placed on the 112x112 "
+            "insightface template scaled to the image, which needs a roughly square crop of >= 32 px"
+        )
     return image
 
 
 def _draw_lines(canvas, lines, frame: _Frame, colour_of, offset=(0.0, 0.0)) -> None:
     "Draw a type's grouped lines, mapped to pixels with one matrix product, one OpenCV call per look."
     points, sizes, looks = lines
-    if not looks: return
+    if not looks:
+        return
     pixels = np.round((frame(points) - np.asarray(offset, np.float32)) * 16).astype(np.int32)
     polylines = [pixels[a:b] for a, b in sizes]
     for value, thickness, which in looks:
-        cv2.polylines(canvas, polylines[which], False, colour_of(value), max(1, int(round(thickness * frame.scale))),
-                      cv2.LINE_AA, shift=4)
+        cv2.polylines(
+            canvas,
+            polylines[which],
+            False,
+            colour_of(value),
+            max(1, int(round(thickness * frame.scale))),
+            cv2.LINE_AA,
+            shift=4,
+        )
 
 
 def _structure(params: MaskParams, frame: _Frame, shape, offset) -> np.ndarray:
@@ -204,7 +246,8 @@ _NOISE = np.random.default_rng(2021).random((96, 96)).astype(np.float32)  # fixe
 
 def _texture(params: MaskParams, frame: _Frame, xs: np.ndarray, ys: np.ndarray, shape) -> np.ndarray | None:
     "Fraction (0..1) of the second colour at each pixel, or None for a plain fabric."
-    if params.texture == "plain": return None
+    if params.texture == "plain":
+        return None
     amount = _pattern(params, frame, xs, ys, shape)
     return amount if params.texture_strength == 1.0 else amount * np.float32(params.texture_strength)
 
@@ -214,7 +257,8 @@ def _pattern(params: MaskParams, frame: _Frame, xs: np.ndarray, ys: np.ndarray, 
     period = params.texture_period * frame.scale  # texture size in template px: the same look at any resolution
     along = (math.cos(a) * xs + math.sin(a) * ys) / period
     across = (-math.sin(a) * xs + math.cos(a) * ys) / period
-    if params.texture == "stripes": return np.clip(2.5 * np.sin(2 * np.pi * along) - 1.0, 0, 1)
+    if params.texture == "stripes":
+        return np.clip(2.5 * np.sin(2 * np.pi * along) - 1.0, 0, 1)
     if params.texture == "checks":
         return 0.25 * (np.clip(3 * np.sin(np.pi * along), 0, 1) + np.clip(3 * np.sin(np.pi * across), 0, 1)) ** 2
     if params.texture == "dots":
@@ -223,16 +267,23 @@ def _pattern(params: MaskParams, frame: _Frame, xs: np.ndarray, ys: np.ndarray, 
     h, w = shape  # noise: smooth blotches at the texture period, from a patch of a fixed noise tile
     ch, cw = int(h / period) + 2, int(w / period) + 2
     oy, ox = params.texture_seed % (_NOISE.shape[0] - ch), (params.texture_seed // 7919) % (_NOISE.shape[1] - cw)
-    return np.clip(cv2.resize(_NOISE[oy:oy + ch, ox:ox + cw], (w, h), interpolation=cv2.INTER_LINEAR) * 1.4 - 0.45, 0, 1)
+    return np.clip(
+        cv2.resize(_NOISE[oy : oy + ch, ox : ox + cw], (w, h), interpolation=cv2.INTER_LINEAR) * 1.4 - 0.45, 0, 1
+    )
 
 
 def _fittings(out: np.ndarray, params: MaskParams, frame: _Frame) -> None:
     "Ear loops, straps and nose wire (when `params.fittings`) and the valve, drawn over the composited face."
     colour = tuple(float(c) for c in params.colour)
-    roles = dict(loop=tuple(float(0.6 * c) for c in colour) if params.type == "cloth"
-                 else tuple(float(min(255.0, 0.5 * c + 125)) for c in colour),
-                 dark=tuple(float(0.6 * c) for c in colour), wire=(205.0, 205.0, 210.0))
-    if params.fittings: _draw_lines(out, MASK_SHAPES[params.type]["fitting_lines"], frame, roles.__getitem__)
+    roles = dict(
+        loop=tuple(float(0.6 * c) for c in colour)
+        if params.type == "cloth"
+        else tuple(float(min(255.0, 0.5 * c + 125)) for c in colour),
+        dark=tuple(float(0.6 * c) for c in colour),
+        wire=(205.0, 205.0, 210.0),
+    )
+    if params.fittings:
+        _draw_lines(out, MASK_SHAPES[params.type]["fitting_lines"], frame, roles.__getitem__)
     if params.type == "n95" and params.valve:
         centre = tuple(int(v) for v in np.round(frame(_VALVE_CENTRE)[0] * 16))
         cv2.circle(out, centre, int(round(16 * 5.5 * frame.scale)), roles["dark"], -1, cv2.LINE_AA, 4)
@@ -243,20 +294,26 @@ def _lighting(roi: np.ndarray, alpha: np.ndarray, strength: float) -> np.ndarray
     "Brightness factor (float32, about 1) of a plane fitted to the face's luminance under the mask."
     h, w = alpha.shape
     total = float(alpha.sum())
-    if total < 4.0: return np.ones((h, w), np.float32)
+    if total < 4.0:
+        return np.ones((h, w), np.float32)
     grey = cv2.cvtColor(roi, cv2.COLOR_RGB2GRAY).astype(np.float32)
     weighted = cv2.multiply(grey, alpha)
     mean = float(weighted.sum()) / total + 1.0
     # coverage-weighted mean brightness of the four quadrants; quadrant centres lie half the box apart
     quad_w = cv2.resize(alpha, (2, 2), interpolation=cv2.INTER_AREA)
-    quad = np.where(quad_w > 0.02, cv2.resize(weighted, (2, 2), interpolation=cv2.INTER_AREA) / np.maximum(quad_w, 0.02), mean)
+    quad = np.where(
+        quad_w > 0.02, cv2.resize(weighted, (2, 2), interpolation=cv2.INTER_AREA) / np.maximum(quad_w, 0.02), mean
+    )
     # relative slopes, bounded: side light shows, but a beard or a dark mouth in the lower half must not turn
     # into a dark band (vertical slopes are damped more, as those are what such features produce)
     slope_x = min(max(float(quad[:, 1].mean() - quad[:, 0].mean()) / 0.5 / mean, -0.4), 0.4)
     slope_y = min(max(0.5 * float(quad[1, :].mean() - quad[0, :].mean()) / 0.5 / mean, -0.2), 0.2)
     level = 1 + 0.5 * strength * (min(max(mean / 140.0, 0.5), 1.4) - 1)  # a dark photo gets a darker mask
-    plane = np.float32(level) + np.float32(strength * slope_x) * (np.arange(w, dtype=np.float32) / w - 0.5)[None, :] \
+    plane = (
+        np.float32(level)
+        + np.float32(strength * slope_x) * (np.arange(w, dtype=np.float32) / w - 0.5)[None, :]
         + np.float32(strength * slope_y) * (np.arange(h, dtype=np.float32) / h - 0.5)[:, None]
+    )
     return np.clip(plane, 0.55, 1.5)
 
 # %% ../nbs/09_masks.ipynb #fae1786b
@@ -265,13 +322,15 @@ def _coverage(frame: _Frame, outline_uv: np.ndarray, height: int, width: int):
     bx, by, bw, bh = cv2.boundingRect(fixed)
     x0, y0 = max(bx // 16 - 2, 0), max(by // 16 - 2, 0)
     x1, y1 = min((bx + bw) // 16 + 3, width), min((by + bh) // 16 + 3, height)
-    if x1 <= x0 or y1 <= y0: return None
+    if x1 <= x0 or y1 <= y0:
+        return None
     alpha = np.zeros((y1 - y0, x1 - x0), np.uint8)
     cv2.fillPoly(alpha, [fixed - np.int32([x0 * 16, y0 * 16])], 255, cv2.LINE_AA, shift=4)
     return cv2.GaussianBlur(alpha, (3, 3), 0), (x0, y0, x1, y1)
 
 
-def _scalar(rgb) -> tuple: return (float(rgb[0]), float(rgb[1]), float(rgb[2]), 0.0)
+def _scalar(rgb) -> tuple:
+    return (float(rgb[0]), float(rgb[1]), float(rgb[2]), 0.0)
 
 
 def mask_alpha(params: MaskParams, height: int = TEMPLATE_SIZE, width: int | None = None) -> np.ndarray:
@@ -292,7 +351,8 @@ def apply_mask(image: np.ndarray, params: MaskParams) -> np.ndarray:
     frame = _Frame(params, height, width)
     out = image.copy()
     cov = _coverage(frame, MASK_SHAPES[params.type]["outline"], height, width)
-    if cov is None: return out
+    if cov is None:
+        return out
     alpha8, (x0, y0, x1, y1) = cov
     roi_u8 = image[y0:y1, x0:x1]
     alpha = alpha8.astype(np.float32) * np.float32(1 / 255)
@@ -307,11 +367,14 @@ def apply_mask(image: np.ndarray, params: MaskParams) -> np.ndarray:
     # broadcasting over a last axis of 3 here
     shade3 = cv2.cvtColor(shade, cv2.COLOR_GRAY2RGB)
     pattern = _texture(params, frame, xs, ys, alpha8.shape)
-    if pattern is None: material = cv2.multiply(shade3, _scalar(params.colour))
+    if pattern is None:
+        material = cv2.multiply(shade3, _scalar(params.colour))
     else:
         delta = [t - c for t, c in zip(params.texture_colour, params.colour)]
-        mixed = cv2.add(cv2.multiply(cv2.cvtColor(pattern.astype(np.float32), cv2.COLOR_GRAY2RGB), _scalar(delta)),
-                        _scalar(params.colour))
+        mixed = cv2.add(
+            cv2.multiply(cv2.cvtColor(pattern.astype(np.float32), cv2.COLOR_GRAY2RGB), _scalar(delta)),
+            _scalar(params.colour),
+        )
         material = cv2.multiply(mixed, shade3)
     blended = cv2.blendLinear(material, roi_u8.astype(np.float32), alpha, 1 - alpha)
     out[y0:y1, x0:x1] = cv2.convertScaleAbs(blended)  # rounds and saturates to uint8
@@ -327,22 +390,28 @@ def landmark_coverage(params: MaskParams, height: int = TEMPLATE_SIZE, width: in
     return alpha[points[:, 1], points[:, 0]]
 
 # %% ../nbs/09_masks.ipynb #78713594
-def mask_images(images, keys: Iterable, sampler: MaskSampler, epoch: int | None = None) -> tuple[np.ndarray, list[MaskParams]]:
+def mask_images(
+    images, keys: Iterable, sampler: MaskSampler, epoch: int | None = None
+) -> tuple[np.ndarray, list[MaskParams]]:
     "Mask a batch (N, H, W, 3) of aligned RGB uint8 faces; image i uses key `keys[i]`."
     images = np.asarray(images)
-    if images.ndim != 4: raise FocusFaceError(f"expected a batch (N, H, W, 3), got shape {images.shape}")
+    if images.ndim != 4:
+        raise FocusFaceError(f"expected a batch (N, H, W, 3), got shape {images.shape}")
     keys = list(keys)
-    if len(keys) != len(images): raise FocusFaceError(f"{len(images)} images but {len(keys)} keys")
+    if len(keys) != len(images):
+        raise FocusFaceError(f"{len(images)} images but {len(keys)} keys")
     params = [sampler(k, epoch) for k in keys]
     return np.stack([apply_mask(im, p) for im, p in zip(images, params)]), params
 
 # %% ../nbs/09_masks.ipynb #263cc001
 class MaskTransform:
     "Training transform for the masked view: `transform(image, key) -> masked image`."
+
     def __init__(self, spec: str = DEFAULT_SPEC, seed: int = 0, *, new_mask_each_epoch: bool = True):
         self.sampler, self.new_mask_each_epoch, self.epoch = MaskSampler(spec, seed), new_mask_each_epoch, 0
 
-    def set_epoch(self, epoch: int) -> None: self.epoch = int(epoch)
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
 
     def params(self, key) -> MaskParams:
         return self.sampler(key, self.epoch if self.new_mask_each_epoch else None)
@@ -351,9 +420,23 @@ class MaskTransform:
         return apply_mask(image, self.params(key))
 
 # %% ../nbs/09_masks.ipynb #21c3e13f
-GALLERY_SPECS = ("surgical-lightblue", "surgical-green", "surgical-white", "surgical-black", "n95-white-valve",
-                 "n95-beige-novalve", "kn95-white", "kn95-black", "cloth-navy-plain", "cloth-red-stripes",
-                 "cloth-beige-checks", "cloth-teal-dots", "cloth-grey-noise", "gaiter-black-plain", "gaiter-olive-noise")
+GALLERY_SPECS = (
+    "surgical-lightblue",
+    "surgical-green",
+    "surgical-white",
+    "surgical-black",
+    "n95-white-valve",
+    "n95-beige-novalve",
+    "kn95-white",
+    "kn95-black",
+    "cloth-navy-plain",
+    "cloth-red-stripes",
+    "cloth-beige-checks",
+    "cloth-teal-dots",
+    "cloth-grey-noise",
+    "gaiter-black-plain",
+    "gaiter-olive-noise",
+)
 
 
 def mask_gallery(faces, specs=GALLERY_SPECS, seed: int = 1) -> np.ndarray:
@@ -367,14 +450,21 @@ def mask_gallery(faces, specs=GALLERY_SPECS, seed: int = 1) -> np.ndarray:
 def gallery_figure(faces, specs=GALLERY_SPECS, seed: int = 1):
     "The gallery as a matplotlib `Figure` with the spec of each column written above it."
     from matplotlib.figure import Figure  # no pyplot: a caller's backend is left alone
+
     grid = mask_gallery(faces, specs, seed)
     size = grid.shape[0] // len(faces)
     fig = Figure(figsize=(1.05 * (len(specs) + 1), 1.05 * len(faces) + 0.7))
     ax = fig.subplots()
     ax.imshow(grid)
-    ax.set_xticks([size * (k + 0.5) for k in range(len(specs) + 1)],
-                  ["unmasked"] + [s.replace("-", "\n", 1) for s in specs], fontsize=7)
-    ax.xaxis.tick_top(); ax.set_yticks([]); ax.tick_params(length=0)
-    for side in ax.spines.values(): side.set_visible(False)
+    ax.set_xticks(
+        [size * (k + 0.5) for k in range(len(specs) + 1)],
+        ["unmasked"] + [s.replace("-", "\n", 1) for s in specs],
+        fontsize=7,
+    )
+    ax.xaxis.tick_top()
+    ax.set_yticks([])
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
     fig.tight_layout()
     return fig

@@ -25,14 +25,25 @@ __all__ = ['RENDERER_VERSION', 'SAMPLER_VERSION', 'COLOURS', 'MASK_TYPES', 'FABR
 
 # %% ../nbs/08_maskspec.ipynb #81e1a4f1
 RENDERER_VERSION = 1  # bump when a change to the drawing code changes output bytes: manifests record it
-SAMPLER_VERSION = 2   # bump when a (spec, seed) draws other masks: 2 made the paper style the default
+SAMPLER_VERSION = 2  # bump when a (spec, seed) draws other masks: 2 made the paper style the default
 
 # %% ../nbs/08_maskspec.ipynb #caac9b44
 COLOURS = {
-    "white": (242, 242, 240), "black": (38, 38, 42), "lightblue": (135, 206, 250), "green": (173, 255, 47),
-    "blue": (70, 110, 190), "navy": (32, 42, 88), "grey": (150, 150, 156), "pink": (240, 168, 190),
-    "red": (170, 38, 45), "beige": (222, 204, 170), "teal": (36, 132, 132), "yellow": (235, 205, 80),
-    "purple": (110, 70, 140), "olive": (110, 120, 60), "brown": (115, 80, 55),
+    "white": (242, 242, 240),
+    "black": (38, 38, 42),
+    "lightblue": (135, 206, 250),
+    "green": (173, 255, 47),
+    "blue": (70, 110, 190),
+    "navy": (32, 42, 88),
+    "grey": (150, 150, 156),
+    "pink": (240, 168, 190),
+    "red": (170, 38, 45),
+    "beige": (222, 204, 170),
+    "teal": (36, 132, 132),
+    "yellow": (235, 205, 80),
+    "purple": (110, 70, 140),
+    "olive": (110, 120, 60),
+    "brown": (115, 80, 55),
 }
 MASK_TYPES = ("surgical", "n95", "kn95", "cloth", "gaiter")
 FABRIC_TYPES = ("cloth", "gaiter")
@@ -51,6 +62,7 @@ DEFAULT_SPEC = "cloth, surgical-#adff2f, surgical-#87cefa, KN95, N95"  # the aut
 @dataclass(frozen=True)
 class MaskChoice:
     "One entry of a spec: a mask type, and optionally a fixed colour, texture, (N95) valve and style."
+
     type: str
     colour: tuple | None = None
     texture: str | None = None
@@ -61,52 +73,75 @@ class MaskChoice:
 def parse_colour(text: str, where: str = "colour") -> tuple:
     "`#rrggbb` or a colour name -> (r, g, b)."
     t = text.strip().lower()
-    if re.fullmatch(r"#[0-9a-f]{6}", t): return tuple(int(t[i:i + 2], 16) for i in (1, 3, 5))
-    if t in COLOURS: return COLOURS[t]
+    if re.fullmatch(r"#[0-9a-f]{6}", t):
+        return tuple(int(t[i : i + 2], 16) for i in (1, 3, 5))
+    if t in COLOURS:
+        return COLOURS[t]
     raise FocusFaceError(f"{where}: unknown colour {shorten(text)}; use #rrggbb or one of {sorted(COLOURS)}")
 
 # %% ../nbs/08_maskspec.ipynb #cb16e2de
+def _modifier(word: str, kind: str, where: str) -> tuple[str, object]:
+    "(which part of the choice, its value) of a word after the mask type: a texture, valve, style or colour."
+    lower = word.lower()
+    if lower in TEXTURES:
+        if kind not in FABRIC_TYPES:
+            raise FocusFaceError(f"{where}: texture {word!r} applies only to {list(FABRIC_TYPES)}")
+        return "texture", lower
+    if lower in ("valve", "novalve"):
+        if kind != "n95":
+            raise FocusFaceError(f"{where}: only an n95 has a valve")
+        return "valve", lower == "valve"
+    if lower in STYLES:
+        return "style", lower
+    try:
+        return "colour", parse_colour(word, where=where)
+    except FocusFaceError:
+        raise FocusFaceError(
+            f"{where}: unknown colour {shorten(word)}; a word after the type is a colour "
+            f"(#rrggbb or one of {sorted(COLOURS)}), a texture {list(TEXTURES)}, valve or "
+            f"novalve, or a style {list(STYLES)}"
+        ) from None
+
+
+_TWICE = dict(  # a part named twice in one choice: what to say
+    texture="two textures ({}, {}); name one",
+    valve="'valve' or 'novalve', not both",
+    style="two styles ({}, {}); name one",
+    colour="two colours; name one",
+)
+
+
+def _parse_choice(token: str, spec: str) -> MaskChoice:
+    "One comma-separated choice of a spec: the type, then its colour, texture, valve and style in any order."
+    words = token.split("-")
+    kind = words[0].strip().lower()
+    if kind not in MASK_TYPES:
+        raise FocusFaceError(
+            f"mask spec {shorten(spec)}: unknown mask type {shorten(words[0])} in {shorten(token)}; "
+            f"choose from {list(MASK_TYPES)}"
+        )
+    where = f"mask spec {shorten(spec)}" + ("" if token.strip() == spec.strip() else f", in {shorten(token)}")
+    found = {}
+    for word in (w.strip() for w in words[1:]):
+        part, value = _modifier(word, kind, where)
+        if part in found:
+            raise FocusFaceError(f"{where}: " + _TWICE[part].format(found[part], word))
+        found[part] = value
+    return MaskChoice(kind, found.get("colour"), found.get("texture"), found.get("valve"), found.get("style"))
+
+
 def parse_spec(spec: str) -> list[MaskChoice]:
-    "Parse a mask spec like `\"cloth, surgical-#adff2f, KN95\"` into choices; unknown words are errors."
-    choices = []
-    for token in (t.strip() for t in str(spec).split(",")):
-        if not token: continue
-        words = token.split("-")
-        kind = words[0].strip().lower()
-        if kind not in MASK_TYPES:
-            raise FocusFaceError(f"mask spec {shorten(spec)}: unknown mask type {shorten(words[0])} in {shorten(token)}; "
-                             f"choose from {list(MASK_TYPES)}")
-        colour = texture = valve = style = None
-        for word in (w.strip() for w in words[1:]):
-            where = f"mask spec {shorten(spec)}" + ("" if token.strip() == spec.strip() else f", in {shorten(token)}")
-            if word.lower() in TEXTURES:
-                if kind not in FABRIC_TYPES:
-                    raise FocusFaceError(f"{where}: texture {word!r} applies only to {list(FABRIC_TYPES)}")
-                if texture is not None: raise FocusFaceError(f"{where}: two textures ({texture}, {word}); name one")
-                texture = word.lower()
-            elif word.lower() in ("valve", "novalve"):
-                if kind != "n95": raise FocusFaceError(f"{where}: only an n95 has a valve")
-                if valve is not None: raise FocusFaceError(f"{where}: 'valve' or 'novalve', not both")
-                valve = word.lower() == "valve"
-            elif word.lower() in STYLES:
-                if style is not None: raise FocusFaceError(f"{where}: two styles ({style}, {word}); name one")
-                style = word.lower()
-            else:
-                try: named = parse_colour(word, where=where)
-                except FocusFaceError:
-                    raise FocusFaceError(f"{where}: unknown colour {shorten(word)}; a word after the type is a colour "
-                                         f"(#rrggbb or one of {sorted(COLOURS)}), a texture {list(TEXTURES)}, valve or "
-                                         f"novalve, or a style {list(STYLES)}") from None
-                if colour is not None: raise FocusFaceError(f"{where}: two colours; name one")
-                colour = named
-        choices.append(MaskChoice(kind, colour, texture, valve, style))
-    if not choices: raise FocusFaceError(f"mask spec {shorten(spec)} names no mask type; e.g. {DEFAULT_SPEC!r}")
+    'Parse a mask spec like `"cloth, surgical-#adff2f, KN95"` into choices; unknown words are errors.'
+    choices = [_parse_choice(token, spec) for token in (t.strip() for t in str(spec).split(",")) if token]
+    if not choices:
+        raise FocusFaceError(f"mask spec {shorten(spec)} names no mask type; e.g. {DEFAULT_SPEC!r}")
     return choices
 
 # %% ../nbs/08_maskspec.ipynb #0979f4c5
 @dataclass
 class MaskParams:
     "Everything needed to draw one mask (template pixels; colours RGB 0..255)."
+
     type: str
     colour: tuple = (242.0, 242.0, 240.0)
     top: float = 60.0
@@ -135,8 +170,10 @@ class MaskParams:
             raise FocusFaceError(f"unknown texture {shorten(self.texture)}; choose from {list(TEXTURES)}")
         for name in ("colour", "texture_colour"):
             value = getattr(self, name)
-            try: rgb = tuple(float(v) for v in value)
-            except (TypeError, ValueError): rgb = ()
+            try:
+                rgb = tuple(float(v) for v in value)
+            except (TypeError, ValueError):
+                rgb = ()
             if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):  # NaN fails the comparison too
                 raise FocusFaceError(f"mask {name} must be three numbers in [0, 255] (RGB), got {shorten(value)}")
             setattr(self, name, rgb)
@@ -153,29 +190,46 @@ class MaskParams:
                 raise FocusFaceError(f"mask {name} must be true or false, got {shorten(getattr(self, name))}")
 
     def to_dict(self) -> dict:
-        d = asdict(self); d["colour"], d["texture_colour"] = list(self.colour), list(self.texture_colour)
+        d = asdict(self)
+        d["colour"], d["texture_colour"] = list(self.colour), list(self.texture_colour)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "MaskParams":
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
-        if unknown: raise FocusFaceError(f"unknown mask parameters {shorten(unknown)}; this focusface draws {sorted(known)}")
-        if "type" not in d: raise FocusFaceError("a mask entry needs a 'type'")
+        if unknown:
+            raise FocusFaceError(f"unknown mask parameters {shorten(unknown)}; this focusface draws {sorted(known)}")
+        if "type" not in d:
+            raise FocusFaceError("a mask entry needs a 'type'")
         return cls(**d)
 
 
-PARAM_RANGES = dict(top=(30.0, 90.0), bottom=(40.0, 160.0), width=(0.5, 1.6), angle=(-45.0, 45.0), dx=(-20.0, 20.0),
-                     dy=(-20.0, 20.0), shading=(0.0, 1.0), texture_period=(2.0, 64.0), texture_angle=(-360.0, 360.0),
-                     jaw=(-0.5, 0.8), cheek=(-0.3, 0.6), texture_strength=(0.0, 1.0), skew=(-0.6, 0.6))
+PARAM_RANGES = dict(
+    top=(30.0, 90.0),
+    bottom=(40.0, 160.0),
+    width=(0.5, 1.6),
+    angle=(-45.0, 45.0),
+    dx=(-20.0, 20.0),
+    dy=(-20.0, 20.0),
+    shading=(0.0, 1.0),
+    texture_period=(2.0, 64.0),
+    texture_angle=(-360.0, 360.0),
+    jaw=(-0.5, 0.8),
+    cheek=(-0.3, 0.6),
+    texture_strength=(0.0, 1.0),
+    skew=(-0.6, 0.6),
+)
 
 # %% ../nbs/08_maskspec.ipynb #9120899b
 def key_to_int(key) -> int:
     "A stable non-negative integer for an image key (int, numpy int, or str)."
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-        if key < 0: raise FocusFaceError(f"image keys must be non-negative, got {key}")
+        if key < 0:
+            raise FocusFaceError(f"image keys must be non-negative, got {key}")
         return int(key)
-    if isinstance(key, str): return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
+    if isinstance(key, str):
+        return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
     raise FocusFaceError(f"image keys must be int or str, got {type(key).__name__}")
 
 # %% ../nbs/08_maskspec.ipynb #64fa390d
@@ -196,23 +250,39 @@ _PAPER_STYLE = {
     "cloth": dict(own=(56, 55, 54), top=(62.5, 2.8), width=1.0, jaw=0.3, cheek=0.2),
     "gaiter": dict(own=(56, 55, 54), top=(63.0, 2.8), width=1.0, jaw=0.0, cheek=0.1),
 }
-_MATERIAL = {"surgical": (198, 204, 200), "kn95": (246, 246, 247), "n95": (221, 219, 212), "cloth": (56, 55, 54),
-             "gaiter": (56, 55, 54)}  # the grey level a named colour is blended with, per material
+_MATERIAL = {
+    "surgical": (198, 204, 200),
+    "kn95": (246, 246, 247),
+    "n95": (221, 219, 212),
+    "cloth": (56, 55, 54),
+    "gaiter": (56, 55, 54),
+}  # the grey level a named colour is blended with, per material
 
 
 def _sample_bold(rng, choice: MaskChoice) -> dict:
     "focusface's first look; its draws are kept exactly as they were, so old seeds give the same masks."
     palette = PALETTES[choice.type]
     colour = choice.colour if choice.colour is not None else COLOURS[palette[int(rng.integers(len(palette)))]]
-    p = dict(type=choice.type, colour=_jitter_colour(rng, colour),
-             top=float(rng.uniform(57.5, 63.0)), bottom=float(rng.uniform(106.0, 116.0)),
-             width=float(rng.uniform(0.92, 1.06)), angle=float(np.clip(rng.normal(0, 2.5), -6, 6)),
-             dx=float(rng.uniform(-1.5, 1.5)), dy=float(rng.uniform(-1.0, 1.0)), shading=float(rng.uniform(0.45, 0.85)))
+    p = dict(
+        type=choice.type,
+        colour=_jitter_colour(rng, colour),
+        top=float(rng.uniform(57.5, 63.0)),
+        bottom=float(rng.uniform(106.0, 116.0)),
+        width=float(rng.uniform(0.92, 1.06)),
+        angle=float(np.clip(rng.normal(0, 2.5), -6, 6)),
+        dx=float(rng.uniform(-1.5, 1.5)),
+        dy=float(rng.uniform(-1.0, 1.0)),
+        shading=float(rng.uniform(0.45, 0.85)),
+    )
     if choice.type in FABRIC_TYPES:
         p["texture"] = choice.texture or TEXTURES[int(rng.integers(len(TEXTURES)))]
         second = COLOURS[("white", "black", "grey", "red", "yellow", "navy", "pink")[int(rng.integers(7))]]
-        p.update(texture_colour=_jitter_colour(rng, second), texture_period=float(rng.uniform(5.0, 11.0)),
-                 texture_angle=float(rng.choice([0.0, 90.0, 45.0, -45.0])), texture_seed=int(rng.integers(2**31)))
+        p.update(
+            texture_colour=_jitter_colour(rng, second),
+            texture_period=float(rng.uniform(5.0, 11.0)),
+            texture_angle=float(rng.choice([0.0, 90.0, 45.0, -45.0])),
+            texture_seed=int(rng.integers(2**31)),
+        )
     if choice.type == "n95":
         draw = bool(rng.random() < 0.3)  # drawn whatever the spec says, so the choice does not shift later draws
         p["valve"] = draw if choice.valve is None else choice.valve
@@ -223,27 +293,45 @@ def _sample_paper(rng, choice: MaskChoice) -> dict:
     "MaskTheFace's masks: muted colours, its sizes and their spread, a shape that follows the jaw, no loops."
     cal = _PAPER_STYLE[choice.type]
     own = np.asarray(cal["own"], float)
-    colour = own if choice.colour is None else 0.5 * np.asarray(choice.colour, float) + 0.5 * np.asarray(_MATERIAL[choice.type])
+    colour = (
+        own
+        if choice.colour is None
+        else 0.5 * np.asarray(choice.colour, float) + 0.5 * np.asarray(_MATERIAL[choice.type])
+    )
     centre, spread = cal["top"]
     gain = rng.uniform(0.92, 1.04) * (1 + rng.normal(0, 0.008, 3))  # lighter or darker, hardly tinted
-    p = dict(type=choice.type, colour=tuple(float(v) for v in np.clip(colour * gain, 0, 255).round(2)), fittings=False,
-             top=float(np.clip(rng.normal(centre, spread), centre - 5, min(centre + 7, 69.0))),  # nose tip at 71.7
-             bottom=111.0,  # the crop's last row, which MaskTheFace's masks reach
-             width=float(cal["width"] * np.clip(rng.normal(1.0, 0.04), 0.9, 1.1)),
-             jaw=float(np.clip(rng.normal(cal["jaw"], 0.08), -0.1, 0.6)), cheek=float(np.clip(rng.normal(cal["cheek"], 0.05), -0.1, 0.4)),
-             angle=float(np.clip(rng.normal(0, 3.0), -6, 6)), dx=float(rng.uniform(-1.5, 1.5)), dy=0.0,
-             shading=float(rng.uniform(0.15, 0.35)))
+    p = dict(
+        type=choice.type,
+        colour=tuple(float(v) for v in np.clip(colour * gain, 0, 255).round(2)),
+        fittings=False,
+        top=float(np.clip(rng.normal(centre, spread), centre - 5, min(centre + 7, 69.0))),  # nose tip at 71.7
+        bottom=111.0,  # the crop's last row, which MaskTheFace's masks reach
+        width=float(cal["width"] * np.clip(rng.normal(1.0, 0.04), 0.9, 1.1)),
+        jaw=float(np.clip(rng.normal(cal["jaw"], 0.08), -0.1, 0.6)),
+        cheek=float(np.clip(rng.normal(cal["cheek"], 0.05), -0.1, 0.4)),
+        angle=float(np.clip(rng.normal(0, 3.0), -6, 6)),
+        dx=float(rng.uniform(-1.5, 1.5)),
+        dy=0.0,
+        shading=float(rng.uniform(0.15, 0.35)),
+    )
     if choice.type in FABRIC_TYPES:  # a woven fabric: faint blotches of a lighter shade, or the named pattern, muted
         second = np.clip(np.asarray(p["colour"]) * 1.6 + 12, 0, 255)
-        p.update(texture=choice.texture or "noise", texture_colour=tuple(float(v) for v in second.round(2)),
-                 texture_strength=0.5 if choice.texture else 0.6, texture_period=float(rng.uniform(2.0, 2.5)),
-                 texture_angle=float(rng.choice([0.0, 90.0, 45.0, -45.0])), texture_seed=int(rng.integers(2**31)))
-    if choice.type == "n95": p["valve"] = bool(choice.valve)  # MaskTheFace's N95 has none
+        p.update(
+            texture=choice.texture or "noise",
+            texture_colour=tuple(float(v) for v in second.round(2)),
+            texture_strength=0.5 if choice.texture else 0.6,
+            texture_period=float(rng.uniform(2.0, 2.5)),
+            texture_angle=float(rng.choice([0.0, 90.0, 45.0, -45.0])),
+            texture_seed=int(rng.integers(2**31)),
+        )
+    if choice.type == "n95":
+        p["valve"] = bool(choice.valve)  # MaskTheFace's N95 has none
     return p
 
 
-def sample_mask_params(spec: str | Sequence[MaskChoice] = DEFAULT_SPEC, seed: int = 0, key=0, *,
-                       epoch: int | None = None) -> MaskParams:
+def sample_mask_params(
+    spec: str | Sequence[MaskChoice] = DEFAULT_SPEC, seed: int = 0, key=0, *, epoch: int | None = None
+) -> MaskParams:
     "Draw the mask for image `key`: a choice from `spec`, its colour, texture and geometry jitter, in its style."
     choices = parse_spec(spec) if isinstance(spec, str) else list(spec)
     entropy = [int(seed), key_to_int(key)] + ([int(epoch)] if epoch is not None else [])
@@ -261,13 +349,15 @@ def check_seed(seed) -> int:
 # %% ../nbs/08_maskspec.ipynb #4bfab4a6
 class MaskSampler:
     "Draws `MaskParams` for image keys from a spec and a seed."
+
     def __init__(self, spec: str = DEFAULT_SPEC, seed: int = 0):
         self.spec, self.seed, self.choices = spec, check_seed(seed), parse_spec(spec)
 
     def __call__(self, key, epoch: int | None = None) -> MaskParams:
         return sample_mask_params(self.choices, self.seed, key, epoch=epoch)
 
-    def __repr__(self): return f"MaskSampler({self.spec!r}, seed={self.seed})"
+    def __repr__(self):
+        return f"MaskSampler({self.spec!r}, seed={self.seed})"
 
 # %% ../nbs/08_maskspec.ipynb #fb5636bf
 MANIFEST_FORMAT = 1
@@ -284,24 +374,35 @@ def manifest_line(key, params: MaskParams) -> str:
 def read_manifest(path) -> tuple[dict, dict]:
     "(header, {key: MaskParams}) from a manifest file."
     path = Path(path)
-    if not path.is_file(): raise FormatError(f"{path}: mask manifest not found")
+    if not path.is_file():
+        raise FormatError(f"{path}: mask manifest not found")
     with open(path, encoding="utf-8", errors="replace") as f:
-        try: header = json.loads(f.readline(1 << 20))
-        except (json.JSONDecodeError, RecursionError): header = None
+        try:
+            header = json.loads(f.readline(1 << 20))
+        except (json.JSONDecodeError, RecursionError):
+            header = None
         if not isinstance(header, dict) or header.get("focusface_masks") != MANIFEST_FORMAT:
             raise FormatError(f"{path}: line 1 is not a focusface mask manifest header (format {MANIFEST_FORMAT})")
         if header.get("renderer") != RENDERER_VERSION:
-            raise FormatError(f"{path}: drawn by renderer version {shorten(header.get('renderer'))}, this focusface has "
-                             f"{RENDERER_VERSION}: a replay would not be byte-identical; use the focusface that made it")
+            raise FormatError(
+                f"{path}: drawn by renderer version {shorten(header.get('renderer'))}, this focusface has "
+                f"{RENDERER_VERSION}: a replay would not be byte-identical; use the focusface that made it"
+            )
         entries = {}
         for lineno, line in enumerate(f, start=2):
-            if not line.strip(): continue
+            if not line.strip():
+                continue
             try:
                 d = json.loads(line)
-                if not isinstance(d, dict) or not isinstance(d.get("key"), (int, str)) or isinstance(d.get("key"), bool):
+                if (
+                    not isinstance(d, dict)
+                    or not isinstance(d.get("key"), (int, str))
+                    or isinstance(d.get("key"), bool)
+                ):
                     raise FocusFaceError("expected an object with an integer or string 'key'")
                 key = d.pop("key")
-                if key in entries: raise FocusFaceError(f"key {shorten(key)} appears twice")
+                if key in entries:
+                    raise FocusFaceError(f"key {shorten(key)} appears twice")
                 entries[key] = MaskParams.from_dict(d)
             except (json.JSONDecodeError, RecursionError, TypeError, ValueError) as e:
                 raise FormatError(f"{path}:{lineno}: not a mask entry ({shorten(str(e), 200)})") from None

@@ -21,12 +21,15 @@ __all__ = ['BOOTSTRAP_METRICS', 'Scores', 'rates_at', 'pyeer_rates', 'pyeer_metr
 # %% ../nbs/19_metrics.ipynb #c599253d
 class Scores:
     "Sorted genuine and impostor scores, with exact FMR/FNMR at any threshold."
+
     def __init__(self, genuine, impostor):
         self.genuine = np.sort(np.asarray(genuine, np.float64).ravel())
         self.impostor = np.sort(np.asarray(impostor, np.float64).ravel())
         for name, arr in (("genuine", self.genuine), ("impostor", self.impostor)):
-            if arr.size == 0: raise FocusFaceError(f"no {name} scores: verification metrics need both genuine and impostor pairs")
-            if not np.isfinite(arr).all(): raise FocusFaceError(f"{name} scores contain NaN or inf (e.g. from an all-zero embedding)")
+            if arr.size == 0:
+                raise FocusFaceError(f"no {name} scores: verification metrics need both genuine and impostor pairs")
+            if not np.isfinite(arr).all():
+                raise FocusFaceError(f"{name} scores contain NaN or inf (e.g. from an all-zero embedding)")
         self.n_genuine, self.n_impostor = self.genuine.size, self.impostor.size
 
     def fmr(self, t):
@@ -44,22 +47,29 @@ class Scores:
         both = np.concatenate([self.genuine, self.impostor])
         order = np.argsort(both, kind="stable")  # two sorted runs: the stable sort merges them in linear time
         values = both[order]
-        first = np.empty(values.size, bool); first[0] = True
+        first = np.empty(values.size, bool)
+        first[0] = True
         np.not_equal(values[1:], values[:-1], out=first[1:])
         start = np.flatnonzero(first)
         genuine_up_to = np.cumsum(order < self.n_genuine)  # genuine scores at positions <= p of the merged array
         below = genuine_up_to[start] - (order[start] < self.n_genuine)  # genuine scores < each distinct score
         genuine_at = np.diff(below, append=self.n_genuine)
         false_matches = self.n_impostor - (start - below)  # impostors at or above: all but those before `start`
-        return dict(threshold=values[start], false_matches=false_matches, false_non_matches=below,
-                    genuine_at=genuine_at, impostors_at=-np.diff(false_matches, append=0))
+        return dict(
+            threshold=values[start],
+            false_matches=false_matches,
+            false_non_matches=below,
+            genuine_at=genuine_at,
+            impostors_at=-np.diff(false_matches, append=0),
+        )
 
     def next_candidate(self, t: float) -> float:
         "The smallest candidate threshold (a score, or +inf) strictly above `t`."
         out = math.inf
         for arr in (self.genuine, self.impostor):
             i = int(np.searchsorted(arr, t, side="right"))
-            if i < arr.size: out = min(out, float(arr[i]))
+            if i < arr.size:
+                out = min(out, float(arr[i]))
         return out
 
 # %% ../nbs/19_metrics.ipynb #17e0122c
@@ -73,19 +83,24 @@ def rates_at(genuine, impostor, thresholds) -> dict:
 def _fnmr_at_fmr(s: Scores, target: float) -> tuple[float, float]:
     "(lowest FNMR with FMR <= target, its threshold)."
     k = int(math.floor(target * s.n_impostor + 1e-9))
-    if k >= s.n_impostor: t = float(min(s.genuine[0], s.impostor[0]))
-    else: t = s.next_candidate(float(s.impostor[s.n_impostor - 1 - k]))
+    if k >= s.n_impostor:
+        t = float(min(s.genuine[0], s.impostor[0]))
+    else:
+        t = s.next_candidate(float(s.impostor[s.n_impostor - 1 - k]))
     return float(s.fnmr(t)), t
 
 
 def _last_nonnegative(arr: np.ndarray, s: Scores) -> float | None:
     "The largest value v of sorted `arr` with FMR(v) >= FNMR(v), or None."
     lo, hi = 0, arr.size - 1
-    if s.fmr(arr[0]) < s.fnmr(arr[0]): return None
+    if s.fmr(arr[0]) < s.fnmr(arr[0]):
+        return None
     while lo < hi:  # FMR - FNMR is non-increasing along arr
         mid = (lo + hi + 1) // 2
-        if s.fmr(arr[mid]) >= s.fnmr(arr[mid]): lo = mid
-        else: hi = mid - 1
+        if s.fmr(arr[mid]) >= s.fnmr(arr[mid]):
+            lo = mid
+        else:
+            hi = mid - 1
     return float(arr[lo])
 
 
@@ -125,8 +140,10 @@ def _first(n: int, reached) -> int:
     lo, hi = 0, n
     while lo < hi:
         mid = (lo + hi) // 2
-        if reached(mid): hi = mid
-        else: lo = mid + 1
+        if reached(mid):
+            hi = mid
+        else:
+            lo = mid + 1
     return lo
 
 
@@ -135,19 +152,24 @@ def pyeer_metrics(genuine, impostor) -> dict:
     s = genuine if isinstance(genuine, Scores) else Scores(genuine, impostor)
     p = s.points
     n = p["threshold"].size
-    fmr = lambda k: p["false_matches"][k] / s.n_impostor  # pyeer's arrays, one element at a time: FMR falls and
-    fnmr = lambda k: p["false_non_matches"][k] / s.n_genuine  # FNMR rises along the thresholds, so searches suffice
+
+    def fmr(k):
+        return p["false_matches"][k] / s.n_impostor  # pyeer's arrays, one element at a time: FMR falls and
+
+    def fnmr(k):
+        return p["false_non_matches"][k] / s.n_genuine  # FNMR rises along the thresholds, so searches suffice
 
     def at(target):  # np.argmin(np.abs(fmr - target)): the first of the equally close FMRs
-        above = _first(n, lambda k: fmr(k) < target) - 1           # the last FMR >= target (the closest from above)
-        candidates = [above + 1] if above + 1 < n else []            # the first FMR < target (the closest from below)
+        above = _first(n, lambda k: fmr(k) < target) - 1  # the last FMR >= target (the closest from above)
+        candidates = [above + 1] if above + 1 < n else []  # the first FMR < target (the closest from below)
         if above >= 0:
             d = abs(fmr(above) - target)
             candidates.insert(0, _first(above + 1, lambda k: abs(fmr(k) - target) <= d))
         return float(fnmr(min(candidates, key=lambda k: (abs(fmr(k) - target), k))))
 
     t2 = _first(n, lambda k: fmr(k) - fnmr(k) <= 0)
-    if t2 == n: eer = 1.0  # pyeer's answer (with a warning) when the curves never cross
+    if t2 == n:
+        eer = 1.0  # pyeer's answer (with a warning) when the curves never cross
     else:
         t1 = t2 - 1 if fmr(t2) - fnmr(t2) != 0 and t2 != 0 else t2
         best = t1 if fmr(t1) + fnmr(t1) <= fmr(t2) + fnmr(t2) else t2
@@ -158,9 +180,17 @@ def pyeer_metrics(genuine, impostor) -> dict:
     auc = (int(step.sum()) - misses / (2 * s.n_genuine)) / s.n_impostor
     g_mean, i_mean, g_var, i_var = _moments(s)
     spread = g_var + i_var
-    return dict(eer=eer, fmr100=at(0.01), fmr1000=at(0.001), zero_fmr=at(0.0), g_mean=g_mean, i_mean=i_mean, auc=auc,
-                d_prime=abs(g_mean - i_mean) / math.sqrt(spread / 2) if spread > 0 else 1.0,  # pyeer's decidability
-                fdr=(g_mean - i_mean) ** 2 / spread if spread > 0 else math.inf)            # not in pyeer: ours
+    return dict(
+        eer=eer,
+        fmr100=at(0.01),
+        fmr1000=at(0.001),
+        zero_fmr=at(0.0),
+        g_mean=g_mean,
+        i_mean=i_mean,
+        auc=auc,
+        d_prime=abs(g_mean - i_mean) / math.sqrt(spread / 2) if spread > 0 else 1.0,  # pyeer's decidability
+        fdr=(g_mean - i_mean) ** 2 / spread if spread > 0 else math.inf,
+    )  # not in pyeer: ours
 
 # %% ../nbs/19_metrics.ipynb #54e29588
 def verification_metrics(genuine, impostor) -> dict:
@@ -174,13 +204,26 @@ def verification_metrics(genuine, impostor) -> dict:
     g_mean, i_mean, g_var, i_var = _moments(s)
     spread = g_var + i_var
     return dict(
-        eer=eer, fmr100=fmr100, fmr1000=fmr1000, zero_fmr=zero,
-        fmr100_pyeer=pyeer["fmr100"], fmr1000_pyeer=pyeer["fmr1000"],
-        auc=_auc(s), g_mean=g_mean, i_mean=i_mean, g_std=math.sqrt(g_var), i_std=math.sqrt(i_var),
+        eer=eer,
+        fmr100=fmr100,
+        fmr1000=fmr1000,
+        zero_fmr=zero,
+        fmr100_pyeer=pyeer["fmr100"],
+        fmr1000_pyeer=pyeer["fmr1000"],
+        auc=_auc(s),
+        g_mean=g_mean,
+        i_mean=i_mean,
+        g_std=math.sqrt(g_var),
+        i_std=math.sqrt(i_var),
         fdr=(g_mean - i_mean) ** 2 / spread if spread > 0 else math.inf,
         d_prime=abs(g_mean - i_mean) / math.sqrt(spread / 2) if spread > 0 else math.inf,
-        threshold_eer=eer_t, threshold_fmr100=t100, threshold_fmr1000=t1000, threshold_zero_fmr=t_zero,
-        n_genuine=s.n_genuine, n_impostor=s.n_impostor)
+        threshold_eer=eer_t,
+        threshold_fmr100=t100,
+        threshold_fmr1000=t1000,
+        threshold_zero_fmr=t_zero,
+        n_genuine=s.n_genuine,
+        n_impostor=s.n_impostor,
+    )
 
 # %% ../nbs/19_metrics.ipynb #b1776ea0
 def curve(genuine, impostor, points: int = 400) -> dict:
@@ -198,22 +241,31 @@ def kfold_accuracy(similarities, issame, n_folds: int = 10, thresholds=None) -> 
     "insightface-style k-fold verification accuracy from cosine similarities of pairs."
     sim = np.asarray(similarities, np.float64).ravel()
     same = np.asarray(issame, bool).ravel()
-    if sim.shape != same.shape: raise FocusFaceError(f"{sim.size} scores for {same.size} pairs")
-    if sim.size < n_folds: raise FocusFaceError(f"{sim.size} pairs cannot be split into {n_folds} folds")
+    if sim.shape != same.shape:
+        raise FocusFaceError(f"{sim.size} scores for {same.size} pairs")
+    if sim.size < n_folds:
+        raise FocusFaceError(f"{sim.size} pairs cannot be split into {n_folds} folds")
     thresholds = np.arange(0, 4, 0.01) if thresholds is None else np.asarray(thresholds, np.float64)
     distance = 2.0 - 2.0 * sim
-    predicted = distance[None, :] < thresholds[:, None]         # (thresholds, pairs)
+    predicted = distance[None, :] < thresholds[:, None]  # (thresholds, pairs)
     correct = predicted == same[None, :]
     bounds = [(len(f), f[0]) for f in np.array_split(np.arange(sim.size), n_folds)]
     accuracies, best, decisions = [], [], np.zeros(sim.size, bool)
     for size, start in bounds:
-        test = np.zeros(sim.size, bool); test[start:start + size] = True
+        test = np.zeros(sim.size, bool)
+        test[start : start + size] = True
         train_acc = correct[:, ~test].mean(1)
-        k = int(np.argmax(train_acc))                         # the first best, as np.argmax in insightface
-        best.append(float(thresholds[k])); accuracies.append(float(correct[k, test].mean()))
+        k = int(np.argmax(train_acc))  # the first best, as np.argmax in insightface
+        best.append(float(thresholds[k]))
+        accuracies.append(float(correct[k, test].mean()))
         decisions[test] = correct[k, test]
-    return dict(accuracy=float(np.mean(accuracies)), std=float(np.std(accuracies)), fold_accuracy=accuracies,
-                best_distance_thresholds=best, pair_correct=decisions)  # pair_correct: each pair's decision right?
+    return dict(
+        accuracy=float(np.mean(accuracies)),
+        std=float(np.std(accuracies)),
+        fold_accuracy=accuracies,
+        best_distance_thresholds=best,
+        pair_correct=decisions,
+    )  # pair_correct: each pair's decision right?
 
 # %% ../nbs/19_metrics.ipynb #6ee6e2d5
 BOOTSTRAP_METRICS = ("accuracy", "eer", "fmr100", "fmr1000")  # the table's columns that get an interval
@@ -235,7 +287,8 @@ def replicate_metrics(similarities, issame, correct, weights) -> dict:
         rows = np.repeat(np.arange(sim.size), w)
         genuine, impostor = sim[rows][same[rows]], sim[rows][~same[rows]]
         out["accuracy"][r] = correct[rows].mean() if rows.size else np.nan
-        if not genuine.size or not impostor.size: continue  # a replicate without one kind: left out (NaN)
+        if not genuine.size or not impostor.size:
+            continue  # a replicate without one kind: left out (NaN)
         s = Scores(genuine, impostor)
         out["eer"][r] = _eer(s)[0]
         out["fmr100"][r], out["fmr1000"][r] = _fnmr_at_fmr(s, 0.01)[0], _fnmr_at_fmr(s, 0.001)[0]
@@ -244,14 +297,17 @@ def replicate_metrics(similarities, issame, correct, weights) -> dict:
 # %% ../nbs/19_metrics.ipynb #d3229893
 def percentile_interval(values, level: float = 0.95) -> tuple[float, float]:
     "The percentile bootstrap interval of replicate values (NaN replicates left out)."
-    v = np.asarray(values, np.float64); v = v[np.isfinite(v)]
-    if not v.size: return (math.nan, math.nan)
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return (math.nan, math.nan)
     lo, hi = np.quantile(v, [(1 - level) / 2, (1 + level) / 2])
     return (float(lo), float(hi))
 
 # %% ../nbs/19_metrics.ipynb #14b35924
-def confidence_intervals(similarities, issame, correct, clusters=None, *, n: int = 1000, seed: int = 0,
-                         level: float = 0.95) -> dict:
+def confidence_intervals(
+    similarities, issame, correct, clusters=None, *, n: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict:
     "Percentile bootstrap intervals `{metric: (low, high)}` of accuracy, EER, FMR100, FMR1000: clusters (people) resampled, or pairs without them."
     sim = np.asarray(similarities).ravel()
     if clusters is not None and len(clusters) != sim.size:
@@ -265,15 +321,17 @@ def fnmr_at(scores: Scores, targets) -> np.ndarray:
     return np.array([_fnmr_at_fmr(scores, float(t))[0] for t in np.atleast_1d(targets)])
 
 # %% ../nbs/19_metrics.ipynb #9710c530
-def bootstrap_band(similarities, issame, fmr_grid, clusters=None, *, n: int = 1000, seed: int = 0,
-                   level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+def bootstrap_band(
+    similarities, issame, fmr_grid, clusters=None, *, n: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
     "(low, high): the percentile bootstrap interval of `fnmr_at` each FMR of `fmr_grid`, clusters (people) or pairs resampled."
     sim, same = np.asarray(similarities, np.float64).ravel(), np.asarray(issame, bool).ravel()
     grid = np.atleast_1d(np.asarray(fmr_grid, np.float64))
     reps = np.full((n, grid.size), np.nan)
     for r, w in enumerate(bootstrap_weights(np.arange(sim.size) if clusters is None else clusters, n, seed)):
         rows = np.repeat(np.arange(sim.size), w)
-        if same[rows].any() and (~same[rows]).any(): reps[r] = fnmr_at(Scores(sim[rows][same[rows]], sim[rows][~same[rows]]), grid)
+        if same[rows].any() and (~same[rows]).any():
+            reps[r] = fnmr_at(Scores(sim[rows][same[rows]], sim[rows][~same[rows]]), grid)
     bounds = np.array([percentile_interval(reps[:, j], level) for j in range(grid.size)])
     return bounds[:, 0], bounds[:, 1]
 
@@ -281,23 +339,38 @@ def bootstrap_band(similarities, issame, fmr_grid, clusters=None, *, n: int = 10
 def mcnemar_exact(correct_a, correct_b) -> dict:
     "McNemar's exact test on two models' per-pair decisions: pairs only `a` got right, only `b` got right, two-sided p."
     a, b = np.asarray(correct_a, bool).ravel(), np.asarray(correct_b, bool).ravel()
-    if a.shape != b.shape: raise FocusFaceError(f"{a.size} decisions against {b.size}: compare the same pairs")
+    if a.shape != b.shape:
+        raise FocusFaceError(f"{a.size} decisions against {b.size}: compare the same pairs")
     only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
     n, k = only_a + only_b, min(only_a, only_b)
-    p = 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)  # exact integers
+    p = 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)  # exact integers
     return dict(only_a=only_a, only_b=only_b, p=p)
 
 # %% ../nbs/19_metrics.ipynb #907a28dc
-def paired_difference(similarities_a, similarities_b, issame, correct_a, correct_b, clusters=None, *, n: int = 1000,
-                      seed: int = 0, level: float = 0.95) -> dict:
+def paired_difference(
+    similarities_a,
+    similarities_b,
+    issame,
+    correct_a,
+    correct_b,
+    *,
+    clusters=None,
+    n: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict:
     "`{metric: (a - b, low, high)}`: each metric's difference and its paired bootstrap interval (the same replicates for both)."
     a, b = np.asarray(similarities_a).ravel(), np.asarray(similarities_b).ravel()
-    if a.shape != b.shape: raise FocusFaceError(f"{a.size} scores against {b.size}: compare the same pairs")
+    if a.shape != b.shape:
+        raise FocusFaceError(f"{a.size} scores against {b.size}: compare the same pairs")
     weights = bootstrap_weights(np.arange(a.size) if clusters is None else clusters, n, seed)
     ones = np.ones((1, a.size), int)
     point = [replicate_metrics(s, issame, c, ones) for s, c in ((a, correct_a), (b, correct_b))]
     ra, rb = (replicate_metrics(s, issame, c, weights) for s, c in ((a, correct_a), (b, correct_b)))
-    return {k: (float(point[0][k][0] - point[1][k][0]), *percentile_interval(ra[k] - rb[k], level)) for k in BOOTSTRAP_METRICS}
+    return {
+        k: (float(point[0][k][0] - point[1][k][0]), *percentile_interval(ra[k] - rb[k], level))
+        for k in BOOTSTRAP_METRICS
+    }
 
 # %% ../nbs/19_metrics.ipynb #cd604383
 def holm(pvalues) -> list[float]:

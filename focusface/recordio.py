@@ -27,7 +27,8 @@ _MAGIC_BYTES = struct.pack("<I", MAGIC)
 _LENGTH_MASK = (1 << 29) - 1
 
 
-def _pad4(n: int) -> int: return (n + 3) & ~3
+def _pad4(n: int) -> int:
+    return (n + 3) & ~3
 
 
 def encode_chunks(data: bytes) -> bytes:
@@ -35,7 +36,7 @@ def encode_chunks(data: bytes) -> bytes:
     data = bytes(data)
     if len(data) > _LENGTH_MASK:
         raise FormatError(f"a RecordIO record must be < 2^29 bytes, got {len(data)}")
-    splits = [i for i in range(0, len(data) - 3, 4) if data[i:i + 4] == _MAGIC_BYTES] if _MAGIC_BYTES in data else []
+    splits = [i for i in range(0, len(data) - 3, 4) if data[i : i + 4] == _MAGIC_BYTES] if _MAGIC_BYTES in data else []
     out, start = bytearray(), 0
     for i in splits:
         out += struct.pack("<II", MAGIC, ((1 if start == 0 else 2) << 29) | (i - start)) + data[start:i]
@@ -51,26 +52,35 @@ def decode_chunks(buf, offset: int = 0, *, source: str = "record") -> tuple[byte
     parts, pos, expected = [], offset, (0, 1)
     while True:
         if pos + 8 > len(buf):
-            raise FormatError(f"{source}: truncated: a chunk header at byte {pos} runs past the end of the data "
-                              f"({len(buf)} bytes); the file was cut short: re-copy or re-create it")
+            raise FormatError(
+                f"{source}: truncated: a chunk header at byte {pos} runs past the end of the data "
+                f"({len(buf)} bytes); the file was cut short: re-copy or re-create it"
+            )
         magic, lrec = struct.unpack_from("<II", buf, pos)
         if magic != MAGIC:
-            raise FormatError(f"{source}: wrong magic 0x{magic:08X} at byte {pos} (expected 0x{MAGIC:08X}): "
-                              "not a RecordIO file, or the .idx offset does not point at a record")
+            raise FormatError(
+                f"{source}: wrong magic 0x{magic:08X} at byte {pos} (expected 0x{MAGIC:08X}): "
+                "not a RecordIO file, or the .idx offset does not point at a record"
+            )
         cflag, length = lrec >> 29, lrec & _LENGTH_MASK
         if cflag not in expected:
-            raise FormatError(f"{source}: chunk flag {cflag} at byte {pos} out of sequence (expected one of {expected})")
+            raise FormatError(
+                f"{source}: chunk flag {cflag} at byte {pos} out of sequence (expected one of {expected})"
+            )
         end = pos + 8 + length
         if end > len(buf):
-            raise FormatError(f"{source}: truncated: the chunk at byte {pos} declares {length} bytes but only "
-                              f"{len(buf) - pos - 8} remain; the file was cut short: re-copy or re-create it")
-        parts.append(bytes(buf[pos + 8:end]))
-        if cflag in (0, 3): return _MAGIC_BYTES.join(parts), pos + 8 + _pad4(length)
+            raise FormatError(
+                f"{source}: truncated: the chunk at byte {pos} declares {length} bytes but only "
+                f"{len(buf) - pos - 8} remain; the file was cut short: re-copy or re-create it"
+            )
+        parts.append(bytes(buf[pos + 8 : end]))
+        if cflag in (0, 3):
+            return _MAGIC_BYTES.join(parts), pos + 8 + _pad4(length)
         pos, expected = end, (2, 3)
 
 # %% ../nbs/04_recordio.ipynb #20e79f4a
 class IRHeader(NamedTuple):
-    flag: int    # 0: scalar label in `label`; n > 0: n float32 labels follow the header
+    flag: int  # 0: scalar label in `label`; n > 0: n float32 labels follow the header
     label: float
     id: int
     id2: int
@@ -92,11 +102,13 @@ def unpack_record(data: bytes, source: str = "record") -> tuple[IRHeader, float 
     if len(data) < _IRHEADER.size:
         raise FormatError(f"{source}: {len(data)} bytes is shorter than the 24-byte IRHeader")
     header = IRHeader(*_IRHEADER.unpack_from(data, 0))
-    if header.flag == 0: return header, header.label, bytes(data[_IRHEADER.size:])
+    if header.flag == 0:
+        return header, header.label, bytes(data[_IRHEADER.size :])
     end = _IRHEADER.size + 4 * header.flag
     if end > len(data):
-        raise FormatError(f"{source}: IRHeader says {header.flag} labels follow but the record has only "
-                          f"{len(data)} bytes")
+        raise FormatError(
+            f"{source}: IRHeader says {header.flag} labels follow but the record has only {len(data)} bytes"
+        )
     return header, np.frombuffer(data, "<f4", header.flag, _IRHEADER.size).copy(), bytes(data[end:])
 
 # %% ../nbs/04_recordio.ipynb #cd89a987
@@ -108,8 +120,10 @@ def _parse_index_block(raw: np.ndarray, idx_path, first_line: int) -> np.ndarray
     if not allowed.all():
         bad = int(np.argmin(allowed))
         line = first_line + int(np.count_nonzero(newline[:bad]))
-        raise FormatError(f"{idx_path}: line {line}: unexpected character {chr(raw[bad])!r}; each line must be "
-                          "'key<TAB>offset' with non-negative integers")
+        raise FormatError(
+            f"{idx_path}: line {line}: unexpected character {chr(raw[bad])!r}; each line must be "
+            "'key<TAB>offset' with non-negative integers"
+        )
     edges = np.flatnonzero(np.diff(digit.view(np.int8), prepend=0, append=0))
     starts, ends = edges[0::2], edges[1::2]  # each run of digits is one number
     lengths = ends - starts
@@ -118,7 +132,7 @@ def _parse_index_block(raw: np.ndarray, idx_path, first_line: int) -> np.ndarray
     newlines = np.flatnonzero(newline)
     line_of = np.searchsorted(newlines, starts)  # 0-based line (within the block) of every number
     counts = np.bincount(line_of, minlength=len(newlines) + 1)
-    nonempty = counts[:len(newlines)] if raw.size and raw[-1] == 10 else counts
+    nonempty = counts[: len(newlines)] if raw.size and raw[-1] == 10 else counts
     if ((nonempty != 0) & (nonempty != 2)).any():
         line = first_line + int(np.flatnonzero((nonempty != 0) & (nonempty != 2))[0])
         raise FormatError(f"{idx_path}: line {line} does not hold exactly two numbers 'key<TAB>offset'")
@@ -133,8 +147,9 @@ def parse_index(idx_path, block_size: int = 1 << 22) -> tuple[np.ndarray, np.nda
     "Parse an `.idx` file into (keys, offsets), int64 arrays in file order."
     idx_path = Path(idx_path)
     if not idx_path.is_file():
-        raise FormatError(f"{idx_path}: index file not found; a .rec needs its .idx (key<TAB>offset per line) "
-                          "for random access")
+        raise FormatError(
+            f"{idx_path}: index file not found; a .rec needs its .idx (key<TAB>offset per line) for random access"
+        )
     raw = np.fromfile(idx_path, np.uint8)
     keys, offsets, pos, line = [], [], 0, 1
     while pos < raw.size:  # blocks of whole lines keep the temporaries small (MS1MV2's .idx is 112 MB)
@@ -144,7 +159,8 @@ def parse_index(idx_path, block_size: int = 1 << 22) -> tuple[np.ndarray, np.nda
             end = pos + int(cut[-1]) + 1 if cut.size else raw.size
         block = raw[pos:end]
         values = _parse_index_block(block, idx_path, line)
-        keys.append(values[0::2].copy()); offsets.append(values[1::2].copy())
+        keys.append(values[0::2].copy())
+        offsets.append(values[1::2].copy())
         line += int(np.count_nonzero(block == 10))
         pos = end
     del raw
@@ -154,23 +170,29 @@ def parse_index(idx_path, block_size: int = 1 << 22) -> tuple[np.ndarray, np.nda
 # %% ../nbs/04_recordio.ipynb #0838b39a
 class MissingRecord(FormatError, KeyError):
     "A key the `.idx` does not list: a `FormatError` (the file is not what it claims) and a `KeyError` (a lookup failed)."
-    def __str__(self): return str(self.args[0]) if self.args else ""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
 
 # %% ../nbs/04_recordio.ipynb #39b5dafa
 class RecordReader(WorkerShared):
     "Random access (by key, through the `.idx`) and sequential iteration over a RecordIO `.rec` file."
+
     def __init__(self, rec_path, idx_path=None):
         self.rec_path = Path(rec_path)
         self.idx_path = Path(idx_path) if idx_path is not None else self.rec_path.with_suffix(".idx")
-        if not self.rec_path.is_file(): raise FormatError(f"{self.rec_path}: RecordIO file not found")
+        if not self.rec_path.is_file():
+            raise FormatError(f"{self.rec_path}: RecordIO file not found")
         self.size = self.rec_path.stat().st_size
         self.keys, self.offsets = parse_index(self.idx_path)
         past = np.flatnonzero(self.offsets + 8 > self.size)
         if past.size:
             i = int(past[0])
-            raise FormatError(f"{self.idx_path}: key {self.keys[i]} (line {i + 1}) points at byte {self.offsets[i]}, past "
-                              f"the end of {self.rec_path.name} ({self.size} bytes): the .idx does not belong to this "
-                              "file or the .rec is truncated")
+            raise FormatError(
+                f"{self.idx_path}: key {self.keys[i]} (line {i + 1}) points at byte {self.offsets[i]}, past "
+                f"the end of {self.rec_path.name} ({self.size} bytes): the .idx does not belong to this "
+                "file or the .rec is truncated"
+            )
         # where each record's span ends: the next larger offset, or the end of the file
         if len(self.offsets) < 2 or (np.diff(self.offsets) > 0).all():  # the usual, written-in-order case
             self._ends = np.append(self.offsets[1:], self.size)
@@ -195,10 +217,12 @@ class RecordReader(WorkerShared):
         key = int(key)
         if self._contiguous:
             i = key - self._first_key
-            if 0 <= i < len(self.keys): return i
+            if 0 <= i < len(self.keys):
+                return i
         else:
             j = int(np.searchsorted(self._sorted_keys, key))
-            if j < len(self._sorted_keys) and self._sorted_keys[j] == key: return int(self._key_order[j])
+            if j < len(self._sorted_keys) and self._sorted_keys[j] == key:
+                return int(self._key_order[j])
         raise MissingRecord(f"{self.rec_path}: no record with key {key} in {self.idx_path.name}")
 
     def _file(self) -> int:
@@ -213,37 +237,52 @@ class RecordReader(WorkerShared):
         buf = os.pread(self._file(), end - start, start)
         return decode_chunks(buf, 0, source=f"{self.rec_path} key {int(self.keys[i])} (byte {start})")[0]
 
-    def __len__(self) -> int: return len(self.keys)
+    def __len__(self) -> int:
+        return len(self.keys)
 
     def __contains__(self, key) -> bool:
-        try: self._position(key); return True
-        except KeyError: return False
+        try:
+            self._position(key)
+            return True
+        except KeyError:
+            return False
 
     def __iter__(self) -> Iterator[tuple[int, bytes]]:
         "(key, record bytes) in index order."
-        for key in self.keys: yield int(key), self[key]
+        for key in self.keys:
+            yield int(key), self[key]
 
     def close(self):
-        if self._fd is not None and self._pid == os.getpid(): os.close(self._fd)
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
         self._fd = None
 
-    def __enter__(self): return self
-    def __exit__(self, *exc): self.close()
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def __del__(self):
-        try: self.close()
-        except Exception: pass
+        try:
+            self.close()
+        except Exception:
+            pass
 
     def __getstate__(self):  # for worker processes: the index as shared memory maps, the descriptor stays behind
-        state = super().__getstate__(); state["_fd"] = state["_pid"] = None
+        state = super().__getstate__()
+        state["_fd"] = state["_pid"] = None
         return state
 
-    def __repr__(self): return f"RecordReader({str(self.rec_path)!r}, {len(self)} records)"
+    def __repr__(self):
+        return f"RecordReader({str(self.rec_path)!r}, {len(self)} records)"
 
 # %% ../nbs/04_recordio.ipynb #2cfeafb8
 def scan_records(rec_path) -> Iterator[tuple[int, bytes]]:
     "(byte offset, record bytes) for every record of a `.rec`, in file order, without its `.idx`."
     rec_path = Path(rec_path)
-    if rec_path.stat().st_size == 0: return
+    if rec_path.stat().st_size == 0:
+        return
     with open(rec_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         pos = 0
         while pos < len(mm):
@@ -254,6 +293,7 @@ def scan_records(rec_path) -> Iterator[tuple[int, bytes]]:
 # %% ../nbs/04_recordio.ipynb #39c76dd3
 class RecordWriter:
     "Write a `.rec` + `.idx` pair: `write(key, data)`; files appear under their names only when closed cleanly."
+
     def __init__(self, rec_path, idx_path=None):
         self.rec_path = Path(rec_path)
         self.idx_path = Path(idx_path) if idx_path is not None else self.rec_path.with_suffix(".idx")
@@ -265,8 +305,10 @@ class RecordWriter:
     def write(self, key: int, data: bytes) -> None:
         "Append record `key` (a non-negative int, unique in this file)."
         key = int(key)
-        if key < 0: raise FormatError(f"{self.rec_path}: record keys must be non-negative, got {key}")
-        if key in self._keys: raise FormatError(f"{self.rec_path}: key {key} written twice")
+        if key < 0:
+            raise FormatError(f"{self.rec_path}: record keys must be non-negative, got {key}")
+        if key in self._keys:
+            raise FormatError(f"{self.rec_path}: key {key} written twice")
         self._keys.add(key)
         chunks = encode_chunks(data)
         self._rec.write(chunks)
@@ -275,16 +317,25 @@ class RecordWriter:
 
     def close(self) -> None:
         "Finish: flush and move both files to their final names."
-        if self._rec.closed: return
-        self._rec.close(); self._idx.close()
-        os.replace(self._tmp_rec, self.rec_path); os.replace(self._tmp_idx, self.idx_path)
+        if self._rec.closed:
+            return
+        self._rec.close()
+        self._idx.close()
+        os.replace(self._tmp_rec, self.rec_path)
+        os.replace(self._tmp_idx, self.idx_path)
 
     def abort(self) -> None:
         "Drop what was written: nothing appears under the final names."
-        self._rec.close(); self._idx.close()
-        self._tmp_rec.unlink(missing_ok=True); self._tmp_idx.unlink(missing_ok=True)
+        self._rec.close()
+        self._idx.close()
+        self._tmp_rec.unlink(missing_ok=True)
+        self._tmp_idx.unlink(missing_ok=True)
 
-    def __enter__(self): return self
+    def __enter__(self):
+        return self
+
     def __exit__(self, exc_type, *exc):
-        if exc_type is None: self.close()
-        else: self.abort()
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

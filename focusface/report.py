@@ -22,8 +22,15 @@ __all__ = ['TABLE_COLUMNS', 'PROTOCOL_NAMES', 'seeded', 'load_results', 'results
            'score_figure', 'training_figure', 'write_report']
 
 # %% ../nbs/31_report.ipynb #075a3f86
-TABLE_COLUMNS = (("accuracy", "Acc. %"), ("eer", "EER %"), ("fmr100", "FMR100 %"), ("fmr1000", "FMR1000 %"),
-                 ("g_mean", "G-mean"), ("i_mean", "I-mean"), ("fdr", "FDR"))  # the masked face recognition papers' columns
+TABLE_COLUMNS = (
+    ("accuracy", "Acc. %"),
+    ("eer", "EER %"),
+    ("fmr100", "FMR100 %"),
+    ("fmr1000", "FMR1000 %"),
+    ("g_mean", "G-mean"),
+    ("i_mean", "I-mean"),
+    ("fdr", "FDR"),
+)  # the masked face recognition papers' columns
 _PERCENT = {"accuracy", "eer", "fmr100", "fmr1000"}
 
 
@@ -35,12 +42,14 @@ def seeded(folder, seeds=None) -> list[Path]:
 def _mean_over_seeds(values: list[dict]) -> dict:
     "One row's metrics: numbers averaged over the seeds (the table's rates with their `<metric>_sd`), the rest the first seed's."
     row = dict(values[0])
-    if len(values) == 1: return row
+    if len(values) == 1:
+        return row
     for key, value in values[0].items():
         if all(isinstance(v.get(key), (int, float)) and not isinstance(v.get(key), bool) for v in values):
             numbers = np.array([v[key] for v in values], np.float64)
             row[key] = float(numbers.mean())
-            if key in _PERCENT: row[f"{key}_sd"] = float(numbers.std(ddof=1))  # the spread between training seeds
+            if key in _PERCENT:
+                row[f"{key}_sd"] = float(numbers.std(ddof=1))  # the spread between training seeds
     return row
 
 
@@ -50,23 +59,41 @@ def load_results(variants: dict, seeds=None) -> list[dict]:
     for variant, (run, evaluation) in variants.items():
         runs, evaluations = seeded(run, seeds), seeded(evaluation, seeds)
         for path in [r / "summary.json" for r in runs] + [e / "metrics.json" for e in evaluations]:
-            if not path.is_file(): raise FocusFaceError(f"{path}: missing; run the stage that makes it (dvc repro)")
+            if not path.is_file():
+                raise FocusFaceError(f"{path}: missing; run the stage that makes it (dvc repro)")
         summary = json.loads((runs[0] / "summary.json").read_text())
         by_seed = [json.loads((e / "metrics.json").read_text()) for e in evaluations]
         for name, by_protocol in by_seed[0].items():
-            for protocol in sorted(by_protocol, key=("uu", "um", "mm", "all").index):  # all: a real-mask set's every pair
+            for protocol in sorted(
+                by_protocol, key=("uu", "um", "mm", "all").index
+            ):  # all: a real-mask set's every pair
                 metrics = _mean_over_seeds([m[name][protocol] for m in by_seed])
-                rows.append(dict(variant=variant, set=name, protocol=protocol, **metrics, seeds=len(by_seed),
-                                 steps=summary["steps"], pairs_seen=summary["pairs_seen"], images_seen=summary["images_seen"],
-                                 init=summary.get("init")))
+                rows.append(
+                    dict(
+                        variant=variant,
+                        set=name,
+                        protocol=protocol,
+                        **metrics,
+                        seeds=len(by_seed),
+                        steps=summary["steps"],
+                        pairs_seen=summary["pairs_seen"],
+                        images_seen=summary["images_seen"],
+                        init=summary.get("init"),
+                    )
+                )
     return rows
 
 # %% ../nbs/31_report.ipynb #a054a09e
 def _cell(row: dict, key: str) -> str:
-    if row.get(key) is None: return "n/a"  # a protocol with too few pairs to measure
+    if row.get(key) is None:
+        return "n/a"  # a protocol with too few pairs to measure
     if key in _PERCENT:  # with the spread between seeds and the interval (add_intervals) when there are
         spread = f" ± {row[f'{key}_sd'] * 100:.2f}" if row.get(f"{key}_sd") is not None else ""
-        interval = f" [{row[f'{key}_low'] * 100:.2f}, {row[f'{key}_high'] * 100:.2f}]" if row.get(f"{key}_low") is not None else ""
+        interval = (
+            f" [{row[f'{key}_low'] * 100:.2f}, {row[f'{key}_high'] * 100:.2f}]"
+            if row.get(f"{key}_low") is not None
+            else ""
+        )
         return f"{row[key] * 100:.2f}{spread}{interval}"
     return f"{row[key]:.3f}" if key in ("g_mean", "i_mean") else f"{row[key]:.2f}"
 
@@ -75,62 +102,96 @@ def results_table(rows: list[dict], fmt: str = "md") -> str:
     "The results table: one line per variant and protocol (per evaluation set), in Markdown, LaTeX or CSV."
     sets = sorted({r["set"] for r in rows})
     head = (["set"] if len(sets) > 1 else []) + ["variant", "protocol"] + [label for _, label in TABLE_COLUMNS]
-    body = [([r["set"]] if len(sets) > 1 else []) + [r["variant"], r["protocol"].upper()] + [_cell(r, k) for k, _ in TABLE_COLUMNS]
-            for r in rows]
+    body = [
+        ([r["set"]] if len(sets) > 1 else [])
+        + [r["variant"], r["protocol"].upper()]
+        + [_cell(r, k) for k, _ in TABLE_COLUMNS]
+        for r in rows
+    ]
     if fmt == "md":
-        lines = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " if i < len(head) - len(TABLE_COLUMNS) else " ---: "
-                                                                  for i in range(len(head))) + "|"]
+        lines = [
+            "| " + " | ".join(head) + " |",
+            "|" + "|".join(" --- " if i < len(head) - len(TABLE_COLUMNS) else " ---: " for i in range(len(head))) + "|",
+        ]
         return "\n".join(lines + ["| " + " | ".join(b) + " |" for b in body]) + "\n"
     if fmt == "tex":
-        escape = lambda s: s.replace("_", r"\_").replace("%", r"\%")
+
+        def escape(s):
+            return s.replace("_", r"\_").replace("%", r"\%")
+
         spec = "l" * (len(head) - len(TABLE_COLUMNS)) + "r" * len(TABLE_COLUMNS)
-        lines = [rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(escape(h) for h in head) + r" \\", r"\midrule"]
+        lines = [
+            rf"\begin{{tabular}}{{{spec}}}",
+            r"\toprule",
+            " & ".join(escape(h) for h in head) + r" \\",
+            r"\midrule",
+        ]
         lines += [" & ".join(escape(c) for c in b) + r" \\" for b in body] + [r"\bottomrule", r"\end{tabular}"]
         return "\n".join(lines) + "\n"
     if fmt == "csv":  # every number, unrounded, as fractions
         keys = [k for k in rows[0] if not isinstance(rows[0][k], (dict, list))]
-        buffer = io.StringIO(); writer = csv.DictWriter(buffer, keys, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader(); writer.writerows(rows)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, keys, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
         return buffer.getvalue()
     raise FocusFaceError(f"table format must be md, tex or csv, got {fmt!r}")
 
 # %% ../nbs/31_report.ipynb #0726d257
 def cost_table(rows: list[dict]) -> str:
     "What each variant's training cost, in Markdown: runs, and per run optimiser steps, pairs and images seen (wall time depends on the machine: see each run's cost.json)."
-    seen, lines = set(), ["| variant | started from | runs (seeds) | steps | pairs seen | images seen |",
-                          "| --- | --- | ---: | ---: | ---: | ---: |"]
+    seen, lines = (
+        set(),
+        [
+            "| variant | started from | runs (seeds) | steps | pairs seen | images seen |",
+            "| --- | --- | ---: | ---: | ---: | ---: |",
+        ],
+    )
     for r in rows:
-        if r["variant"] in seen: continue
+        if r["variant"] in seen:
+            continue
         seen.add(r["variant"])
         start = Path(r["init"]).parent if r.get("init") else None
-        if start is not None and start.name.startswith("seed") and start.name[4:].isdigit(): start = start.parent
-        lines.append(f"| {r['variant']} | {start.name if start else 'random weights'} | {r.get('seeds', 1)} | "
-                     f"{r['steps']:,} | {r['pairs_seen']:,} | {r['images_seen']:,} |")
+        if start is not None and start.name.startswith("seed") and start.name[4:].isdigit():
+            start = start.parent
+        lines.append(
+            f"| {r['variant']} | {start.name if start else 'random weights'} | {r.get('seeds', 1)} | "
+            f"{r['steps']:,} | {r['pairs_seen']:,} | {r['images_seen']:,} |"
+        )
     return "\n".join(lines) + "\n"
 
 # %% ../nbs/31_report.ipynb #037bc7e5
 def _intervals_said(rows: list[dict]) -> str:
     seeds = max((r.get("seeds", 1) for r in rows), default=1)
-    said = (f" Each variant trained and evaluated with {seeds} seeds: a rate is their mean ± their standard deviation."
-            if seeds > 1 else " One training seed per variant: the spread between seeds is not measured here "
-            "(dvc exp run -S 'seeds=[0,1,2]').")
+    said = (
+        f" Each variant trained and evaluated with {seeds} seeds: a rate is their mean ± their standard deviation."
+        if seeds > 1
+        else " One training seed per variant: the spread between seeds is not measured here "
+        "(dvc exp run -S 'seeds=[0,1,2]')."
+    )
     resampled = {r.get("resampled") for r in rows} - {None}
-    if not resampled: return said
+    if not resampled:
+        return said
     how = " and ".join(sorted(resampled))
     replicates = max(r.get("replicates", 0) for r in rows)
-    return said + (f" In brackets: 95% bootstrap intervals{' of the mean over seeds' if seeds > 1 else ''} ({replicates:,} "
-                   f"replicates resampling the evaluation set's {how}: a person's pairs are not independent of each "
-                   "other; see focusface.metrics).")
+    return said + (
+        f" In brackets: 95% bootstrap intervals{' of the mean over seeds' if seeds > 1 else ''} ({replicates:,} "
+        f"replicates resampling the evaluation set's {how}: a person's pairs are not independent of each "
+        "other; see focusface.metrics)."
+    )
 
 
 def _tests_said(tests: list[dict]) -> str:
-    if not tests: return ""
+    if not tests:
+        return ""
     several = max(t.get("seeds", 1) for t in tests) > 1
-    return ("\nPaired tests on the same pairs (variant minus the baseline it is tested against, in percentage points): "
-            "McNemar's exact test of the accuracy's per-pair decisions, Holm-adjusted over the whole table"
-            + (" (with several seeds: each seed tested, the largest p kept, the counts summed)" if several else "")
-            + "; the paired bootstrap interval of the EER difference. * marks a difference at the 5% level (Holm p < 0.05; "
-            "an EER interval that excludes 0).\n\n" + tests_table(tests))
+    return (
+        "\nPaired tests on the same pairs (variant minus the baseline it is tested against, in percentage points): "
+        "McNemar's exact test of the accuracy's per-pair decisions, Holm-adjusted over the whole table"
+        + (" (with several seeds: each seed tested, the largest p kept, the counts summed)" if several else "")
+        + "; the paired bootstrap interval of the EER difference. * marks a difference at the 5% level (Holm p < 0.05; "
+        "an EER interval that excludes 0).\n\n" + tests_table(tests)
+    )
 
 
 def environment_said(env: dict) -> str:
@@ -138,42 +199,60 @@ def environment_said(env: dict) -> str:
     packages = {name: version for name, version in env["packages"].items() if version}
     where = f"on {env['gpu']}" if env.get("gpu") else f"on the CPU ({env['torch_cpu']} kernels)"
     others = ", ".join(f"{name} {version}" for name, version in packages.items() if name != "torch")
-    return (f"Made with Python {env['python']} ({env['machine']}), torch {packages.get('torch')} {where}, {others}; "
-            "another environment gives other numbers from the same code, data and seeds.\n")
+    return (
+        f"Made with Python {env['python']} ({env['machine']}), torch {packages.get('torch')} {where}, {others}; "
+        "another environment gives other numbers from the same code, data and seeds.\n"
+    )
 
 # %% ../nbs/31_report.ipynb #8bc17a4c
-def write_tables(rows: list[dict], folder, tests: list[dict] | None = None, environment: dict | None = None) -> list[Path]:
+def write_tables(
+    rows: list[dict], folder, tests: list[dict] | None = None, environment: dict | None = None
+) -> list[Path]:
     "`results.md` (with the paired tests, the cost table and the `environment`), `results.tex`, `results.csv` (and `paired_tests.csv`) in `folder`."
     folder = Path(folder)
     score = {r.get("score", "cosine") for r in rows}
     said = "cosine similarity" if score == {"cosine"} else "the authors' score 1 - ||a - b|| / 2"
-    md = (f"Scores: {said}. Accuracy (insightface's 10-fold protocol) and error rates in %; G-mean and I-mean the mean "
-          "genuine and impostor score, FDR their Fisher discriminant ratio; "
-          f"U-M masks the probe, M-M both images.{_intervals_said(rows)}\n\n" + results_table(rows, "md")
-          + _tests_said(tests or []) + "\nTraining cost:\n\n" + cost_table(rows)
-          + (f"\n{environment_said(environment)}" if environment else ""))
-    outputs = [("results.md", md), ("results.tex", results_table(rows, "tex")), ("results.csv", results_table(rows, "csv"))]
-    if tests: outputs.append(("paired_tests.csv", results_table(tests, "csv")))
+    md = (
+        f"Scores: {said}. Accuracy (insightface's 10-fold protocol) and error rates in %; G-mean and I-mean the mean "
+        "genuine and impostor score, FDR their Fisher discriminant ratio; "
+        f"U-M masks the probe, M-M both images.{_intervals_said(rows)}\n\n"
+        + results_table(rows, "md")
+        + _tests_said(tests or [])
+        + "\nTraining cost:\n\n"
+        + cost_table(rows)
+        + (f"\n{environment_said(environment)}" if environment else "")
+    )
+    outputs = [
+        ("results.md", md),
+        ("results.tex", results_table(rows, "tex")),
+        ("results.csv", results_table(rows, "csv")),
+    ]
+    if tests:
+        outputs.append(("paired_tests.csv", results_table(tests, "csv")))
     return [atomic_write_bytes(folder / name, text.encode(), sources=()) for name, text in outputs]
 
 # %% ../nbs/31_report.ipynb #5e8236cd
 def _scores(evaluation, eval_set: str) -> dict:
     "The saved per-pair arrays of one evaluation set (`focusface.evaluate.write_results`)."
     path = Path(evaluation, "scores", f"{eval_set}.npz")
-    if not path.is_file(): raise FocusFaceError(f"{path}: missing; run the evaluation that makes it (dvc repro)")
-    with np.load(path) as saved: return {k: saved[k] for k in saved.files}
+    if not path.is_file():
+        raise FocusFaceError(f"{path}: missing; run the evaluation that makes it (dvc repro)")
+    with np.load(path) as saved:
+        return {k: saved[k] for k in saved.files}
 
 
 def _pairs_of(saved: dict, protocol: str) -> tuple | None:
     "(scores, issame, per-pair decisions, people or None) of one protocol, or None when the evaluation kept no decisions."
     same = saved.get("issame", saved.get(f"issame_{protocol}"))
-    if same is None or f"correct_{protocol}" not in saved: return None  # an evaluation written before decisions were kept
+    if same is None or f"correct_{protocol}" not in saved:
+        return None  # an evaluation written before decisions were kept
     return saved[protocol], same, saved[f"correct_{protocol}"], saved.get("identity_a")
 
 
 def _replicates(per_seed: list, weights: np.ndarray) -> dict:
     "Each metric's bootstrap replicates, averaged over the seeds' evaluations of the same pairs (the same weights for all)."
     from focusface.metrics import replicate_metrics
+
     reps = [replicate_metrics(sim, same, correct, weights) for sim, same, correct, _ in per_seed]
     return {k: np.mean([r[k] for r in reps], axis=0) for k in reps[0]}
 
@@ -184,19 +263,29 @@ def _seed_pairs(evaluation, seeds, name: str, protocol: str) -> list | None:
     return None if any(p is None for p in per_seed) else per_seed
 
 
-def add_intervals(rows: list[dict], evaluations: dict, seeds=None, *, n: int = 1000, seed: int = 0,
-                  level: float = 0.95) -> list[dict]:
+def add_intervals(
+    rows: list[dict], evaluations: dict, seeds=None, *, n: int = 1000, seed: int = 0, level: float = 0.95
+) -> list[dict]:
     "`rows` with the bootstrap interval of accuracy, EER, FMR100, FMR1000 (`<metric>_low`, `_high`; of the mean over `seeds`) and what was `resampled`."
     from focusface.metrics import bootstrap_weights, percentile_interval
+
     out = []
     for row in rows:
         per_seed = _seed_pairs(evaluations[row["variant"]], seeds, row["set"], row["protocol"])
-        if per_seed is None or row.get("eer") is None: out.append(dict(row, resampled=None)); continue
+        if per_seed is None or row.get("eer") is None:
+            out.append(dict(row, resampled=None))
+            continue
         same, people = per_seed[0][1], per_seed[0][3]
         weights = bootstrap_weights(np.arange(same.size) if people is None else people, n, seed)
         bounds = {k: percentile_interval(v, level) for k, v in _replicates(per_seed, weights).items()}
-        out.append(dict(row, resampled="pairs" if people is None else "people", replicates=n,
-                        **{f"{k}_{end}": v[i] for k, v in bounds.items() for i, end in enumerate(("low", "high"))}))
+        out.append(
+            dict(
+                row,
+                resampled="pairs" if people is None else "people",
+                replicates=n,
+                **{f"{k}_{end}": v[i] for k, v in bounds.items() for i, end in enumerate(("low", "high"))},
+            )
+        )
     return out
 
 # %% ../nbs/31_report.ipynb #9ce55ca2
@@ -209,32 +298,56 @@ def _test_order(variants: list, references: tuple) -> list[tuple]:
 def _paired(a: list, b: list, n: int, seed: int, level: float) -> dict:
     "One comparison of two variants' per-seed evaluations of the same pairs: McNemar per seed (the largest p), the EER difference of the means."
     from focusface.metrics import bootstrap_weights, mcnemar_exact, percentile_interval
+
     by_seed = [mcnemar_exact(x[2], y[2]) for x, y in zip(a, b)]
     same, people = a[0][1], a[0][3]
     weights = bootstrap_weights(np.arange(same.size) if people is None else people, n, seed)
     whole = np.ones((1, same.size), int)
     eer = float(_replicates(a, whole)["eer"][0] - _replicates(b, whole)["eer"][0])
     low, high = percentile_interval(_replicates(a, weights)["eer"] - _replicates(b, weights)["eer"], level)
-    return dict(accuracy_difference=float(np.mean([x[2].mean() - y[2].mean() for x, y in zip(a, b)])),
-                only_variant_right=sum(t["only_a"] for t in by_seed), only_reference_right=sum(t["only_b"] for t in by_seed),
-                p=max(t["p"] for t in by_seed), eer_difference=eer, eer_difference_low=low, eer_difference_high=high,
-                eer_differs=bool(low > 0 or high < 0), seeds=len(a))
+    return dict(
+        accuracy_difference=float(np.mean([x[2].mean() - y[2].mean() for x, y in zip(a, b)])),
+        only_variant_right=sum(t["only_a"] for t in by_seed),
+        only_reference_right=sum(t["only_b"] for t in by_seed),
+        p=max(t["p"] for t in by_seed),
+        eer_difference=eer,
+        eer_difference_low=low,
+        eer_difference_high=high,
+        eer_differs=bool(low > 0 or high < 0),
+        seeds=len(a),
+    )
 
 
-def paired_tests(rows: list[dict], evaluations: dict, references=("arcface_aug", "arcface"), seeds=None, *, n: int = 1000,
-                 seed: int = 0, level: float = 0.95, alpha: float = 0.05) -> list[dict]:
+def paired_tests(
+    rows: list[dict],
+    evaluations: dict,
+    references=("arcface_aug", "arcface"),
+    seeds=None,
+    *,
+    n: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    alpha: float = 0.05,
+) -> list[dict]:
     "Each variant against each reference in every masked protocol, on the same pairs (every seed); McNemar's p Holm-adjusted over all."
     from focusface.metrics import holm
+
     variants = list(dict.fromkeys(r["variant"] for r in rows))
-    cases = sorted({(r["set"], r["protocol"]) for r in rows if r["protocol"] in ("um", "mm") and r.get("eer") is not None})
+    cases = sorted(
+        {(r["set"], r["protocol"]) for r in rows if r["protocol"] in ("um", "mm") and r.get("eer") is not None}
+    )
     tests = []
     for name, protocol in cases:
         for variant, reference in _test_order(variants, tuple(references)):
             a, b = (_seed_pairs(evaluations[v], seeds, name, protocol) for v in (variant, reference))
             if a is None or b is None or not all(np.array_equal(x[1], b[0][1]) for x in a + b):
-                raise FocusFaceError(f"{name} {protocol}: {variant} and {reference} were not evaluated on the same pairs "
-                                     "with per-pair decisions; re-run their evaluations")
-            tests.append(dict(set=name, protocol=protocol, variant=variant, reference=reference, **_paired(a, b, n, seed, level)))
+                raise FocusFaceError(
+                    f"{name} {protocol}: {variant} and {reference} were not evaluated on the same pairs "
+                    "with per-pair decisions; re-run their evaluations"
+                )
+            tests.append(
+                dict(set=name, protocol=protocol, variant=variant, reference=reference, **_paired(a, b, n, seed, level))
+            )
     for test, adjusted in zip(tests, holm([t["p"] for t in tests])):
         test.update(p_holm=adjusted, accuracy_differs=adjusted < alpha)
     return tests
@@ -243,16 +356,25 @@ def paired_tests(rows: list[dict], evaluations: dict, references=("arcface_aug",
 def tests_table(tests: list[dict]) -> str:
     "The paired tests in Markdown: differences in percentage points, variant minus reference."
     sets = len({t["set"] for t in tests}) > 1
-    lines = [("| set " if sets else "") + "| protocol | variant | against | Acc. diff. | right only: variant / against "
-             "| McNemar p | Holm p | EER diff. [95% CI] |", "| " + "--- | " * (3 + sets) + "---: | " * 5]
+    lines = [
+        ("| set " if sets else "") + "| protocol | variant | against | Acc. diff. | right only: variant / against "
+        "| McNemar p | Holm p | EER diff. [95% CI] |",
+        "| " + "--- | " * (3 + sets) + "---: | " * 5,
+    ]
     lines[1] = lines[1].rstrip()
     for t in tests:
-        mark = lambda differs: " *" if differs else ""
-        lines.append(("| " + t["set"] + " " if sets else "") + f"| {t['protocol'].upper()} | {t['variant']} | {t['reference']} | "
-                     f"{t['accuracy_difference'] * 100:+.2f}{mark(t['accuracy_differs'])} | "
-                     f"{t['only_variant_right']} / {t['only_reference_right']} | {t['p']:.3g} | {t['p_holm']:.3g} | "
-                     f"{t['eer_difference'] * 100:+.2f} [{t['eer_difference_low'] * 100:+.2f}, "
-                     f"{t['eer_difference_high'] * 100:+.2f}]{mark(t['eer_differs'])} |")
+
+        def mark(differs):
+            return " *" if differs else ""
+
+        lines.append(
+            ("| " + t["set"] + " " if sets else "")
+            + f"| {t['protocol'].upper()} | {t['variant']} | {t['reference']} | "
+            f"{t['accuracy_difference'] * 100:+.2f}{mark(t['accuracy_differs'])} | "
+            f"{t['only_variant_right']} / {t['only_reference_right']} | {t['p']:.3g} | {t['p_holm']:.3g} | "
+            f"{t['eer_difference'] * 100:+.2f} [{t['eer_difference_low'] * 100:+.2f}, "
+            f"{t['eer_difference_high'] * 100:+.2f}]{mark(t['eer_differs'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 # %% ../nbs/31_report.ipynb #4aac7e3f
@@ -267,8 +389,17 @@ def _colours(variants) -> dict:
 def _styles(variants) -> dict:
     "A colour, a line style and a marker per variant: curves that lie on each other stay apart."
     lines, markers = ("-", "--", "-.", ":"), ("o", "s", "^", "D", "v", "P", "X", "*")
-    return {v: dict(color=c, linestyle=lines[i % len(lines)], marker=markers[i % len(markers)], markevery=0.12,
-                    markersize=4, linewidth=1.4) for i, (v, c) in enumerate(_colours(variants).items())}
+    return {
+        v: dict(
+            color=c,
+            linestyle=lines[i % len(lines)],
+            marker=markers[i % len(markers)],
+            markevery=0.12,
+            markersize=4,
+            linewidth=1.4,
+        )
+        for i, (v, c) in enumerate(_colours(variants).items())
+    }
 
 
 def _edge(values: list) -> float:
@@ -277,45 +408,67 @@ def _edge(values: list) -> float:
     return min(positive) / 2 if positive else 1e-4
 
 
-def _band(evaluation, name: str, protocol: str, kind: str, edge: float, n: int, seed: int):
+def _band(evaluation, name: str, protocol: str, kind: str, *, edge: float, n: int, seed: int):
     "(FMR grid, low, high) of a curve's 95% bootstrap band, as the figure draws it; None without per-pair scores."
     from focusface.metrics import bootstrap_band
+
     pairs = _pairs_of(_scores(evaluation, name), protocol)
-    if pairs is None: return None
+    if pairs is None:
+        return None
     sim, same, _, people = pairs
     grid = np.logspace(np.log10(1 / max(1, int((~same).sum()))), 0, 40)
     low, high = bootstrap_band(sim, same, grid, people, n=n, seed=seed)
     return (grid, np.maximum(low, edge), np.maximum(high, edge)) if kind == "det" else (grid, 1 - high, 1 - low)
 
 
-def curve_figures(evaluations: dict, folder, eval_set: str | None = None, labels: dict | None = None, *,
-                  bands: int = 0, seed: int = 0) -> list[Path]:
+def curve_figures(
+    evaluations: dict, folder, eval_set: str | None = None, labels: dict | None = None, *, bands: int = 0, seed: int = 0
+) -> list[Path]:
     "ROC and DET curves of every variant, one figure per protocol: `folder/{roc,det}_<protocol>.png` (labels: the legend's names; bands: replicates of a 95% band)."
     from matplotlib.figure import Figure
+
     files = {v: next(Path(e, "curves").glob(f"{eval_set or '*'}.json")) for v, e in evaluations.items()}
     curves = {v: json.loads(f.read_text()) for v, f in files.items()}
     styles, written, labels = _styles(curves), [], dict(labels or {})
     protocols = [p for p in ("uu", "um", "mm") if all(p in c for c in curves.values())]
     for kind in ("roc", "det"):
         for protocol in protocols:
-            fig = Figure(figsize=(5.4, 4.4)); ax = fig.subplots()
+            fig = Figure(figsize=(5.4, 4.4))
+            ax = fig.subplots()
             fmr_edge = _edge([c[protocol]["fmr"] for c in curves.values()])
             fnmr_edge = _edge([c[protocol]["fnmr"] for c in curves.values()])
             for variant, c in curves.items():
                 fmr, fnmr = np.array(c[protocol]["fmr"]), np.array(c[protocol]["fnmr"])
                 y = np.maximum(fnmr, fnmr_edge) if kind == "det" else 1 - fnmr
                 ax.plot(np.maximum(fmr, fmr_edge), y, label=labels.get(variant, variant), **styles[variant])
-                band = _band(evaluations[variant], files[variant].stem, protocol, kind, fnmr_edge, bands, seed) if bands else None
-                if band is not None: ax.fill_between(*band, color=styles[variant]["color"], alpha=0.12, linewidth=0)
-            ax.set(xscale="log", xlabel="FMR (false match rate)", title=f"{kind.upper()}: {PROTOCOL_NAMES[protocol]}",
-                   ylabel="FNMR (false non-match rate)" if kind == "det" else "1 - FNMR (true match rate)")
-            if kind == "det": ax.set_yscale("log")
+                band = (
+                    _band(evaluations[variant], files[variant].stem, protocol, kind, edge=fnmr_edge, n=bands, seed=seed)
+                    if bands
+                    else None
+                )
+                if band is not None:
+                    ax.fill_between(*band, color=styles[variant]["color"], alpha=0.12, linewidth=0)
+            ax.set(
+                xscale="log",
+                xlabel="FMR (false match rate)",
+                title=f"{kind.upper()}: {PROTOCOL_NAMES[protocol]}",
+                ylabel="FNMR (false non-match rate)" if kind == "det" else "1 - FNMR (true match rate)",
+            )
+            if kind == "det":
+                ax.set_yscale("log")
             else:  # the true match rates where the FMR is above 0: the rest of the unit square says nothing
-                lowest = min((1 - np.array(c[protocol]["fnmr"]))[np.array(c[protocol]["fmr"]) > 0].min() for c in curves.values())
+                lowest = min(
+                    (1 - np.array(c[protocol]["fnmr"]))[np.array(c[protocol]["fmr"]) > 0].min() for c in curves.values()
+                )
                 ax.set_ylim(max(0.0, lowest - 0.1 * (1 - lowest) - 0.005), 1.0 + 0.02 * (1 - lowest) + 0.002)
-            edges = "a rate of 0 is drawn at the axis edge (log axes)" if kind == "det" else "FMR 0 is drawn at the left edge (log axis)"
+            edges = (
+                "a rate of 0 is drawn at the axis edge (log axes)"
+                if kind == "det"
+                else "FMR 0 is drawn at the left edge (log axis)"
+            )
             fig.text(0.01, 0.005, edges + ("; shaded: 95% bootstrap bands" if bands else ""), fontsize=7, color="0.35")
-            ax.grid(alpha=0.3); ax.legend(fontsize=8)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
             written.append(save_figure(fig, Path(folder) / f"{kind}_{protocol}.png"))
     return written
 
@@ -325,13 +478,15 @@ def variant_label(name: str, settings: dict) -> str:
     said = name
     if settings.get("method") == "focusface":
         said += f" ({settings.get('contrastive', 'mse')}, mu {float(settings.get('contrastive_weight', 1 / 3)):.2f})"
-    if settings.get("init_from", "random") != "random": said += f", on {settings['init_from']}"
+    if settings.get("init_from", "random") != "random":
+        said += f", on {settings['init_from']}"
     return said
 
 # %% ../nbs/31_report.ipynb #e3c5d23e
 def score_figure(evaluations: dict, path, eval_set: str | None = None):
     "Genuine and impostor score histograms: a row per variant, a column per protocol."
     from matplotlib.figure import Figure
+
     scores = {v: np.load(next(Path(e, "scores").glob(f"{eval_set or '*'}.npz"))) for v, e in evaluations.items()}
     protocols = [p for p in ("uu", "um", "mm") if all(p in s for s in scores.values())]
     fig = Figure(figsize=(3.4 * len(protocols), 2.3 * len(scores)))
@@ -344,7 +499,8 @@ def score_figure(evaluations: dict, path, eval_set: str | None = None):
             ax.hist(s[protocol][~same], bins=bins, alpha=0.6, density=True, color="tab:purple", label="impostor")
             ax.set_title(f"{variant}: {protocol.upper()}", fontsize=9)
         row[0].set_ylabel("density")
-    for ax in axes[-1]: ax.set_xlabel("cosine similarity")
+    for ax in axes[-1]:
+        ax.set_xlabel("cosine similarity")
     axes[0][0].legend(fontsize=7)
     return save_figure(fig, path)
 
@@ -358,7 +514,9 @@ def _tsv(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def training_figure(runs: dict, path):
     "Training loss and validation U-M accuracy against pairs seen, for every run (from their DVCLive logs)."
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(10, 3.6)); loss_ax, val_ax = fig.subplots(1, 2)
+
+    fig = Figure(figsize=(10, 3.6))
+    loss_ax, val_ax = fig.subplots(1, 2)
     styles = _styles(runs)
     for variant, run in runs.items():
         summary = json.loads(Path(run, "summary.json").read_text())
@@ -371,7 +529,9 @@ def training_figure(runs: dict, path):
         val_ax.plot(step * per_step, accuracy * 100, marker=styles[variant]["marker"], **line)
     loss_ax.set(xlabel="pairs seen", ylabel="identity (margin) loss", title="training")
     val_ax.set(xlabel="pairs seen", ylabel="validation U-M accuracy %", title="held-out identities, masked probes")
-    for ax in (loss_ax, val_ax): ax.grid(alpha=0.3); ax.legend(fontsize=8)
+    for ax in (loss_ax, val_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     return save_figure(fig, path)
 
 # %% ../nbs/31_report.ipynb #46c5ec63
@@ -380,16 +540,23 @@ def write_report(params: dict, runs, evaluations, out, environment: dict | None 
     from focusface.files import save_figure
     from focusface.masks import gallery_figure
     from focusface.synthfaces import render_faces
+
     names, seeds, report = list(params["variants"]), params["seeds"], params["report"]
     evaluated = {v: Path(evaluations, v) for v in names}
     rows = load_results({v: (Path(runs, v), evaluated[v]) for v in names}, seeds)
     statistics = dict(n=report["bootstrap"], seed=report["seed"])
-    if report["bootstrap"]: rows = add_intervals(rows, evaluated, seeds, **statistics)
+    if report["bootstrap"]:
+        rows = add_intervals(rows, evaluated, seeds, **statistics)
     references = tuple(r.strip() for r in str(report["references"]).split(",") if r.strip())
     written = write_tables(rows, out, paired_tests(rows, evaluated, references, seeds, **statistics), environment)
     first, figures = {v: seeded(evaluated[v], seeds)[0] for v in names}, Path(out, "figures")  # figures: the first seed
-    written += curve_figures(first, figures, labels={v: variant_label(v, params["variants"][v]) for v in names},
-                             bands=report["bootstrap"], seed=report["seed"])
+    written += curve_figures(
+        first,
+        figures,
+        labels={v: variant_label(v, params["variants"][v]) for v in names},
+        bands=report["bootstrap"],
+        seed=report["seed"],
+    )
     written.append(score_figure(first, figures / "scores.png"))
     written.append(training_figure({v: seeded(Path(runs, v), seeds)[0] for v in names}, figures / "training.png"))
     specs = tuple(dict.fromkeys(s.strip() for s in params["masks"]["spec"].split(",")))

@@ -27,37 +27,50 @@ __all__ = ['RUN_FILES', 'RunLog', 'clock', 'Pace', 'distributed_setup', 'Guard',
 # %% ../nbs/28_runfolder.ipynb #e769678d
 class RunLog:
     "Log lines (console + out/train.log) and metrics (DVCLive, when installed) of rank 0; silent elsewhere."
+
     def __init__(self, out: Path, config: TrainConfig, rank: int, resume: bool, total: int):
         self.on, self.out = rank == 0, out
         self.live = self.bar = None
-        if not self.on: return
+        if not self.on:
+            return
         try:
             from dvclive import Live
+
             self.live = Live(str(out / "dvclive"), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
             self.live.log_params({k: v for k, v in asdict(config).items() if v is not None})
-        except ImportError: pass
+        except ImportError:
+            pass
         if config.progress:
             from tqdm import tqdm  # the terminal bar: no widget, no notebook warning
+
             self.bar = tqdm(total=total, desc=f"{config.method} {config.backbone}", unit="step", dynamic_ncols=True)
 
     def line(self, text: str) -> None:
-        if not self.on: return
+        if not self.on:
+            return
         stamped = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}"
         (self.bar.write if self.bar else print)(stamped, **({} if self.bar else dict(flush=True)))
-        with open(self.out / "train.log", "a") as f: f.write(stamped + "\n")
+        with open(self.out / "train.log", "a") as f:
+            f.write(stamped + "\n")
 
     def metrics(self, step: int, values: dict) -> None:
-        if self.live is None: return
+        if self.live is None:
+            return
         self.live.step = step
-        for name, value in values.items(): self.live.log_metric(name, float(value))
+        for name, value in values.items():
+            self.live.log_metric(name, float(value))
         self.live.make_summary()
 
     def advance(self, n: int, **postfix) -> None:
-        if self.bar: self.bar.update(n); self.bar.set_postfix(**postfix, refresh=False)
+        if self.bar:
+            self.bar.update(n)
+            self.bar.set_postfix(**postfix, refresh=False)
 
     def close(self) -> None:
-        if self.bar: self.bar.close()
-        if self.live is not None: self.live.end()
+        if self.bar:
+            self.bar.close()
+        if self.live is not None:
+            self.live.end()
 
 # %% ../nbs/28_runfolder.ipynb #57d5cb48
 def clock(seconds: float) -> str:
@@ -68,21 +81,24 @@ def clock(seconds: float) -> str:
 @dataclass
 class Pace:
     "The run's clock: training time only, validation and saving paused out; and how much of it waited for data."
-    started: float        # `perf_counter` when this process began training
-    steps_before: int     # the global step it began at (a resumed run's)
-    wall_before: float    # the wall time of the run before this process
-    paused: float = 0.0   # seconds spent validating and saving since `started`
-    waited: float = 0.0   # seconds of training spent waiting for the loader's next batch
-    mark: tuple = ()      # (time, paused, step, waited) at the last log line: the next line's rate is its window's
+
+    started: float  # `perf_counter` when this process began training
+    steps_before: int  # the global step it began at (a resumed run's)
+    wall_before: float  # the wall time of the run before this process
+    paused: float = 0.0  # seconds spent validating and saving since `started`
+    waited: float = 0.0  # seconds of training spent waiting for the loader's next batch
+    mark: tuple = ()  # (time, paused, step, waited) at the last log line: the next line's rate is its window's
 
     @classmethod
     def start(cls, position: dict) -> Pace:
         now = time.perf_counter()
         return cls(now, position["global_step"], position["wall_time"], mark=(now, 0.0, position["global_step"], 0.0))
 
-    def wall_time(self) -> float: return self.wall_before + time.perf_counter() - self.started
+    def wall_time(self) -> float:
+        return self.wall_before + time.perf_counter() - self.started
 
-    def training_time(self) -> float: return time.perf_counter() - self.started - self.paused
+    def training_time(self) -> float:
+        return time.perf_counter() - self.started - self.paused
 
     def rate(self, step: int, batch: int) -> float:
         "Pairs per second of training since this process began."
@@ -104,15 +120,19 @@ class Pace:
     def pause(self):
         "Time inside does not count as training."
         began = time.perf_counter()
-        try: yield
-        finally: self.paused += time.perf_counter() - began
+        try:
+            yield
+        finally:
+            self.paused += time.perf_counter() - began
 
     @contextmanager
     def waiting(self):
         "Time inside is training time spent waiting for data (the loader's next batch)."
         began = time.perf_counter()
-        try: yield
-        finally: self.waited += time.perf_counter() - began
+        try:
+            yield
+        finally:
+            self.waited += time.perf_counter() - began
 
 # %% ../nbs/28_runfolder.ipynb #d39952cb
 def distributed_setup(device=None) -> tuple[int, int, torch.device]:
@@ -121,31 +141,37 @@ def distributed_setup(device=None) -> tuple[int, int, torch.device]:
     if world > 1 and not torch.distributed.is_initialized():
         local = int(os.environ.get("LOCAL_RANK", "0"))
         cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
-        if cuda: torch.cuda.set_device(local)
+        if cuda:
+            torch.cuda.set_device(local)
         torch.distributed.init_process_group("nccl" if cuda else "gloo")
     rank = torch.distributed.get_rank() if world > 1 else 0
-    if device is not None and str(device) == "cuda" and world > 1: device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    if device is not None and str(device) == "cuda" and world > 1:
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
     return rank, world, resolve_device(device)
 
 # %% ../nbs/28_runfolder.ipynb #93148a4b
 @dataclass
 class Guard:
     "Whether a step since the host last looked had a non-finite loss or gradient, kept on the device."
-    bad: torch.Tensor    # 1.0 from the first non-finite step on: the optimiser skips every update until the look
+
+    bad: torch.Tensor  # 1.0 from the first non-finite step on: the optimiser skips every update until the look
     first: torch.Tensor  # that step's global step number (exact in float32 up to 16.7 million steps)
     before: list = field(default_factory=list)  # the position before each step since the last look
 
     @classmethod
-    def on(cls, device) -> Guard: return cls(torch.zeros((), device=device), torch.zeros((), device=device))
+    def on(cls, device) -> Guard:
+        return cls(torch.zeros((), device=device), torch.zeros((), device=device))
 
     def record(self, step: int, loss: torch.Tensor, grads: list, world: int = 1) -> None:
         "Take in global step `step`'s loss and gradients (after backward, before the update), without a host wait."
         bad = (~torch.isfinite(loss.detach())).float().reshape(())
         by_dtype = {}
-        for g in grads: by_dtype.setdefault(g.dtype, []).append(g)
+        for g in grads:
+            by_dtype.setdefault(g.dtype, []).append(g)
         for same in by_dtype.values():  # one kernel per dtype: sets `bad` if any element is not finite
             torch._amp_foreach_non_finite_check_and_unscale_(same, bad, torch.ones((), device=bad.device))
-        if world > 1: torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)  # every rank skips alike
+        if world > 1:
+            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)  # every rank skips alike
         self.first = torch.where((self.bad == 0) & (bad > 0), float(step), self.first)
         self.bad = torch.maximum(self.bad, bad)
 
@@ -166,49 +192,80 @@ def fuse_sgd(optimizer: torch.optim.SGD) -> None:
     buffer that was never written (PyTorch creates it uninitialised when the first step is skipped)."""
     for group in optimizer.param_groups:
         group["fused"], group["foreach"] = True, None  # a checkpoint of an unfused optimiser restores its own flags
-        if not group["momentum"]: continue
+        if not group["momentum"]:
+            continue
         for p in group["params"]:
             state = optimizer.state[p]
-            if state.get("momentum_buffer") is None: state["momentum_buffer"] = torch.zeros_like(p)
-
+            if state.get("momentum_buffer") is None:
+                state["momentum_buffer"] = torch.zeros_like(p)
 
 # %% ../nbs/28_runfolder.ipynb #ee969f57
 def gather(obj, world: int) -> list:
     "`obj` of every rank, in rank order (`[obj]` on one process)."
-    if world == 1: return [obj]
+    if world == 1:
+        return [obj]
     out = [None] * world
     torch.distributed.all_gather_object(out, obj)
     return out
 
 # %% ../nbs/28_runfolder.ipynb #86b45738
-RUN_FILES = {"model.pt", "best.pt", "checkpoint.pt", "summary.json", "cost.json", "batch.png", "train.log", "config.yaml",
-             "dvclive", "training.png"}  # what a run writes into `out`: a folder of other files is not a run, and never replaced
+RUN_FILES = {
+    "model.pt",
+    "best.pt",
+    "checkpoint.pt",
+    "summary.json",
+    "cost.json",
+    "batch.png",
+    "train.log",
+    "config.yaml",
+    "dvclive",
+    "training.png",
+}  # what a run writes into `out`: a folder of other files is not a run, and never replaced
 
 
 def run_sources(config: TrainConfig, config_file=None) -> list:
     "Every path a run reads: the run folder may be none of them, hold none of them, lie in none of them."
-    return [s for s in (config_file, config.train, config.masked_train, config.landmarks, config.init, config.val,
-                        config.holdout) if s and not str(s).startswith("synthetic")]
+    return [
+        s
+        for s in (
+            config_file,
+            config.train,
+            config.masked_train,
+            config.landmarks,
+            config.init,
+            config.val,
+            config.holdout,
+        )
+        if s and not str(s).startswith("synthetic")
+    ]
 
 # %% ../nbs/28_runfolder.ipynb #6645a28a
 def prepare_out(config: TrainConfig, rank: int, resume: bool, overwrite: bool, config_file=None) -> bool:
     "Check (and on rank 0, clear if asked) the run folder; True when an earlier run is to be resumed."
     from focusface.files import check_destination
+
     out = Path(config.out)
     check_destination(out, overwrite=True, sources=run_sources(config, config_file))  # whatever the flags
     has_run = out.is_dir() and any(out.iterdir())
-    if resume and (out / "checkpoint.pt").is_file(): return True
+    if resume and (out / "checkpoint.pt").is_file():
+        return True
     if has_run and not overwrite:
-        hint = "it has no checkpoint.pt to resume from; pass overwrite=True to start again" if resume else \
-            "pass resume=True to continue it, or overwrite=True to start again"
+        hint = (
+            "it has no checkpoint.pt to resume from; pass overwrite=True to start again"
+            if resume
+            else "pass resume=True to continue it, or overwrite=True to start again"
+        )
         raise DestinationError(f"{out} holds another run: {hint}")
     if has_run:
         foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_FILES)
         if foreign:
-            raise DestinationError(f"{out} holds files a focusface run does not write ({shorten(foreign)}): overwrite=True "
-                                   "replaces only a run's folder; choose another out")
+            raise DestinationError(
+                f"{out} holds files a focusface run does not write ({shorten(foreign)}): overwrite=True "
+                "replaces only a run's folder; choose another out"
+            )
         if rank == 0:
             import shutil
+
             shutil.rmtree(out)
     return False
 
@@ -217,25 +274,52 @@ def prepare_out(config: TrainConfig, rank: int, resume: bool, overwrite: bool, c
 def run_lock(out: Path, rank: int, world: int):
     "Hold the run folder's lock for the whole run (rank 0 takes it; every rank stops at once if another run has it)."
     from focusface.files import hold_lock
+
     with ExitStack() as stack:
         refused = ""
         if rank == 0:
-            try: stack.enter_context(hold_lock(out))
-            except DestinationError as e: refused = str(e)
+            try:
+                stack.enter_context(hold_lock(out))
+            except DestinationError as e:
+                refused = str(e)
         said = gather(refused, world)[0]
-        if said: raise DestinationError(said)
+        if said:
+            raise DestinationError(said)
         yield
 
 # %% ../nbs/28_runfolder.ipynb #205a0f57
-_RESUME_FREE = {"out", "workers", "progress", "log_every", "val_every", "checkpoint_every", "val_batch_size", "max_steps",
-                "device", "compile", "trunk_init", "val_at_start"}  # may change between a run and its resumption
+_RESUME_FREE = {
+    "out",
+    "workers",
+    "progress",
+    "log_every",
+    "val_every",
+    "checkpoint_every",
+    "val_batch_size",
+    "max_steps",
+    "device",
+    "compile",
+    "trunk_init",
+    "val_at_start",
+}  # may change between a run and its resumption
 _LEGACY = dict(grad_clip_scope="all", bn_views="joint")  # settings added later: what runs saved before them did
 
 
-def save_training_state(path, model: FocusFace, optimizer, scaler, config: TrainConfig, position: dict, rng: list) -> None:
+def save_training_state(
+    path, model: FocusFace, *, optimizer, scaler, config: TrainConfig, position: dict, rng: list
+) -> None:
     "Write the resumable state of a run (rank 0 calls it; `rng` holds every rank's state)."
-    save_checkpoint(model, path, extra=dict(train_config=asdict(config), optimizer=optimizer.state_dict(),
-                                            scaler=scaler.state_dict(), position=dict(position), rng=rng))
+    save_checkpoint(
+        model,
+        path,
+        extra=dict(
+            train_config=asdict(config),
+            optimizer=optimizer.state_dict(),
+            scaler=scaler.state_dict(),
+            position=dict(position),
+            rng=rng,
+        ),
+    )
 
 # %% ../nbs/28_runfolder.ipynb #91a50cc8
 def load_training_state(path, config: TrainConfig) -> dict:
@@ -244,11 +328,17 @@ def load_training_state(path, config: TrainConfig) -> dict:
     if detect_layout(raw) != "focusface" or "position" not in raw.get("extra", {}):
         raise FocusFaceError(f"{path}: not a focusface training checkpoint (no training position in it)")
     verified = checkpoint_verified(raw, path)  # everything a resume reads, for checkpoints of the current format
-    if verified == "none": raise FocusFaceError(f"{path}: a training checkpoint without the hash of its weights: damaged or edited")
+    if verified == "none":
+        raise FocusFaceError(f"{path}: a training checkpoint without the hash of its weights: damaged or edited")
     saved = raw["extra"]["train_config"]
-    changed = {k: (saved.get(k, _LEGACY.get(k)), v) for k, v in asdict(config).items()
-               if k not in _RESUME_FREE and saved.get(k, _LEGACY.get(k)) != v}
+    changed = {
+        k: (saved.get(k, _LEGACY.get(k)), v)
+        for k, v in asdict(config).items()
+        if k not in _RESUME_FREE and saved.get(k, _LEGACY.get(k)) != v
+    }
     if changed:
-        raise FocusFaceError(f"{path}: the run was made with other settings, so it cannot be resumed with these: "
-                             + ", ".join(f"{k} was {shorten(a)}, now {shorten(b)}" for k, (a, b) in changed.items()))
+        raise FocusFaceError(
+            f"{path}: the run was made with other settings, so it cannot be resumed with these: "
+            + ", ".join(f"{k} was {shorten(a)}, now {shorten(b)}" for k, (a, b) in changed.items())
+        )
     return dict(raw["extra"], state_dict=raw["state_dict"], verified=verified)

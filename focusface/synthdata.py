@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 
 from .datasets import write_insightface_folder
-from .evalsets import EvalPairs, write_bin
 from .errors import FocusFaceError
+from .evalsets import EvalPairs, write_bin
 from .files import atomic_dir, atomic_write_bytes, check_destination, ordered_map
 from .images import encode_image
 from .maskspec import check_seed
@@ -32,10 +32,12 @@ def _render_job(job) -> list[bytes]:
     return [encode_image(face, ext, nui.jpeg_quality) for face, nui in faces_with_nuisance(seed, keys)]
 
 
-def _render_encoded(seed: int, keys: list, workers: int, progress: bool, desc: str, ext: str = ".jpg") -> Iterator[bytes]:
+def _render_encoded(
+    seed: int, keys: list, *, workers: int, progress: bool, desc: str, ext: str = ".jpg"
+) -> Iterator[bytes]:
     "Encoded faces of `keys`, in order, rendered in `workers` processes."
     chunk = 256
-    jobs = [(int(seed), keys[i:i + chunk], ext) for i in range(0, len(keys), chunk)]
+    jobs = [(int(seed), keys[i : i + chunk], ext) for i in range(0, len(keys), chunk)]
     for part in ordered_map(_render_job, jobs, workers, progress=progress, total=len(keys), desc=desc):
         yield from part
 
@@ -47,32 +49,63 @@ def _check_counts(seed=0, **counts):
             raise FocusFaceError(f"{name} must be a positive integer, got {value!r}")
 
 
-def make_training_set(dst, *, seed: int = 0, identities: int = 300, images_per_identity: int = 20,
-                      first_identity: int = 0, workers: int = 2, overwrite: bool = False, progress: bool = False) -> Path:
+def make_training_set(
+    dst,
+    *,
+    seed: int = 0,
+    identities: int = 300,
+    images_per_identity: int = 20,
+    first_identity: int = 0,
+    workers: int = 2,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> Path:
     "Write synthetic identities as an insightface dataset folder (header layout), class ids from 0."
     _check_counts(seed, identities=identities, images_per_identity=images_per_identity)
     dst = check_destination(dst, overwrite=overwrite, sources=())
     keys = [(first_identity + i, j) for i in range(identities) for j in range(images_per_identity)]
-    images = _render_encoded(seed, keys, workers, progress, f"training faces -> {dst.name}")
+    images = _render_encoded(seed, keys, workers=workers, progress=progress, desc=f"training faces -> {dst.name}")
     items = ((who - first_identity, data) for (who, _), data in zip(keys, images))  # written as the workers deliver
-    return write_insightface_folder(dst, items, num_images=len(keys), image_size=(TEMPLATE_SIZE, TEMPLATE_SIZE),
-                                    names=[f"synthetic_{first_identity + label}" for label in range(identities)],
-                                    overwrite=overwrite)
+    return write_insightface_folder(
+        dst,
+        items,
+        num_images=len(keys),
+        image_size=(TEMPLATE_SIZE, TEMPLATE_SIZE),
+        names=[f"synthetic_{first_identity + label}" for label in range(identities)],
+        overwrite=overwrite,
+    )
 
 # %% ../nbs/14_synthdata.ipynb #262ba02f
 def _check_pairs(identities, folds, pairs_per_fold, images_per_identity, of: str = ""):
     "Counts of a pairs set; `of` prefixes the names as the caller calls them (`val_`, `eval_`)."
-    _check_counts(**{f"{of}identities": identities, "folds": folds, f"{of}pairs_per_fold": pairs_per_fold,
-                     "images_per_identity": images_per_identity})
-    if pairs_per_fold % 2: raise FocusFaceError(f"{of}pairs_per_fold must be even (half genuine, half impostor), got {pairs_per_fold}")
+    _check_counts(
+        **{
+            f"{of}identities": identities,
+            "folds": folds,
+            f"{of}pairs_per_fold": pairs_per_fold,
+            "images_per_identity": images_per_identity,
+        }
+    )
+    if pairs_per_fold % 2:
+        raise FocusFaceError(f"{of}pairs_per_fold must be even (half genuine, half impostor), got {pairs_per_fold}")
     if identities < 2 * folds:
-        raise FocusFaceError(f"{of}identities must be at least {2 * folds}: need at least 2 identities per fold, "
-                             f"got {identities} for {folds} folds")
-    if images_per_identity < 2: raise FocusFaceError(f"images_per_identity must be >= 2 for genuine pairs, got {images_per_identity}")
+        raise FocusFaceError(
+            f"{of}identities must be at least {2 * folds}: need at least 2 identities per fold, "
+            f"got {identities} for {folds} folds"
+        )
+    if images_per_identity < 2:
+        raise FocusFaceError(f"images_per_identity must be >= 2 for genuine pairs, got {images_per_identity}")
 
 
-def sample_pairs(seed: int, first_identity: int, identities: int, *, folds: int = 10, pairs_per_fold: int = 60,
-                 images_per_identity: int = 50) -> list[tuple]:
+def sample_pairs(
+    seed: int,
+    first_identity: int,
+    identities: int,
+    *,
+    folds: int = 10,
+    pairs_per_fold: int = 60,
+    images_per_identity: int = 50,
+) -> list[tuple]:
     "LFW-style pairs (fold, identity_a, image_a, identity_b, image_b, same) over identity-disjoint folds."
     _check_counts(seed)
     _check_pairs(identities, folds, pairs_per_fold, images_per_identity)
@@ -81,51 +114,119 @@ def sample_pairs(seed: int, first_identity: int, identities: int, *, folds: int 
     pairs = []
     for fold, ids in enumerate(members):
         for _ in range(pairs_per_fold // 2):
-            who = int(r.choice(ids)); a, b = r.choice(images_per_identity, 2, replace=False)
+            who = int(r.choice(ids))
+            a, b = r.choice(images_per_identity, 2, replace=False)
             pairs.append((fold, who, int(a), who, int(b), True))
         for _ in range(pairs_per_fold // 2):
             first, second = r.choice(ids, 2, replace=False)
-            pairs.append((fold, int(first), int(r.integers(images_per_identity)), int(second), int(r.integers(images_per_identity)), False))
+            pairs.append(
+                (
+                    fold,
+                    int(first),
+                    int(r.integers(images_per_identity)),
+                    int(second),
+                    int(r.integers(images_per_identity)),
+                    False,
+                )
+            )
     return pairs
 
 # %% ../nbs/14_synthdata.ipynb #8c19bd89
-def synthetic_pairs(seed: int = 0, *,
-                    first_identity: int,       # identities first_identity .. first_identity + identities - 1
-                    identities: int,
-                    folds: int = 10,           # identity-disjoint folds, as LFW's
-                    pairs_per_fold: int = 60,  # half genuine, half impostor
-                    images_per_identity: int = 50,  # how many different images of a person pairs draw from
-                    encoding: str = ".jpg",    # `.jpg` (each at its own quality, as a photo collection) or `.png`
-                    workers: int = 0, progress: bool = False, name: str = "") -> EvalPairs:
+def synthetic_pairs(
+    seed: int = 0,
+    *,
+    first_identity: int,  # identities first_identity .. first_identity + identities - 1
+    identities: int,
+    folds: int = 10,  # identity-disjoint folds, as LFW's
+    pairs_per_fold: int = 60,  # half genuine, half impostor
+    images_per_identity: int = 50,  # how many different images of a person pairs draw from
+    encoding: str = ".jpg",  # `.jpg` (each at its own quality, as a photo collection) or `.png`
+    workers: int = 0,
+    progress: bool = False,
+    name: str = "",
+) -> EvalPairs:
     "An LFW-style verification set of synthetic identities, the same type a `.bin` reads as."
-    pairs = sample_pairs(seed, first_identity, identities, folds=folds, pairs_per_fold=pairs_per_fold,
-                         images_per_identity=images_per_identity)
+    pairs = sample_pairs(
+        seed,
+        first_identity,
+        identities,
+        folds=folds,
+        pairs_per_fold=pairs_per_fold,
+        images_per_identity=images_per_identity,
+    )
     keys = [key for _, a, i, b, j, _ in pairs for key in ((a, i), (b, j))]
     order = sorted(set(keys))  # each distinct face rendered once, identity by identity
-    encoded = dict(zip(order, _render_encoded(seed, order, workers, progress, f"pair faces {name}".strip(), encoding)))
-    result = EvalPairs([encoded[k] for k in keys], [same for *_, same in pairs], name=name or f"synthetic{seed}",
-                       source=f"synthetic identities {first_identity}..{first_identity + identities - 1}, seed {seed}",
-                       identities=[str(who) for who, _ in keys])
+    encoded = dict(
+        zip(
+            order,
+            _render_encoded(
+                seed, order, workers=workers, progress=progress, desc=f"pair faces {name}".strip(), ext=encoding
+            ),
+        )
+    )
+    result = EvalPairs(
+        [encoded[k] for k in keys],
+        [same for *_, same in pairs],
+        name=name or f"synthetic{seed}",
+        source=f"synthetic identities {first_identity}..{first_identity + identities - 1}, seed {seed}",
+        identities=[str(who) for who, _ in keys],
+    )
     result.pairs = pairs  # who is who: (fold, identity_a, image_a, identity_b, image_b, same)
     return result
 
 # %% ../nbs/14_synthdata.ipynb #61b62fda
-def make_pairs(dst, *, seed: int = 0, first_identity: int, identities: int, folds: int = 10, pairs_per_fold: int = 60,
-               images_per_identity: int = 50, workers: int = 2, overwrite: bool = False, progress: bool = False) -> Path:
+def make_pairs(
+    dst,
+    *,
+    seed: int = 0,
+    first_identity: int,
+    identities: int,
+    folds: int = 10,
+    pairs_per_fold: int = 60,
+    images_per_identity: int = 50,
+    workers: int = 2,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> Path:
     "Write an LFW-style verification `.bin` of synthetic identities (and `<name>.pairs.tsv` saying who is who)."
     dst = check_destination(dst, overwrite=overwrite, sources=())
-    pairs = synthetic_pairs(seed, first_identity=first_identity, identities=identities, folds=folds,
-                            pairs_per_fold=pairs_per_fold, images_per_identity=images_per_identity, workers=workers,
-                            progress=progress, name=dst.stem)
+    pairs = synthetic_pairs(
+        seed,
+        first_identity=first_identity,
+        identities=identities,
+        folds=folds,
+        pairs_per_fold=pairs_per_fold,
+        images_per_identity=images_per_identity,
+        workers=workers,
+        progress=progress,
+        name=dst.stem,
+    )
     write_bin(dst, pairs.images, pairs.issame, overwrite=overwrite)
-    atomic_write_bytes(dst.with_suffix(".pairs.tsv"), ("fold\tidentity_a\timage_a\tidentity_b\timage_b\tsame\n" + "".join(
-        "\t".join(str(int(v)) for v in p) + "\n" for p in pairs.pairs)).encode(), sources=())
+    atomic_write_bytes(
+        dst.with_suffix(".pairs.tsv"),
+        (
+            "fold\tidentity_a\timage_a\tidentity_b\timage_b\tsame\n"
+            + "".join("\t".join(str(int(v)) for v in p) + "\n" for p in pairs.pairs)
+        ).encode(),
+        sources=(),
+    )
     return dst
 
 # %% ../nbs/14_synthdata.ipynb #e60795be
-def make_demo_data(root, *, seed: int = 0, train_identities: int = 300, images_per_identity: int = 20,
-                   val_identities: int = 100, val_pairs_per_fold: int = 20, eval_identities: int = 200,
-                   eval_pairs_per_fold: int = 60, workers: int = 2, overwrite: bool = False, progress: bool = False) -> dict:
+def make_demo_data(
+    root,
+    *,
+    seed: int = 0,
+    train_identities: int = 300,
+    images_per_identity: int = 20,
+    val_identities: int = 100,
+    val_pairs_per_fold: int = 20,
+    eval_identities: int = 200,
+    eval_pairs_per_fold: int = 60,
+    workers: int = 2,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict:
     "The embedded dataset: `root/train` (rec folder), `root/val.bin`, `root/eval.bin`; disjoint identities."
     _check_counts(seed, train_identities=train_identities, images_per_identity=images_per_identity)
     _check_pairs(val_identities, 10, val_pairs_per_fold, 50, of="val_")
@@ -134,11 +235,37 @@ def make_demo_data(root, *, seed: int = 0, train_identities: int = 300, images_p
     val_first = train_identities
     eval_first = val_first + val_identities
     with atomic_dir(root, overwrite=overwrite, sources=()) as tmp:  # the whole root appears at once, or not at all
-        make_training_set(tmp / "train", seed=seed, identities=train_identities, images_per_identity=images_per_identity,
-                          workers=workers, progress=progress)
-        make_pairs(tmp / "val.bin", seed=seed, first_identity=val_first, identities=val_identities,
-                   pairs_per_fold=val_pairs_per_fold, workers=workers, progress=progress)
-        make_pairs(tmp / "eval.bin", seed=seed, first_identity=eval_first, identities=eval_identities,
-                   pairs_per_fold=eval_pairs_per_fold, workers=workers, progress=progress)
-    return dict(train=str(root / "train"), val=str(root / "val.bin"), eval=str(root / "eval.bin"),
-                identities=dict(train=[0, val_first], val=[val_first, eval_first], eval=[eval_first, eval_first + eval_identities]))
+        make_training_set(
+            tmp / "train",
+            seed=seed,
+            identities=train_identities,
+            images_per_identity=images_per_identity,
+            workers=workers,
+            progress=progress,
+        )
+        make_pairs(
+            tmp / "val.bin",
+            seed=seed,
+            first_identity=val_first,
+            identities=val_identities,
+            pairs_per_fold=val_pairs_per_fold,
+            workers=workers,
+            progress=progress,
+        )
+        make_pairs(
+            tmp / "eval.bin",
+            seed=seed,
+            first_identity=eval_first,
+            identities=eval_identities,
+            pairs_per_fold=eval_pairs_per_fold,
+            workers=workers,
+            progress=progress,
+        )
+    return dict(
+        train=str(root / "train"),
+        val=str(root / "val.bin"),
+        eval=str(root / "eval.bin"),
+        identities=dict(
+            train=[0, val_first], val=[val_first, eval_first], eval=[eval_first, eval_first + eval_identities]
+        ),
+    )

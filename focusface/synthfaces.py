@@ -21,11 +21,26 @@ __all__ = ['SKIN_TONES', 'HAIR_COLOURS', 'IRIS_COLOURS', 'LIP_COLOURS', 'GLASSES
            'render_faces', 'identity_grid']
 
 # %% ../nbs/13_synthfaces.ipynb #e80896ac
-SKIN_TONES = np.array([(255, 224, 196), (241, 194, 167), (224, 172, 138), (198, 140, 105), (161, 110, 75),
-                       (120, 80, 55), (90, 60, 42)], np.float32)
-HAIR_COLOURS = np.array([(25, 20, 18), (60, 40, 28), (105, 70, 40), (165, 120, 70), (215, 180, 120),
-                         (150, 60, 30), (140, 140, 140), (225, 225, 220)], np.float32)
-IRIS_COLOURS = np.array([(70, 45, 25), (110, 75, 40), (60, 110, 160), (80, 130, 90), (110, 120, 125), (30, 25, 20)], np.float32)
+SKIN_TONES = np.array(
+    [(255, 224, 196), (241, 194, 167), (224, 172, 138), (198, 140, 105), (161, 110, 75), (120, 80, 55), (90, 60, 42)],
+    np.float32,
+)
+HAIR_COLOURS = np.array(
+    [
+        (25, 20, 18),
+        (60, 40, 28),
+        (105, 70, 40),
+        (165, 120, 70),
+        (215, 180, 120),
+        (150, 60, 30),
+        (140, 140, 140),
+        (225, 225, 220),
+    ],
+    np.float32,
+)
+IRIS_COLOURS = np.array(
+    [(70, 45, 25), (110, 75, 40), (60, 110, 160), (80, 130, 90), (110, 120, 125), (30, 25, 20)], np.float32
+)
 LIP_COLOURS = np.array([(190, 100, 100), (170, 80, 85), (150, 90, 80), (200, 120, 120), (120, 60, 60)], np.float32)
 GLASSES_COLOURS = np.array([(20, 20, 20), (90, 60, 30), (160, 160, 170), (130, 20, 30)], np.float32)
 
@@ -33,34 +48,35 @@ GLASSES_COLOURS = np.array([(20, 20, 20), (90, 60, 30), (160, 160, 170), (130, 2
 @dataclass
 class Identity:
     "The parameters of one synthetic person (template pixels, RGB colours)."
-    skin: np.ndarray         # face colour
-    face_width: float        # half-width of the face at the cheekbones
-    face_height: float       # half-height from the forehead top to the chin
-    jaw: float               # 0 narrow pointed chin .. 1 wide square jaw
-    chin: float              # extra chin length
-    hair: np.ndarray         # hair colour
-    hairline: float          # y of the hairline in the middle of the forehead
-    hair_style: int          # 0 bald, 1 short, 2 side parting, 3 long, 4 fringe
-    eye_dx: float            # extra half-distance between the eyes
+
+    skin: np.ndarray  # face colour
+    face_width: float  # half-width of the face at the cheekbones
+    face_height: float  # half-height from the forehead top to the chin
+    jaw: float  # 0 narrow pointed chin .. 1 wide square jaw
+    chin: float  # extra chin length
+    hair: np.ndarray  # hair colour
+    hairline: float  # y of the hairline in the middle of the forehead
+    hair_style: int  # 0 bald, 1 short, 2 side parting, 3 long, 4 fringe
+    eye_dx: float  # extra half-distance between the eyes
     eye_width: float
     eye_height: float
     iris: np.ndarray
-    brow_gap: float          # brow height above the eye
+    brow_gap: float  # brow height above the eye
     brow_thickness: float
     brow_arch: float
     brow_tilt: float
-    glasses: int             # 0 none, 1 round, 2 rectangular
+    glasses: int  # 0 none, 1 round, 2 rectangular
     glasses_colour: np.ndarray
-    scar: int                # 0 none, 1 over the left brow, 2 forehead
-    nose_width: float        # nostril half-spread
-    nose_length: float       # bridge length above the tip
+    scar: int  # 0 none, 1 over the left brow, 2 forehead
+    nose_width: float  # nostril half-spread
+    nose_length: float  # bridge length above the tip
     nose_shade: float
-    mouth_dx: float          # extra half-width of the mouth
+    mouth_dx: float  # extra half-width of the mouth
     lip_upper: float
     lip_lower: float
     lips: np.ndarray
-    beard: int               # 0 none, 1 stubble, 2 full beard, 3 goatee, 4 moustache
-    moles: np.ndarray        # (k, 2) positions of moles on the lower face
+    beard: int  # 0 none, 1 stubble, 2 full beard, 3 goatee, 4 moustache
+    moles: np.ndarray  # (k, 2) positions of moles on the lower face
     ear_size: float
 
 # %% ../nbs/13_synthfaces.ipynb #2f6e1b01
@@ -71,7 +87,8 @@ def keyed_rng(*keys) -> np.random.Generator:
 # %% ../nbs/13_synthfaces.ipynb #66fb9cd0
 def sample_identity(seed: int, identity: int) -> Identity:
     "The parameters of `identity`, a function of (seed, identity) only."
-    if identity < 0: raise ValueError(f"identity must be non-negative, got {identity}")
+    if identity < 0:
+        raise ValueError(f"identity must be non-negative, got {identity}")
     r = keyed_rng(seed, 1, identity)
     tone = r.uniform(0, len(SKIN_TONES) - 1)
     lo = int(tone)
@@ -80,17 +97,35 @@ def sample_identity(seed: int, identity: int) -> Identity:
     moles = r.uniform([-22, 78], [22, 104], (int(r.choice([0, 0, 1, 1, 2])), 2)).astype(np.float32) + [56, 0]
     return Identity(
         skin=(skin * r.uniform(0.94, 1.04, 3)).astype(np.float32),
-        face_width=r.uniform(35, 43), face_height=r.uniform(46, 54), jaw=r.uniform(0, 1), chin=r.uniform(-2, 5),
-        hair=HAIR_COLOURS[hair_index] * r.uniform(0.9, 1.1), hairline=r.uniform(18, 32), hair_style=int(r.integers(5)),
-        eye_dx=r.uniform(-2.0, 2.0), eye_width=r.uniform(8, 12), eye_height=r.uniform(3.0, 5.2),
+        face_width=r.uniform(35, 43),
+        face_height=r.uniform(46, 54),
+        jaw=r.uniform(0, 1),
+        chin=r.uniform(-2, 5),
+        hair=HAIR_COLOURS[hair_index] * r.uniform(0.9, 1.1),
+        hairline=r.uniform(18, 32),
+        hair_style=int(r.integers(5)),
+        eye_dx=r.uniform(-2.0, 2.0),
+        eye_width=r.uniform(8, 12),
+        eye_height=r.uniform(3.0, 5.2),
         iris=IRIS_COLOURS[int(r.integers(len(IRIS_COLOURS)))],
-        brow_gap=r.uniform(7, 11), brow_thickness=r.uniform(1.5, 4.0), brow_arch=r.uniform(0, 4), brow_tilt=r.uniform(-3, 3),
-        glasses=int(r.choice([0, 0, 0, 1, 2])), glasses_colour=GLASSES_COLOURS[int(r.integers(len(GLASSES_COLOURS)))],
+        brow_gap=r.uniform(7, 11),
+        brow_thickness=r.uniform(1.5, 4.0),
+        brow_arch=r.uniform(0, 4),
+        brow_tilt=r.uniform(-3, 3),
+        glasses=int(r.choice([0, 0, 0, 1, 2])),
+        glasses_colour=GLASSES_COLOURS[int(r.integers(len(GLASSES_COLOURS)))],
         scar=int(r.choice([0, 0, 0, 0, 1, 2])),
-        nose_width=r.uniform(5, 10), nose_length=r.uniform(12, 22), nose_shade=r.uniform(0.75, 0.92),
-        mouth_dx=r.uniform(-3, 3), lip_upper=r.uniform(1.5, 4), lip_lower=r.uniform(2, 5.5),
+        nose_width=r.uniform(5, 10),
+        nose_length=r.uniform(12, 22),
+        nose_shade=r.uniform(0.75, 0.92),
+        mouth_dx=r.uniform(-3, 3),
+        lip_upper=r.uniform(1.5, 4),
+        lip_lower=r.uniform(2, 5.5),
         lips=LIP_COLOURS[int(r.integers(len(LIP_COLOURS)))] * r.uniform(0.9, 1.1),
-        beard=int(r.choice([0, 0, 0, 1, 2, 3, 4])), moles=moles, ear_size=r.uniform(6, 10))
+        beard=int(r.choice([0, 0, 0, 1, 2, 3, 4])),
+        moles=moles,
+        ear_size=r.uniform(6, 10),
+    )
 
 # %% ../nbs/13_synthfaces.ipynb #58e4d99d
 _NOISE_TILE = 256  # sensor noise: each image takes a patch of one fixed tile
@@ -99,22 +134,22 @@ _NOISE = np.random.default_rng(20211027).standard_normal((_NOISE_TILE, _NOISE_TI
 
 @dataclass
 class Nuisance:
-    angle: float          # degrees, about the template centre
+    angle: float  # degrees, about the template centre
     scale: float
-    shift: np.ndarray     # (dx, dy) px
+    shift: np.ndarray  # (dx, dy) px
     mouth_open: float
     smile: float
     brow_raise: float
     eye_open: float
-    light_angle: float    # direction the light comes from (radians)
+    light_angle: float  # direction the light comes from (radians)
     light_strength: float  # 0 flat .. 0.5 strong side light
     exposure: float
     background: np.ndarray  # two colours of a background gradient
     background_angle: float
-    blur: float           # Gaussian sigma, px
-    noise: float          # noise std, grey levels
+    blur: float  # Gaussian sigma, px
+    noise: float  # noise std, grey levels
     noise_offset: tuple
-    jpeg_quality: int     # quality the image is stored with in a dataset
+    jpeg_quality: int  # quality the image is stored with in a dataset
 
 # %% ../nbs/13_synthfaces.ipynb #1d8a8bb9
 def sample_nuisance(seed: int, identity: int, image: int) -> Nuisance:
@@ -122,15 +157,31 @@ def sample_nuisance(seed: int, identity: int, image: int) -> Nuisance:
     r = keyed_rng(seed, 2, identity, image)
     u = r.random(20)  # one draw for all the uniforms: this runs for every image
     z = r.standard_normal(2)
-    span = lambda i, lo, hi: lo + (hi - lo) * float(u[i])
+
+    def span(i, lo, hi):
+        return lo + (hi - lo) * float(u[i])
+
     return Nuisance(
-        angle=float(np.clip(2.5 * z[0], -6, 6)), scale=span(0, 0.96, 1.04), shift=np.array([span(1, -1.5, 1.5), span(2, -1.5, 1.5)]),
-        mouth_open=float(max(0.0, 1.6 * z[1])), smile=span(3, -1.5, 2.5), brow_raise=span(4, -1.0, 2.0),
-        eye_open=span(5, 0.7, 1.1), light_angle=span(6, 0, 2 * np.pi), light_strength=span(7, 0, 0.45),
-        exposure=span(8, 0.8, 1.15), background=(20 + 215 * u[9:15]).reshape(2, 3).astype(np.float32),
-        background_angle=span(15, 0, 2 * np.pi), blur=span(16, 0, 1.1), noise=span(17, 0, 6),
-        noise_offset=(int(u[18] * 1e6) % (_NOISE_TILE - TEMPLATE_SIZE), int(u[18] * 1e9) % (_NOISE_TILE - TEMPLATE_SIZE)),
-        jpeg_quality=75 + int(u[19] * 21))
+        angle=float(np.clip(2.5 * z[0], -6, 6)),
+        scale=span(0, 0.96, 1.04),
+        shift=np.array([span(1, -1.5, 1.5), span(2, -1.5, 1.5)]),
+        mouth_open=float(max(0.0, 1.6 * z[1])),
+        smile=span(3, -1.5, 2.5),
+        brow_raise=span(4, -1.0, 2.0),
+        eye_open=span(5, 0.7, 1.1),
+        light_angle=span(6, 0, 2 * np.pi),
+        light_strength=span(7, 0, 0.45),
+        exposure=span(8, 0.8, 1.15),
+        background=(20 + 215 * u[9:15]).reshape(2, 3).astype(np.float32),
+        background_angle=span(15, 0, 2 * np.pi),
+        blur=span(16, 0, 1.1),
+        noise=span(17, 0, 6),
+        noise_offset=(
+            int(u[18] * 1e6) % (_NOISE_TILE - TEMPLATE_SIZE),
+            int(u[18] * 1e9) % (_NOISE_TILE - TEMPLATE_SIZE),
+        ),
+        jpeg_quality=75 + int(u[19] * 21),
+    )
 
 # %% ../nbs/13_synthfaces.ipynb #e3bb6fc1
 _S = 16  # OpenCV fixed-point sub-pixel factor (shift=4)
@@ -139,18 +190,31 @@ _ARC = np.linspace(0, np.pi, 13, dtype=np.float32)
 _CIRCLE = np.linspace(0, 2 * np.pi, 40, endpoint=False, dtype=np.float32)
 
 
-def _pts(points) -> np.ndarray: return np.round(np.asarray(points, np.float32) * _S).astype(np.int32)
+def _pts(points) -> np.ndarray:
+    return np.round(np.asarray(points, np.float32) * _S).astype(np.int32)
 
 
-def _c(colour) -> tuple: return tuple(float(v) for v in colour)
+def _c(colour) -> tuple:
+    return tuple(float(v) for v in colour)
 
 
-def _ellipse(img, centre, axes, colour, thickness=-1, angle=0.0):
-    cv2.ellipse(img, (int(round(centre[0] * _S)), int(round(centre[1] * _S))),
-                (max(1, int(round(axes[0] * _S))), max(1, int(round(axes[1] * _S)))), angle, 0, 360, colour, thickness, cv2.LINE_AA, 4)
+def _ellipse(img, centre, axes, colour, *, thickness=-1, angle=0.0):
+    cv2.ellipse(
+        img,
+        (int(round(centre[0] * _S)), int(round(centre[1] * _S))),
+        (max(1, int(round(axes[0] * _S))), max(1, int(round(axes[1] * _S)))),
+        angle,
+        0,
+        360,
+        colour,
+        thickness,
+        cv2.LINE_AA,
+        4,
+    )
 
 
-def _polys(img, polygons, colour): cv2.fillPoly(img, [_pts(p) for p in polygons], colour, cv2.LINE_AA, 4)
+def _polys(img, polygons, colour):
+    cv2.fillPoly(img, [_pts(p) for p in polygons], colour, cv2.LINE_AA, 4)
 
 
 def _lines(img, lines, colour, thickness):
@@ -161,7 +225,7 @@ def _face_outline(ident: Identity) -> np.ndarray:
     "The face contour: a rounded top half and a jaw that narrows to the chin."
     x, y = np.cos(_CIRCLE), np.sin(_CIRCLE)
     lower = y > 0
-    width = np.where(lower, ident.face_width * (1 - (1 - ident.jaw) * 0.45 * y ** 2), ident.face_width)
+    width = np.where(lower, ident.face_width * (1 - (1 - ident.jaw) * 0.45 * y**2), ident.face_width)
     height = np.where(lower, ident.face_height + ident.chin, ident.face_height)
     return np.stack([56 + x * width, 60.0 + y * height], 1)
 
@@ -175,21 +239,42 @@ def _features(ident: Identity):
 # %% ../nbs/13_synthfaces.ipynb #803e66f6
 class _Expression:
     "Per-identity geometry of the parts an expression moves, precomputed once per identity."
+
     def __init__(self, ident: Identity):
         eyes, _, (left, right) = _features(ident)
-        arch = np.sqrt(np.clip(1 - _U7 ** 2, 0, 1))
-        self.brows = [np.stack([eye[0] + side * _U7 * (ident.eye_width * 0.75 + 2),
-                                eye[1] - ident.brow_gap - ident.brow_arch * (1 - _U7 ** 2) - side * _U7 * ident.brow_tilt * 0.5], 1)
-                      for side, eye in zip((-1, 1), eyes)]
+        arch = np.sqrt(np.clip(1 - _U7**2, 0, 1))
+        self.brows = [
+            np.stack(
+                [
+                    eye[0] + side * _U7 * (ident.eye_width * 0.75 + 2),
+                    eye[1] - ident.brow_gap - ident.brow_arch * (1 - _U7**2) - side * _U7 * ident.brow_tilt * 0.5,
+                ],
+                1,
+            )
+            for side, eye in zip((-1, 1), eyes)
+        ]
         self.lid_x = [eye[0] + _U7 * ident.eye_width * 0.64 for eye in eyes]
         self.lid_y, self.lid_arch, self.eye_height = [eye[1] for eye in eyes], arch, ident.eye_height
-        self.lid_top = [np.array([(eye[0] + ident.eye_width * 0.64, eye[1] - ident.eye_height - 1.5),
-                                  (eye[0] - ident.eye_width * 0.64, eye[1] - ident.eye_height - 1.5)], np.float32) for eye in eyes]
+        self.lid_top = [
+            np.array(
+                [
+                    (eye[0] + ident.eye_width * 0.64, eye[1] - ident.eye_height - 1.5),
+                    (eye[0] - ident.eye_width * 0.64, eye[1] - ident.eye_height - 1.5),
+                ],
+                np.float32,
+            )
+            for eye in eyes
+        ]
         self.mouth_x = left[0] + (_U9 + 1) / 2 * (right[0] - left[0])
-        self.bulge = 1 - _U9 ** 2
+        self.bulge = 1 - _U9**2
         self.mouth_y = (left[1] + right[1]) / 2
-        self.colours = dict(skin=_c(ident.skin), lid=_c(ident.skin * 0.45), brow=_c(ident.hair * 0.7),
-                            lips=_c(ident.lips), lip_line=_c(ident.lips * 0.5))
+        self.colours = dict(
+            skin=_c(ident.skin),
+            lid=_c(ident.skin * 0.45),
+            brow=_c(ident.hair * 0.7),
+            lips=_c(ident.lips),
+            lip_line=_c(ident.lips * 0.5),
+        )
         self.brow_thickness, self.lip_upper, self.lip_lower = ident.brow_thickness, ident.lip_upper, ident.lip_lower
 
 
@@ -198,7 +283,8 @@ def _draw_expression(img: np.ndarray, geo: _Expression, nui: Nuisance) -> None:
     c = geo.colours
     h = geo.eye_height * nui.eye_open
     lids = [np.stack([x, y - h * geo.lid_arch], 1) for x, y in zip(geo.lid_x, geo.lid_y)]
-    if nui.eye_open < 1.0: _polys(img, [np.concatenate([lid, top]) for lid, top in zip(lids, geo.lid_top)], c["skin"])
+    if nui.eye_open < 1.0:
+        _polys(img, [np.concatenate([lid, top]) for lid, top in zip(lids, geo.lid_top)], c["skin"])
     _lines(img, lids, c["lid"], 1.2)
     _lines(img, [b - np.float32([0, nui.brow_raise]) for b in geo.brows], c["brow"], geo.brow_thickness)
     # mouth: lips around the opening, corners on the landmarks, a smile lifts the corners
@@ -209,68 +295,152 @@ def _draw_expression(img: np.ndarray, geo: _Expression, nui: Nuisance) -> None:
     lower = np.stack([geo.mouth_x, bottom + geo.lip_lower * geo.bulge], 1)
     _polys(img, [np.concatenate([upper, lower[::-1]])], c["lips"])
     if nui.mouth_open > 0.4:
-        _polys(img, [np.concatenate([np.stack([geo.mouth_x, top], 1), np.stack([geo.mouth_x, bottom], 1)[::-1]])], (45.0, 20.0, 25.0))
+        _polys(
+            img,
+            [np.concatenate([np.stack([geo.mouth_x, top], 1), np.stack([geo.mouth_x, bottom], 1)[::-1]])],
+            (45.0, 20.0, 25.0),
+        )
     else:
         _lines(img, [np.stack([geo.mouth_x, centre], 1)], c["lip_line"], 1.0)
 
 # %% ../nbs/13_synthfaces.ipynb #906cde8b
-def identity_layer(ident: Identity) -> tuple:
-    "What an identity keeps across its images: RGB uint8 (112, 112, 3), its coverage uint8 (112, 112), and the geometry its expressions move."
+def _draw_head(img: np.ndarray, alpha: np.ndarray, ident: Identity, outline: np.ndarray) -> None:
+    "Hair behind the head, neck, ears, the face and the hair on top, in `img`; the area they cover in `alpha`."
     skin, hair, shadow = _c(ident.skin), _c(ident.hair), _c(ident.skin * 0.8)
-    img = np.empty((TEMPLATE_SIZE, TEMPLATE_SIZE, 3), np.uint8)
-    img[:] = np.asarray(ident.skin, np.float32).astype(np.uint8)  # edges blend into skin, never into black
-    alpha = np.zeros((TEMPLATE_SIZE, TEMPLATE_SIZE), np.uint8)
-    eyes, nose, mouth = _features(ident)
-    outline = _face_outline(ident)
     fw, top = ident.face_width, 60.0 - ident.face_height
     silhouette = []
     if ident.hair_style == 3:  # long hair behind the head
-        back = [(56 - fw - 7, 58), (56 - fw - 4, top - 2), (56, top - 8), (56 + fw + 4, top - 2), (56 + fw + 7, 58),
-                (56 + fw + 6, 118), (56 - fw - 6, 118)]
-        _polys(img, [back], _c(ident.hair * 0.85)); silhouette.append(back)
+        back = [
+            (56 - fw - 7, 58),
+            (56 - fw - 4, top - 2),
+            (56, top - 8),
+            (56 + fw + 4, top - 2),
+            (56 + fw + 7, 58),
+            (56 + fw + 6, 118),
+            (56 - fw - 6, 118),
+        ]
+        _polys(img, [back], _c(ident.hair * 0.85))
+        silhouette.append(back)
     neck = [(44, 100), (68, 100), (72, 118), (40, 118)]
-    _polys(img, [neck], shadow); silhouette.append(neck)
+    _polys(img, [neck], shadow)
+    silhouette.append(neck)
     for side in (-1, 1):
-        ear = np.stack([56 + side * (fw - 1) + ident.ear_size * 0.55 * np.cos(_CIRCLE), 68 + ident.ear_size * np.sin(_CIRCLE)], 1)
-        _polys(img, [ear], _c(ident.skin * 0.92)); silhouette.append(ear)
-    _polys(img, [outline], skin); silhouette.append(outline)
+        ear = np.stack(
+            [56 + side * (fw - 1) + ident.ear_size * 0.55 * np.cos(_CIRCLE), 68 + ident.ear_size * np.sin(_CIRCLE)], 1
+        )
+        _polys(img, [ear], _c(ident.skin * 0.92))
+        silhouette.append(ear)
+    _polys(img, [outline], skin)
+    silhouette.append(outline)
     if ident.hair_style != 0:  # hair on top: the crown of the head down to the hairline
         parting = 6.0 if ident.hair_style == 2 else 0.0
-        line_y = ident.hairline + 6 * _U17 ** 2 + parting * np.clip(_U17, 0, 1)
-        if ident.hair_style == 4: line_y = np.minimum(line_y + 8, 40 + 2 * _U17 ** 2)  # fringe
+        line_y = ident.hairline + 6 * _U17**2 + parting * np.clip(_U17, 0, 1)
+        if ident.hair_style == 4:
+            line_y = np.minimum(line_y + 8, 40 + 2 * _U17**2)  # fringe
         front = np.stack([56 + _U17 * (fw + 1.5), line_y], 1)
         crown = np.stack([56 + (fw + 2.5) * np.cos(_ARC), 52 - (52 - top + 7) * np.sin(_ARC)], 1)
         cap = np.concatenate([front[::-1][:1], crown, front], 0)
-        _polys(img, [cap], hair); silhouette.append(cap)
-    for part in silhouette: _polys(alpha, [part], 255)  # one call each: overlapping polygons in one call cancel out
-    # eyes, open (the eyelids of each image close them a little)
+        _polys(img, [cap], hair)
+        silhouette.append(cap)
+    for part in silhouette:
+        _polys(alpha, [part], 255)  # one call each: overlapping polygons in one call cancel out
+
+
+def _draw_eyes(img: np.ndarray, ident: Identity, eyes: np.ndarray) -> None:
+    "Open eyes (the eyelids of each image close them a little) and glasses."
     for eye in eyes:
         _ellipse(img, eye, (ident.eye_width * 0.6, ident.eye_height), (235.0, 235.0, 230.0))
         _ellipse(img, eye, (min(ident.eye_height, 3.6),) * 2, _c(ident.iris))
         _ellipse(img, eye, (1.3, 1.3), (15.0, 15.0, 15.0))
     if ident.glasses:
         for eye in eyes:
-            if ident.glasses == 1: _ellipse(img, eye, (8.5, 7.0), _c(ident.glasses_colour), 2)
-            else: cv2.rectangle(img, tuple(_pts(eye - (9.5, 6.0))), tuple(_pts(eye + (9.5, 6.0))), _c(ident.glasses_colour), 2, cv2.LINE_AA, 4)
-        _lines(img, [[(eyes[0][0] + 8, eyes[0][1] - 1), (56, eyes[0][1] - 3), (eyes[1][0] - 8, eyes[1][1] - 1)]], _c(ident.glasses_colour), 2)
-    if ident.scar == 1: _lines(img, [[(eyes[0][0] - 4, eyes[0][1] - 16), (eyes[0][0] + 2, eyes[0][1] - 4)]], _c(np.minimum(ident.skin * 1.15 + 10, 255)), 1.5)
-    elif ident.scar == 2: _lines(img, [[(46, top + 14), (58, top + 10), (66, top + 15)]], _c(ident.skin * 0.7), 1.5)
-    # nose: bridge shadow, tip and nostrils
-    _lines(img, [[(nose[0] - 2.5, nose[1] - ident.nose_length), (nose[0] - 3.5, nose[1] - 3)]], _c(ident.skin * ident.nose_shade), 1.5)
+            if ident.glasses == 1:
+                _ellipse(img, eye, (8.5, 7.0), _c(ident.glasses_colour), thickness=2)
+            else:
+                cv2.rectangle(
+                    img,
+                    tuple(_pts(eye - (9.5, 6.0))),
+                    tuple(_pts(eye + (9.5, 6.0))),
+                    _c(ident.glasses_colour),
+                    2,
+                    cv2.LINE_AA,
+                    4,
+                )
+        _lines(
+            img,
+            [[(eyes[0][0] + 8, eyes[0][1] - 1), (56, eyes[0][1] - 3), (eyes[1][0] - 8, eyes[1][1] - 1)]],
+            _c(ident.glasses_colour),
+            2,
+        )
+
+
+def _draw_scar_and_nose(img: np.ndarray, ident: Identity, eyes: np.ndarray, nose: np.ndarray) -> None:
+    "A scar, if the identity has one; the nose: bridge shadow, tip and nostrils."
+    top = 60.0 - ident.face_height
+    if ident.scar == 1:
+        _lines(
+            img,
+            [[(eyes[0][0] - 4, eyes[0][1] - 16), (eyes[0][0] + 2, eyes[0][1] - 4)]],
+            _c(np.minimum(ident.skin * 1.15 + 10, 255)),
+            1.5,
+        )
+    elif ident.scar == 2:
+        _lines(img, [[(46, top + 14), (58, top + 10), (66, top + 15)]], _c(ident.skin * 0.7), 1.5)
+    _lines(
+        img,
+        [[(nose[0] - 2.5, nose[1] - ident.nose_length), (nose[0] - 3.5, nose[1] - 3)]],
+        _c(ident.skin * ident.nose_shade),
+        1.5,
+    )
     _ellipse(img, nose + (0, 0.5), (ident.nose_width * 0.55, 3.2), _c(ident.skin * (ident.nose_shade + 0.1)))
     for side in (-1, 1):
         _ellipse(img, nose + (side * ident.nose_width * 0.5, 2.2), (1.8, 1.2), _c(ident.skin * 0.45), angle=side * 20.0)
-    # beard and moustache (hair colour)
+
+
+def _draw_facial_hair(img: np.ndarray, ident: Identity, outline: np.ndarray, mouth: np.ndarray) -> None:
+    "Stubble, beard and moustache (in the hair colour), then moles."
     if ident.beard == 1:  # stubble: darkened jaw
-        _polys(img, [np.concatenate([outline[outline[:, 1] > 80], [(80, 84), (56, 82), (32, 84)]])], _c(ident.skin * 0.8 + ident.hair * 0.2))
+        _polys(
+            img,
+            [np.concatenate([outline[outline[:, 1] > 80], [(80, 84), (56, 82), (32, 84)]])],
+            _c(ident.skin * 0.8 + ident.hair * 0.2),
+        )
     elif ident.beard == 2:
-        _polys(img, [np.concatenate([outline[outline[:, 1] > 74], [(78, 80), (70, 86), (56, 84), (42, 86), (34, 80)]])], _c(ident.hair * 0.9))
+        _polys(
+            img,
+            [np.concatenate([outline[outline[:, 1] > 74], [(78, 80), (70, 86), (56, 84), (42, 86), (34, 80)]])],
+            _c(ident.hair * 0.9),
+        )
     elif ident.beard == 3:
         _polys(img, [[(48, 98), (64, 98), (62, 110), (56, 114), (50, 110)]], _c(ident.hair * 0.9))
     if ident.beard in (2, 3, 4):
-        _polys(img, [[(mouth[0][0] - 2, mouth[0][1] - 2), (56, mouth[0][1] - 7), (mouth[1][0] + 2, mouth[1][1] - 2),
-                      (56, mouth[0][1] - 4)]], _c(ident.hair * 0.85))
-    for mole in ident.moles: _ellipse(img, mole, (1.2, 1.2), _c(ident.skin * 0.35))
+        _polys(
+            img,
+            [
+                [
+                    (mouth[0][0] - 2, mouth[0][1] - 2),
+                    (56, mouth[0][1] - 7),
+                    (mouth[1][0] + 2, mouth[1][1] - 2),
+                    (56, mouth[0][1] - 4),
+                ]
+            ],
+            _c(ident.hair * 0.85),
+        )
+    for mole in ident.moles:
+        _ellipse(img, mole, (1.2, 1.2), _c(ident.skin * 0.35))
+
+
+def identity_layer(ident: Identity) -> tuple:
+    "What an identity keeps across its images: RGB uint8 (112, 112, 3), its coverage uint8 (112, 112), and the geometry its expressions move."
+    img = np.empty((TEMPLATE_SIZE, TEMPLATE_SIZE, 3), np.uint8)
+    img[:] = np.asarray(ident.skin, np.float32).astype(np.uint8)  # edges blend into skin, never into black
+    alpha = np.zeros((TEMPLATE_SIZE, TEMPLATE_SIZE), np.uint8)
+    eyes, nose, mouth = _features(ident)
+    outline = _face_outline(ident)
+    _draw_head(img, alpha, ident, outline)
+    _draw_eyes(img, ident, eyes)
+    _draw_scar_and_nose(img, ident, eyes, nose)
+    _draw_facial_hair(img, ident, outline, mouth)
     return img, alpha, _Expression(ident)
 
 # %% ../nbs/13_synthfaces.ipynb #9b0b36a0
@@ -299,11 +469,16 @@ def _compose(layer: tuple, ident: Identity, nui: Nuisance) -> tuple[np.ndarray, 
     landmarks = np.concatenate([eyes, nose[None], mouth]) @ m[:, :2].T.astype(np.float32) + m[:, 2].astype(np.float32)
     # light and exposure, camera blur, sensor noise (a patch of a fixed noise tile)
     ramp = (np.arange(TEMPLATE_SIZE, dtype=np.float32) - 56) / 56
-    light = nui.exposure * (1 + nui.light_strength * (math.cos(nui.light_angle) * ramp[None, :] + math.sin(nui.light_angle) * ramp[:, None]))
+    light = nui.exposure * (
+        1 + nui.light_strength * (math.cos(nui.light_angle) * ramp[None, :] + math.sin(nui.light_angle) * ramp[:, None])
+    )
     img = cv2.multiply(img, cv2.cvtColor(light.astype(np.float32), cv2.COLOR_GRAY2RGB))
-    if nui.blur > 0.5: img = cv2.GaussianBlur(img, (0, 0), nui.blur)
+    if nui.blur > 0.5:
+        img = cv2.GaussianBlur(img, (0, 0), nui.blur)
     oy, ox = nui.noise_offset
-    img = cv2.scaleAdd(cv2.cvtColor(_NOISE[oy:oy + TEMPLATE_SIZE, ox:ox + TEMPLATE_SIZE], cv2.COLOR_GRAY2RGB), nui.noise, img)
+    img = cv2.scaleAdd(
+        cv2.cvtColor(_NOISE[oy : oy + TEMPLATE_SIZE, ox : ox + TEMPLATE_SIZE], cv2.COLOR_GRAY2RGB), nui.noise, img
+    )
     return cv2.convertScaleAbs(img), landmarks.astype(np.float32)  # rounds and saturates to uint8
 
 
@@ -319,7 +494,8 @@ def faces_with_nuisance(seed: int, keys) -> "Iterator[tuple[np.ndarray, Nuisance
     cache: dict = {}
     for who, which in keys:
         if who not in cache:
-            if len(cache) > 256: cache.clear()
+            if len(cache) > 256:
+                cache.clear()
             ident = sample_identity(seed, who)
             cache[who] = (ident, identity_layer(ident))
         ident, layer = cache[who]
@@ -331,18 +507,28 @@ def render_faces(seed: int, identities, images) -> np.ndarray:
     "A batch (N, 112, 112, 3): image `images[i]` of identity `identities[i]`; each face depends only on its keys."
     identities, images = np.broadcast_arrays(np.asarray(identities), np.asarray(images))
     out = np.empty((len(identities), TEMPLATE_SIZE, TEMPLATE_SIZE, 3), np.uint8)
-    for i, (face, _) in enumerate(faces_with_nuisance(seed, zip(identities.tolist(), images.tolist()))): out[i] = face
+    for i, (face, _) in enumerate(faces_with_nuisance(seed, zip(identities.tolist(), images.tolist()))):
+        out[i] = face
     return out
 
 # %% ../nbs/13_synthfaces.ipynb #4c04c039
-def identity_grid(seed: int = 0, identities: int = 8, images: int = 6, spec: str | None = None, first_identity: int = 0) -> np.ndarray:
+def identity_grid(
+    seed: int = 0, identities: int = 8, images: int = 6, spec: str | None = None, first_identity: int = 0
+) -> np.ndarray:
     "A grid of `identities` rows x `images` columns; with `spec`, the last two columns wear masks from it."
-    faces = render_faces(seed, np.repeat(np.arange(identities) + first_identity, images), np.tile(np.arange(images), identities))
+    faces = render_faces(
+        seed, np.repeat(np.arange(identities) + first_identity, images), np.tile(np.arange(images), identities)
+    )
     if spec is not None:
         from focusface.masks import apply_mask  # imported here: making faces needs no masks
         from focusface.maskspec import MaskSampler
+
         sampler = MaskSampler(spec, seed)
         for k in range(len(faces)):
-            if k % images >= images - 2: faces[k] = apply_mask(faces[k], sampler(k))
-    return faces.reshape(identities, images, TEMPLATE_SIZE, TEMPLATE_SIZE, 3).transpose(0, 2, 1, 3, 4) \
+            if k % images >= images - 2:
+                faces[k] = apply_mask(faces[k], sampler(k))
+    return (
+        faces.reshape(identities, images, TEMPLATE_SIZE, TEMPLATE_SIZE, 3)
+        .transpose(0, 2, 1, 3, 4)
         .reshape(identities * TEMPLATE_SIZE, images * TEMPLATE_SIZE, 3)
+    )

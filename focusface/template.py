@@ -14,8 +14,9 @@ __all__ = ['TEMPLATE_SIZE', 'TEMPLATE_LANDMARKS', 'FIVE_FROM_68', 'template_land
 
 # %% ../nbs/01_template.ipynb #753546fc
 TEMPLATE_SIZE = 112  # pixels, both sides of an aligned crop
-TEMPLATE_LANDMARKS = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
-                               [41.5493, 92.3655], [70.7299, 92.2041]], np.float32)  # (x, y): eyes, nose tip, mouth corners
+TEMPLATE_LANDMARKS = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]], np.float32
+)  # (x, y): eyes, nose tip, mouth corners
 TEMPLATE_LANDMARKS.flags.writeable = False  # shared by every module: nobody may move it by accident
 
 
@@ -31,5 +32,6 @@ FIVE_FROM_68 = (tuple(range(36, 42)), tuple(range(42, 48)), (30,), (48,), (54,))
 def five_points(shape68) -> np.ndarray:
     "The five template points (5, 2) from dlib's 68 landmarks (68, 2): eye centres, nose tip, mouth corners."
     shape68 = np.asarray(shape68, np.float64)
-    if shape68.shape != (68, 2): raise FocusFaceError(f"expected 68 landmarks shaped (68, 2), got {shape68.shape}")
+    if shape68.shape != (68, 2):
+        raise FocusFaceError(f"expected 68 landmarks shaped (68, 2), got {shape68.shape}")
     return np.array([shape68[list(group)].mean(0) for group in FIVE_FROM_68])

@@ -17,15 +17,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .loaders import PairBatchSampler, PairedFaces, batch_grid, check_labels, make_loader, read_holdout
+from .checkpoints import detect_layout, init_from_backbone, load_checkpoint, read_weights, save_checkpoint
 from .errors import FocusFaceError, in_flags, shorten
 from .files import atomic_write_bytes
+from .loaders import PairBatchSampler, PairedFaces, batch_grid, check_labels, make_loader, read_holdout
 from .losses import focusface_loss
 from .model import FocusFace, check_cpu_memory, resolve_device, to_model_input
-from .checkpoints import (detect_layout, init_from_backbone, load_checkpoint, read_weights,
-                                   save_checkpoint)
-from .runfolder import (Guard, Pace, RunLog, clock, distributed_setup, fuse_sgd, gather, load_training_state,
-                                 prepare_out, run_lock, run_sources, save_training_state)
+from focusface.runfolder import (
+    Guard,
+    Pace,
+    RunLog,
+    clock,
+    distributed_setup,
+    fuse_sgd,
+    gather,
+    load_training_state,
+    prepare_out,
+    run_lock,
+    run_sources,
+    save_training_state,
+)
 from .trainconfig import TrainConfig, add_train_arguments, learning_rate, load_config, parse_train_arguments
 
 # %% auto #0
@@ -34,61 +45,105 @@ __all__ = ['build_model', 'TrainingStep', 'Run', 'restore', 'start_run', 'write_
            'main']
 
 # %% ../nbs/29_train.ipynb #097bc844
-def build_model(config: TrainConfig, num_classes: int, *, sync_bn: bool = False) -> tuple[FocusFace, list[nn.Module]]:
-    "(model, frozen modules) for `config`; the frozen modules must stay in eval mode while training."
-    source, layout = None, None
-    if config.init:
-        layout = detect_layout(read_weights(config.init))
-        if layout != "insightface":
-            source = load_checkpoint(config.init)  # keeps the order it was trained in (the authors': BGR)
-            if source.config["backbone"] != config.backbone:
-                raise FocusFaceError(f"init {config.init}: a '{source.config['backbone']}' model, but backbone is "
-                                     f"'{config.backbone}': set backbone={source.config['backbone']}")
-            if not source.has_mask_head:
-                raise FocusFaceError(f"init {config.init}: a model without a mask head; start from its backbone.pth")
-    torch.manual_seed(config.seed)
-    model = FocusFace(config.backbone, num_classes, embedding_size=config.embedding_size, dropout=config.dropout,
-                      margin=config.margin, margin_s=config.margin_s, margin_m=config.margin_m,
-                      trunk_init=config.trunk_init, channel_order=source.channel_order if source is not None else "rgb")
-    if layout == "insightface": init_from_backbone(model, config.init)
-    elif source is not None:
-        state = source.state_dict()
-        if source.identity_classifier is None or source.identity_classifier.num_classes != num_classes:
-            state = {k: v for k, v in state.items() if not k.startswith("identity_classifier.")}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        wrong = [k for k in missing if not k.startswith("identity_classifier.")] + list(unexpected)
-        if wrong: raise FocusFaceError(f"init {config.init}: keys that do not fit: {shorten(wrong)}")
-    if sync_bn: model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+def _init_source(config: TrainConfig) -> tuple[str | None, FocusFace | None]:
+    "(layout of `config.init`, the model it holds unless it is a plain backbone), checked against `config`."
+    if not config.init:
+        return None, None
+    layout = detect_layout(read_weights(config.init))
+    if layout == "insightface":
+        return layout, None
+    source = load_checkpoint(config.init)  # keeps the order it was trained in (the authors': BGR)
+    if source.config["backbone"] != config.backbone:
+        raise FocusFaceError(
+            f"init {config.init}: a '{source.config['backbone']}' model, but backbone is "
+            f"'{config.backbone}': set backbone={source.config['backbone']}"
+        )
+    if not source.has_mask_head:
+        raise FocusFaceError(f"init {config.init}: a model without a mask head; start from its backbone.pth")
+    return layout, source
+
+
+def _load_source(model: FocusFace, source: FocusFace, init) -> None:
+    "Copy `source`'s weights into `model`; its class centres only where the identities are the same number."
+    state = source.state_dict()
+    if (
+        source.identity_classifier is None
+        or source.identity_classifier.num_classes != model.identity_classifier.num_classes
+    ):
+        state = {k: v for k, v in state.items() if not k.startswith("identity_classifier.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    wrong = [k for k in missing if not k.startswith("identity_classifier.")] + list(unexpected)
+    if wrong:
+        raise FocusFaceError(f"init {init}: keys that do not fit: {shorten(wrong)}")
+
+
+def _frozen_modules(model: FocusFace, config: TrainConfig) -> list[nn.Module]:
+    "The modules `config` keeps fixed: a frozen trunk (or all of it but its last stage), the unused mask branch."
     frozen = []
-    if config.freeze == "trunk": frozen.append(model.backbone)
+    if config.freeze == "trunk":
+        frozen.append(model.backbone)
     elif config.freeze == "trunk_but_last_stage":
         frozen += [getattr(model.backbone, n) for n in ("conv1", "bn1", "prelu", "layer1", "layer2", "layer3")]
     if config.method == "arcface":
         frozen += [model.head.mask_conv, model.head.mask_bn, model.mask_classifier]
+    return frozen
+
+
+def build_model(config: TrainConfig, num_classes: int, *, sync_bn: bool = False) -> tuple[FocusFace, list[nn.Module]]:
+    "(model, frozen modules) for `config`; the frozen modules must stay in eval mode while training."
+    layout, source = _init_source(config)
+    torch.manual_seed(config.seed)
+    model = FocusFace(
+        config.backbone,
+        num_classes,
+        embedding_size=config.embedding_size,
+        dropout=config.dropout,
+        margin=config.margin,
+        margin_s=config.margin_s,
+        margin_m=config.margin_m,
+        trunk_init=config.trunk_init,
+        channel_order=source.channel_order if source is not None else "rgb",
+    )
+    if layout == "insightface":
+        init_from_backbone(model, config.init)
+    elif source is not None:
+        _load_source(model, source, config.init)
+    if sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    frozen = _frozen_modules(model, config)  # after the conversion, which replaces the BatchNorm modules
     for module in frozen:
-        for p in module.parameters(): p.requires_grad_(False)
+        for p in module.parameters():
+            p.requires_grad_(False)
     return model, frozen
 
 # %% ../nbs/29_train.ipynb #f68b013f
 class TrainingStep(nn.Module):
     "The loss of a batch of uint8 faces under `config.method`."
+
     def __init__(self, model: FocusFace, config: TrainConfig):
         super().__init__()
         self.model, self.config = model, config
         self.net = torch.compile(model) if config.compile else model
         self.autocast = dict(bfloat16=torch.bfloat16, float16=torch.float16).get(
-            {"bf16": "bfloat16", "fp16": "float16"}.get(config.precision, ""))
+            {"bf16": "bfloat16", "fp16": "float16"}.get(config.precision, "")
+        )
 
     def _forward(self, images: torch.Tensor):
         "(identity embeddings, mask logits) in float32 of uint8 faces, under the run's precision and memory format."
         x = to_model_input(images, self.model.channel_order)
-        if self.config.channels_last: x = x.contiguous(memory_format=torch.channels_last)
+        if self.config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(x.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
             out = self.net(x)
         return out.identity_embedding.float(), out.mask_logits.float()
 
-    def forward(self, unmasked: torch.Tensor, masked: torch.Tensor | None, labels: torch.Tensor,
-                is_masked: torch.Tensor | None = None) -> dict:
+    def forward(
+        self,
+        unmasked: torch.Tensor,
+        masked: torch.Tensor | None,
+        labels: torch.Tensor,
+        is_masked: torch.Tensor | None = None,
+    ) -> dict:
         c = self.config
         head = self.model.identity_classifier
         if masked is None:
@@ -102,17 +157,34 @@ class TrainingStep(nn.Module):
             identity, logits = self._forward(torch.cat([unmasked, masked]))
             identity_u, identity_m, logits_u, logits_m = identity[:n], identity[n:], logits[:n], logits[n:]
         focus = c.method == "focusface"
-        return focusface_loss(identity_u, identity_m, logits_u, logits_m, labels, head,
-                              masked_labels=is_masked, mask_weight=c.mask_weight if focus else 0.0,
-                              contrastive_weight=c.contrastive_weight if focus else 0.0,
-                              contrastive=c.contrastive if focus else "none", temperature=c.infonce_temperature)
+        return focusface_loss(
+            identity_u,
+            identity_m,
+            logits_u,
+            logits_m,
+            labels,
+            margin_head=head,
+            masked_labels=is_masked,
+            mask_weight=c.mask_weight if focus else 0.0,
+            contrastive_weight=c.contrastive_weight if focus else 0.0,
+            contrastive=c.contrastive if focus else "none",
+            temperature=c.infonce_temperature,
+        )
 
 # %% ../nbs/29_train.ipynb #07a0321f
 def _validate(model: FocusFace, pairs, config: TrainConfig, device) -> dict:
     from focusface.evaluate import evaluate_pairs
+
     model.eval()
-    m = evaluate_pairs(model, pairs, protocols="uu,um", spec=config.mask_spec, seed=config.mask_seed,
-                       batch_size=config.val_batch_size, device=device)["metrics"]
+    m = evaluate_pairs(
+        model,
+        pairs,
+        protocols="uu,um",
+        spec=config.mask_spec,
+        seed=config.mask_seed,
+        batch_size=config.val_batch_size,
+        device=device,
+    )["metrics"]
     values = {f"val/{p}_{k}": m[p][k] for p in ("uu", "um") for k in ("accuracy", "eer", "fmr100")}
     values["val/uu_threshold_fmr1000"] = m["uu"]["threshold_fmr1000"]  # `focusface verify`'s default for this model
     return values
@@ -126,6 +198,7 @@ def _fresh_position() -> dict:
 @dataclass
 class Run:
     "What one training process works with, and where it stands."
+
     config: TrainConfig
     rank: int
     world: int
@@ -133,98 +206,162 @@ class Run:
     dataset: PairedFaces
     sampler: PairBatchSampler  # this rank's batches from `position` on
     model: FocusFace
-    frozen: list               # modules kept in eval mode (a frozen trunk's BatchNorm)
+    frozen: list  # modules kept in eval mode (a frozen trunk's BatchNorm)
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    clipped: list              # the parameters `grad_clip` bounds
-    runner: nn.Module          # `TrainingStep`, in `DistributedDataParallel` on many processes
+    clipped: list  # the parameters `grad_clip` bounds
+    runner: nn.Module  # `TrainingStep`, in `DistributedDataParallel` on many processes
     log: RunLog
-    total: int                 # global steps of the whole run
+    total: int  # global steps of the whole run
     resuming: bool = False
-    val_pairs: object = None   # the validation pairs, if `config.val`
+    val_pairs: object = None  # the validation pairs, if `config.val`
     position: dict = field(default_factory=_fresh_position)
-    verified: str = "all"      # how much of a resumed checkpoint was verified
+    verified: str = "all"  # how much of a resumed checkpoint was verified
     landmark_fit: dict | None = None
     window: dict = field(default_factory=dict)  # loss parts summed on the device since the last log line
     window_steps: int = 0
-    shown: dict = field(default_factory=dict)   # the progress bar's loss, from the last step the host read
+    shown: dict = field(default_factory=dict)  # the progress bar's loss, from the last step the host read
     pace: Pace | None = None
     guard: Guard | None = None  # the non-finite steps since the host last looked
     look_every_step: bool = False  # fp16 (its loss scaler reads the device each step) or no fused optimiser
 
     @property
-    def out(self) -> Path: return Path(self.config.out)
+    def out(self) -> Path:
+        return Path(self.config.out)
 
     @property
-    def steps_per_epoch(self) -> int: return self.sampler.steps_per_epoch
+    def steps_per_epoch(self) -> int:
+        return self.sampler.steps_per_epoch
 
     def train_mode(self) -> None:
         self.model.train()
-        for m in self.frozen: m.eval()
+        for m in self.frozen:
+            m.eval()
 
 # %% ../nbs/29_train.ipynb #7b995d10
 def _check_setting(config: TrainConfig, world: int, device: torch.device) -> None:
     "Refuse what cannot run on these processes and devices."
     if config.batch_size % world:
-        raise FocusFaceError(f"batch_size {config.batch_size} (pairs per step, all processes) must divide among {world} processes")
-    if config.precision == "fp16" and device.type != "cuda": raise FocusFaceError("precision fp16 needs a CUDA device; use bf16 or fp32")
+        raise FocusFaceError(
+            f"batch_size {config.batch_size} (pairs per step, all processes) must divide among {world} processes"
+        )
+    if config.precision == "fp16" and device.type != "cuda":
+        raise FocusFaceError("precision fp16 needs a CUDA device; use bf16 or fp32")
     if config.sync_bn and world > 1 and device.type != "cuda":
-        raise FocusFaceError("sync_bn needs CUDA devices (PyTorch's SyncBatchNorm synchronises GPU tensors only); "
-                             "set sync_bn=false to train on CPUs")
+        raise FocusFaceError(
+            "sync_bn needs CUDA devices (PyTorch's SyncBatchNorm synchronises GPU tensors only); "
+            "set sync_bn=false to train on CPUs"
+        )
 
 
 def restore(run: Run) -> None:
     "Continue `run` from its `checkpoint.pt`: weights, optimiser, loss scaler, position and this rank's random state."
     state = load_training_state(run.out / "checkpoint.pt", run.config)
     run.model.load_state_dict(state["state_dict"])
-    run.optimizer.load_state_dict(state["optimizer"]); run.scaler.load_state_dict(state["scaler"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scaler.load_state_dict(state["scaler"])
     run.position.update(state["position"])
     rng = state["rng"][run.rank] if len(state["rng"]) == run.world else state["rng"][0]
     torch.set_rng_state(rng["cpu"])
-    if run.device.type == "cuda" and rng.get("cuda") is not None: torch.cuda.set_rng_state(rng["cuda"], run.device)
+    if run.device.type == "cuda" and rng.get("cuda") is not None:
+        torch.cuda.set_rng_state(rng["cuda"], run.device)
     run.verified = state["verified"]
 
 # %% ../nbs/29_train.ipynb #118a6bec
-def start_run(config: TrainConfig, rank: int = 0, world: int = 1, device=None, *, resume: bool = False,
-              overwrite: bool = False, config_file=None) -> Run:
+def start_run(
+    config: TrainConfig,
+    rank: int = 0,
+    world: int = 1,
+    device=None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    config_file=None,
+) -> Run:
     "Everything a training process needs, checked, restored when resuming, and its log opened."
     device = resolve_device(device or config.device)
     _check_setting(config, world, device)
     resuming = prepare_out(config, rank, resume, overwrite, config_file)
-    if world > 1: torch.distributed.barrier()
-    dataset = PairedFaces(config.train, spec=config.mask_spec, seed=config.mask_seed, unmasked_share=config.unmasked_share,
-                          flip=config.flip, new_mask_each_epoch=config.new_mask_each_epoch,
-                          masked_root=config.masked_train, masked_views=config.method != "arcface",
-                          exclude_classes=read_holdout(config.holdout), landmarks=config.landmarks)
+    if world > 1:
+        torch.distributed.barrier()
+    dataset = PairedFaces(
+        config.train,
+        spec=config.mask_spec,
+        seed=config.mask_seed,
+        unmasked_share=config.unmasked_share,
+        flip=config.flip,
+        new_mask_each_epoch=config.new_mask_each_epoch,
+        masked_root=config.masked_train,
+        masked_views=config.method != "arcface",
+        exclude_classes=read_holdout(config.holdout),
+        landmarks=config.landmarks,
+    )
     check_labels(dataset.faces)
     val_pairs = None
     if config.val:
         from focusface.evaluate import load_eval_set
+
         val_pairs = load_eval_set(config.val)
     model, frozen = build_model(config, dataset.num_classes, sync_bn=config.sync_bn and world > 1)
     views = 1 if config.method == "arcface" else 2  # every process of one machine together: the global batch
-    check_cpu_memory(model, device, views * config.batch_size, f"batch_size={config.batch_size} ({views} view(s) of each pair)")
+    check_cpu_memory(
+        model, device, views * config.batch_size, f"batch_size={config.batch_size} ({views} view(s) of each pair)"
+    )
     model.identity_classifier.check_labels = False  # `check_labels` checked them all: no read of the device per step
     model.to(device)
-    if config.channels_last: model.to(memory_format=torch.channels_last)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
-    clipped = params if config.grad_clip_scope == "all" else \
-        [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("identity_classifier.")]
-    sampler = PairBatchSampler(len(dataset), config.batch_size, seed=config.seed, rank=rank, world=world, epochs=config.epochs)
+    clipped = (
+        params
+        if config.grad_clip_scope == "all"
+        else [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("identity_classifier.")]
+    )
+    sampler = PairBatchSampler(
+        len(dataset), config.batch_size, seed=config.seed, rank=rank, world=world, epochs=config.epochs
+    )
     fused = device.type in ("cpu", "cuda")  # one kernel per update, and it can skip a step on the device (`Guard`)
-    optimizer = torch.optim.SGD(params, lr=learning_rate(config, 0, sampler.steps_per_epoch), momentum=config.momentum,
-                                weight_decay=config.weight_decay, fused=fused)
+    optimizer = torch.optim.SGD(
+        params,
+        lr=learning_rate(config, 0, sampler.steps_per_epoch),
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        fused=fused,
+    )
     step_module = TrainingStep(model, config)
-    runner = step_module if world == 1 else torch.nn.parallel.DistributedDataParallel(
-        step_module, device_ids=[device.index] if device.type == "cuda" else None)
+    runner = (
+        step_module
+        if world == 1
+        else torch.nn.parallel.DistributedDataParallel(
+            step_module, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    )
     epochs_total = config.epochs * sampler.steps_per_epoch
     total = epochs_total if config.max_steps is None else min(config.max_steps, epochs_total)
-    run = Run(config, rank, world, device, dataset, sampler, model, frozen, optimizer,
-              torch.amp.GradScaler(device.type, enabled=config.precision == "fp16"), clipped, runner, log=None,
-              total=total, resuming=resuming, val_pairs=val_pairs, guard=Guard.on(device),
-              look_every_step=config.precision == "fp16" or not fused)
-    if resuming: restore(run)
-    if fused: fuse_sgd(optimizer)
+    run = Run(
+        config,
+        rank,
+        world,
+        device,
+        dataset,
+        sampler,
+        model,
+        frozen,
+        optimizer,
+        torch.amp.GradScaler(device.type, enabled=config.precision == "fp16"),
+        clipped,
+        runner,
+        log=None,
+        total=total,
+        resuming=resuming,
+        val_pairs=val_pairs,
+        guard=Guard.on(device),
+        look_every_step=config.precision == "fp16" or not fused,
+    )
+    if resuming:
+        restore(run)
+    if fused:
+        fuse_sgd(optimizer)
     run.sampler.start_epoch, run.sampler.start_step = run.position["epoch"], run.position["step"]
     run.log = RunLog(run.out, config, rank, resuming, total)
     return run
@@ -232,12 +369,18 @@ def start_run(config: TrainConfig, rank: int = 0, world: int = 1, device=None, *
 # %% ../nbs/29_train.ipynb #0f2af44f
 def write_run_files(run: Run) -> None:
     "`config.yaml`, and for a new run `batch.png` (rank 0 only)."
-    if run.rank: return
+    if run.rank:
+        return
     import yaml
+
     from focusface.images import encode_image
+
     run.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(run.out / "config.yaml", yaml.safe_dump(asdict(run.config), sort_keys=False).encode(), sources=())
-    if run.resuming: return
+    atomic_write_bytes(
+        run.out / "config.yaml", yaml.safe_dump(asdict(run.config), sort_keys=False).encode(), sources=()
+    )
+    if run.resuming:
+        return
     first = [run.dataset[(int(i), 0)] for i in run.sampler.order(0)[:8]]
     grid = batch_grid({k: np.stack([f[k] for f in first]) for k in first[0] if k in ("unmasked", "masked")})
     atomic_write_bytes(run.out / "batch.png", encode_image(grid, ".png"), sources=())
@@ -247,33 +390,43 @@ def announce(run: Run) -> None:
     "The run's setting in the log, with warnings for a setting that defeats itself."
     c, log, dataset = run.config, run.log, run.dataset
     if run.resuming and run.verified != "all":
-        log.line(f"warning: {run.out / 'checkpoint.pt'} was written before focusface hashed a run's optimiser state, data "
-                 "position and random states: its weights are verified, the rest is not")
-    clipping = 'off' if not c.grad_clip else f'at norm {c.grad_clip:g} ({c.grad_clip_scope})'
-    log.line(f"{'resuming at' if run.resuming else 'starting'} step {run.position['global_step']}/{run.total}: {c.method} "
-             f"{c.backbone}, {len(dataset):,} images of {dataset.num_classes:,} identities, {run.world} process(es) on "
-             f"{run.device}, global batch {c.batch_size} pairs, {run.steps_per_epoch} steps per epoch; views through "
-             f"BatchNorm {c.bn_views}{' (synchronised across processes)' if c.sync_bn and run.world > 1 else ''}, "
-             f"gradient clipping {clipping}, faces in {run.model.channel_order.upper()}"
-             + (f", from {c.init}" if c.init else ""))
+        log.line(
+            f"warning: {run.out / 'checkpoint.pt'} was written before focusface hashed a run's optimiser state, data "
+            "position and random states: its weights are verified, the rest is not"
+        )
+    clipping = "off" if not c.grad_clip else f"at norm {c.grad_clip:g} ({c.grad_clip_scope})"
+    log.line(
+        f"{'resuming at' if run.resuming else 'starting'} step {run.position['global_step']}/{run.total}: {c.method} "
+        f"{c.backbone}, {len(dataset):,} images of {dataset.num_classes:,} identities, {run.world} process(es) on "
+        f"{run.device}, global batch {c.batch_size} pairs, {run.steps_per_epoch} steps per epoch; views through "
+        f"BatchNorm {c.bn_views}{' (synchronised across processes)' if c.sync_bn and run.world > 1 else ''}, "
+        f"gradient clipping {clipping}, faces in {run.model.channel_order.upper()}"
+        + (f", from {c.init}" if c.init else "")
+    )
     if c.bn_views == "separate" and c.method == "focusface" and c.unmasked_share == 0 and not c.masked_train:
-        log.line("warning: bn_views=separate with every masked view masked: BatchNorm removes the difference between the "
-                 "two batches, so the mask head cannot learn it (see the training chapter); set unmasked_share (the "
-                 "authors' masked batches held MaskTheFace's misses) or bn_views=joint")
+        log.line(
+            "warning: bn_views=separate with every masked view masked: BatchNorm removes the difference between the "
+            "two batches, so the mask head cannot learn it (see the training chapter); set unmasked_share (the "
+            "authors' masked batches held MaskTheFace's misses) or bn_views=joint"
+        )
     if c.landmarks:  # the on-the-fly masks' counterpart of a manifest's note: how many keep the template mask
         fitted, kept = dataset.sampler.table.coverage(dataset.keys)
         run.landmark_fit = dict(file=c.landmarks, fitted=fitted, template=kept)
-        log.line(f"landmarks {c.landmarks}: {fitted:,} training images get masks fitted to their landmarks, "
-                 f"{kept:,} keep the template's (landmarks missing or rejected)")
+        log.line(
+            f"landmarks {c.landmarks}: {fitted:,} training images get masks fitted to their landmarks, "
+            f"{kept:,} keep the template's (landmarks missing or rejected)"
+        )
 
 # %% ../nbs/29_train.ipynb #d63f3707
 def due(run: Run, step: int) -> dict:
     "What follows global step `step`: a log line, a validation, a checkpoint; the host reads the device only there."
     c = run.config
     last, end_of_epoch = step == run.total, step % run.steps_per_epoch == 0
-    return dict(log=step % c.log_every == 0 or last,
-                val=bool(c.val) and (last or (step % c.val_every == 0 if c.val_every else end_of_epoch)),
-                save=step % c.checkpoint_every == 0 or end_of_epoch or last)
+    return dict(
+        log=step % c.log_every == 0 or last,
+        val=bool(c.val) and (last or (step % c.val_every == 0 if c.val_every else end_of_epoch)),
+        save=step % c.checkpoint_every == 0 or end_of_epoch or last,
+    )
 
 # %% ../nbs/29_train.ipynb #02cf6f2c
 def optimisation_step(run: Run, batch: dict) -> dict:
@@ -283,16 +436,24 @@ def optimisation_step(run: Run, batch: dict) -> dict:
     step = p["global_step"] + 1
     look = run.look_every_step or any(due(run, step).values())
     lr = learning_rate(config, p["global_step"], run.steps_per_epoch)
-    for group in run.optimizer.param_groups: group["lr"] = lr
-    to = lambda name: batch[name].to(run.device, non_blocking=True) if name in batch else None
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+
+    def to(name):
+        return batch[name].to(run.device, non_blocking=True) if name in batch else None
+
     parts = run.runner(to("unmasked"), to("masked"), to("label"), to("is_masked"))
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(parts["loss"]).backward()
-    grads = [] if run.scaler.is_enabled() else [q.grad for g in run.optimizer.param_groups for q in g["params"]
-                                                 if q.grad is not None]  # fp16: overflowing gradients are the scaler's
+    grads = (
+        []
+        if run.scaler.is_enabled()
+        else [q.grad for g in run.optimizer.param_groups for q in g["params"] if q.grad is not None]
+    )  # fp16: overflowing gradients are the scaler's
     run.guard.record(step, parts["loss"], grads, run.world)
     run.guard.before.append(dict(p))
-    for k, v in parts.items(): run.window[k] = run.window.get(k, 0.0) + v.detach().double()  # as Python sums floats
+    for k, v in parts.items():
+        run.window[k] = run.window.get(k, 0.0) + v.detach().double()  # as Python sums floats
     run.window_steps += 1
     sums = None
     if look:
@@ -300,17 +461,25 @@ def optimisation_step(run: Run, batch: dict) -> dict:
         if first is not None:
             p.update(run.guard.position_before(first))
             run.log.close()
-            raise FocusFaceError(f"the loss or a gradient is not finite at step {first} (epoch {p['epoch']}): training "
-                                 f"stopped before applying it. The last good checkpoint is {run.out / 'checkpoint.pt'} "
-                                 f"(step {p['saved_at']}, or none yet); lower lr, add warmup_epochs, or check the data (batch.png)")
+            raise FocusFaceError(
+                f"the loss or a gradient is not finite at step {first} (epoch {p['epoch']}): training "
+                f"stopped before applying it. The last good checkpoint is {run.out / 'checkpoint.pt'} "
+                f"(step {p['saved_at']}, or none yet); lower lr, add warmup_epochs, or check the data (batch.png)"
+            )
         run.guard.before.clear()
     if config.grad_clip:
         run.scaler.unscale_(run.optimizer)
         torch.nn.utils.clip_grad_norm_(run.clipped, config.grad_clip)
-    if not run.scaler.is_enabled() and not run.look_every_step: run.optimizer.found_inf = run.guard.bad
-    run.scaler.step(run.optimizer); run.scaler.update()
-    p["global_step"] += 1; p["pairs"] += config.batch_size; p["step"] += 1
-    if p["step"] == run.steps_per_epoch: p["epoch"] += 1; p["step"] = 0
+    if not run.scaler.is_enabled() and not run.look_every_step:
+        run.optimizer.found_inf = run.guard.bad
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    p["global_step"] += 1
+    p["pairs"] += config.batch_size
+    p["step"] += 1
+    if p["step"] == run.steps_per_epoch:
+        p["epoch"] += 1
+        p["step"] = 0
     return dict(parts, lr=lr, sums=sums)
 
 # %% ../nbs/29_train.ipynb #6af7449a
@@ -319,15 +488,19 @@ def log_progress(run: Run, step: dict) -> None:
     p, batch = run.position, run.config.batch_size
     g, lr = p["global_step"], step["lr"]
     p["wall_time"] = run.pace.wall_time()
-    if step["sums"] is not None: run.shown = dict(loss=f"{step['sums']['loss'] / run.window_steps:.3f}")
+    if step["sums"] is not None:
+        run.shown = dict(loss=f"{step['sums']['loss'] / run.window_steps:.3f}")
     run.log.advance(1, **run.shown, lr=f"{lr:.4g}", pairs_s=f"{run.pace.rate(g, batch):.0f}")
-    if not due(run, g)["log"]: return
+    if not due(run, g)["log"]:
+        return
     means = {k: v / run.window_steps for k, v in step["sums"].items()}  # read at this step: a log line is due
     rate, wait = run.pace.window_rate(g, batch)
     eta = (run.total - g) * batch / max(rate, 1e-9)
-    run.log.line(f"step {g}/{run.total} epoch {p['epoch'] + p['step'] / run.steps_per_epoch:.2f} "
-                 + " ".join(f"{k} {v:.4f}" for k, v in means.items())
-                 + f" lr {lr:.6f} pairs/s {rate:.1f} data wait {wait:.0%} elapsed {clock(p['wall_time'])} ETA {clock(eta)}")
+    run.log.line(
+        f"step {g}/{run.total} epoch {p['epoch'] + p['step'] / run.steps_per_epoch:.2f} "
+        + " ".join(f"{k} {v:.4f}" for k, v in means.items())
+        + f" lr {lr:.6f} pairs/s {rate:.1f} data wait {wait:.0%} elapsed {clock(p['wall_time'])} ETA {clock(eta)}"
+    )
     run.log.metrics(g, {f"train/{k}": v for k, v in means.items()} | {"train/lr": lr})  # pairs/s: the log line only
     run.window, run.window_steps = {}, 0
 
@@ -341,45 +514,85 @@ def validate(run: Run) -> dict:
     if p["best"] is None or values["val/um_accuracy"] > p["best"]["val/um_accuracy"]:
         p["best"] = dict(values, step=p["global_step"])
         if run.rank == 0:
-            save_checkpoint(run.model, run.out / "best.pt", extra=dict(step=p["global_step"], method=run.config.method, **values))
+            save_checkpoint(
+                run.model, run.out / "best.pt", extra=dict(step=p["global_step"], method=run.config.method, **values)
+            )
     run.log.metrics(p["global_step"], values)
-    run.log.line(f"validation at step {p['global_step']}: "
-                 + "  ".join(f"{k[4:]} {v * 100:.2f}%" for k, v in values.items() if "threshold" not in k))
+    run.log.line(
+        f"validation at step {p['global_step']}: "
+        + "  ".join(f"{k[4:]} {v * 100:.2f}%" for k, v in values.items() if "threshold" not in k)
+    )
     return values
 
 # %% ../nbs/29_train.ipynb #d9bd8cce
 def save_state(run: Run) -> None:
     "Write `checkpoint.pt` (rank 0, every rank's random state in it); refuse a model that is no longer finite."
     p, device = run.position, run.device
-    finite = torch.tensor(float(all(torch.isfinite(v).all() for v in run.model.state_dict().values()  # weights and
-                                    if v.is_floating_point())), device=device)  # BatchNorm's running statistics
-    if run.world > 1: torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+    finite = torch.tensor(
+        float(
+            all(
+                torch.isfinite(v).all()
+                for v in run.model.state_dict().values()  # weights and
+                if v.is_floating_point()
+            )
+        ),
+        device=device,
+    )  # BatchNorm's running statistics
+    if run.world > 1:
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
     if finite.item() < 1:  # never replace a good checkpoint with a diverged model
         run.log.close()
-        raise FocusFaceError(f"the weights are no longer finite at step {p['global_step']}: training stopped before "
-                             f"applying it to {run.out / 'checkpoint.pt'} (the last good one, step {p['saved_at']}); "
-                             "lower lr, add warmup_epochs or grad_clip")
-    rng = gather(dict(cpu=torch.get_rng_state(),
-                       cuda=torch.cuda.get_rng_state(device) if device.type == "cuda" else None), run.world)
+        raise FocusFaceError(
+            f"the weights are no longer finite at step {p['global_step']}: training stopped before "
+            f"applying it to {run.out / 'checkpoint.pt'} (the last good one, step {p['saved_at']}); "
+            "lower lr, add warmup_epochs or grad_clip"
+        )
+    rng = gather(
+        dict(cpu=torch.get_rng_state(), cuda=torch.cuda.get_rng_state(device) if device.type == "cuda" else None),
+        run.world,
+    )
     p["saved_at"] = p["global_step"]
     if run.rank == 0:
-        save_training_state(run.out / "checkpoint.pt", run.model, run.optimizer, run.scaler, run.config, p, rng)
+        save_training_state(
+            run.out / "checkpoint.pt",
+            run.model,
+            optimizer=run.optimizer,
+            scaler=run.scaler,
+            config=run.config,
+            position=p,
+            rng=rng,
+        )
 
 # %% ../nbs/29_train.ipynb #9f699fe1
 def finish(run: Run) -> dict:
     "Close the log; write `model.pt`, `summary.json` and `cost.json` (rank 0); the run's summary with its cost."
     run.log.close()
     c, p = run.config, run.position
-    summary = dict(method=c.method, backbone=c.backbone, contrastive=c.contrastive if c.method == "focusface" else None,
-                   init=c.init, freeze=c.freeze, steps=p["global_step"], epochs=p["global_step"] / run.steps_per_epoch,
-                   pairs_seen=p["pairs"], images_seen=p["pairs"] * (1 if c.method == "arcface" else 2),
-                   processes=run.world, device=str(run.device),
-                   val=p["val"], val_start=p.get("val_start"), best=p["best"], landmarks=run.landmark_fit,
-                   channel_order=run.model.channel_order, bn_views=c.bn_views,
-                   grad_clip=c.grad_clip and dict(norm=c.grad_clip, scope=c.grad_clip_scope))
-    cost = dict(wall_time_s=round(p["wall_time"], 1),  # the machine's, not the run's: kept out of summary and model
-                pairs_per_s=round(run.pace.rate(p["global_step"], c.batch_size), 1),  # training only
-                data_wait_share=round(run.pace.wait_share(), 3))  # of training time, waiting for the loader
+    summary = dict(
+        method=c.method,
+        backbone=c.backbone,
+        contrastive=c.contrastive if c.method == "focusface" else None,
+        init=c.init,
+        freeze=c.freeze,
+        steps=p["global_step"],
+        epochs=p["global_step"] / run.steps_per_epoch,
+        pairs_seen=p["pairs"],
+        images_seen=p["pairs"] * (1 if c.method == "arcface" else 2),
+        processes=run.world,
+        device=str(run.device),
+        val=p["val"],
+        val_start=p.get("val_start"),
+        best=p["best"],
+        landmarks=run.landmark_fit,
+        channel_order=run.model.channel_order,
+        bn_views=c.bn_views,
+        grad_clip=c.grad_clip and dict(norm=c.grad_clip, scope=c.grad_clip_scope),
+    )
+    cost = dict(
+        wall_time_s=round(p["wall_time"], 1),  # the machine's, not the run's: kept out of summary and model
+        pairs_per_s=round(run.pace.rate(p["global_step"], c.batch_size), 1),  # training only
+        data_wait_share=round(run.pace.wait_share(), 3),
+    )  # of training time, waiting for the loader
     if run.rank == 0:
         save_checkpoint(run.model, run.out / "model.pt", extra=dict(summary=summary))
         atomic_write_bytes(run.out / "summary.json", (json.dumps(summary, indent=1) + "\n").encode(), sources=())
@@ -387,13 +600,16 @@ def finish(run: Run) -> dict:
     return dict(summary, **cost)
 
 # %% ../nbs/29_train.ipynb #427d9d89
-def train(config: TrainConfig | str | Path, *, resume: bool = False, overwrite: bool = False,
-          config_file=None) -> dict:  # the YAML file `config` was read from, if any: never inside `out`
+def train(
+    config: TrainConfig | str | Path, *, resume: bool = False, overwrite: bool = False, config_file=None
+) -> dict:  # the YAML file `config` was read from, if any: never inside `out`
     "Train as `config` says (a `TrainConfig` or a YAML file); returns the run's summary (also `out/summary.json`)."
-    if not isinstance(config, TrainConfig): config_file, config = config, load_config(config)
+    if not isinstance(config, TrainConfig):
+        config_file, config = config, load_config(config)
     rank, world, device = distributed_setup(config.device)
     Path(config.out).parent.mkdir(parents=True, exist_ok=True)
     from focusface.files import check_destination
+
     check_destination(config.out, overwrite=True, sources=run_sources(config, config_file))  # before the lock beside it
     with run_lock(Path(config.out), rank, world):  # a second run to the same folder stops here, before touching it
         run = start_run(config, rank, world, device, resume=resume, overwrite=overwrite, config_file=config_file)
@@ -406,13 +622,17 @@ def train(config: TrainConfig | str | Path, *, resume: bool = False, overwrite: 
         loader = make_loader(run.dataset, run.sampler, workers=config.workers, pin_memory=device.type == "cuda")
         batches = iter(loader)
         while run.position["global_step"] < run.total:
-            with run.pace.waiting(): batch = next(batches, None)
-            if batch is None: break
+            with run.pace.waiting():
+                batch = next(batches, None)
+            if batch is None:
+                break
             log_progress(run, optimisation_step(run, batch))
             then = due(run, run.position["global_step"])
             with run.pace.pause():
-                if then["val"]: validate(run)
-                if then["save"]: save_state(run)
+                if then["val"]:
+                    validate(run)
+                if then["save"]:
+                    save_state(run)
         return finish(run)
 
 # %% ../nbs/29_train.ipynb #c9a69fbd
@@ -422,26 +642,35 @@ def run_from_arguments(args) -> int:
     summary = train(config, resume=args.resume, overwrite=args.overwrite, config_file=args.config)
     out = config.out
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"{out}: model.pt, checkpoint.pt, summary.json ({summary['steps']} steps, {summary['pairs_seen']:,} pairs, "
-              f"{summary['wall_time_s']:.0f} s)")
+        print(
+            f"{out}: model.pt, checkpoint.pt, summary.json ({summary['steps']} steps, {summary['pairs_seen']:,} pairs, "
+            f"{summary['wall_time_s']:.0f} s)"
+        )
     return 0
 
 # %% ../nbs/29_train.ipynb #bd7337cc
 def main(argv: list[str] | None = None) -> int:
     "`python -m focusface.train`: the trainer under torchrun (the same arguments as `focusface train`)."
     import argparse
-    parser = argparse.ArgumentParser(prog="focusface.train", description="Train FocusFace (or a baseline).",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+    parser = argparse.ArgumentParser(
+        prog="focusface.train",
+        description="Train FocusFace (or a baseline).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     add_train_arguments(parser)
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args = parse_train_arguments(parser, argv)
-    try: return run_from_arguments(args)
+    try:
+        return run_from_arguments(args)
     except (FocusFaceError, OSError) as e:
-        if args.debug: raise
+        if args.debug:
+            raise
         print(f"focusface.train: error: {in_flags(str(e), parser)}", file=sys.stderr)  # flags, as typed
         return 2
     finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 # %% ../nbs/29_train.ipynb #7e1b0cca
 if __name__ == "__main__":

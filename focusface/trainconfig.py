@@ -28,102 +28,157 @@ CLIP_SCOPES = ("network", "all")
 @dataclass
 class TrainConfig:
     "Everything a training run depends on (paths are relative to the working directory)."
-    train: str = ""                      # insightface folder of training faces (train.rec, train.idx, property)
-    val: str | None = None               # held-out pair set for validation: a .bin, a pairs folder, synthetic[:SEED]
-    masked_train: str | None = None      # a pre-masked copy of `train` (focusface mask), instead of masking on the fly
-    landmarks: str | None = None         # landmarks of `train` (focusface landmarks): on-the-fly masks fitted to each face
-    holdout: str | None = None           # a file of class ids (one a line) left out of training: the identities of `val`
-    out: str = "runs/focusface"          # the run's folder: checkpoints, logs, model.pt, summary.json
-    method: str = "focusface"            # focusface | arcface | arcface_aug
-    contrastive: str = "mse"             # focusface's consistency term: mse | cosine | mse_teacher | infonce
-    contrastive_weight: float = 1 / 3    # mu
-    mask_weight: float = 0.1             # lambda
+
+    train: str = ""  # insightface folder of training faces (train.rec, train.idx, property)
+    val: str | None = None  # held-out pair set for validation: a .bin, a pairs folder, synthetic[:SEED]
+    masked_train: str | None = None  # a pre-masked copy of `train` (focusface mask), instead of masking on the fly
+    landmarks: str | None = None  # landmarks of `train` (focusface landmarks): on-the-fly masks fitted to each face
+    holdout: str | None = None  # a file of class ids (one a line) left out of training: the identities of `val`
+    out: str = "runs/focusface"  # the run's folder: checkpoints, logs, model.pt, summary.json
+    method: str = "focusface"  # focusface | arcface | arcface_aug
+    contrastive: str = "mse"  # focusface's consistency term: mse | cosine | mse_teacher | infonce
+    contrastive_weight: float = 1 / 3  # mu
+    mask_weight: float = 0.1  # lambda
     infonce_temperature: float = 0.1
-    mask_spec: str = DEFAULT_SPEC        # masks drawn for the masked views
+    mask_spec: str = DEFAULT_SPEC  # masks drawn for the masked views
     mask_seed: int = 0
     new_mask_each_epoch: bool = True
-    unmasked_share: float = 0.0          # share of pairs whose second view stays unmasked (mask label 0)
+    unmasked_share: float = 0.0  # share of pairs whose second view stays unmasked (mask label 0)
     flip: bool = True
     backbone: str = "r100"
     embedding_size: int = 512
     dropout: float = 0.0
-    margin: str = "arcface"              # arcface | cosface
+    margin: str = "arcface"  # arcface | cosface
     margin_s: float = 64.0
     margin_m: float = 0.5
-    init: str | None = None              # start from this checkpoint / .mdl / backbone.pth
-    freeze: str = "none"                 # none | trunk | trunk_but_last_stage
-    epochs: int = 16                     # insightface arcface_torch, MS1MV2 (2021 configs/base.py)
-    max_steps: int | None = None         # stop after this many optimiser steps (the schedule still spans `epochs`)
-    batch_size: int = 480                # pairs per optimiser step, all processes together (the authors': 480)
-    lr: float = 0.1                      # learning rate for a global batch of `lr_batch`, scaled linearly (the authors')
+    init: str | None = None  # start from this checkpoint / .mdl / backbone.pth
+    freeze: str = "none"  # none | trunk | trunk_but_last_stage
+    epochs: int = 16  # insightface arcface_torch, MS1MV2 (2021 configs/base.py)
+    max_steps: int | None = None  # stop after this many optimiser steps (the schedule still spans `epochs`)
+    batch_size: int = 480  # pairs per optimiser step, all processes together (the authors': 480)
+    lr: float = 0.1  # learning rate for a global batch of `lr_batch`, scaled linearly (the authors')
     lr_batch: int = 480
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_epochs: float = 0.0
-    schedule: str = "step"               # step | cosine
+    schedule: str = "step"  # step | cosine
     lr_steps: list = field(default_factory=lambda: [8, 14])  # epochs where `step` multiplies the rate by lr_gamma
     lr_gamma: float = 0.1
-    grad_clip: float | None = None       # max gradient norm (None: no clipping, as the authors)
-    grad_clip_scope: str = "network"     # network: trunk and heads, not the class centres | all: everything
-    bn_views: str = "joint"              # joint: both views in one batch | separate: a pass per view (the authors')
-    trunk_init: str = "insightface"      # insightface: N(0, 0.1) convolutions (the reference) | damped
-    precision: str = "fp32"              # fp32 | bf16 | fp16 (fp16 on CUDA only, with a gradient scaler)
+    grad_clip: float | None = None  # max gradient norm (None: no clipping, as the authors)
+    grad_clip_scope: str = "network"  # network: trunk and heads, not the class centres | all: everything
+    bn_views: str = "joint"  # joint: both views in one batch | separate: a pass per view (the authors')
+    trunk_init: str = "insightface"  # insightface: N(0, 0.1) convolutions (the reference) | damped
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 on CUDA only, with a gradient scaler)
     channels_last: bool = False
     compile: bool = False
-    sync_bn: bool = False                # batch statistics over all processes (DDP)
-    workers: int = 2                     # data loader worker processes per training process
-    device: str | None = None            # default: this rank's GPU if there is one, else the CPU
-    seed: int = 0                        # data order and model initialisation
-    log_every: int = 50                  # steps between log lines and logged metrics
-    val_every: int | None = None         # steps between validations (default: once per epoch)
-    val_at_start: bool = False           # validate before the first step too (on top: the starting model's accuracy)
+    sync_bn: bool = False  # batch statistics over all processes (DDP)
+    workers: int = 2  # data loader worker processes per training process
+    device: str | None = None  # default: this rank's GPU if there is one, else the CPU
+    seed: int = 0  # data order and model initialisation
+    log_every: int = 50  # steps between log lines and logged metrics
+    val_every: int | None = None  # steps between validations (default: once per epoch)
+    val_at_start: bool = False  # validate before the first step too (on top: the starting model's accuracy)
     val_batch_size: int = 256
-    checkpoint_every: int = 500          # steps between resumable checkpoints (and at every epoch's end)
-    progress: bool = True                # a tqdm bar on rank 0
+    checkpoint_every: int = 500  # steps between resumable checkpoints (and at every epoch's end)
+    progress: bool = True  # a tqdm bar on rank 0
 
     def __post_init__(self):
         def need(ok, message):
-            if not ok: raise FocusFaceError(f"training config: {message}")
+            if not ok:
+                raise FocusFaceError(f"training config: {message}")
+
         need(bool(self.train), "train (the training folder) is required")
         need(self.method in METHODS, f"method must be one of {list(METHODS)}, got {shorten(self.method)}")
         from focusface.losses import CONTRASTIVE  # here, not at the top: reading a config needs no torch
-        need(self.contrastive in CONTRASTIVE, f"contrastive must be one of {list(CONTRASTIVE)}, got {shorten(self.contrastive)}")
+
+        need(
+            self.contrastive in CONTRASTIVE,
+            f"contrastive must be one of {list(CONTRASTIVE)}, got {shorten(self.contrastive)}",
+        )
         need(self.freeze in FREEZE, f"freeze must be one of {list(FREEZE)}, got {shorten(self.freeze)}")
         need(self.schedule in ("step", "cosine"), f"schedule must be step or cosine, got {shorten(self.schedule)}")
-        need(self.precision in ("fp32", "bf16", "fp16"), f"precision must be fp32, bf16 or fp16, got {shorten(self.precision)}")
-        for name in ("epochs", "batch_size", "lr_batch", "log_every", "checkpoint_every", "val_batch_size", "embedding_size"):
+        need(
+            self.precision in ("fp32", "bf16", "fp16"),
+            f"precision must be fp32, bf16 or fp16, got {shorten(self.precision)}",
+        )
+        for name in (
+            "epochs",
+            "batch_size",
+            "lr_batch",
+            "log_every",
+            "checkpoint_every",
+            "val_batch_size",
+            "embedding_size",
+        ):
             need(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("max_steps", "val_every"):
-            need(getattr(self, name) is None or getattr(self, name) >= 1, f"{name} must be at least 1 (or null), got {getattr(self, name)}")
+            need(
+                getattr(self, name) is None or getattr(self, name) >= 1,
+                f"{name} must be at least 1 (or null), got {getattr(self, name)}",
+            )
         need(self.lr > 0, f"lr must be positive, got {self.lr}")
-        for name in ("momentum", "weight_decay"): need(getattr(self, name) >= 0, f"{name} must be 0 or more, got {getattr(self, name)}")
+        for name in ("momentum", "weight_decay"):
+            need(getattr(self, name) >= 0, f"{name} must be 0 or more, got {getattr(self, name)}")
         need(0 <= self.unmasked_share <= 1, f"unmasked_share must be in [0, 1], got {self.unmasked_share}")
-        need(not (self.landmarks and self.masked_train), "landmarks fit the masks drawn on the fly; masked_train has its "
-             "masks already (fit those with `focusface mask --landmarks`): give one or the other")
+        need(
+            not (self.landmarks and self.masked_train),
+            "landmarks fit the masks drawn on the fly; masked_train has its "
+            "masks already (fit those with `focusface mask --landmarks`): give one or the other",
+        )
         for name in ("warmup_epochs", "workers", "seed", "mask_seed"):
             need(getattr(self, name) >= 0, f"{name} must be 0 or more, got {getattr(self, name)}")
-        need(self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be positive (or null), got {self.grad_clip}")
-        need(self.grad_clip_scope in CLIP_SCOPES, f"grad_clip_scope must be one of {list(CLIP_SCOPES)}, got {shorten(self.grad_clip_scope)}")
+        need(
+            self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be positive (or null), got {self.grad_clip}"
+        )
+        need(
+            self.grad_clip_scope in CLIP_SCOPES,
+            f"grad_clip_scope must be one of {list(CLIP_SCOPES)}, got {shorten(self.grad_clip_scope)}",
+        )
         need(self.bn_views in BN_VIEWS, f"bn_views must be one of {list(BN_VIEWS)}, got {shorten(self.bn_views)}")
         from focusface.backbones import TRUNK_INITS
-        need(self.trunk_init in TRUNK_INITS, f"trunk_init must be one of {list(TRUNK_INITS)}, got {shorten(self.trunk_init)}")
+
+        need(
+            self.trunk_init in TRUNK_INITS,
+            f"trunk_init must be one of {list(TRUNK_INITS)}, got {shorten(self.trunk_init)}",
+        )
 
 # %% ../nbs/27_trainconfig.ipynb #e7b3278a
-_OPTIONAL = dict(val=str, masked_train=str, landmarks=str, holdout=str, init=str, device=str, max_steps=int, val_every=int, grad_clip=float)
+_OPTIONAL = dict(
+    val=str,
+    masked_train=str,
+    landmarks=str,
+    holdout=str,
+    init=str,
+    device=str,
+    max_steps=int,
+    val_every=int,
+    grad_clip=float,
+)
 
 
 def _coerce(name: str, value, default):
     "A config value checked against its field's type (YAML and key=value give strings, numbers, lists, null)."
     kind = _OPTIONAL.get(name) or type(default)
-    if value is None and name in _OPTIONAL: return None
-    if kind is float and isinstance(value, int) and not isinstance(value, bool): return float(value)
+    if value is None and name in _OPTIONAL:
+        return None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
     if kind is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 and 1.0e9 (no dot, or no sign) as strings
-        try: return float(value)
-        except ValueError: pass
-    if kind is list and isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if (
+        kind is list
+        and isinstance(value, (list, tuple))
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
         return [float(v) for v in value]
-    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)): return value
-    raise FocusFaceError(f"training config: {name} must be {kind.__name__}{' or null' if name in _OPTIONAL else ''}, got {shorten(value)}")
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    raise FocusFaceError(
+        f"training config: {name} must be {kind.__name__}{' or null' if name in _OPTIONAL else ''}, got {shorten(value)}"
+    )
 
 
 def config_defaults() -> dict:
@@ -134,24 +189,32 @@ def config_defaults() -> dict:
 def load_config(path=None, overrides=(), **values) -> TrainConfig:
     "A checked `TrainConfig` from a YAML file, then `key=value` overrides, then keyword values."
     import yaml
+
     data = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file(): raise FocusFaceError(f"{path}: config file not found")
-        try: data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e: raise FocusFaceError(f"{path}: not valid YAML ({shorten(str(e), 200)})") from None
-        if not isinstance(data, dict): raise FocusFaceError(f"{path}: a config file is a mapping of key: value")
+        if not path.is_file():
+            raise FocusFaceError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise FocusFaceError(f"{path}: not valid YAML ({shorten(str(e), 200)})") from None
+        if not isinstance(data, dict):
+            raise FocusFaceError(f"{path}: a config file is a mapping of key: value")
     for item in overrides:
         key, sep, text = str(item).partition("=")
-        if not sep: raise FocusFaceError(f"override {shorten(item)} is not key=value")
+        if not sep:
+            raise FocusFaceError(f"override {shorten(item)} is not key=value")
         data[key.strip()] = yaml.safe_load(text) if text.strip() else None
     data.update(values)
     defaults = config_defaults()
     unknown = sorted(set(data) - set(defaults))
     if unknown:
         hints = {k: difflib.get_close_matches(k, defaults, 1) for k in unknown}
-        raise FocusFaceError("training config: unknown key(s) " + ", ".join(
-            f"{k!r}" + (f" (did you mean {hints[k][0]!r}?)" if hints[k] else "") for k in unknown))
+        raise FocusFaceError(
+            "training config: unknown key(s) "
+            + ", ".join(f"{k!r}" + (f" (did you mean {hints[k][0]!r}?)" if hints[k] else "") for k in unknown)
+        )
     return TrainConfig(**{k: _coerce(k, v, defaults[k]) for k, v in data.items()})
 
 # %% ../nbs/27_trainconfig.ipynb #d5e00932
@@ -159,7 +222,8 @@ def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float
     "The learning rate of optimiser step `step` (0-based)."
     base = config.lr * config.batch_size / config.lr_batch
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
-    if step < warmup: return base * (step + 1) / warmup
+    if step < warmup:
+        return base * (step + 1) / warmup
     if config.schedule == "cosine":
         total = config.epochs * steps_per_epoch
         return base * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
@@ -179,7 +243,12 @@ def parse_train_arguments(parser, argv=None):
 # %% ../nbs/27_trainconfig.ipynb #fccf8c04
 def add_train_arguments(parser) -> None:
     "The arguments of `focusface train` and `python -m focusface.train`."
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config values that replace the file's (e.g. epochs=5 backbone=r50)")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config values that replace the file's (e.g. epochs=5 backbone=r50)",
+    )
     parser.add_argument("--config", help="a YAML file of config values (configs/demo.yaml, configs/paper.yaml)")
     parser.add_argument("--resume", action="store_true", help="continue the run in `out` from its checkpoint.pt")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished or stopped run in `out`")

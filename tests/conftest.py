@@ -24,16 +24,20 @@ def _seed_and_threads():
 @pytest.fixture
 def lfw_sample() -> Path:
     if LFW_SAMPLE is None or not (LFW_SAMPLE / "aligned").is_dir():
-        pytest.skip(f"the LFW development sample is absent ({LFW_SAMPLE or 'FOCUSFACE_LFW_SAMPLE is not set'}); "
-                    "set FOCUSFACE_LFW_SAMPLE to its folder (scripts/test does)")
+        pytest.skip(
+            f"the LFW development sample is absent ({LFW_SAMPLE or 'FOCUSFACE_LFW_SAMPLE is not set'}); "
+            "set FOCUSFACE_LFW_SAMPLE to its folder (scripts/test does)"
+        )
     return LFW_SAMPLE
 
 
 @pytest.fixture
 def rwmfd_sample() -> Path:
     if RWMFD_SAMPLE is None or not (RWMFD_SAMPLE / "photos").is_dir():
-        pytest.skip(f"the RWMFD sample of real masked photos is absent ({RWMFD_SAMPLE or 'FOCUSFACE_RWMFD_SAMPLE is not set'}); "
-                    "set FOCUSFACE_RWMFD_SAMPLE to its folder (scripts/test does)")
+        pytest.skip(
+            f"the RWMFD sample of real masked photos is absent ({RWMFD_SAMPLE or 'FOCUSFACE_RWMFD_SAMPLE is not set'}); "
+            "set FOCUSFACE_RWMFD_SAMPLE to its folder (scripts/test does)"
+        )
     return RWMFD_SAMPLE
 
 
@@ -41,5 +45,8 @@ def rwmfd_sample() -> Path:
 def mtcnn():
     from focusface.align import MtcnnAligner
     from focusface.errors import FocusFaceError
-    try: return MtcnnAligner()
-    except FocusFaceError as e: pytest.skip(str(e))
+
+    try:
+        return MtcnnAligner()
+    except FocusFaceError as e:
+        pytest.skip(str(e))

@@ -1,15 +1,21 @@
 import pytest
 import torch
 
-from focusface.errors import FocusFaceError
 from focusface.backbones import IResNet, backbone_spec, create_backbone, list_backbones
+from focusface.errors import FocusFaceError
 from focusface.model import FocusFace
 
 ALL = list_backbones()
 
 
 def test_registry_has_the_paper_depths():
-    depth = {"r18": (2, 2, 2, 2), "r34": (3, 4, 6, 3), "r50": (3, 4, 14, 3), "r100": (3, 13, 30, 3), "r200": (6, 26, 60, 6)}
+    depth = {
+        "r18": (2, 2, 2, 2),
+        "r34": (3, 4, 6, 3),
+        "r50": (3, 4, 14, 3),
+        "r100": (3, 13, 30, 3),
+        "r200": (6, 26, 60, 6),
+    }
     for name, layers in depth.items():
         net = create_backbone(name)
         assert tuple(len(getattr(net, f"layer{i}")) for i in range(1, 5)) == layers
@@ -51,7 +57,9 @@ def test_focusface_every_trainable_parameter_gets_a_gradient(name):
     loss = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 3])) + out.mask_logits.sum()
     loss.backward()
     assert all(torch.isfinite(t).all() for t in out)
-    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    no_grad = [
+        n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
+    ]
     assert not no_grad, f"parameters without gradient: {no_grad[:5]}"
 
 
@@ -71,14 +79,20 @@ def insightface_parameter_count(layers, widths=(64, 128, 256, 512), embedding=51
     definition (recognition/arcface_torch/backbones/iresnet.py): conv1 3x3 without bias, bn1, prelu; per block bn1,
     conv1 3x3, bn2, prelu, conv2 3x3, bn3, and in the first block of a stage a 1x1 downsample conv + BN; then bn2,
     fc = Linear(C*7*7, embedding) with bias, features = BatchNorm1d(embedding) (its frozen weight still counts)."""
-    conv3 = lambda cin, cout: cin * cout * 9
-    bn = lambda c: 2 * c
+
+    def conv3(cin, cout):
+        return cin * cout * 9
+
+    def bn(c):
+        return 2 * c
+
     n = conv3(3, widths[0]) + bn(widths[0]) + widths[0]
     inplanes = widths[0]
     for planes, blocks in zip(widths, layers):
         for b in range(blocks):
             n += bn(inplanes) + conv3(inplanes, planes) + bn(planes) + planes + conv3(planes, planes) + bn(planes)
-            if b == 0: n += inplanes * planes + bn(planes)
+            if b == 0:
+                n += inplanes * planes + bn(planes)
             inplanes = planes
     return n + bn(inplanes) + inplanes * 49 * embedding + embedding + bn(embedding)
 

@@ -1,4 +1,5 @@
 """The benchmarks that measure the trainer run, so they cannot rot: each on the CPU at a size a test can afford."""
+
 import json
 import subprocess
 import sys
@@ -10,15 +11,41 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_bench_train_runs_the_real_trainer_on_the_cpu():
     """bench_train through the real train() with a tiny backbone: it prints the rates, the data wait and the FLOP
     utilisation as JSON, with the values the run itself logged."""
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_train.py"), "--device", "cpu", "--backbone",
-                          "tiny", "--classes", "200", "--batch", "8", "--steps", "4", "--identities", "20", "--workers",
-                          "0", "--precision", "fp32", "--peak-tflops", "1"], capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_train.py"),
+            "--device",
+            "cpu",
+            "--backbone",
+            "tiny",
+            "--classes",
+            "200",
+            "--batch",
+            "8",
+            "--steps",
+            "4",
+            "--identities",
+            "20",
+            "--workers",
+            "0",
+            "--precision",
+            "fp32",
+            "--peak-tflops",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr
-    report = json.loads(out.stdout[out.stdout.index("{"):])
+    report = json.loads(out.stdout[out.stdout.index("{") :])
     assert (report["device"], report["steps"], report["classes"], report["batch"]) == ("cpu", 4, 200, 8)
     assert report["pairs_per_s"] > 0 and report["images_per_s"] == round(2 * report["pairs_per_s"], 1)
     assert 0 <= report["data_wait_share"] <= 1 and 0 <= report["data_wait_share_whole_run"] <= 1
     assert report["peak_gpu_memory_gib"] is None  # no GPU in this run
     assert report["gflops_per_pair"] > 0
-    assert abs(report["mfu_percent"] - 100 * report["achieved_tflops"] / 1) <= 0.06  # of a 1 TFLOP/s peak (both rounded)
+    assert (
+        abs(report["mfu_percent"] - 100 * report["achieved_tflops"] / 1) <= 0.06
+    )  # of a 1 TFLOP/s peak (both rounded)
     assert "step 4/4" in out.stdout  # the trainer's own log lines, not a stand-in

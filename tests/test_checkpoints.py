@@ -3,15 +3,22 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-
-from focusface.model import FocusFace
-from focusface.checkpoints import CheckpointError, init_from_backbone, load_checkpoint, save_checkpoint
 from weight_layouts import authors_mdl, insightface_backbone
+
+from focusface.checkpoints import CheckpointError, init_from_backbone, load_checkpoint, save_checkpoint
+from focusface.model import FocusFace
 
 
 def _bn_eval(x, sd, prefix):
-    return F.batch_norm(x, sd[f"{prefix}.running_mean"], sd[f"{prefix}.running_var"], sd[f"{prefix}.weight"],
-                        sd[f"{prefix}.bias"], training=False, eps=1e-5)
+    return F.batch_norm(
+        x,
+        sd[f"{prefix}.running_mean"],
+        sd[f"{prefix}.running_var"],
+        sd[f"{prefix}.weight"],
+        sd[f"{prefix}.bias"],
+        training=False,
+        eps=1e-5,
+    )
 
 
 def _expected_outputs_from_file(sd, feature_map):
@@ -102,7 +109,8 @@ def test_unknown_trunk_depth_is_named(tmp_path):
 def test_our_checkpoint_round_trip(tmp_path):
     model = FocusFace("tiny", num_classes=9, margin="cosface", margin_m=0.4)
     with torch.no_grad():
-        for p in model.parameters(): p.add_(torch.randn_like(p) * 0.01)
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
     path = save_checkpoint(model, tmp_path / "sub" / "ckpt.pt", extra={"step": 12, "note": "demo"})
     assert not list(path.parent.glob("*.tmp")), "no temporary file may be left behind"
     again = load_checkpoint(path)
@@ -114,7 +122,10 @@ def test_our_checkpoint_round_trip(tmp_path):
 
 def test_interrupted_save_leaves_no_file(tmp_path, monkeypatch):
     model = FocusFace("tiny")
-    def boom(*args, **kwargs): raise KeyboardInterrupt
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
     monkeypatch.setattr(torch, "save", boom)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(model, tmp_path / "ckpt.pt")
@@ -124,15 +135,22 @@ def test_interrupted_save_leaves_no_file(tmp_path, monkeypatch):
 def _insightface_embedding(sd, feature_map):
     """insightface's embedding layer computed from the file's tensors: features(fc(flatten(map)))."""
     z = feature_map.flatten(1) @ sd["fc.weight"].T + sd["fc.bias"]
-    return F.batch_norm(z, sd["features.running_mean"], sd["features.running_var"], sd["features.weight"],
-                        sd["features.bias"], training=False, eps=1e-5)
+    return F.batch_norm(
+        z,
+        sd["features.running_mean"],
+        sd["features.running_var"],
+        sd["features.weight"],
+        sd["features.bias"],
+        training=False,
+        eps=1e-5,
+    )
 
 
 def test_insightface_backbone_transfers_exactly(tmp_path):
     """On top starts from the pretrained embedding: trunk, fc and features all arrive, to float precision."""
     torch.manual_seed(7)
     sd = insightface_backbone(layers=(2, 2, 2, 2))
-    sd["bn2.weight"] = torch.zeros(512)        # the trunk's output is then bn2's bias: a known feature map
+    sd["bn2.weight"] = torch.zeros(512)  # the trunk's output is then bn2's bias: a known feature map
     sd["bn2.bias"] = torch.randn(512)
     torch.save(sd, tmp_path / "backbone.pth")
     images = torch.rand(3, 3, 112, 112) * 2 - 1
@@ -140,7 +158,9 @@ def test_insightface_backbone_transfers_exactly(tmp_path):
     model = FocusFace("r18", num_classes=10)
     mask_before = model.head.mask_conv.weight.clone()
     kept = init_from_backbone(model, tmp_path / "backbone.pth")
-    assert set(kept) == {k for k in model.state_dict() if k.startswith(("head.mask_", "mask_classifier.", "identity_classifier."))}
+    assert set(kept) == {
+        k for k in model.state_dict() if k.startswith(("head.mask_", "mask_classifier.", "identity_classifier."))
+    }
     assert torch.equal(model.head.mask_conv.weight, mask_before)
     for key in ("conv1.weight", "layer4.1.conv2.weight", "layer2.0.downsample.1.running_var"):
         torch.testing.assert_close(model.backbone.state_dict()[key], sd[key])
@@ -175,8 +195,11 @@ def test_wrong_files_give_clear_errors(tmp_path):
 
 
 class _RunsCode:
-    def __init__(self, marker): self.marker = marker
-    def __reduce__(self): return (os.system, (f"touch {self.marker}",))
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
 
 
 def test_a_pickle_that_runs_code_is_refused(tmp_path):

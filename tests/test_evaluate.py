@@ -9,12 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from focusface.evaluate import embed_images, evaluate, evaluate_pairs, load_eval_set
+from focusface.checkpoints import load_checkpoint, save_checkpoint
 from focusface.evalsets import EvalPairs, write_bin
+from focusface.evaluate import embed_images, evaluate, evaluate_pairs, load_eval_set
 from focusface.images import decode_image, encode_image
 from focusface.maskspec import MaskSampler, read_manifest
 from focusface.model import FocusFace, to_model_input
-from focusface.checkpoints import load_checkpoint, save_checkpoint
 from focusface.synthdata import sample_pairs
 from focusface.synthfaces import render_faces
 
@@ -38,7 +38,9 @@ def _briefly_trained_tiny(steps=60, identities=40, images=8):
         idx = rng.choice(len(faces), 32, replace=False)
         out = model(to_model_input(faces[idx]))
         loss = F.cross_entropy(model.identity_classifier(out.identity_embedding, labels[idx]), labels[idx])
-        opt.zero_grad(); loss.backward(); opt.step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     return model.eval()
 
 
@@ -50,8 +52,21 @@ def test_end_to_end_trained_beats_untrained_and_writes_everything(tmp_path):
     save_checkpoint(_briefly_trained_tiny(), tmp_path / "trained.pt")
     results = {}
     for name in ("untrained", "trained"):
-        out = subprocess.run([sys.executable, "-m", "focusface.cli", "evaluate", str(tmp_path / f"{name}.pt"), str(data),
-                              "--out", str(tmp_path / name), "--quiet"], capture_output=True, text=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "focusface.cli",
+                "evaluate",
+                str(tmp_path / f"{name}.pt"),
+                str(data),
+                "--out",
+                str(tmp_path / name),
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert out.returncode == 0, out.stderr
         assert "UU" in out.stdout and "UM" in out.stdout and "MM" in out.stdout
         results[name] = json.loads((tmp_path / name / "metrics.json").read_text())["synth_eval"]
@@ -59,11 +74,24 @@ def test_end_to_end_trained_beats_untrained_and_writes_everything(tmp_path):
             assert (tmp_path / name / "figures" / f"synth_eval_{fig}.png").stat().st_size > 5000
         scores = np.load(tmp_path / name / "scores" / "synth_eval.npz")
         assert set(scores.files) == {"issame", "uu", "um", "mm", "correct_uu", "correct_um", "correct_mm"}
-        assert scores["uu"].shape == scores["correct_um"].shape == (80,)  # each pair's 10-fold decision, for paired tests
+        assert (
+            scores["uu"].shape == scores["correct_um"].shape == (80,)
+        )  # each pair's 10-fold decision, for paired tests
         metrics = json.loads((tmp_path / name / "metrics.json").read_text())["synth_eval"]
         assert abs(scores["correct_um"].mean() - metrics["um"]["accuracy"]) < 1e-9  # 10 folds of 8: the same mean
-    for key in ("eer", "fmr100", "fmr1000", "zero_fmr", "auc", "g_mean", "i_mean", "fdr", "d_prime", "accuracy",
-                "mask_detection_accuracy"):
+    for key in (
+        "eer",
+        "fmr100",
+        "fmr1000",
+        "zero_fmr",
+        "auc",
+        "g_mean",
+        "i_mean",
+        "fdr",
+        "d_prime",
+        "accuracy",
+        "mask_detection_accuracy",
+    ):
         assert key in results["trained"]["uu"]
     assert "fnmr_at_uu_fmr100_threshold" in results["trained"]["um"]
     assert results["trained"]["uu"]["auc"] > results["untrained"]["uu"]["auc"]
@@ -80,7 +108,9 @@ def test_um_masks_exactly_one_image_per_pair_and_is_reproducible(tmp_path):
         header, entries = read_manifest(tmp_path / "a" / "masks" / f"e.{protocol}.jsonl")
         assert header["protocol"] == protocol and {k % 2 for k in entries} == sides
         assert len(entries) == len(pairs) * len(sides)
-        assert (tmp_path / "a" / "masks" / f"e.{protocol}.jsonl").read_bytes() == (tmp_path / "b" / "masks" / f"e.{protocol}.jsonl").read_bytes()
+        assert (tmp_path / "a" / "masks" / f"e.{protocol}.jsonl").read_bytes() == (
+            tmp_path / "b" / "masks" / f"e.{protocol}.jsonl"
+        ).read_bytes()
     a, b = np.load(tmp_path / "a" / "scores" / "e.npz"), np.load(tmp_path / "b" / "scores" / "e.npz")
     assert all(np.array_equal(a[k], b[k]) for k in a.files)
     # the U-M probe embeddings are those of the masked images, the references those of the unmasked ones
@@ -96,6 +126,7 @@ def test_embedding_keeps_images_encoded_and_batched(tmp_path, monkeypatch):
     assert all(isinstance(im, bytes) for im in pairs.images)
     seen = []
     import focusface.evaluate as ev
+
     real = ev.to_model_input
     monkeypatch.setattr(ev, "to_model_input", lambda batch, order="rgb": seen.append(len(batch)) or real(batch, order))
     embed_images(FocusFace("tiny").eval(), pairs.images, batch_size=16)
@@ -115,18 +146,27 @@ import os, sys, numpy as np, torch, torch.distributed as dist
 from focusface.evaluate import embed_images, load_eval_set
 from focusface.checkpoints import load_checkpoint
 dist.init_process_group("gloo")
-pairs = load_eval_set(r"{tmp_path / 'e.bin'}")
-emb, _ = embed_images(load_checkpoint(r"{tmp_path / 'm.pt'}"), pairs.images, batch_size=7)
-if dist.get_rank() == 0: np.save(r"{tmp_path / 'sharded.npy'}", emb)
+pairs = load_eval_set(r"{tmp_path / "e.bin"}")
+emb, _ = embed_images(load_checkpoint(r"{tmp_path / "m.pt"}"), pairs.images, batch_size=7)
+if dist.get_rank() == 0: np.save(r"{tmp_path / "sharded.npy"}", emb)
 dist.destroy_process_group()
 """)
     import os
     import socket
+
     with socket.socket() as probe:  # a free port on loopback for the rendezvous
-        probe.bind(("127.0.0.1", 0)); port = probe.getsockname()[1]
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2")
-    procs = [subprocess.Popen([sys.executable, str(script)], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for r in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script)],
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for r in range(2)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=180)
         assert p.returncode == 0, err.decode()[-2000:]
@@ -134,8 +174,11 @@ dist.destroy_process_group()
 
 
 def test_bad_inputs_give_clear_errors(tmp_path):
-    run = lambda *a: subprocess.run([sys.executable, "-m", "focusface.cli", "evaluate", *map(str, a), "--quiet"],
-                                    capture_output=True, text=True)
+    def run(*a):
+        return subprocess.run(
+            [sys.executable, "-m", "focusface.cli", "evaluate", *map(str, a), "--quiet"], capture_output=True, text=True
+        )
+
     good = _synthetic_bin(tmp_path / "e.bin", pairs_per_fold=2)
     torch.save({"encoder.weight": torch.zeros(3)}, tmp_path / "wrong.pt")
     out = run(tmp_path / "wrong.pt", good)
@@ -162,9 +205,26 @@ def test_authors_score_reproduces_numbers_computed_by_hand(tmp_path):
     data = _synthetic_bin(tmp_path / "e.bin", pairs_per_fold=4)
     torch.manual_seed(3)
     save_checkpoint(FocusFace("tiny").eval(), tmp_path / "m.pt")
-    out = subprocess.run([sys.executable, "-m", "focusface.cli", "evaluate", str(tmp_path / "m.pt"), str(data),
-                          "--score", "authors", "--protocols", "uu", "--out", str(tmp_path / "r"), "--no-figures", "--quiet"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "focusface.cli",
+            "evaluate",
+            str(tmp_path / "m.pt"),
+            str(data),
+            "--score",
+            "authors",
+            "--protocols",
+            "uu",
+            "--out",
+            str(tmp_path / "r"),
+            "--no-figures",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())["e"]["uu"]
     pairs = load_eval_set(data)
@@ -180,9 +240,15 @@ def test_authors_score_reproduces_numbers_computed_by_hand(tmp_path):
     assert metrics["i_mean"] == pytest.approx(by_hand[~pairs.issame].mean(), abs=1e-5)
     assert metrics["paper"]["g_mean"] == pytest.approx(by_hand[pairs.issame].mean(), abs=1e-5)
     assert metrics["paper"]["i_mean"] == pytest.approx(by_hand[~pairs.issame].mean(), abs=1e-5)
-    gm, im, gv, iv = (by_hand[pairs.issame].mean(), by_hand[~pairs.issame].mean(), by_hand[pairs.issame].var(),
-                      by_hand[~pairs.issame].var())
-    assert metrics["paper"]["fdr"] == pytest.approx((gm - im) ** 2 / (gv + iv), rel=1e-4)  # FDR on the authors' score too
+    gm, im, gv, iv = (
+        by_hand[pairs.issame].mean(),
+        by_hand[~pairs.issame].mean(),
+        by_hand[pairs.issame].var(),
+        by_hand[~pairs.issame].var(),
+    )
+    assert metrics["paper"]["fdr"] == pytest.approx(
+        (gm - im) ** 2 / (gv + iv), rel=1e-4
+    )  # FDR on the authors' score too
 
 
 def test_an_externally_masked_copy_with_the_authors_side(tmp_path):
@@ -191,12 +257,31 @@ def test_an_externally_masked_copy_with_the_authors_side(tmp_path):
     pairs = load_eval_set(data)
     sampler = MaskSampler(seed=5)
     from focusface.masks import apply_mask
-    images = [encode_image(apply_mask(decode_image(im), sampler(k)), ".png") if k % 4 else im  # every 4th left as it was
-              for k, im in enumerate(pairs.images)]
+
+    images = [
+        encode_image(apply_mask(decode_image(im), sampler(k)), ".png") if k % 4 else im  # every 4th left as it was
+        for k, im in enumerate(pairs.images)
+    ]
     write_bin(tmp_path / "e.masked.bin", images, pairs.issame)
     save_checkpoint(FocusFace("tiny").eval(), tmp_path / "m.pt")
-    run = lambda *a: subprocess.run([sys.executable, "-m", "focusface.cli", "evaluate", str(tmp_path / "m.pt"), str(data),
-                                     *map(str, a), "--no-figures", "--quiet"], capture_output=True, text=True)
+
+    def run(*a):
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "focusface.cli",
+                "evaluate",
+                str(tmp_path / "m.pt"),
+                str(data),
+                *map(str, a),
+                "--no-figures",
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+        )
+
     out = run("--masked", tmp_path / "e.masked.bin", "--masked-side", "first", "--out", tmp_path / "r")
     assert out.returncode == 0, out.stderr
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())["e"]
@@ -204,7 +289,7 @@ def test_an_externally_masked_copy_with_the_authors_side(tmp_path):
     model = load_checkpoint(tmp_path / "m.pt")
     e_plain, _ = embed_images(model, pairs.images)
     e_masked, _ = embed_images(model, images)
-    um = (e_masked[0::2] * e_plain[1::2]).sum(1)   # the first image of each pair from the masked copy
+    um = (e_masked[0::2] * e_plain[1::2]).sum(1)  # the first image of each pair from the masked copy
     assert np.load(tmp_path / "r" / "scores" / "e.npz")["um"] == pytest.approx(um, abs=1e-5)
     assert not (tmp_path / "r" / "masks").exists()  # nothing was drawn: the copy carries its own masks
 
@@ -217,8 +302,23 @@ def test_evaluate_never_replaces_what_it_reads(tmp_path):
     save_checkpoint(FocusFace("tiny").eval(), victim / "model.pt")
     (victim / "notes.txt").write_text("mine")
     for out in (victim, victim / "val.bin", victim / "model.pt", tmp_path):
-        result = subprocess.run([sys.executable, "-m", "focusface.cli", "evaluate", str(victim / "model.pt"), str(data),
-                                 "--out", str(out), "--overwrite", "--no-figures", "--quiet"], capture_output=True, text=True)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "focusface.cli",
+                "evaluate",
+                str(victim / "model.pt"),
+                str(data),
+                "--out",
+                str(out),
+                "--overwrite",
+                "--no-figures",
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert result.returncode == 2 and "source" in result.stderr, (out, result.stderr)
     assert sorted(p.name for p in victim.iterdir()) == ["model.pt", "notes.txt", "val.bin"]
     assert (victim / "notes.txt").read_text() == "mine" and load_eval_set(data)
@@ -227,8 +327,9 @@ def test_evaluate_never_replaces_what_it_reads(tmp_path):
 def test_an_eval_set_record_carries_what_goes_with_its_set(tmp_path):
     """One record per set (its masked copy, landmarks, labels, name) replaces parallel lists; the lists the command
     line takes become records in one place, which refuses a list of the wrong length, naming the parameter."""
-    from focusface.evaluate import EvalSet, eval_sets
     from focusface.errors import FocusFaceError
+    from focusface.evaluate import EvalSet, eval_sets
+
     records = eval_sets(["a.bin", "b.bin"], masked=["a.mm.bin", None], names=["first", "second"])
     assert records == [EvalSet("a.bin", masked="a.mm.bin", name="first"), EvalSet("b.bin", name="second")]
     assert eval_sets(EvalSet("a.bin", landmarks="a.npz"))[0].paths() == ["a.bin", "a.npz"]

@@ -1,11 +1,15 @@
 """Checks that need a CUDA device; skipped (with the reason) on machines without one."""
+
 import pytest
 import torch
 
 from focusface.evaluate import evaluate
 from focusface.model import FocusFace
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine"),
+]
 
 
 def test_evaluation_on_gpu_matches_cpu(tmp_path):

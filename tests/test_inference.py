@@ -1,5 +1,6 @@
 """Using a trained model: verify, embed and export on checkpoint fixtures (ours and the authors' layout), and on real
 photos of the LFW development sample where it is present."""
+
 import json
 import tracemalloc
 
@@ -7,19 +8,22 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from weight_layouts import authors_mdl, insightface_backbone
 
+from focusface.checkpoints import load_checkpoint, save_checkpoint
 from focusface.cli import main
 from focusface.errors import FocusFaceError
 from focusface.inference import embed_aligned, embed_dataset, export_onnx, verify
 from focusface.model import FocusFace
-from focusface.checkpoints import load_checkpoint, save_checkpoint
-from weight_layouts import authors_mdl, insightface_backbone
 
 
 def _dlib_or_skip():
     from focusface.align import DlibAligner
-    try: return DlibAligner()
-    except FocusFaceError as e: pytest.skip(str(e))
+
+    try:
+        return DlibAligner()
+    except FocusFaceError as e:
+        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +43,8 @@ def faces(tmp_path_factory):
     d = tmp_path_factory.mktemp("faces")
     rng = np.random.default_rng(0)
     arrays = rng.integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
-    for i, face in enumerate(arrays): cv2.imwrite(str(d / f"face{i}.png"), face[:, :, ::-1])
+    for i, face in enumerate(arrays):
+        cv2.imwrite(str(d / f"face{i}.png"), face[:, :, ::-1])
     return d, arrays
 
 
@@ -54,7 +59,8 @@ def test_the_authors_layout_reports_bgr_and_a_swap_is_the_other_convention(check
     folder, arrays = faces
     swapped = tmp_path / "swapped"
     swapped.mkdir()
-    for i, face in enumerate(arrays): cv2.imwrite(str(swapped / f"face{i}.png"), face)  # written RGB as if BGR: swapped
+    for i, face in enumerate(arrays):
+        cv2.imwrite(str(swapped / f"face{i}.png"), face)  # written RGB as if BGR: swapped
     embed_dataset(checkpoints["authors"], folder, tmp_path / "original.npz")
     embed_dataset(checkpoints["authors"], swapped, tmp_path / "swapped.npz", channel_order="rgb")
     original, other = np.load(tmp_path / "original.npz"), np.load(tmp_path / "swapped.npz")
@@ -88,6 +94,7 @@ def test_every_command_works_on_the_fixtures(checkpoints, faces, tmp_path, capsy
 def test_onnx_agrees_with_pytorch_and_carries_the_convention(checkpoints, faces, tmp_path):
     import onnx
     import onnxruntime
+
     info = export_onnx(checkpoints["authors"], tmp_path / "a.onnx")
     assert max(info["max_abs_diff"].values()) < 1e-4
     meta = {p.key: p.value for p in onnx.load(tmp_path / "a.onnx").metadata_props}
@@ -96,6 +103,7 @@ def test_onnx_agrees_with_pytorch_and_carries_the_convention(checkpoints, faces,
     model = load_checkpoint(checkpoints["authors"], with_classifier=False)
     _, arrays = faces
     from focusface.model import to_model_input
+
     for batch in (1, 3):  # the batch axis is dynamic
         x = to_model_input(arrays[:batch], "bgr")
         e, p = session.run(None, {"faces": x.numpy()})
@@ -105,8 +113,9 @@ def test_onnx_agrees_with_pytorch_and_carries_the_convention(checkpoints, faces,
 
 def test_verify_uses_the_threshold_a_training_run_recorded(tmp_path, faces):
     folder, _ = faces
-    save_checkpoint(FocusFace("tiny").eval(), tmp_path / "run.pt",
-                    extra=dict(summary=dict(val={"val/uu_threshold_fmr1000": 0.61})))
+    save_checkpoint(
+        FocusFace("tiny").eval(), tmp_path / "run.pt", extra=dict(summary=dict(val={"val/uu_threshold_fmr1000": 0.61}))
+    )
     r = verify(tmp_path / "run.pt", folder / "face0.png", folder / "face1.png")
     assert r["threshold"] == 0.61 and "recorded by the checkpoint" in r["threshold_source"]
     assert verify(tmp_path / "run.pt", folder / "face0.png", folder / "face1.png", threshold=0.1)["threshold"] == 0.1
@@ -173,13 +182,19 @@ def test_embedding_streams_in_bounded_memory(checkpoints, tmp_path):
     "Python-side allocations do not grow with the number of images (the benchmark measures RSS on 10,000)."
     from focusface.datasets import write_insightface_folder
     from focusface.images import encode_image
+
     rng = np.random.default_rng(0)
     image = encode_image(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8))
 
     def peak(n):
         root = tmp_path / f"rec{n}"
-        write_insightface_folder(root, ((i * 10 // n, image) for i in range(n)), num_images=n,
-                                 names=[f"id{i}" for i in range(10)], image_size=(112, 112))
+        write_insightface_folder(
+            root,
+            ((i * 10 // n, image) for i in range(n)),
+            num_images=n,
+            names=[f"id{i}" for i in range(10)],
+            image_size=(112, 112),
+        )
         tracemalloc.start()
         embed_dataset(checkpoints["ours"], root, tmp_path / f"e{n}.npz", batch_size=32, flip=False)
         _, top = tracemalloc.get_traced_memory()
@@ -207,8 +222,10 @@ def test_outputs_are_files_of_their_kind_and_never_replace_a_folder(checkpoints,
 def test_a_plain_backbone_works_in_every_command_and_says_it_has_no_mask_head(checkpoints, faces, tmp_path, capsys):
     """An insightface/ElasticFace backbone.pth: the published baselines, evaluated without training FocusFace."""
     import onnx
-    from focusface.synthdata import synthetic_pairs
+
     from focusface.evalsets import write_bin
+    from focusface.synthdata import synthetic_pairs
+
     folder, arrays = faces
     ckpt = checkpoints["insightface"]
     assert run("inspect", ckpt) == 0
@@ -221,7 +238,9 @@ def test_a_plain_backbone_works_in_every_command_and_says_it_has_no_mask_head(ch
     assert result["mask_head"] is False and [i["p_masked"] for i in result["images"]] == [None, None]
     assert run("embed", ckpt, folder, tmp_path / "e.npz", "--quiet") == 0
     z = np.load(tmp_path / "e.npz")
-    np.testing.assert_allclose(z["embeddings"], embed_aligned(load_checkpoint(ckpt, with_classifier=False), arrays)[0], atol=1e-5)
+    np.testing.assert_allclose(
+        z["embeddings"], embed_aligned(load_checkpoint(ckpt, with_classifier=False), arrays)[0], atol=1e-5
+    )
     assert np.isnan(z["p_masked"]).all() and z["ok"].all()
     assert run("export", ckpt, tmp_path / "m.onnx") == 0
     meta = {p.key: p.value for p in onnx.load(tmp_path / "m.onnx").metadata_props}

@@ -7,11 +7,11 @@ import sys
 import numpy as np
 import pytest
 
-from focusface.inspection import describe
 from focusface.datasets import InsightFaceDataset, pack_folder
-from focusface.evalsets import EvalPairs, read_bin, read_eval_set, read_pairs_folder, write_bin
 from focusface.errors import FormatError
+from focusface.evalsets import EvalPairs, read_bin, read_eval_set, read_pairs_folder, write_bin
 from focusface.images import decode_image, encode_image
+from focusface.inspection import describe
 from focusface.recordio import MAGIC, RecordReader, RecordWriter, pack_record, parse_index, scan_records, unpack_record
 
 MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -21,7 +21,7 @@ def _face(seed, size=112):
     rng = np.random.default_rng(seed)
     image = np.zeros((size, size, 3), np.uint8)
     image[:] = rng.integers(0, 255, 3, dtype=np.uint8)
-    image[size // 4: size // 2, size // 4:] = rng.integers(0, 255, 3, dtype=np.uint8)
+    image[size // 4 : size // 2, size // 4 :] = rng.integers(0, 255, 3, dtype=np.uint8)
     return image
 
 
@@ -35,8 +35,19 @@ def _write_folder(root, people=3, per_person=4, ext=".jpg"):
 
 # --- RecordIO ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("payload", [b"", b"abc", b"abcd", MAGIC_BYTES, b"xx" + MAGIC_BYTES, MAGIC_BYTES * 3 + b"q",
-                                     bytes(range(256)) * 9 + MAGIC_BYTES])
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",
+        b"abc",
+        b"abcd",
+        MAGIC_BYTES,
+        b"xx" + MAGIC_BYTES,
+        MAGIC_BYTES * 3 + b"q",
+        bytes(range(256)) * 9 + MAGIC_BYTES,
+    ],
+)
 def test_record_round_trip_with_and_without_splits(tmp_path, payload):
     with RecordWriter(tmp_path / "r.rec") as writer:
         writer.write(0, b"first")
@@ -51,17 +62,20 @@ def test_record_round_trip_with_and_without_splits(tmp_path, payload):
 def test_reader_random_access_with_sparse_unordered_keys(tmp_path):
     items = {17: b"a" * 5, 3: b"b" * 9, 250: b"c", 42: MAGIC_BYTES * 2}
     with RecordWriter(tmp_path / "r.rec") as writer:
-        for k, v in items.items(): writer.write(k, v)
+        for k, v in items.items():
+            writer.write(k, v)
     reader = RecordReader(tmp_path / "r.rec")
     assert len(reader) == 4 and 42 in reader and 5 not in reader
-    for k in (250, 3, 42, 17): assert reader[k] == items[k]
+    for k in (250, 3, 42, 17):
+        assert reader[k] == items[k]
     with pytest.raises(KeyError, match="no record with key 5"):
         reader[5]
 
 
 def test_reader_survives_pickling_and_fork(tmp_path):
     with RecordWriter(tmp_path / "r.rec") as writer:
-        for k in range(50): writer.write(k, bytes([k]) * (k + 1))
+        for k in range(50):
+            writer.write(k, bytes([k]) * (k + 1))
     reader = RecordReader(tmp_path / "r.rec")
     assert reader[3] == b"\x03" * 4  # opened in this process
     clone = pickle.loads(pickle.dumps(reader))
@@ -151,6 +165,7 @@ def test_index_parse_matches_python_on_large_numbers(tmp_path):
 
 # --- insightface dataset folder ------------------------------------------------------------------------------
 
+
 def test_pack_folder_and_read_back(tmp_path):
     _write_folder(tmp_path / "faces", people=3, per_person=4)
     pack_folder(tmp_path / "faces", tmp_path / "ds")
@@ -202,11 +217,14 @@ def test_corrupt_jpeg_names_file_and_key(tmp_path):
         writer.write(1, pack_record(0, encode_image(_face(1))[:40]))
     ds = InsightFaceDataset(tmp_path)
     ds[0]
-    with pytest.raises(FormatError, match=r"train\.rec key 1: a JPEG whose header does not give its size .* corrupt or truncated"):
+    with pytest.raises(
+        FormatError, match=r"train\.rec key 1: a JPEG whose header does not give its size .* corrupt or truncated"
+    ):
         ds[1]
 
 
 # --- evaluation .bin -----------------------------------------------------------------------------------------
+
 
 def test_bin_round_trip_bytes_and_arrays(tmp_path):
     images = [encode_image(_face(i)) for i in range(4)]
@@ -235,25 +253,30 @@ def test_bin_that_would_run_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
 
     class RunsCode:
-        def __reduce__(self): return (os.system, (f"touch {marker}",))
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
 
     (tmp_path / "evil.bin").write_bytes(pickle.dumps(([RunsCode(), b"x"], [True])))
     with pytest.raises(FormatError, match=r"evil\.bin: refused: the pickle asks for (posix|os)\.system"):
         read_bin(tmp_path / "evil.bin")
     assert not marker.exists()
     # and through the command line, in a separate process, nothing runs either
-    out = subprocess.run([sys.executable, "-m", "focusface.cli", "info", str(tmp_path / "evil.bin")],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "focusface.cli", "info", str(tmp_path / "evil.bin")], capture_output=True, text=True
+    )
     assert out.returncode == 2 and "refused" in out.stderr and not marker.exists()
 
 
-@pytest.mark.parametrize("obj, message", [
-    ({"bins": []}, "expected a pickled 2-tuple"),
-    (([b"a", b"b", b"c"], [True]), "3 images for 1 pairs"),
-    (([b"a", "text"], [True]), r"bins\[1\] is str"),
-    (([b"a", b"b"], [1]), r"issame_list\[0\] is int"),
-    (([np.zeros((2, 2), np.float32), b"b"], [True]), r"bins\[0\] is ndarray float32"),
-])
+@pytest.mark.parametrize(
+    "obj, message",
+    [
+        ({"bins": []}, "expected a pickled 2-tuple"),
+        (([b"a", b"b", b"c"], [True]), "3 images for 1 pairs"),
+        (([b"a", "text"], [True]), r"bins\[1\] is str"),
+        (([b"a", b"b"], [1]), r"issame_list\[0\] is int"),
+        (([np.zeros((2, 2), np.float32), b"b"], [True]), r"bins\[0\] is ndarray float32"),
+    ],
+)
 def test_bin_with_wrong_structure(tmp_path, obj, message):
     (tmp_path / "bad.bin").write_bytes(pickle.dumps(obj))
     with pytest.raises(FormatError, match=message):
@@ -267,6 +290,7 @@ def test_bin_that_is_not_a_pickle(tmp_path):
 
 
 # --- LFW-style folders ---------------------------------------------------------------------------------------
+
 
 def test_pairs_folder_gives_the_bin_structure(tmp_path):
     _write_folder(tmp_path / "lfw", people=2, per_person=3, ext=".png")
@@ -292,6 +316,7 @@ def test_eval_pairs_checks_counts():
 
 # --- real faces and the command line -------------------------------------------------------------------------
 
+
 def test_lfw_sample_packs_and_describes(lfw_sample, tmp_path):
     pack_folder(lfw_sample / "aligned", tmp_path / "lfw-rec")
     info = describe(tmp_path / "lfw-rec")
@@ -304,26 +329,45 @@ def test_info_command_prints_and_saves_a_contact_sheet(tmp_path):
     pack_folder(tmp_path / "faces", tmp_path / "ds")
     write_bin(tmp_path / "e.bin", [encode_image(_face(i)) for i in range(6)], [True, False, True])
     for target, expected in ((tmp_path / "ds", "identities: 2"), (tmp_path / "e.bin", "genuine: 2")):
-        out = subprocess.run([sys.executable, "-m", "focusface.cli", "info", str(target), "--sheet",
-                              str(tmp_path / f"{target.name}.png")], capture_output=True, text=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "focusface.cli",
+                "info",
+                str(target),
+                "--sheet",
+                str(tmp_path / f"{target.name}.png"),
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert out.returncode == 0, out.stderr
         assert expected in out.stdout
         sheet = decode_image((tmp_path / f"{target.name}.png").read_bytes())
         assert sheet.shape[0] == 112 and sheet.shape[1] == 112 * 6
-    out = subprocess.run([sys.executable, "-m", "focusface.cli", "info", str(tmp_path / "nothing")],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "focusface.cli", "info", str(tmp_path / "nothing")], capture_output=True, text=True
+    )
     assert out.returncode == 2 and "nothing" in out.stderr
 
 
 def test_pack_command_and_dataloader_workers(tmp_path):
     """From a folder of faces to a rec on the command line, then read by two DataLoader worker processes."""
     import torch
+
     _write_folder(tmp_path / "faces", people=4, per_person=5)
-    out = subprocess.run([sys.executable, "-m", "focusface.cli", "pack", str(tmp_path / "faces"), str(tmp_path / "ds")],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "focusface.cli", "pack", str(tmp_path / "faces"), str(tmp_path / "ds")],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0 and "20 images of 4 identities" in out.stdout, out.stderr
-    again = subprocess.run([sys.executable, "-m", "focusface.cli", "pack", str(tmp_path / "faces"), str(tmp_path / "ds")],
-                           capture_output=True, text=True)
+    again = subprocess.run(
+        [sys.executable, "-m", "focusface.cli", "pack", str(tmp_path / "faces"), str(tmp_path / "ds")],
+        capture_output=True,
+        text=True,
+    )
     assert again.returncode == 2 and "exists" in again.stderr
     ds = InsightFaceDataset(tmp_path / "ds")
     ds[0]  # the parent opens the file first: workers must not share its descriptor's offset
@@ -339,9 +383,11 @@ def test_a_training_dataset_reaches_workers_as_shared_maps_not_copies(tmp_path, 
     memory maps (arrays from 1 MB on; here from 1 byte, the set being small), and the worker's copy gives the same
     training items."""
     import pickle
+
     from focusface.files import WorkerShared
     from focusface.loaders import PairedFaces
     from focusface.synthdata import make_training_set
+
     make_training_set(tmp_path / "train", identities=6, images_per_identity=4, workers=0)
     dataset = PairedFaces(tmp_path / "train", seed=3)
     whole = len(pickle.dumps(dataset))
@@ -360,15 +406,18 @@ def test_shared_array_files_go_with_the_object_that_wrote_them(tmp_path, monkeyp
     when the process exits: a long-lived process building many datasets keeps none of the earlier ones' files."""
     import gc
     import pickle
+
     from focusface.files import WorkerShared
     from focusface.loaders import PairedFaces
     from focusface.synthdata import make_training_set
+
     make_training_set(tmp_path / "train", identities=6, images_per_identity=4, workers=0)
     monkeypatch.setattr(WorkerShared, "SHARE_BYTES", 1)
     dataset = PairedFaces(tmp_path / "train", seed=3)
     worker = pickle.loads(pickle.dumps(dataset))
     files = [os.path.abspath(path) for _, path in dataset._shared_files.values()]
     assert files and all(os.path.isfile(f) for f in files)
-    del dataset; gc.collect()
+    del dataset
+    gc.collect()
     assert not any(os.path.exists(f) for f in files)
     assert worker[(0, 1)]["unmasked"].shape == (112, 112, 3)  # the worker's maps still read

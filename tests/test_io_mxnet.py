@@ -2,14 +2,15 @@
 
 mxnet is never imported here: its outcome was recorded in mxnet_reads.json when the fixtures were made.
 """
+
 import hashlib
 import json
 import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO
+
 from focusface.datasets import InsightFaceDataset
 from focusface.images import decode_image
 from focusface.recordio import RecordReader, RecordWriter, pack_record, unpack_record
@@ -25,7 +26,9 @@ def _labels_as_json(labels):
     return labels.tolist() if isinstance(labels, np.ndarray) else float(labels)
 
 
-@pytest.mark.parametrize("name, recs", [("mxnet_header", records.header_records()), ("mxnet_flat", records.flat_records())])
+@pytest.mark.parametrize(
+    "name, recs", [("mxnet_header", records.header_records()), ("mxnet_flat", records.flat_records())]
+)
 def test_focusface_reads_mxnets_file_to_the_byte(name, recs):
     reader = RecordReader(FIXTURES / f"{name}.rec", FIXTURES / f"{name}.idx")
     assert [int(k) for k in reader.keys] == [key for key, *_ in recs]
@@ -51,7 +54,7 @@ def test_split_records_are_in_the_fixture():
     data = (FIXTURES / "mxnet_header.rec").read_bytes()
     flags, pos = [], 0
     while pos < len(data):
-        lrec = int.from_bytes(data[pos + 4:pos + 8], "little")
+        lrec = int.from_bytes(data[pos + 4 : pos + 8], "little")
         cflag, length = lrec >> 29, lrec & ((1 << 29) - 1)
         flags.append(cflag)
         pos += 8 + (length + 3) // 4 * 4 if cflag in (0, 3) else 8 + length

@@ -42,7 +42,10 @@ def test_margin_head_gradient_matches_finite_differences(cls):
     emb = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
     weight = head.weight.detach().clone().requires_grad_()
     labels = torch.tensor([0, 1, 2, 1])
-    loss = lambda e, w: F.cross_entropy(torch.func.functional_call(head, {"weight": w}, (e, labels)), labels)
+
+    def loss(e, w):
+        return F.cross_entropy(torch.func.functional_call(head, {"weight": w}, (e, labels)), labels)
+
     assert torch.autograd.gradcheck(loss, (emb, weight), eps=1e-6, atol=1e-5)
 
 
@@ -72,7 +75,7 @@ def test_focusface_loss_trains_the_unmasked_mask_term():
     eu, em = torch.randn(6, 8, requires_grad=True), torch.randn(6, 8, requires_grad=True)
     lu, lm = torch.randn(6, 2, requires_grad=True), torch.randn(6, 2, requires_grad=True)
     labels = torch.randint(0, 4, (6,))
-    parts = focusface_loss(eu, em, lu, lm, labels, head)
+    parts = focusface_loss(eu, em, lu, lm, labels, margin_head=head)
     parts["loss"].backward()
     # unmasked views are pushed towards class 0, masked views towards class 1
     assert (lu.grad[:, 0] < 0).all() and (lu.grad[:, 1] > 0).all()
@@ -80,12 +83,14 @@ def test_focusface_loss_trains_the_unmasked_mask_term():
     # the consistency term pulls the two identity embeddings together, through both views
     with_term = eu.grad.clone(), em.grad.clone()
     eu.grad = em.grad = None
-    focusface_loss(eu, em, lu, lm, labels, head, contrastive_weight=0.0)["loss"].backward()
+    focusface_loss(eu, em, lu, lm, labels, margin_head=head, contrastive_weight=0.0)["loss"].backward()
     pull_u, pull_m = with_term[0] - eu.grad, with_term[1] - em.grad  # the consistency term's own gradient
     assert (pull_u * (eu - em)).sum() > 0 and (pull_m * (em - eu)).sum() > 0  # descent moves each towards the other
     # images where no mask was placed count as unmasked: both views then push towards class 0
     lu.grad = lm.grad = None
-    focusface_loss(eu, em, lu, lm, labels, head, masked_labels=torch.zeros(6, dtype=torch.long))["loss"].backward()
+    focusface_loss(eu, em, lu, lm, labels, margin_head=head, masked_labels=torch.zeros(6, dtype=torch.long))[
+        "loss"
+    ].backward()
     assert (lm.grad[:, 0] < 0).all() and (lm.grad[:, 1] > 0).all()
 
 
@@ -93,31 +98,44 @@ def test_focusface_loss_parts_by_hand():
     """Every part against numbers worked out with math on a two-class, two-dimensional example."""
     s, m = 2.0, 0.5
     head = ArcFace(2, 2, s=s, m=m)
-    with torch.no_grad(): head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))  # centres on the axes
-    unmasked = torch.tensor([[1.0, 0.0], [3.0, 4.0]])     # first: on centre 0; second: angle atan(4/3) to it
-    masked = torch.tensor([[0.0, 1.0], [3.0, 0.0]])       # first: at 90 degrees to centre 0; second: on it
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))  # centres on the axes
+    unmasked = torch.tensor([[1.0, 0.0], [3.0, 4.0]])  # first: on centre 0; second: angle atan(4/3) to it
+    masked = torch.tensor([[0.0, 1.0], [3.0, 0.0]])  # first: at 90 degrees to centre 0; second: on it
     labels = torch.tensor([0, 0])
     mask_unmasked = torch.tensor([[2.0, 0.0], [0.0, 0.0]])  # logits (unmasked, masked)
     mask_masked = torch.tensor([[0.0, 1.0], [1.0, 1.0]])
 
-    def ce(target_logit, other_logit): return math.log1p(math.exp(other_logit - target_logit))
+    def ce(target_logit, other_logit):
+        return math.log1p(math.exp(other_logit - target_logit))
+
     theta = math.atan2(4, 3)
     identity_u = (ce(s * math.cos(m), 0.0) + ce(s * math.cos(theta + m), s * math.sin(theta))) / 2
     identity_m = (ce(s * math.cos(math.pi / 2 + m), s * 1.0) + ce(s * math.cos(m), 0.0)) / 2
     identity = (identity_u + identity_m) / 2
     mask = ((ce(2.0, 0.0) + ce(0.0, 0.0)) / 2 + (ce(1.0, 0.0) + ce(1.0, 1.0)) / 2) / 2
-    consistency = (1 + 1 + 0 + 16) / 4                   # squared differences of (1, -1) and (0, 4)
-    parts = focusface_loss(unmasked, masked, mask_unmasked, mask_masked, labels, head, mask_weight=0.1,
-                           contrastive_weight=1 / 3)
+    consistency = (1 + 1 + 0 + 16) / 4  # squared differences of (1, -1) and (0, 4)
+    parts = focusface_loss(
+        unmasked,
+        masked,
+        mask_unmasked,
+        mask_masked,
+        labels,
+        margin_head=head,
+        mask_weight=0.1,
+        contrastive_weight=1 / 3,
+    )
     assert parts["identity"].item() == pytest.approx(identity, rel=1e-6)
     assert parts["mask"].item() == pytest.approx(mask, rel=1e-6)
     assert parts["consistency"].item() == pytest.approx(consistency, rel=1e-6)
     assert parts["loss"].item() == pytest.approx(identity + 0.1 * mask + consistency / 3, rel=1e-6)
 
 
-def _infonce_on_a_slice(rank, world, store, u, m, labels, out):
+def _infonce_on_a_slice(rank, world, store, u, m, labels, out):  # noqa: PLR0917 (mp.spawn passes them in order)
     import torch.distributed as dist
+
     from focusface.losses import consistency_loss
+
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     rows = slice(rank * len(u) // world, (rank + 1) * len(u) // world)
     u_local, m_local = u[rows].clone().requires_grad_(True), m[rows].clone().requires_grad_(True)
@@ -132,7 +150,9 @@ def _infonce_on_a_slice(rank, world, store, u, m, labels, out):
 def test_infonce_under_ddp_equals_the_whole_batch(tmp_path):
     """Negatives come from every process's share: two processes give the single-process loss and gradients."""
     import torch.multiprocessing as mp
+
     from focusface.losses import consistency_loss
+
     torch.manual_seed(0)
     u, m = torch.randn(8, 16, dtype=torch.float64), torch.randn(8, 16, dtype=torch.float64)
     labels = torch.tensor([0, 1, 2, 3, 0, 5, 6, 1])  # same identities on both processes: not each other's negatives

@@ -1,5 +1,6 @@
 """The default and the landmark-fitted masks against MaskTheFace's on the LFW development sample (skipped without
 it): geometry always, overlap and the effect on dlib's recognizer where dlib is installed (`focusface[align]`)."""
+
 import numpy as np
 import pytest
 
@@ -11,7 +12,9 @@ from focusface.maskfidelity import compare_geometry, overlap, read_maskthefaced,
 def fitted_landmarks(request):
     "Landmarks of the sample faces MaskTheFace masked (dlib's predictor on the fixed box), or a skip."
     from conftest import LFW_SAMPLE
-    if LFW_SAMPLE is None or not (LFW_SAMPLE / "maskthefaced").is_dir(): pytest.skip("the LFW development sample is absent")
+
+    if LFW_SAMPLE is None or not (LFW_SAMPLE / "maskthefaced").is_dir():
+        pytest.skip("the LFW development sample is absent")
     pytest.importorskip("dlib", reason='dlib is not installed: pip install "focusface[align]"')
     rows = [r for r in read_maskthefaced(LFW_SAMPLE) if r["status"] == "masked"]
     return rows, sample_landmarks(LFW_SAMPLE, rows)
@@ -33,7 +36,9 @@ def test_a_damaged_variants_table_is_named(tmp_path):
     with pytest.raises(FocusFaceError, match="FOCUSFACE_LFW_SAMPLE"):
         read_maskthefaced(tmp_path)
     (tmp_path / "maskthefaced").mkdir()
-    (tmp_path / "maskthefaced" / "variants.tsv").write_text("# file\tvariant\tstatus\tcoverage\na/a_1.jpg\tN95\tmasked\n")
+    (tmp_path / "maskthefaced" / "variants.tsv").write_text(
+        "# file\tvariant\tstatus\tcoverage\na/a_1.jpg\tN95\tmasked\n"
+    )
     with pytest.raises(FocusFaceError, match=r"variants.tsv, line 2: expected 4 tab-separated fields"):
         read_maskthefaced(tmp_path)
 

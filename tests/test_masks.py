@@ -11,7 +11,15 @@ from focusface.evalsets import read_bin, write_bin
 from focusface.images import decode_image, encode_image
 from focusface.maskdata import mask_dataset
 from focusface.masks import MaskTransform, apply_mask, mask_alpha, mask_images
-from focusface.maskspec import DEFAULT_SPEC, MASK_TYPES, MaskParams, MaskSampler, parse_spec, read_manifest, sample_mask_params
+from focusface.maskspec import (
+    DEFAULT_SPEC,
+    MASK_TYPES,
+    MaskParams,
+    MaskSampler,
+    parse_spec,
+    read_manifest,
+    sample_mask_params,
+)
 from focusface.template import template_landmarks
 
 ALL_TYPES = ", ".join(MASK_TYPES)
@@ -22,6 +30,7 @@ def _face(seed, size=112):
     rng = np.random.default_rng(seed)
     base = rng.integers(40, 220, (8, 8, 3)).astype(np.uint8)
     import cv2
+
     return cv2.resize(base, (size, size), interpolation=cv2.INTER_CUBIC)
 
 
@@ -38,7 +47,9 @@ def test_mask_covers_nose_and_mouth_and_spares_the_eyes(kind, size):
         assert (coverage[2:] > 0.99).all(), f"{kind} key {key}: nose/mouth coverage {coverage[2:]}"
         out = apply_mask(face, params)
         for x, y in marks[:2]:  # the eyes and their 3x3 neighbourhood are untouched
-            assert np.array_equal(out[y - 1:y + 2, x - 1:x + 2], face[y - 1:y + 2, x - 1:x + 2]), f"{kind} key {key}"
+            assert np.array_equal(out[y - 1 : y + 2, x - 1 : x + 2], face[y - 1 : y + 2, x - 1 : x + 2]), (
+                f"{kind} key {key}"
+            )
         assert out.shape == face.shape and out.dtype == np.uint8
         assert not np.array_equal(out, face)
 
@@ -58,17 +69,22 @@ def test_spec_language_and_its_errors():
     colours = [sample_mask_params("surgical-#adff2f", 0, k).colour for k in range(50)]
     assert all(200 < c[1] < 245 and 75 < c[1] - c[2] < 125 and c[0] < c[1] for c in colours)
     # the default mix draws all five variants
-    kinds = {(p.type, p.colour[1] > p.colour[2] + 60) for p in (sample_mask_params(DEFAULT_SPEC, 0, k) for k in range(300))}
+    kinds = {
+        (p.type, p.colour[1] > p.colour[2] + 60) for p in (sample_mask_params(DEFAULT_SPEC, 0, k) for k in range(300))
+    }
     assert {"cloth", "surgical", "kn95", "n95"} <= {t for t, _ in kinds} and ("surgical", True) in kinds
 
 
-@pytest.mark.parametrize("image, message", [
-    (np.zeros((112, 112), np.uint8), r"RGB uint8 image \(H, W, 3\)"),
-    (np.zeros((112, 112, 4), np.uint8), r"RGB uint8 image"),
-    (np.zeros((112, 112, 3), np.float32), r"RGB uint8 image"),
-    (np.zeros((112, 300, 3), np.uint8), "not an aligned face crop"),
-    (np.zeros((20, 20, 3), np.uint8), "not an aligned face crop"),
-])
+@pytest.mark.parametrize(
+    "image, message",
+    [
+        (np.zeros((112, 112), np.uint8), r"RGB uint8 image \(H, W, 3\)"),
+        (np.zeros((112, 112, 4), np.uint8), r"RGB uint8 image"),
+        (np.zeros((112, 112, 3), np.float32), r"RGB uint8 image"),
+        (np.zeros((112, 300, 3), np.uint8), "not an aligned face crop"),
+        (np.zeros((20, 20, 3), np.uint8), "not an aligned face crop"),
+    ],
+)
 def test_bad_images_are_refused(image, message):
     with pytest.raises(ValueError, match=message):
         apply_mask(image, sample_mask_params("surgical", 0, 0))
@@ -109,7 +125,8 @@ def test_mask_follows_the_faces_light():
     left, right = lit[:, 30:45][alpha[:, 30:45]].mean(), lit[:, 67:82][alpha[:, 67:82]].mean()
     assert right > left + 10, (left, right)
     # but features under the mask do not show through: a dark 'mouth' changes the mask by at most a little
-    mouth = bright.copy(); mouth[85:100, 40:72] = 20
+    mouth = bright.copy()
+    mouth[85:100, 40:72] = 20
     diff = np.abs(apply_mask(mouth, params).astype(int) - apply_mask(bright, params).astype(int))[85:100, 40:72]
     assert diff.max() < 25
 
@@ -124,6 +141,7 @@ def test_manifest_params_round_trip_exactly():
 
 
 # --- offline masking ---------------------------------------------------------------------------------------
+
 
 def _folder(root, people=3, per_person=4):
     for p in range(people):
@@ -141,7 +159,9 @@ def test_rec_masking_is_identical_for_any_worker_count_and_replays(tmp_path):
     pack_folder(_folder(tmp_path / "faces"), tmp_path / "rec")
     outs = []
     for workers in (0, 1, 2):
-        mask_dataset(tmp_path / "rec", tmp_path / f"m{workers}", spec=ALL_TYPES, seed=4, workers=workers, progress=False)
+        mask_dataset(
+            tmp_path / "rec", tmp_path / f"m{workers}", spec=ALL_TYPES, seed=4, workers=workers, progress=False
+        )
         outs.append(_tree_bytes(tmp_path / f"m{workers}"))
     assert outs[0] == outs[1] == outs[2]
     src, out = InsightFaceDataset(tmp_path / "rec"), InsightFaceDataset(tmp_path / "m2")
@@ -151,16 +171,22 @@ def test_rec_masking_is_identical_for_any_worker_count_and_replays(tmp_path):
     assert not np.array_equal(out[0][0], src[0][0])
     header, entries = read_manifest(tmp_path / "m2" / "masks.jsonl")
     assert header["spec"] == ALL_TYPES and header["seed"] == 4 and sorted(entries) == [int(k) for k in src.image_keys]
-    mask_dataset(tmp_path / "rec", tmp_path / "replayed", replay=tmp_path / "m2" / "masks.jsonl", workers=2, progress=False)
+    mask_dataset(
+        tmp_path / "rec", tmp_path / "replayed", replay=tmp_path / "m2" / "masks.jsonl", workers=2, progress=False
+    )
     replayed = _tree_bytes(tmp_path / "replayed")
-    assert {k: v for k, v in replayed.items() if k != "masks.jsonl"} == {k: v for k, v in outs[2].items() if k != "masks.jsonl"}
+    assert {k: v for k, v in replayed.items() if k != "masks.jsonl"} == {
+        k: v for k, v in outs[2].items() if k != "masks.jsonl"
+    }
 
 
 @pytest.mark.parametrize("protocol", ["um", "mm"])
 def test_bin_masking_protocols(tmp_path, protocol):
     images = [encode_image(_face(i)) for i in range(8)]
     write_bin(tmp_path / "e.bin", images, [True, False, True, False])
-    info = mask_dataset(tmp_path / "e.bin", tmp_path / f"{protocol}.bin", protocol=protocol, seed=1, workers=2, progress=False)
+    info = mask_dataset(
+        tmp_path / "e.bin", tmp_path / f"{protocol}.bin", protocol=protocol, seed=1, workers=2, progress=False
+    )
     out = read_bin(tmp_path / f"{protocol}.bin")
     assert out.issame.tolist() == [True, False, True, False]
     masked = [a != b for a, b in zip(out.images, images)]
@@ -172,7 +198,13 @@ def test_bin_masking_protocols(tmp_path, protocol):
     assert header["protocol"] == protocol and sorted(entries) == [i for i, m in enumerate(masked) if m]
     mask_dataset(tmp_path / "e.bin", tmp_path / "again.bin", protocol=protocol, seed=1, workers=0, progress=False)
     assert (tmp_path / "again.bin").read_bytes() == (tmp_path / f"{protocol}.bin").read_bytes()
-    mask_dataset(tmp_path / "e.bin", tmp_path / "replay.bin", replay=tmp_path / f"{protocol}.masks.jsonl", workers=1, progress=False)
+    mask_dataset(
+        tmp_path / "e.bin",
+        tmp_path / "replay.bin",
+        replay=tmp_path / f"{protocol}.masks.jsonl",
+        workers=1,
+        progress=False,
+    )
     assert (tmp_path / "replay.bin").read_bytes() == (tmp_path / f"{protocol}.bin").read_bytes()
 
 
@@ -202,7 +234,8 @@ def test_existing_destination_is_refused_unless_overwrite(tmp_path):
 def test_crash_half_way_leaves_no_output(tmp_path, monkeypatch, kind):
     _folder(tmp_path / "faces", people=3, per_person=4)
     if kind == "rec":
-        pack_folder(tmp_path / "faces", tmp_path / "src"); src, dst = tmp_path / "src", tmp_path / "out" / "masked"
+        pack_folder(tmp_path / "faces", tmp_path / "src")
+        src, dst = tmp_path / "src", tmp_path / "out" / "masked"
     elif kind == "bin":
         write_bin(tmp_path / "src.bin", [encode_image(_face(i)) for i in range(12)], [True] * 6)
         src, dst = tmp_path / "src.bin", tmp_path / "out" / "masked.bin"
@@ -211,11 +244,15 @@ def test_crash_half_way_leaves_no_output(tmp_path, monkeypatch, kind):
     (tmp_path / "out").mkdir()
     calls = {"n": 0}
     import focusface.maskdata as maskdata
+
     real = maskdata.apply_mask
+
     def flaky(image, params):
         calls["n"] += 1
-        if calls["n"] == 7: raise RuntimeError("power cut")
+        if calls["n"] == 7:
+            raise RuntimeError("power cut")
         return real(image, params)
+
     monkeypatch.setattr(maskdata, "apply_mask", flaky)
     with pytest.raises(RuntimeError, match="power cut"):
         mask_dataset(src, dst, workers=0, progress=False)
@@ -229,7 +266,8 @@ def test_replay_errors(tmp_path):
     with pytest.raises(ValueError, match="made from another dataset"):
         mask_dataset(tmp_path / "b", tmp_path / "mb", replay=tmp_path / "ma" / "masks.jsonl", workers=0, progress=False)
     lines = (tmp_path / "ma" / "masks.jsonl").read_text().splitlines()
-    header = json.loads(lines[0]); header["renderer"] = 999
+    header = json.loads(lines[0])
+    header["renderer"] = 999
     (tmp_path / "old.jsonl").write_text("\n".join([json.dumps(header)] + lines[1:]) + "\n")
     with pytest.raises(ValueError, match="renderer version 999"):
         read_manifest(tmp_path / "old.jsonl")
@@ -237,7 +275,12 @@ def test_replay_errors(tmp_path):
 
 def test_mask_command_line(tmp_path):
     write_bin(tmp_path / "e.bin", [encode_image(_face(i)) for i in range(4)], [True, False])
-    run = lambda *a: subprocess.run([sys.executable, "-m", "focusface.cli", "mask", *map(str, a)], capture_output=True, text=True)
+
+    def run(*a):
+        return subprocess.run(
+            [sys.executable, "-m", "focusface.cli", "mask", *map(str, a)], capture_output=True, text=True
+        )
+
     out = run(tmp_path / "e.bin", tmp_path / "um.bin", "--protocol", "um", "--quiet", "--code", "kn95, cloth-stripes")
     assert out.returncode == 0 and "2 of 4 images masked" in out.stdout, out.stderr
     again = run(tmp_path / "e.bin", tmp_path / "um.bin", "--quiet")
@@ -249,16 +292,24 @@ def test_mask_command_line(tmp_path):
 def test_masks_of_earlier_manifests_replay_byte_for_byte():
     """Entries written before the paper style (no jaw, cheek, fittings, texture_strength) draw the same bytes, and the
     bold style samples the same parameters as the sampler of then."""
-    import hashlib, json
-    import cv2
+    import hashlib
+    import json
     from pathlib import Path
+
+    import cv2
+
     from focusface.maskspec import MaskParams
+
     fixture = json.loads((Path(__file__).parent / "fixtures" / "masks" / "bold_v1.json").read_text())
-    face = cv2.resize(np.random.default_rng(5).integers(40, 220, (8, 8, 3)).astype(np.uint8), (112, 112),
-                      interpolation=cv2.INTER_CUBIC)
+    face = cv2.resize(
+        np.random.default_rng(5).integers(40, 220, (8, 8, 3)).astype(np.uint8),
+        (112, 112),
+        interpolation=cv2.INTER_CUBIC,
+    )
     assert len(fixture["masks"]) == 15
     for item in fixture["masks"]:
-        entry = dict(item["entry"]); key = entry.pop("key")
+        entry = dict(item["entry"])
+        key = entry.pop("key")
         params = MaskParams.from_dict(entry)
         assert hashlib.sha256(apply_mask(face, params).tobytes()).hexdigest() == item["sha256"], key
         kind, index = key.split("/")

@@ -2,7 +2,8 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from focusface.metrics import curve, kfold_accuracy, pyeer_metrics, rates_at, verification_metrics
 
@@ -12,8 +13,10 @@ def brute_force(genuine, impostor):
     genuine, impostor = np.asarray(genuine, float), np.asarray(impostor, float)
     candidates = sorted(set(genuine.tolist()) | set(impostor.tolist())) + [math.inf]
     points = [((impostor >= t).mean(), (genuine < t).mean(), t) for t in candidates]
+
     def lowest_fnmr(target):
         return min(fnmr for fmr, fnmr, _ in points if fmr <= target + 1e-12)
+
     eer = None
     for (fa, na, _), (fb, nb, _) in zip(points, points[1:]):
         if fa >= na and fb < nb:
@@ -22,10 +25,17 @@ def brute_force(genuine, impostor):
             break
     auc = sum(float(g > i) + 0.5 * float(g == i) for g in genuine for i in impostor) / (len(genuine) * len(impostor))
     g_mean, i_mean, spread = genuine.mean(), impostor.mean(), genuine.var() + impostor.var()
-    return dict(eer=eer, fmr100=lowest_fnmr(0.01), fmr1000=lowest_fnmr(0.001), zero_fmr=lowest_fnmr(0.0),
-                auc=auc, g_mean=g_mean, i_mean=i_mean,
-                fdr=(g_mean - i_mean) ** 2 / spread if spread else math.inf,
-                d_prime=abs(g_mean - i_mean) / math.sqrt(spread / 2) if spread else math.inf)
+    return dict(
+        eer=eer,
+        fmr100=lowest_fnmr(0.01),
+        fmr1000=lowest_fnmr(0.001),
+        zero_fmr=lowest_fnmr(0.0),
+        auc=auc,
+        g_mean=g_mean,
+        i_mean=i_mean,
+        fdr=(g_mean - i_mean) ** 2 / spread if spread else math.inf,
+        d_prime=abs(g_mean - i_mean) / math.sqrt(spread / 2) if spread else math.inf,
+    )
 
 
 scores = st.lists(st.integers(0, 12).map(lambda v: v / 12), min_size=1, max_size=40)  # coarse values: many ties
@@ -45,7 +55,8 @@ def test_metrics_agree_with_brute_force_on_random_scores(seed, n_g, n_i):
     rng = np.random.default_rng(seed)
     genuine, impostor = rng.normal(0.5, 0.2, n_g), rng.normal(0.0, 0.2, n_i)
     ours, ref = verification_metrics(genuine, impostor), brute_force(genuine, impostor) if n_g * n_i < 200_000 else None
-    if ref is None: return
+    if ref is None:
+        return
     for key, value in ref.items():
         assert ours[key] == pytest.approx(value, abs=1e-12), key
 
@@ -83,6 +94,7 @@ def test_curve_points_are_exact_operating_points():
 def _insightface_reference(embeddings1, embeddings2, actual_issame, nrof_folds=10):
     """insightface's calculate_roc accuracy, written independently: sklearn KFold, squared L2 distance."""
     from sklearn.model_selection import KFold
+
     thresholds = np.arange(0, 4, 0.01)
     diff = embeddings1 - embeddings2
     dist = np.sum(np.square(diff), 1)
@@ -103,7 +115,8 @@ def test_kfold_accuracy_matches_insightfaces_procedure(seed):
     base = rng.normal(size=(n, 32))
     e1 = base + 0.1 * rng.normal(size=(n, 32))
     e2 = np.where(issame[:, None], base + rng.normal(size=(n, 32)) * 0.9, rng.normal(size=(n, 32)))
-    e1 /= np.linalg.norm(e1, axis=1, keepdims=True); e2 /= np.linalg.norm(e2, axis=1, keepdims=True)
+    e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
+    e2 /= np.linalg.norm(e2, axis=1, keepdims=True)
     ref_acc, ref_std = _insightface_reference(e1, e2, issame)
     ours = kfold_accuracy((e1 * e2).sum(1), issame)
     assert ours["accuracy"] == pytest.approx(ref_acc, abs=1e-9) and ours["std"] == pytest.approx(ref_std, abs=1e-9)
@@ -112,12 +125,22 @@ def test_kfold_accuracy_matches_insightfaces_procedure(seed):
 
 def _pyeer(genuine, impostor):
     import warnings
+
     from pyeer.eer_info import get_eer_stats  # the real package, pinned in the dev extra (pyeer==0.5.6)
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pyeer warns on curves that never cross, and on AUC < 0.5
         s = get_eer_stats(list(genuine), list(impostor))
-    return dict(eer=s.eer, fmr100=s.fmr100, fmr1000=s.fmr1000, zero_fmr=s.fmr0, g_mean=s.gmean, i_mean=s.imean, auc=s.auc,
-                d_prime=s.decidability)
+    return dict(
+        eer=s.eer,
+        fmr100=s.fmr100,
+        fmr1000=s.fmr1000,
+        zero_fmr=s.fmr0,
+        g_mean=s.gmean,
+        i_mean=s.imean,
+        auc=s.auc,
+        d_prime=s.decidability,
+    )
 
 
 def _score_sets():
@@ -125,13 +148,14 @@ def _score_sets():
     rng = np.random.default_rng(2021)
     for k in range(100):
         genuine, impostor = rng.normal(0.6, 0.15, 2000), rng.normal(0.1, 0.15, 2000)
-        if k % 2: genuine, impostor = genuine.round(2), impostor.round(2)
+        if k % 2:
+            genuine, impostor = genuine.round(2), impostor.round(2)
         yield genuine, impostor
-    yield np.array([0.5]), np.array([0.5])                                # one score each, tied
-    yield np.ones(10), np.zeros(10)                                       # perfectly separated
-    yield np.zeros(10), np.ones(10)                                       # inverted: the curves never cross
-    yield np.full(7, 0.3), np.full(9, 0.3)                                # everything tied
-    yield rng.integers(0, 3, 50) / 2, rng.integers(0, 3, 60) / 2         # three values in all
+    yield np.array([0.5]), np.array([0.5])  # one score each, tied
+    yield np.ones(10), np.zeros(10)  # perfectly separated
+    yield np.zeros(10), np.ones(10)  # inverted: the curves never cross
+    yield np.full(7, 0.3), np.full(9, 0.3)  # everything tied
+    yield rng.integers(0, 3, 50) / 2, rng.integers(0, 3, 60) / 2  # three values in all
 
 
 def test_pyeer_variants_equal_pyeer_itself():

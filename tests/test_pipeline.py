@@ -1,5 +1,6 @@
 """The main job: `dvc repro` of the whole pipeline, end to end, on a reduced parameter set, in a fresh copy of the
 repository (so it cannot silently break); and the paper setting failing fast without its data."""
+
 import json
 import shutil
 import subprocess
@@ -7,13 +8,23 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import REPO
 
-SMALL = dict(data=dict(train_identities=12, images_per_identity=4, val_identities=20, val_pairs_per_fold=2,
-                       eval_identities=20, eval_pairs_per_fold=2, workers=0),
-             masks=dict(workers=0), train=dict(epochs=1, batch_size=16, lr_batch=16, log_every=1, workers=0),
-             evaluate=dict(batch_size=64), report=dict(bootstrap=50))
+SMALL = dict(
+    data=dict(
+        train_identities=12,
+        images_per_identity=4,
+        val_identities=20,
+        val_pairs_per_fold=2,
+        eval_identities=20,
+        eval_pairs_per_fold=2,
+        workers=0,
+    ),
+    masks=dict(workers=0),
+    train=dict(epochs=1, batch_size=16, lr_batch=16, log_every=1, workers=0),
+    evaluate=dict(batch_size=64),
+    report=dict(bootstrap=50),
+)
 
 
 def _run(*args, cwd):
@@ -26,7 +37,9 @@ def _run(*args, cwd):
 def project(tmp_path_factory):
     """A fresh repository holding what git tracks here, with the reduced parameters."""
     root = tmp_path_factory.mktemp("project")
-    for name in subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split():
+    for name in subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split():
         if (REPO / name).is_file():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, root / name)
@@ -34,12 +47,19 @@ def project(tmp_path_factory):
         path = root / stale
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     from ruamel.yaml import YAML  # round trip: the comments stay, as `dvc exp run -S` must keep them
-    rt = YAML(); rt.preserve_quotes = True
+
+    rt = YAML()
+    rt.preserve_quotes = True
     params = rt.load((root / "params.yaml").read_text())
-    for group, values in SMALL.items(): params[group].update(values)
-    with open(root / "params.yaml", "w") as f: rt.dump(params, f)
-    for command in (["git", "init", "-q"], ["git", "add", "-A"],
-                    ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
+    for group, values in SMALL.items():
+        params[group].update(values)
+    with open(root / "params.yaml", "w") as f:
+        rt.dump(params, f)
+    for command in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"],
+    ):
         _run(*command, cwd=root)
     return root
 
@@ -61,7 +81,9 @@ def test_dvc_repro_runs_the_whole_pipeline_and_then_has_nothing_to_do(project):
     for figure in ("roc_um.png", "det_mm.png", "scores.png", "training.png", "masks.png"):
         assert (project / "reports" / "figures" / figure).stat().st_size > 10_000
     again = _run(*dvc, "repro", cwd=project)  # only the check runs (it watches data/ outside the pipeline)
-    assert [line for line in again.splitlines() if line.startswith("Running stage")] == ["Running stage 'check':"], again
+    assert [line for line in again.splitlines() if line.startswith("Running stage")] == ["Running stage 'check':"], (
+        again
+    )
     assert again.count("didn't change, skipping") == 12, again
     lock = (project / "dvc.lock").read_bytes()
     _run(*dvc, "repro", "--force", cwd=project)  # every stage again: an exact reproduction changes no hash in dvc.lock
@@ -75,8 +97,11 @@ def test_dvc_repro_runs_the_whole_pipeline_and_then_has_nothing_to_do(project):
     status = subprocess.run(dvc + ["status", "--json"], cwd=project, capture_output=True, text=True, timeout=300)
     stale = json.loads(status.stdout)
     images.write_text(original)
-    changed = {s for s, said in stale.items()
-               if any(isinstance(x, dict) and x.get("changed deps", {}).get("focusface") == "modified" for x in said)}
+    changed = {
+        s
+        for s, said in stale.items()
+        if any(isinstance(x, dict) and x.get("changed deps", {}).get("focusface") == "modified" for x in said)
+    }
     assert changed == stages, stale  # every stage that runs the library, and so none is left stale
     _run("git", "add", "-A", cwd=project)
     _run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "demo run", cwd=project)
@@ -94,15 +119,22 @@ def test_dvc_repro_runs_the_whole_pipeline_and_then_has_nothing_to_do(project):
 @pytest.mark.slow
 def test_a_variant_added_to_params_yaml_is_trained_evaluated_and_reported(project):
     """One list of variants: a new entry in params.yaml alone makes its train and evaluate stages and a report row."""
-    if not (project / "dvc.lock").is_file(): _run(sys.executable, "-m", "dvc", "repro", cwd=project)  # run alone
+    if not (project / "dvc.lock").is_file():
+        _run(sys.executable, "-m", "dvc", "repro", cwd=project)  # run alone
     added = project.parent / "added"
     shutil.copytree(project, added, ignore=shutil.ignore_patterns(".dvc/tmp"), dirs_exist_ok=True)
     params = (added / "params.yaml").read_text()
-    (added / "params.yaml").write_text(params.replace("\nevaluate:", "  focusface_cosine:\n    init_from: random\n"
-                                                      "    method: focusface\n    contrastive: cosine\n\nevaluate:", 1))
+    (added / "params.yaml").write_text(
+        params.replace(
+            "\nevaluate:",
+            "  focusface_cosine:\n    init_from: random\n    method: focusface\n    contrastive: cosine\n\nevaluate:",
+            1,
+        )
+    )
     # `dvc status`, not `dvc repro --dry`: a dry run stops at evaluate@focusface_cosine, whose model a dry run never makes
-    status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=added, capture_output=True, text=True,
-                            timeout=300)
+    status = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json"], cwd=added, capture_output=True, text=True, timeout=300
+    )
     stale = json.loads(status.stdout)
     assert sorted(stale) == ["check", "evaluate@focusface_cosine", "report", "train@focusface_cosine"], stale
     assert stale["report"] == [{"changed deps": {"params.yaml": {"variants": "modified"}}}]  # a row more, nothing else
@@ -114,7 +146,8 @@ def test_every_stage_that_runs_focusface_depends_on_the_whole_package():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
         stage = stage.get("do", stage)
-        if name == "check": continue  # it runs every time (always_changed)
+        if name == "check":
+            continue  # it runs every time (always_changed)
         assert "focusface" in stage["deps"], name
         assert not [d for d in stage["deps"] if str(d).startswith("focusface/")], name  # nothing listed twice
         notebook = next((w for w in stage["cmd"].split() if w.startswith("nbs/pipeline/")), None)
@@ -128,12 +161,19 @@ def test_the_paper_setting_fails_fast_without_its_data(project, tmp_path):
     paper = tmp_path / "paper"
     shutil.copytree(project, paper, ignore=shutil.ignore_patterns("outputs", ".dvc/cache", ".dvc/tmp"))
     shutil.copy(paper / "configs" / "params-paper.yaml", paper / "params.yaml")
-    out = subprocess.run([sys.executable, "-m", "dvc", "repro", "data"], cwd=paper, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro", "data"], cwd=paper, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode != 0
     said = out.stdout + out.stderr
     assert "does not download" in said and "data/ms1m" in said and "insightface" in said, said[-3000:]
     assert "data.dvc" not in said  # not a stage of the pipeline: DVC would verify it first, with its own terse error
-    for name in ("ms1m/train.rec", "ms1m/train.idx", "ms1m/property", "eval/lfw.bin"):  # stand-ins: the check only looks
+    for name in (
+        "ms1m/train.rec",
+        "ms1m/train.idx",
+        "ms1m/property",
+        "eval/lfw.bin",
+    ):  # stand-ins: the check only looks
         (paper / "data" / name).parent.mkdir(parents=True, exist_ok=True)
         (paper / "data" / name).write_bytes(b"x")
     _run(sys.executable, "-m", "dvc", "repro", "check", cwd=paper)
@@ -153,8 +193,16 @@ MISTAKES = [  # (where in params.yaml, the wrong value, what the one line must s
     (("train", "backbone"), "r9", "train: backbone must be one of"),
     (("train", "lr"), "fast", "train: lr must be float, got 'fast'"),
     (("variants", "focusface", "contrastive"), "banana", "variants.focusface: contrastive must be one of"),
-    (("variants", "focusface", "methd"), "arcface", "variants.focusface: unknown key(s) 'methd' (did you mean 'method'?)"),
-    (("variants", "focusface_ontop", "init_from"), "elasticface", "variants.focusface_ontop.init_from: must be random or one of"),
+    (
+        ("variants", "focusface", "methd"),
+        "arcface",
+        "variants.focusface: unknown key(s) 'methd' (did you mean 'method'?)",
+    ),
+    (
+        ("variants", "focusface_ontop", "init_from"),
+        "elasticface",
+        "variants.focusface_ontop.init_from: must be random or one of",
+    ),
     (("variants", "focusface_ontop", "freeze"), "all", "variants.focusface_ontop: freeze must be one of"),
     (("variants", "random"), {"method": "arcface"}, "variants.random: a variant name is letters, digits and _"),
     (("ontop",), {"base": "arcface"}, "ontop: the on-top run is an ordinary variant now"),
@@ -172,11 +220,23 @@ MISTAKES = [  # (where in params.yaml, the wrong value, what the one line must s
 def test_a_bad_parameter_fails_in_the_check_stage_in_one_line(tmp_path, where, value, said):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     node = params
-    for key in where[:-1]: node = node[key]
+    for key in where[:-1]:
+        node = node[key]
     node[where[-1]] = value
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = subprocess.run([sys.executable, "-m", "focusface.experiment", "check", str(tmp_path / "params.yaml"),
-                          str(tmp_path / "check.json")], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "focusface.experiment",
+            "check",
+            str(tmp_path / "params.yaml"),
+            str(tmp_path / "check.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert len(lines) == 2 and lines[0].endswith("1 problem(s):") and lines[1].strip().startswith(said), out.stderr
@@ -185,6 +245,7 @@ def test_a_bad_parameter_fails_in_the_check_stage_in_one_line(tmp_path, where, v
 
 def test_the_committed_parameters_pass_the_check():
     from focusface.experiment import check_params
+
     for path in ("params.yaml", "configs/params-paper.yaml"):
         assert check_params(yaml.safe_load((REPO / path).read_text())) == [], path
 
@@ -195,11 +256,18 @@ def test_dvc_exp_run_set_param_rewrites_the_parameters_file_to_itself(path, tmp_
     null as nothing): both files are written in that form, so setting a value to what it is changes no byte, and an
     experiment's params.yaml differs from the committed one in the values it set and nothing else."""
     from dvc.utils.hydra import apply_overrides  # what `dvc exp run -S` calls
+
     original = (REPO / path).read_text()
     params = yaml.safe_load(original)
     copy = tmp_path / "params.yaml"
     copy.write_text(original)
     seeds = ",".join(str(s) for s in params["seeds"])
-    apply_overrides(copy, [f"variants.focusface.contrastive={params['variants']['focusface']['contrastive']}",
-                           f"seeds=[{seeds}]", f"masks.spec='{params['masks']['spec']}'"])
+    apply_overrides(
+        copy,
+        [
+            f"variants.focusface.contrastive={params['variants']['focusface']['contrastive']}",
+            f"seeds=[{seeds}]",
+            f"masks.spec='{params['masks']['spec']}'",
+        ],
+    )
     assert copy.read_text() == original

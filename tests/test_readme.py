@@ -20,18 +20,25 @@ def test_ci_runs_exactly_the_readme_commands():
 def test_the_readme_shows_the_committed_results_table_verbatim():
     """The README's results are `reports/results.md` as the pipeline wrote it, not a hand-kept copy."""
     results = (REPO / "reports" / "results.md").read_text().strip()
-    assert results in (REPO / "README.md").read_text(), \
+    assert results in (REPO / "README.md").read_text(), (
         "README.md's 'Results of the demo run' differs from reports/results.md: paste the file there again"
+    )
 
 
 def test_the_environment_is_the_one_constraints_txt_pins():
     """The set-up command installs `constraints.txt`'s versions, those the committed results were made with; the
     check stage's comparison finds no package of the results at another version."""
     from focusface.experiment import environment, environment_drift, locked_versions
+
     locked = locked_versions(REPO / "constraints.txt")
-    assert {"numpy", "opencv-python-headless", "torch", "scipy", "matplotlib", "pillow"} <= set(locked), \
+    assert {"numpy", "opencv-python-headless", "torch", "scipy", "matplotlib", "pillow"} <= set(locked), (
         "constraints.txt must pin every package that computes the results"
-    assert not [p for p in ("focusface", "-e") if p in locked], "constraints.txt pins the environment, not focusface itself"
+    )
+    assert not [p for p in ("focusface", "-e") if p in locked], (
+        "constraints.txt pins the environment, not focusface itself"
+    )
     drift = environment_drift(environment(), locked)
-    assert drift == [], (f"installed: {drift}; the committed results need constraints.txt's versions: install with the "
-                         "README's command (pip install -c constraints.txt ...)")
+    assert drift == [], (
+        f"installed: {drift}; the committed results need constraints.txt's versions: install with the "
+        "README's command (pip install -c constraints.txt ...)"
+    )

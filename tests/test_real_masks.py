@@ -1,5 +1,6 @@
 """Real masked faces: MTCNN finds them and aligns them onto the template; `focusface align` on folders of real photos;
 evaluation of a pairs folder whose images carry real-mask labels (MFR2's format), with nothing drawn."""
+
 import csv
 import json
 import shutil
@@ -11,10 +12,10 @@ import pytest
 import torch
 
 from focusface.align import mask_photo, read_reference_landmarks, similarity_transform
+from focusface.checkpoints import load_checkpoint, save_checkpoint
 from focusface.images import decode_image, encode_image
 from focusface.maskspec import DEFAULT_SPEC, MaskSampler
 from focusface.model import FocusFace
-from focusface.checkpoints import load_checkpoint, save_checkpoint
 from focusface.template import TEMPLATE_LANDMARKS
 
 CLI = [sys.executable, "-m", "focusface.cli"]
@@ -32,12 +33,17 @@ def _eye_offsets(lfw_sample, aligner, masked: bool, count: int = 40):
     found, off = 0, []
     for k, (name, points) in enumerate(list(reference.items())[:count]):
         photo = decode_image((lfw_sample / "raw" / name).read_bytes())
-        if masked: photo = mask_photo(photo, points, sampler(k))
+        if masked:
+            photo = mask_photo(photo, points, sampler(k))
         faces = aligner.detect(photo)
-        if not faces: continue
+        if not faces:
+            continue
         found += 1
         face = min(faces, key=lambda f: np.linalg.norm(f.landmarks - points, axis=1).mean())
-        M, truth = similarity_transform(face.landmarks, TEMPLATE_LANDMARKS), similarity_transform(points, TEMPLATE_LANDMARKS)
+        M, truth = (
+            similarity_transform(face.landmarks, TEMPLATE_LANDMARKS),
+            similarity_transform(points, TEMPLATE_LANDMARKS),
+        )
         eyes, target = points[:2] @ M[:, :2].T + M[:, 2], points[:2] @ truth[:, :2].T + truth[:, 2]
         off.append(np.linalg.norm(eyes - target, axis=1).max())
     return found, np.array(off)
@@ -83,8 +89,10 @@ def test_align_reports_the_photos_without_a_face_and_writes_every_other(street, 
         assert int(r["faces"]) == expected, r
         written = tmp_path / "aligned" / r["image"]
         assert written.is_file() == (r["status"] == "aligned"), r
-        if written.is_file(): assert decode_image(written.read_bytes()).shape == (112, 112, 3)
-        else: assert r["status"] == "no_face" and "no face found" in r["note"]
+        if written.is_file():
+            assert decode_image(written.read_bytes()).shape == (112, 112, 3)
+        else:
+            assert r["status"] == "no_face" and "no face found" in r["note"]
     missing = sum(r["status"] == "no_face" for r in rows)
     assert missing > 0 and f"{missing} without a face" in out.stdout and "alignment.tsv" in out.stdout
 
@@ -96,8 +104,12 @@ def test_align_refuses_bad_input_clearly(tmp_path):
     (pairs / "Ann").mkdir(parents=True)
     (pairs / "Ann" / "Ann_0001.jpg").write_bytes(encode_image(np.zeros((112, 112, 3), np.uint8)))
     (pairs / "pairs.txt").write_text("Ann 1 2\n")
-    for src, said in ((tmp_path / "notes.txt", "not a folder"), (tmp_path / "empty", "holds no images"),
-                      (pairs, "Ann_0002"), (tmp_path / "absent", "no such folder")):
+    for src, said in (
+        (tmp_path / "notes.txt", "not a folder"),
+        (tmp_path / "empty", "holds no images"),
+        (pairs, "Ann_0002"),
+        (tmp_path / "absent", "no such folder"),
+    ):
         out = _cli("align", src, tmp_path / "out", "--quiet")
         assert out.returncode == 2 and said in out.stderr and "Traceback" not in out.stderr, (src, out.stderr)
         assert not (tmp_path / "out").exists()
@@ -118,6 +130,7 @@ def _labelled_pairs_folder(root):
     wearing a real (here: drawn once, before the test) mask; pairs.txt and mfr2_labels.txt beside them."""
     from focusface.masks import apply_mask
     from focusface.synthfaces import render_faces
+
     people, lines, labels = [f"P{i:02d}" for i in range(12)], [], []
     sampler = MaskSampler(DEFAULT_SPEC, seed=4)
     faces = render_faces(3, np.repeat(np.arange(12), 3), np.tile(np.arange(3), 12))
@@ -126,10 +139,11 @@ def _labelled_pairs_folder(root):
         for n in range(1, 4):
             face = faces[3 * i + n - 1]
             kind = "no-mask" if n == 1 else ("surgical" if n == 2 else "cloth")
-            if kind != "no-mask": face = apply_mask(face, sampler(3 * i + n))
+            if kind != "no-mask":
+                face = apply_mask(face, sampler(3 * i + n))
             (root / who / f"{who}_{n:04d}.png").write_bytes(encode_image(face, ".png"))
             labels.append(f"{who}, {n}, {kind}")
-        lines += [f"{who} 1 2", f"{who} 2 3", f"{who} 1 1"]                          # U-M, M-M, U-U genuine
+        lines += [f"{who} 1 2", f"{who} 2 3", f"{who} 1 1"]  # U-M, M-M, U-U genuine
         other = people[(i + 1) % 12]
         lines += [f"{who} 1 {other} 1", f"{who} 1 {other} 2", f"{who} 3 {other} 2"]  # U-U, U-M, M-M impostor
     (root / "pairs.txt").write_text("\n".join(lines) + "\n")
@@ -151,10 +165,16 @@ def test_real_mask_labels_split_the_pairs_into_protocols_and_nothing_is_drawn(tm
     assert not (tmp_path / "r" / "masks").exists() and "real masks from its labels" in out.stdout
     # the images scored are the input crops, byte for byte: recompute the U-M scores from the files themselves
     model = load_checkpoint(tmp_path / "m.pt")
-    pairs = [l.split() for l in (root / "pairs.txt").read_text().splitlines()]
-    crop = lambda who, n: decode_image((root / who / f"{who}_{int(n):04d}.png").read_bytes())
-    um = [(crop(p[0], p[1]), crop(p[0] if len(p) == 3 else p[2], p[2] if len(p) == 3 else p[3])) for p in pairs
-          if (p[1] == "1") != ((p[2] if len(p) == 3 else p[3]) == "1")]
+    pairs = [line.split() for line in (root / "pairs.txt").read_text().splitlines()]
+
+    def crop(who, n):
+        return decode_image((root / who / f"{who}_{int(n):04d}.png").read_bytes())
+
+    um = [
+        (crop(p[0], p[1]), crop(p[0] if len(p) == 3 else p[2], p[2] if len(p) == 3 else p[3]))
+        for p in pairs
+        if (p[1] == "1") != ((p[2] if len(p) == 3 else p[3]) == "1")
+    ]
     with torch.no_grad():
         a, _ = model.embed_faces(np.stack([x for x, _ in um]), flip=True)
         b, _ = model.embed_faces(np.stack([y for _, y in um]), flip=True)
@@ -169,7 +189,9 @@ def test_pairs_naming_a_missing_image_are_left_out_only_when_asked(tmp_path):
     save_checkpoint(FocusFace("tiny").eval(), tmp_path / "m.pt")
     out = _cli("evaluate", tmp_path / "m.pt", root, "--quiet", "--no-figures")
     assert out.returncode == 2 and "P03_0002" in out.stderr and "--skip-missing" in out.stderr
-    out = _cli("evaluate", tmp_path / "m.pt", root, "--skip-missing", "--quiet", "--no-figures", "--out", tmp_path / "r")
+    out = _cli(
+        "evaluate", tmp_path / "m.pt", root, "--skip-missing", "--quiet", "--no-figures", "--out", tmp_path / "r"
+    )
     assert out.returncode == 0, out.stderr
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())["mfr2"]
     assert metrics["all"]["n_pairs"] == 72 - 4 and metrics["all"]["skipped_pairs"] == 4  # P03_0002 is in four pairs

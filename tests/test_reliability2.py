@@ -1,5 +1,6 @@
 """Nothing lost, second round: every writer checks every path its command reads; train folders are locked and only
 run folders are replaced; a full disk leaves nothing half-written and says where. Each test failed before its fix."""
+
 import json
 import os
 import subprocess
@@ -36,8 +37,21 @@ def faces(tmp_path_factory):
 
 
 def _train_args(faces, out, **extra):
-    values = dict(train=str(faces), out=str(out), backbone="demo", epochs=1, batch_size=8, lr_batch=8, workers=0,
-                  progress="false", lr_steps="[]", log_every=1) | extra
+    values = (
+        dict(
+            train=str(faces),
+            out=str(out),
+            backbone="demo",
+            epochs=1,
+            batch_size=8,
+            lr_batch=8,
+            workers=0,
+            progress="false",
+            lr_steps="[]",
+            log_every=1,
+        )
+        | extra
+    )
     return [f"{k}={v}" for k, v in values.items()]
 
 
@@ -47,7 +61,9 @@ def test_train_never_empties_a_folder_that_holds_its_config_or_is_not_a_run(face
     cfgdir.mkdir()
     (cfgdir / "my.yaml").write_text("backbone: demo\nepochs: 1\n")
     (cfgdir / "other.yaml").write_text("mine\n")
-    refused(run("train", "--config", cfgdir / "my.yaml", *_train_args(faces, cfgdir), "--overwrite"), "cfgdir", "my.yaml")
+    refused(
+        run("train", "--config", cfgdir / "my.yaml", *_train_args(faces, cfgdir), "--overwrite"), "cfgdir", "my.yaml"
+    )
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "paper.tex").write_text("\\section{}")
@@ -58,11 +74,16 @@ def test_train_never_empties_a_folder_that_holds_its_config_or_is_not_a_run(face
 def test_a_second_train_run_to_one_folder_stops_at_once_and_deletes_nothing(faces, tmp_path):
     """Two runs to one `out` both trained (interleaving train.log); a second with --overwrite deleted the first's folder."""
     out = tmp_path / "run"
-    first = subprocess.Popen(CLI + ["train", *_train_args(faces, out, epochs=30)], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        CLI + ["train", *_train_args(faces, out, epochs=30)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 120
-        while not (out / "train.log").is_file() and time.time() < deadline: time.sleep(0.05)
+        while not (out / "train.log").is_file() and time.time() < deadline:
+            time.sleep(0.05)
         assert (out / "train.log").is_file(), "the first run did not start"
         for extra in ([], ["--overwrite"], ["--resume"]):
             started = time.time()
@@ -70,7 +91,8 @@ def test_a_second_train_run_to_one_folder_stops_at_once_and_deletes_nothing(face
             assert time.time() - started < 30, "it stops before reading the data"
         assert (out / "train.log").is_file() and first.poll() is None, "the first run and its folder are untouched"
     finally:
-        first.kill(); first.wait()
+        first.kill()
+        first.wait()
 
 
 def test_overrides_may_follow_the_flags(faces, tmp_path):
@@ -95,7 +117,8 @@ def small_disk(tmp_path):
     mount = tmp_path / "small"
     mount.mkdir()
     made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
-    if made.returncode != 0: pytest.skip(f"cannot mount a small tmpfs here ({made.stderr.decode().strip()[:80]})")
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({made.stderr.decode().strip()[:80]})")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
@@ -112,8 +135,9 @@ def test_a_full_disk_leaves_no_masked_bin_without_its_manifest(tmp_path, small_d
 
 def test_a_full_disk_stops_embed_with_a_message_not_a_bus_error(tmp_path, small_disk):
     """`embed` died with SIGBUS through a memory-mapped temporary and left it filling the disk."""
-    from focusface.model import FocusFace
     from focusface.checkpoints import save_checkpoint
+    from focusface.model import FocusFace
+
     save_checkpoint(FocusFace("tiny", embedding_size=512).eval(), tmp_path / "m.pt")
     write_bin(tmp_path / "big.bin", [encode_image(np.full((112, 112, 3), 90, np.uint8))] * 2000, [True, False] * 500)
     out = run("embed", tmp_path / "m.pt", tmp_path / "big.bin", small_disk / "e.npz", "--quiet")  # 4 MB of embeddings
@@ -124,17 +148,26 @@ def test_a_full_disk_stops_embed_with_a_message_not_a_bus_error(tmp_path, small_
 def test_a_manifest_or_checkpoint_without_its_hash_is_refused_and_a_legacy_one_says_so(tmp_path):
     """A manifest whose fingerprint, or a checkpoint whose sha256, was simply deleted replayed or loaded without a word."""
     import torch
-    from focusface.model import FocusFace
+
     from focusface.checkpoints import load_checkpoint, save_checkpoint
+    from focusface.model import FocusFace
+
     rng = np.random.default_rng(1)
-    write_bin(tmp_path / "set.bin", [encode_image(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)) for _ in range(20)],
-              [True, False] * 5)
+    write_bin(
+        tmp_path / "set.bin",
+        [encode_image(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)) for _ in range(20)],
+        [True, False] * 5,
+    )
     assert run("mask", tmp_path / "set.bin", tmp_path / "a.bin", "--workers", "0", "--quiet").returncode == 0
     lines = (tmp_path / "a.masks.jsonl").read_text().splitlines()
-    header = json.loads(lines[0]); del header["fingerprint"]
+    header = json.loads(lines[0])
+    del header["fingerprint"]
     (tmp_path / "edited.jsonl").write_text("\n".join([json.dumps(header)] + lines[1:]) + "\n")
-    refused(run("mask", tmp_path / "set.bin", tmp_path / "b.bin", "--replay", tmp_path / "edited.jsonl", "--quiet"),
-            "edited.jsonl", "no fingerprint")
+    refused(
+        run("mask", tmp_path / "set.bin", tmp_path / "b.bin", "--replay", tmp_path / "edited.jsonl", "--quiet"),
+        "edited.jsonl",
+        "no fingerprint",
+    )
     del header["sampler"]  # a manifest from before the sampler version and fingerprints: replayed, with a warning
     (tmp_path / "legacy.jsonl").write_text("\n".join([json.dumps(header)] + lines[1:]) + "\n")
     out = run("mask", tmp_path / "set.bin", tmp_path / "c.bin", "--replay", tmp_path / "legacy.jsonl", "--quiet")
@@ -144,7 +177,8 @@ def test_a_manifest_or_checkpoint_without_its_hash_is_refused_and_a_legacy_one_s
     del raw["sha256"]
     torch.save(raw, tmp_path / "nohash.pt")
     refused(run("inspect", tmp_path / "nohash.pt"), "nohash.pt", "without its sha256 hash")
-    raw["focusface_checkpoint"] = 1; del raw["extra_sha256"]
+    raw["focusface_checkpoint"] = 1
+    del raw["extra_sha256"]
     torch.save(raw, tmp_path / "legacy.pt")
     out = run("inspect", tmp_path / "legacy.pt")
     assert out.returncode == 0 and "unverified" in out.stdout, out.stdout
@@ -157,19 +191,44 @@ def test_landmarks_belong_to_their_dataset_and_damage_is_reported(tmp_path):
     pytest.importorskip("dlib")
     from focusface.datasets import write_insightface_folder
     from focusface.synthfaces import render_faces
+
     faces = [encode_image(f) for f in render_faces(2, np.arange(6), np.zeros(6, int))]
     cut = faces[3][: len(faces[3]) * 2 // 3]  # a JPEG cut short: libjpeg repairs it, with a warning
-    write_insightface_folder(tmp_path / "a", [(i, f) for i, f in enumerate(faces[:3] + [cut] + faces[4:])], num_images=6,
-                             names=[str(i) for i in range(6)], image_size=(112, 112))
-    write_insightface_folder(tmp_path / "b", [(i, f) for i, f in enumerate(faces)], num_images=6,
-                             names=[str(i) for i in range(6)], image_size=(112, 112))
+    write_insightface_folder(
+        tmp_path / "a",
+        [(i, f) for i, f in enumerate(faces[:3] + [cut] + faces[4:])],
+        num_images=6,
+        names=[str(i) for i in range(6)],
+        image_size=(112, 112),
+    )
+    write_insightface_folder(
+        tmp_path / "b",
+        [(i, f) for i, f in enumerate(faces)],
+        num_images=6,
+        names=[str(i) for i in range(6)],
+        image_size=(112, 112),
+    )
     out = run("landmarks", tmp_path / "a", tmp_path / "a.npz", "--quiet")
     assert out.returncode == 0 and "1 source image(s) are damaged" in out.stderr, out.stderr
-    refused(run("mask", tmp_path / "b", tmp_path / "b-masked", "--landmarks", tmp_path / "a.npz", "--workers", "0", "--quiet"),
-            "a.npz", "another dataset")
+    refused(
+        run(
+            "mask",
+            tmp_path / "b",
+            tmp_path / "b-masked",
+            "--landmarks",
+            tmp_path / "a.npz",
+            "--workers",
+            "0",
+            "--quiet",
+        ),
+        "a.npz",
+        "another dataset",
+    )
     assert not (tmp_path / "b-masked").exists()
     assert run("landmarks", tmp_path / "b", tmp_path / "b.npz", "--quiet").returncode == 0  # its own: fitted
-    out = run("mask", tmp_path / "b", tmp_path / "b-masked", "--landmarks", tmp_path / "b.npz", "--workers", "0", "--quiet")
+    out = run(
+        "mask", tmp_path / "b", tmp_path / "b-masked", "--landmarks", tmp_path / "b.npz", "--workers", "0", "--quiet"
+    )
     assert out.returncode == 0 and "fitted to their landmarks" in out.stdout, out.stderr
 
 
@@ -177,21 +236,24 @@ def _processes_with(marker: str) -> list[str]:
     "The command lines of the live processes whose environment holds `marker` (a run and everything it started)."
     found = []
     for d in Path("/proc").iterdir():
-        if not d.name.isdigit(): continue
+        if not d.name.isdigit():
+            continue
         try:
             if marker.encode() in (d / "environ").read_bytes():
                 command = (d / "cmdline").read_bytes().replace(b"\0", b" ")[:100].decode(errors="replace")
                 found.append(f"{d.name}: {command}")
-        except OSError: pass
+        except OSError:
+            pass
     return found
 
 
 @pytest.fixture(scope="module")
 def killable(tmp_path_factory, faces):
     "A checkpoint, an image folder of 300 faces and a training rec, shared by the kill tests."
-    from focusface.model import FocusFace
     from focusface.checkpoints import save_checkpoint
+    from focusface.model import FocusFace
     from focusface.synthfaces import render_faces
+
     d = tmp_path_factory.mktemp("killable")
     save_checkpoint(FocusFace("r18", trunk_init="damped").eval(), d / "m.pt")  # slow enough to be killed mid-way
     for i, face in enumerate(render_faces(5, np.arange(300) // 10, np.arange(300) % 10)):
@@ -201,10 +263,22 @@ def killable(tmp_path_factory, faces):
 
 
 KILLED = {  # command: (its arguments, the output, what shows it is mid-way)
-    "embed": (lambda d, faces: ["embed", d / "m.pt", d / "folder", d / "out" / "e.npz", "--quiet"], "e.npz", ".e.npz.focusface-"),
-    "landmarks": (lambda d, faces: ["landmarks", d / "folder", d / "out" / "l.npz", "--quiet"], "l.npz", ".l.npz.focusface-"),
+    "embed": (
+        lambda d, faces: ["embed", d / "m.pt", d / "folder", d / "out" / "e.npz", "--quiet"],
+        "e.npz",
+        ".e.npz.focusface-",
+    ),
+    "landmarks": (
+        lambda d, faces: ["landmarks", d / "folder", d / "out" / "l.npz", "--quiet"],
+        "l.npz",
+        ".l.npz.focusface-",
+    ),
     "export": (lambda d, faces: ["export", d / "m.pt", d / "out" / "m.onnx"], "m.onnx", ".m.onnx.focusface-"),
-    "train": (lambda d, faces: ["train", *_train_args(faces, d / "out" / "run", epochs=40, workers=2)], "run", "run/train.log"),
+    "train": (
+        lambda d, faces: ["train", *_train_args(faces, d / "out" / "run", epochs=40, workers=2)],
+        "run",
+        "run/train.log",
+    ),
 }
 
 
@@ -215,7 +289,9 @@ def test_a_killed_run_leaves_no_process_and_the_rerun_no_temporary(killable, fac
     with workers=2 orphaned its forkserver, resource tracker and DataLoader workers for minutes."""
     import signal
     import uuid
-    if command == "landmarks": pytest.importorskip("dlib")
+
+    if command == "landmarks":
+        pytest.importorskip("dlib")
     make, name, sign = KILLED[command]
     out = tmp_path / "out"
     out.mkdir()
@@ -225,18 +301,26 @@ def test_a_killed_run_leaves_no_process_and_the_rerun_no_temporary(killable, fac
     scratch.mkdir()
     env = dict(os.environ, FOCUSFACE_TEST_MARKER=marker, TMPDIR=str(scratch))
     victim = subprocess.Popen(CLI + args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    mid_way = lambda: (out / sign).exists() if "/" in sign else any(p.name.startswith(sign) for p in out.iterdir())
+
+    def mid_way():
+        return (out / sign).exists() if "/" in sign else any(p.name.startswith(sign) for p in out.iterdir())
+
     deadline = time.time() + 120
-    while not mid_way() and victim.poll() is None and time.time() < deadline: time.sleep(0.02)
+    while not mid_way() and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
     time.sleep(0.5 if command == "train" else 0.05)
     assert victim.poll() is None, f"{command} finished before it could be killed: give it more work"
-    victim.send_signal(signal.SIGKILL); victim.wait()
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
     time.sleep(5)
     assert not _processes_with(marker), _processes_with(marker)
     again = subprocess.run(CLI + args + ["--overwrite"], env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
-    debris = [p.name for p in out.iterdir() if p.name != name] + [p.name for p in scratch.iterdir()  # in $TMPDIR: what
-              if p.name.startswith("tmp") or "focusface" in p.name or p.suffix in (".onnx", ".npz", ".npy")]  # we would make
+    debris = [p.name for p in out.iterdir() if p.name != name] + [
+        p.name
+        for p in scratch.iterdir()  # in $TMPDIR: what
+        if p.name.startswith("tmp") or "focusface" in p.name or p.suffix in (".onnx", ".npz", ".npy")
+    ]  # we would make
     assert not debris, f"temporaries left behind: {debris}"
 
 
@@ -247,31 +331,46 @@ def test_ctrl_c_stops_a_command_with_workers_in_one_line_and_leaves_nothing(kill
     stopped mid-reply leaves the pool's pipe half-written)."""
     import signal
     import uuid
+
     many = tmp_path / "many"  # enough work to be interrupted mid-way: the 300 faces, four times over
     for copy in range(4):
         for person in (killable / "folder").iterdir():
             (many / f"{person.name}_{copy}").mkdir(parents=True)
-            for face in person.iterdir(): (many / f"{person.name}_{copy}" / face.name).write_bytes(face.read_bytes())
+            for face in person.iterdir():
+                (many / f"{person.name}_{copy}" / face.name).write_bytes(face.read_bytes())
     out = tmp_path / "out"
     out.mkdir()
     marker = uuid.uuid4().hex
     env = dict(os.environ, FOCUSFACE_TEST_MARKER=marker)
-    victim = subprocess.Popen(CLI + [command, str(many), str(out / "result"), "--workers", "2", "--quiet"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal has it
+    victim = subprocess.Popen(
+        CLI + [command, str(many), str(out / "result"), "--workers", "2", "--quiet"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # as a terminal has it
     deadline = time.time() + 120
-    while not any(p.name.startswith(".result.focusface-") for p in out.iterdir()) and victim.poll() is None \
-            and time.time() < deadline: time.sleep(0.02)
+    while (
+        not any(p.name.startswith(".result.focusface-") for p in out.iterdir())
+        and victim.poll() is None
+        and time.time() < deadline
+    ):
+        time.sleep(0.02)
     time.sleep(0.3)
     assert victim.poll() is None, f"{command} finished before Ctrl-C: give it more work"
     os.killpg(victim.pid, signal.SIGINT)  # what Ctrl-C does: the signal to the whole foreground process group
-    try: _, err = victim.communicate(timeout=60)
+    try:
+        _, err = victim.communicate(timeout=60)
     except subprocess.TimeoutExpired:
-        os.killpg(victim.pid, signal.SIGKILL); victim.communicate()
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.communicate()
         pytest.fail(f"{command} still running 60 s after Ctrl-C")
     assert victim.returncode == 130 and "Traceback" not in err, (victim.returncode, err[-3000:])
-    assert err.strip().splitlines() == [f"focusface {command}: interrupted; nothing was written (an output is put in "
-                                        "place only once it is complete)"], err
+    assert err.strip().splitlines() == [
+        f"focusface {command}: interrupted; nothing was written (an output is put in place only once it is complete)"
+    ], err
     assert not list(out.iterdir()), list(out.iterdir())
     time.sleep(2)
     assert not _processes_with(marker), _processes_with(marker)
@@ -281,13 +380,17 @@ def test_odd_values_and_files_get_one_clear_line(tmp_path):
     """Tracebacks and unclear messages of the first trial: a 25-TB embedding_size, opsets out of range, a file name
     in another encoding, a plain malicious pickle (after a torch warning), an ONNX file given to inspect."""
     import pickle
+
     import torch
+
     from focusface.checkpoints import save_checkpoint
     from focusface.model import FocusFace
+
     save_checkpoint(FocusFace("tiny"), tmp_path / "m.pt")
     raw = torch.load(tmp_path / "m.pt", weights_only=True)
-    raw["config"]["embedding_size"] = 10 ** 9
-    raw["focusface_checkpoint"] = 1; del raw["sha256"], raw["extra_sha256"]
+    raw["config"]["embedding_size"] = 10**9
+    raw["focusface_checkpoint"] = 1
+    del raw["sha256"], raw["extra_sha256"]
     torch.save(raw, tmp_path / "huge.pt")
     started = time.time()
     refused(run("inspect", tmp_path / "huge.pt"), "embedding_size=1000000000, but")
@@ -299,38 +402,62 @@ def test_odd_values_and_files_get_one_clear_line(tmp_path):
     (odd / "p0" / "0.jpg").write_bytes(encode_image(np.full((112, 112, 3), 90, np.uint8)))
     (tmp_path / os.fsdecode(b"ids\xe9") / os.fsdecode(b"ren\xe9e")).mkdir(parents=True)
     (tmp_path / os.fsdecode(b"ids\xe9") / os.fsdecode(b"ren\xe9e") / "0.jpg").write_bytes(
-        encode_image(np.full((112, 112, 3), 90, np.uint8)))
-    refused(run("mask", tmp_path / os.fsdecode(b"ids\xe9"), tmp_path / "masked", "--workers", "0", "--quiet"), "not a UTF-8 file name")
+        encode_image(np.full((112, 112, 3), 90, np.uint8))
+    )
+    refused(
+        run("mask", tmp_path / os.fsdecode(b"ids\xe9"), tmp_path / "masked", "--workers", "0", "--quiet"),
+        "not a UTF-8 file name",
+    )
     refused(run("pack", tmp_path / os.fsdecode(b"ids\xe9"), tmp_path / "packed"), "not a UTF-8 file name")
 
     class RunsCode:
-        def __reduce__(self): return (os.system, (f"touch {tmp_path / 'pwned'}",))
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
     (tmp_path / "evil.pt").write_bytes(pickle.dumps({"w": RunsCode()}, protocol=4))
     said = refused(run("inspect", tmp_path / "evil.pt"), "not a PyTorch weight file", "may be unsafe")
     assert "Warning" not in said and not (tmp_path / "pwned").exists()
     (tmp_path / "m.onnx").write_bytes(b"\x08\x07\x12\x07pytorch\x1a\x032.0")
     refused(run("inspect", tmp_path / "m.onnx"), "an ONNX model, not a PyTorch weight file")
     write_bin(tmp_path / "x.bin", [encode_image(np.full((112, 112, 3), 90, np.uint8))] * 20, [True, False] * 5)
-    refused(run("mask", tmp_path / "x.bin", tmp_path / "y.bin", "--code", "surgical-pink-polka"),
-            "mask spec 'surgical-pink-polka': unknown colour 'polka'")  # said once, not twice
-    refused(run("evaluate", tmp_path / "m.pt", "synthetic", "--device", "tpu"), "--device 'tpu'")  # the flag, not device=
+    refused(
+        run("mask", tmp_path / "x.bin", tmp_path / "y.bin", "--code", "surgical-pink-polka"),
+        "mask spec 'surgical-pink-polka': unknown colour 'polka'",
+    )  # said once, not twice
+    refused(
+        run("evaluate", tmp_path / "m.pt", "synthetic", "--device", "tpu"), "--device 'tpu'"
+    )  # the flag, not device=
 
 
 def test_odd_values_of_the_third_sweep_get_one_clear_line(tmp_path):
     """A negative seed was a NumPy traceback; --quality 500 was taken silently; an output under a file said 'File
     exists'; a flat folder given to pack said 'no images found'; '--opset abc' spoke of '_positive'."""
+
     def usage_error(out, expected):  # argparse's: the usage, then one line
         assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
         assert expected in out.stderr.strip().splitlines()[-1], out.stderr
+
     write_bin(tmp_path / "x.bin", [encode_image(np.full((112, 112, 3), 90, np.uint8))] * 20, [True, False] * 5)
-    usage_error(run("mask", tmp_path / "x.bin", tmp_path / "y.bin", "--seed", "-1"), "--seed: must be an integer, 0 or more, got -1")
+    usage_error(
+        run("mask", tmp_path / "x.bin", tmp_path / "y.bin", "--seed", "-1"),
+        "--seed: must be an integer, 0 or more, got -1",
+    )
     (tmp_path / "faces" / "p0").mkdir(parents=True)
     (tmp_path / "faces" / "p0" / "0.jpg").write_bytes(encode_image(np.full((112, 112, 3), 90, np.uint8)))
-    refused(run("pack", tmp_path / "faces", tmp_path / "packed", "--quality", "500"), "--quality must be an integer in [1, 100]")
+    refused(
+        run("pack", tmp_path / "faces", tmp_path / "packed", "--quality", "500"),
+        "--quality must be an integer in [1, 100]",
+    )
     (tmp_path / "a_file").write_text("")
     refused(run("mask", tmp_path / "x.bin", tmp_path / "a_file" / "y.bin"), "a_file is a file, not a folder")
-    refused(run("pack", tmp_path / "faces" / "p0", tmp_path / "packed"), "1 image(s) at its top level, none in an identity folder")
-    usage_error(run("export", tmp_path / "m.pt", tmp_path / "m.onnx", "--opset", "abc"), "--opset: must be a positive integer, got 'abc'")
+    refused(
+        run("pack", tmp_path / "faces" / "p0", tmp_path / "packed"),
+        "1 image(s) at its top level, none in an identity folder",
+    )
+    usage_error(
+        run("export", tmp_path / "m.pt", tmp_path / "m.onnx", "--opset", "abc"),
+        "--opset: must be a positive integer, got 'abc'",
+    )
     refused(run("synth", tmp_path / "demo", "--eval-pairs-per-fold", "3"), "--eval-pairs-per-fold must be even")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "faces", "x.bin"]  # nothing written
 
@@ -341,6 +468,7 @@ def test_the_python_api_raises_focusface_errors_at_its_boundary(tmp_path):
     from focusface.inference import verify
     from focusface.maskdata import mask_dataset
     from focusface.model import FocusFace
+
     write_bin(tmp_path / "s.bin", [encode_image(np.full((112, 112, 3), 90, np.uint8))] * 20, [True, False] * 5)
     with pytest.raises(FocusFaceError, match="quality must be an integer"):
         mask_dataset(tmp_path / "s.bin", tmp_path / "o.bin", quality="high", workers=0, progress=False)

@@ -1,4 +1,5 @@
 """One source type per dataset kind: every command reads a dataset the same way, so they agree on what it holds."""
+
 import json
 
 import numpy as np
@@ -16,12 +17,18 @@ FACES = [np.random.default_rng(i).integers(0, 255, (112, 112, 3), dtype=np.uint8
 @pytest.fixture
 def folders(tmp_path):
     (tmp_path / "flat").mkdir()
-    for i, face in enumerate(FACES): (tmp_path / "flat" / f"{i}.png").write_bytes(encode_image(face))
+    for i, face in enumerate(FACES):
+        (tmp_path / "flat" / f"{i}.png").write_bytes(encode_image(face))
     for i, face in enumerate(FACES):
         (tmp_path / "nested" / f"id{i // 2}").mkdir(parents=True, exist_ok=True)
         (tmp_path / "nested" / f"id{i // 2}" / f"{i}.png").write_bytes(encode_image(face))
-    write_insightface_folder(tmp_path / "rec", [(i // 2, encode_image(f)) for i, f in enumerate(FACES)], num_images=4,
-                             names=["a", "b"], image_size=(112, 112))
+    write_insightface_folder(
+        tmp_path / "rec",
+        [(i // 2, encode_image(f)) for i, f in enumerate(FACES)],
+        num_images=4,
+        names=["a", "b"],
+        image_size=(112, 112),
+    )
     write_bin(tmp_path / "set.bin", [encode_image(f) for f in FACES], np.array([True, False]))
     return tmp_path
 

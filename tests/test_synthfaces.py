@@ -6,9 +6,9 @@ import pytest
 
 from focusface.datasets import InsightFaceDataset
 from focusface.evalsets import read_bin
-from focusface.template import TEMPLATE_LANDMARKS
 from focusface.synthdata import make_pairs, make_training_set, sample_pairs
 from focusface.synthfaces import render_face, render_faces, sample_identity, sample_nuisance
+from focusface.template import TEMPLATE_LANDMARKS
 
 
 def test_faces_do_not_depend_on_batch_or_order():
@@ -31,8 +31,12 @@ def test_identity_and_nuisance_are_functions_of_their_keys():
 
 
 def test_landmarks_stay_on_the_template():
-    distances = np.array([np.linalg.norm(render_face(0, i // 4, i % 4, with_landmarks=True)[1] - TEMPLATE_LANDMARKS, axis=1)
-                          for i in range(400)])
+    distances = np.array(
+        [
+            np.linalg.norm(render_face(0, i // 4, i % 4, with_landmarks=True)[1] - TEMPLATE_LANDMARKS, axis=1)
+            for i in range(400)
+        ]
+    )
     assert distances.mean() <= 3.0, distances.mean()
     assert np.percentile(distances, 99) < 9.0
 
@@ -64,10 +68,13 @@ def test_training_set_is_identical_for_any_worker_count(tmp_path):
 def test_pairs_follow_the_lfw_design(tmp_path):
     pairs = sample_pairs(0, first_identity=100, identities=40, folds=10, pairs_per_fold=8)
     assert len(pairs) == 80
-    folds = np.array([p[0] for p in pairs]); same = np.array([p[5] for p in pairs])
+    folds = np.array([p[0] for p in pairs])
+    same = np.array([p[5] for p in pairs])
     assert all(same[folds == f].sum() == 4 for f in range(10))
     ids_of = [set(x for p in pairs if p[0] == f for x in (p[1], p[3])) for f in range(10)]
-    assert all(not (ids_of[i] & ids_of[j]) for i in range(10) for j in range(i + 1, 10)), "folds must not share identities"
+    assert all(not (ids_of[i] & ids_of[j]) for i in range(10) for j in range(i + 1, 10)), (
+        "folds must not share identities"
+    )
     assert all(100 <= x < 140 for s in ids_of for x in s)
     assert all(p[1] == p[3] and p[2] != p[4] for p in pairs if p[5]) and all(p[1] != p[3] for p in pairs if not p[5])
     make_pairs(tmp_path / "e.bin", seed=0, first_identity=100, identities=40, pairs_per_fold=8, workers=2)
@@ -83,11 +90,35 @@ def test_pairs_follow_the_lfw_design(tmp_path):
 
 
 def test_synth_command(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "focusface.cli", "synth", str(tmp_path / "demo"), "--identities", "4",
-                          "--images-per-identity", "3", "--val-identities", "20", "--eval-identities", "20",
-                          "--eval-pairs-per-fold", "4", "--workers", "0", "--quiet"], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "focusface.cli",
+            "synth",
+            str(tmp_path / "demo"),
+            "--identities",
+            "4",
+            "--images-per-identity",
+            "3",
+            "--val-identities",
+            "20",
+            "--eval-identities",
+            "20",
+            "--eval-pairs-per-fold",
+            "4",
+            "--workers",
+            "0",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert "train:" in out.stdout and (tmp_path / "demo" / "eval.bin").is_file()
-    bad = subprocess.run([sys.executable, "-m", "focusface.cli", "synth", str(tmp_path / "x"), "--identities", "0"],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "focusface.cli", "synth", str(tmp_path / "x"), "--identities", "0"],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "--identities: must be a positive integer" in bad.stderr

@@ -1,4 +1,5 @@
 """The trainer: it learns, resumes exactly after SIGKILL, runs under torchrun, and refuses bad input before step 1."""
+
 import itertools
 import json
 import random
@@ -14,10 +15,10 @@ import pytest
 import torch
 
 from focusface.checkpoints import load_checkpoint
-from focusface.synthdata import make_training_set
-from focusface.loaders import make_loader
 from focusface.errors import FocusFaceError
+from focusface.loaders import make_loader
 from focusface.runfolder import Pace
+from focusface.synthdata import make_training_set
 from focusface.train import log_progress, optimisation_step, start_run, train
 from focusface.trainconfig import load_config
 
@@ -32,8 +33,24 @@ def faces(tmp_path_factory):
 
 
 def _args(faces, out, **extra):
-    values = dict(train=str(faces), out=str(out), backbone="demo", epochs=2, batch_size=16, lr=0.05, lr_batch=16,
-                  margin_s=16.0, workers=0, log_every=2, progress=False, lr_steps=[], dropout=0.2) | extra
+    values = (
+        dict(
+            train=str(faces),
+            out=str(out),
+            backbone="demo",
+            epochs=2,
+            batch_size=16,
+            lr=0.05,
+            lr_batch=16,
+            margin_s=16.0,
+            workers=0,
+            log_every=2,
+            progress=False,
+            lr_steps=[],
+            dropout=0.2,
+        )
+        | extra
+    )
     return [f"{k}={json.dumps(v) if isinstance(v, list) else ('null' if v is None else v)}" for k, v in values.items()]
 
 
@@ -43,19 +60,38 @@ def _state(path):
 
 def _free_port():
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _torchrun(n, *args, env=None):
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={n}", "--master-addr=127.0.0.1",
-                           f"--master-port={_free_port()}", "-m", "focusface.train", *args],
-                          capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            f"--nproc-per-node={n}",
+            "--master-addr=127.0.0.1",
+            f"--master-port={_free_port()}",
+            "-m",
+            "focusface.train",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 @pytest.mark.parametrize("method", ["focusface", "arcface", "arcface_aug"])
 def test_each_method_lowers_its_loss(faces, tmp_path, method):
     summary = train(load_config(overrides=_args(faces, tmp_path / "run", method=method, epochs=3)))
-    losses = [float(l.split(" loss ")[1].split()[0]) for l in (tmp_path / "run" / "train.log").read_text().splitlines() if " loss " in l]
+    losses = [
+        float(line.split(" loss ")[1].split()[0])
+        for line in (tmp_path / "run" / "train.log").read_text().splitlines()
+        if " loss " in line
+    ]
     assert losses[-1] < losses[0] * 0.8, losses
     assert summary["images_seen"] == summary["pairs_seen"] * (1 if method == "arcface" else 2)
     model = load_checkpoint(tmp_path / "run" / "model.pt")
@@ -70,9 +106,11 @@ def test_resume_after_sigkill_is_bit_identical(faces, tmp_path):
     killed = _args(faces, tmp_path / "killed", epochs=2, checkpoint_every=1)
     proc = subprocess.Popen(CLI + ["train", *killed], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not (tmp_path / "killed" / "checkpoint.pt").exists() and time.time() < deadline: time.sleep(0.05)
+    while not (tmp_path / "killed" / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
     time.sleep(random.uniform(0.0, 1.0))  # somewhere in the run: mid-step, mid-save, mid-validation
-    proc.send_signal(signal.SIGKILL); proc.wait()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed: make it longer"
     resumed = subprocess.run(CLI + ["train", *killed, "--resume"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
@@ -96,8 +134,11 @@ def test_two_gloo_processes_match_one_and_resume_in_one(faces, tmp_path):
     moved = sum(float((a[k] - b[k]).float().norm()) for k in a if a[k].is_floating_point())
     size = sum(float(a[k].float().norm()) for k in a if a[k].is_floating_point())
     assert moved / size < 0.05, f"relative weight difference {moved / size:.4f} after one epoch"
-    more = subprocess.run(CLI + ["train", *_args(faces, tmp_path / "two", epochs=1, dropout=0.0, lr=0.02, max_steps=6), "--resume"],
-                          capture_output=True, text=True)
+    more = subprocess.run(
+        CLI + ["train", *_args(faces, tmp_path / "two", epochs=1, dropout=0.0, lr=0.02, max_steps=6), "--resume"],
+        capture_output=True,
+        text=True,
+    )
     assert more.returncode == 0, more.stderr
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["processes"] == 1 and summary["steps"] == 6
@@ -120,21 +161,29 @@ def _fails(args, *expected, cwd=None):
 
 def test_bad_input_fails_before_the_first_step(faces, tmp_path):
     import shutil
+
     shutil.copytree(faces, tmp_path / "few")
     (tmp_path / "few" / "property").write_text("5,112,112\n")  # 12 identities in the rec, 5 announced
     _fails(_args(tmp_path / "few", tmp_path / "a"), "class id", "outside [0, 5)")
     _fails(_args(tmp_path / "missing", tmp_path / "b"), "missing: dataset folder not found")
     _fails(_args(faces, tmp_path / "c") + ["learning_rate=0.1"], "unknown key(s) 'learning_rate'")
     _fails(_args(faces, tmp_path / "d", precision="fp16"), "fp16 needs a CUDA device")
-    from focusface.model import FocusFace
     from focusface.checkpoints import save_checkpoint
+    from focusface.model import FocusFace
+
     save_checkpoint(FocusFace("tiny"), tmp_path / "tiny.pt")
     _fails(_args(faces, tmp_path / "e", init=str(tmp_path / "tiny.pt")), "a 'tiny' model, but backbone is 'demo'")
     _fails(_args(faces, faces / "inside"), "lies inside the source")
-    if Path("/proc/meminfo").is_file():  # a step whose layer outputs cannot fit on this CPU: said, not killed by the system
-        _fails(_args(faces, tmp_path / "f", backbone="r100", batch_size=10**6), "batch_size=1000000 (2 view(s) of each pair): 2,000,000 faces a step need at least")
+    if Path(
+        "/proc/meminfo"
+    ).is_file():  # a step whose layer outputs cannot fit on this CPU: said, not killed by the system
+        _fails(
+            _args(faces, tmp_path / "f", backbone="r100", batch_size=10**6),
+            "batch_size=1000000 (2 view(s) of each pair): 2,000,000 faces a step need at least",
+        )
     assert not any((tmp_path / n).exists() for n in "abcdef"), "nothing is written by a run that cannot start"
-    (tmp_path / "done").mkdir(); (tmp_path / "done" / "train.log").write_text("an earlier run\n")
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "train.log").write_text("an earlier run\n")
     said = _fails(_args(faces, tmp_path / "done"), "pass --resume to continue it, or --overwrite to start again")
     assert "=True" not in said, said  # the command names its flags, the library its parameters
     with pytest.raises(FocusFaceError, match="pass resume=True to continue it, or overwrite=True"):
@@ -144,8 +193,17 @@ def test_bad_input_fails_before_the_first_step(faces, tmp_path):
 def test_on_top_of_a_pretrained_model_with_a_frozen_trunk(faces, tmp_path):
     train(load_config(overrides=_args(faces, tmp_path / "base", method="arcface", epochs=1)))
     base = _state(tmp_path / "base" / "model.pt")
-    summary = train(load_config(overrides=_args(faces, tmp_path / "top", init=str(tmp_path / "base" / "model.pt"),
-                                                freeze="trunk_but_last_stage", epochs=1)))
+    summary = train(
+        load_config(
+            overrides=_args(
+                faces,
+                tmp_path / "top",
+                init=str(tmp_path / "base" / "model.pt"),
+                freeze="trunk_but_last_stage",
+                epochs=1,
+            )
+        )
+    )
     top = _state(tmp_path / "top" / "model.pt")
     assert torch.equal(top["backbone.layer1.0.conv1.weight"], base["backbone.layer1.0.conv1.weight"])
     assert torch.equal(top["backbone.layer1.0.bn1.running_mean"], base["backbone.layer1.0.bn1.running_mean"])
@@ -157,7 +215,7 @@ def _as_insightface_backbone(model_path, out):
     """Write a trained focusface model's trunk and identity branch as an insightface backbone.pth, by the published
     layout (top-level trunk, fc = Linear(C*49, 512), features = BatchNorm1d(512)), mapped here by hand."""
     state = torch.load(model_path, weights_only=True)["state_dict"]
-    sd = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    sd = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
     conv = state["head.identity_conv.weight"]
     sd["fc.weight"], sd["fc.bias"] = conv.reshape(conv.shape[0], -1).clone(), torch.zeros(conv.shape[0])
     for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
@@ -170,13 +228,19 @@ def test_on_top_of_a_backbone_starts_from_its_embedding(faces, tmp_path):
     exactly as the backbone itself does (its embedding arrives whole), then trains its mask head."""
     from focusface.evalsets import write_bin
     from focusface.synthdata import synthetic_pairs
+
     pairs = synthetic_pairs(3, first_identity=9000, identities=20, pairs_per_fold=4)
     write_bin(tmp_path / "val.bin", pairs.images, pairs.issame)
     common = dict(backbone="tiny", val=str(tmp_path / "val.bin"), epochs=1, dropout=0.0)
     base = train(load_config(overrides=_args(faces, tmp_path / "base", method="arcface", **common)))
     _as_insightface_backbone(tmp_path / "base" / "model.pt", tmp_path / "backbone.pth")
-    top = train(load_config(overrides=_args(faces, tmp_path / "top", init=str(tmp_path / "backbone.pth"), val_at_start=True,
-                                             lr=0.01, **common)))
+    top = train(
+        load_config(
+            overrides=_args(
+                faces, tmp_path / "top", init=str(tmp_path / "backbone.pth"), val_at_start=True, lr=0.01, **common
+            )
+        )
+    )
     for key in ("val/uu_accuracy", "val/um_accuracy", "val/uu_eer"):
         assert top["val_start"][key] == base["val"][key], (key, top["val_start"][key], base["val"][key])
     assert top["channel_order"] == "rgb" and "starting step 0" in (tmp_path / "top" / "train.log").read_text()
@@ -213,21 +277,27 @@ SYNCING = ("item", "tolist", "numpy", "cpu", "__float__", "__int__", "__index__"
 
 def _steps(run, batches):
     run.pace = Pace.start(run.position)
-    for batch in batches: log_progress(run, optimisation_step(run, batch))
+    for batch in batches:
+        log_progress(run, optimisation_step(run, batch))
 
 
 def test_the_training_step_reads_the_device_once_every_log_every_steps(faces, tmp_path, monkeypatch):
     """12 steps with a log line every 3 (and checkpoints only at the epochs' ends, steps 6 and 12, which are log
     steps too) read the device 4 times: one transfer per look, none in between. Reading the loss each step (a
     progress bar, a finiteness check, float() of the parts) makes it at least 12."""
-    run = start_run(load_config(overrides=_args(faces, tmp_path / "sync", log_every=3, checkpoint_every=1000, epochs=2)))
+    run = start_run(
+        load_config(overrides=_args(faces, tmp_path / "sync", log_every=3, checkpoint_every=1000, epochs=2))
+    )
     assert run.steps_per_epoch == 6 and run.total == 12
     batches = list(itertools.islice(make_loader(run.dataset, run.sampler, workers=0), 12))
     calls = []
     for name in SYNCING:
         real = getattr(torch.Tensor, name)
-        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _real=real, _name=name, **k:
-                            (calls.append(_name), _real(self, *a, **k))[1])
+        monkeypatch.setattr(
+            torch.Tensor,
+            name,
+            lambda self, *a, _real=real, _name=name, **k: (calls.append(_name), _real(self, *a, **k))[1],
+        )
     _steps(run, batches)
     monkeypatch.undo()
     run.log.close()
@@ -240,8 +310,11 @@ def test_the_training_step_reads_the_device_once_every_log_every_steps(faces, tm
 def test_a_non_finite_step_between_looks_is_skipped_and_the_next_look_stops(faces, tmp_path):
     """With log_every=4, a NaN gradient at step 2 is not seen by the host until step 4: its update and step 3's are
     skipped on the device, and step 4 stops the run with the weights, momentum and position of before step 2."""
-    run = start_run(load_config(overrides=_args(faces, tmp_path / "later", log_every=4, checkpoint_every=1000, epochs=2,
-                                                dropout=0.0)))
+    run = start_run(
+        load_config(
+            overrides=_args(faces, tmp_path / "later", log_every=4, checkpoint_every=1000, epochs=2, dropout=0.0)
+        )
+    )
     batches = list(itertools.islice(make_loader(run.dataset, run.sampler, workers=0), 4))
     _steps(run, batches[:1])
     weights = {n: p.detach().clone() for n, p in run.model.named_parameters()}
@@ -268,9 +341,9 @@ def test_gradient_clipping_leaves_the_class_centres_alone_unless_asked(faces, tm
     network = _one_step(faces, tmp_path / "network", grad_clip=1e-3)
     everything = _one_step(faces, tmp_path / "all", grad_clip=1e-3, grad_clip_scope="all")
     centres, trunk = "identity_classifier.weight", "backbone.layer4.0.conv1.weight"
-    assert torch.equal(network[centres], free[centres])                 # the same first update: not clipped
-    assert not torch.equal(everything[centres], free[centres])          # clipped with the rest
-    assert not torch.equal(network[trunk], free[trunk])                 # the network is clipped in both
+    assert torch.equal(network[centres], free[centres])  # the same first update: not clipped
+    assert not torch.equal(everything[centres], free[centres])  # clipped with the rest
+    assert not torch.equal(network[trunk], free[trunk])  # the network is clipped in both
 
 
 def test_a_checkpoint_from_before_the_training_choices_resumes_only_with_its_own(faces, tmp_path):
@@ -279,13 +352,17 @@ def test_a_checkpoint_from_before_the_training_choices_resumes_only_with_its_own
     run = tmp_path / "old"
     _one_step(faces, run, epochs=2, grad_clip=5.0)
     raw = torch.load(run / "checkpoint.pt", weights_only=True)
-    for key in ("bn_views", "grad_clip_scope", "trunk_init", "val_at_start"): raw["extra"]["train_config"].pop(key)
-    raw["focusface_checkpoint"] = 1; del raw["extra_sha256"]  # as written then: format 1, the weights' hash only
+    for key in ("bn_views", "grad_clip_scope", "trunk_init", "val_at_start"):
+        raw["extra"]["train_config"].pop(key)
+    raw["focusface_checkpoint"] = 1
+    del raw["extra_sha256"]  # as written then: format 1, the weights' hash only
     torch.save(raw, run / "checkpoint.pt")
     old = _args(faces, run, epochs=2, dropout=0.0, grad_clip=5.0, max_steps=2)
     stderr = _fails(old + ["--resume"], "grad_clip_scope was 'all', now 'network'")
     assert "cannot be resumed" in stderr and "bn_views" not in stderr
-    assert "bn_views was 'joint', now 'separate'" in _fails(old + ["bn_views=separate", "grad_clip_scope=all", "--resume"])
+    assert "bn_views was 'joint', now 'separate'" in _fails(
+        old + ["bn_views=separate", "grad_clip_scope=all", "--resume"]
+    )
     again = subprocess.run(CLI + ["train", *old, "grad_clip_scope=all", "--resume"], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert "the rest is not" in (run / "train.log").read_text()  # it says what it could not verify
@@ -307,4 +384,8 @@ def test_a_resume_reads_nothing_unverified(faces, tmp_path):
     buffer = next(v["momentum_buffer"] for v in raw["extra"]["optimizer"]["state"].values())
     buffer.view(-1)[:16] += 1.0
     torch.save(raw, run / "checkpoint.pt")
-    _fails(_args(faces, run, epochs=2, max_steps=2, dropout=0.0) + ["--resume"], "training state", "does not match the hash")
+    _fails(
+        _args(faces, run, epochs=2, max_steps=2, dropout=0.0) + ["--resume"],
+        "training state",
+        "does not match the hash",
+    )

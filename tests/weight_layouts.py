@@ -1,5 +1,6 @@
 """State dicts laid out like third-party files, written from the published layouts (insightface's iresnet.py, the
 authors' focus_face.mdl key list in nbs/17_model.ipynb), not from focusface's own key mapping."""
+
 import torch
 
 WIDTHS = (64, 128, 256, 512)
