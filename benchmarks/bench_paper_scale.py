@@ -204,6 +204,7 @@ def measure_landmarks(root: Path, images: int) -> dict:
             fingerprint=np.str_(source_fingerprint(root)),
         ),
         sources=(),
+        kind="landmarks file",
     )
     t_write = time.perf_counter() - t
     del landmarks, notes, ok

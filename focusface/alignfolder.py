@@ -109,7 +109,7 @@ def align_folder(
         raise FocusFaceError(f"detector must be one of {list(DETECTORS)}, got {shorten(detector)}")
     check_quality(quality)
     images, carried = folder_images(src)
-    with atomic_dir(dst, overwrite=overwrite, sources=[src]) as tmp:
+    with atomic_dir(dst, overwrite=overwrite, sources=[src], kind="aligned folder") as tmp:
         if workers == 0:
             from focusface.align import default_aligner
 
@@ -219,7 +219,7 @@ def compute_landmarks(
     out = Path(out)
     if out.suffix != ".npz":
         raise FocusFaceError(f"{out}: the landmarks file must be a .npz")
-    check_destination(out, overwrite=overwrite, sources=[src])
+    check_destination(out, overwrite=overwrite, sources=[src], kind="landmarks file")
     source = open_dataset(src)
     count, keys = len(source), source.keys
     if count == 0:
@@ -259,6 +259,7 @@ def compute_landmarks(
                 fingerprint=np.array(fingerprint),
             ),
             sources=[src],
+            kind="landmarks file",
             overwrite=overwrite,
         )
     _SOURCES.pop(str(src), None)  # this process's copy (workers=0): a later call may see a changed dataset

@@ -200,8 +200,8 @@ CHECKPOINT_FORMAT = 2  # 2: the extra (optimiser, position, random states) hashe
 
 def atomic_torch_save(obj, path) -> Path:
     "torch.save to a temporary file beside `path`, then rename: the final name holds a whole file or nothing."
-    with atomic_file(path, sources=()) as f:
-        torch.save(obj, f)  # a run's own outputs
+    with atomic_file(path, sources=(), kind=None) as f:  # a file of a run's own folder
+        torch.save(obj, f)
     return Path(path)
 
 # %% ../nbs/18_checkpoints.ipynb #2e8f6fc2

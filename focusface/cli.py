@@ -53,19 +53,20 @@ def _cmd_inspect(args) -> int:
 
 # %% ../nbs/32_cli.ipynb #c7f1b048
 def _cmd_info(args) -> int:
-    from focusface.files import atomic_write_bytes, check_destination
+    from focusface.files import atomic_write_bytes, check_destination, png_mark
     from focusface.images import encode_image
     from focusface.inspection import check_images, contact_sheet, describe, sample_images
 
     if args.sheet:
-        check_destination(args.sheet, overwrite=args.overwrite, sources=[args.path])
+        check_destination(args.sheet, overwrite=args.overwrite, sources=[args.path], kind="contact sheet")
     for key, value in describe(args.path).items():
         if isinstance(value, dict):
             value = ", ".join(f"{k} {v}" for k, v in value.items())
         print(f"{key.replace('_', ' ')}: {value}")
     if args.sheet:
         sheet = contact_sheet(sample_images(args.path, args.samples), columns=args.columns)
-        atomic_write_bytes(args.sheet, encode_image(sheet, ".png"), overwrite=args.overwrite, sources=[args.path])
+        png = png_mark(encode_image(sheet, ".png"), "contact sheet")
+        atomic_write_bytes(args.sheet, png, overwrite=args.overwrite, sources=[args.path], kind="contact sheet")
         print(f"contact sheet: {args.sheet}")
     if args.check:
         count, bad = check_images(args.path, progress=not args.quiet)

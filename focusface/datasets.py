@@ -150,8 +150,9 @@ def write_insightface_folder(
     names: list[str],  # identity name of each class id, in class order
     image_size: tuple[int, int],  # (height, width) of every image, for `property`
     overwrite: bool = False,  # replace an existing `dst`
-    sources: Iterable = (),
-) -> Path:  # inputs that `dst` must not overlap
+    sources: Iterable = (),  # inputs that `dst` must not overlap
+    kind: str = "insightface folder",  # the kind of output `dst` is (its mark), for a later overwrite
+) -> Path:
     "Write (class id, encoded image) items, grouped by class in class order, as an insightface folder `dst`."
     num_classes = len(names)
     if num_images < 1 or num_classes < 1:
@@ -159,7 +160,7 @@ def write_insightface_folder(
             f"{dst}: a dataset needs at least one image and one identity (got {num_images}, {num_classes})"
         )
     first_identity = num_images + 1
-    with atomic_dir(dst, overwrite=overwrite, sources=sources) as tmp:
+    with atomic_dir(dst, overwrite=overwrite, sources=sources, kind=kind) as tmp:
         with RecordWriter(tmp / "train.rec", tmp / "train.idx") as writer:
             writer.write(0, pack_record([first_identity, first_identity + num_classes]))
             starts, key = np.zeros(num_classes + 1, np.int64), 0

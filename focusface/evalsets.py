@@ -205,7 +205,11 @@ def write_bin(path, images: Sequence, issame: Sequence[bool], *, overwrite: bool
             )
     bins = [bytes(im) if isinstance(im, (bytes, bytearray)) else np.ascontiguousarray(im) for im in pairs.images]
     return atomic_write_bytes(
-        path, pickle.dumps((bins, [bool(v) for v in pairs.issame]), protocol=4), overwrite=overwrite, sources=sources
+        path,
+        pickle.dumps((bins, [bool(v) for v in pairs.issame]), protocol=4),
+        overwrite=overwrite,
+        sources=sources,
+        kind=None,  # a pickle has no room for a mark: a .bin is a part of an output (a masked one has a manifest)
     )
 
 # %% ../nbs/05_evalsets.ipynb #6a0abd06

@@ -587,15 +587,19 @@ def write_results(folder: Path, results: dict, metrics: dict, figures: bool = Tr
             folder / "curves" / f"{name}.json",
             json.dumps({p: m["_curve"] for p, m in result["metrics"].items() if "_curve" in m}).encode(),
             sources=(),
+            kind=None,
         )
         for protocol, lines in result["manifests"].items():
             atomic_write_bytes(
-                folder / "masks" / f"{name}.{protocol}.jsonl", ("\n".join(lines) + "\n").encode(), sources=()
+                folder / "masks" / f"{name}.{protocol}.jsonl", ("\n".join(lines) + "\n").encode(), sources=(), kind=None
             )
         if figures:
             save_figures(name, result, folder / "figures")
     atomic_write_bytes(
-        folder / "metrics.json", (json.dumps(metrics, indent=1, sort_keys=True) + "\n").encode(), sources=()
+        folder / "metrics.json",
+        (json.dumps(metrics, indent=1, sort_keys=True) + "\n").encode(),
+        sources=(),
+        kind=None,
     )
 
 # %% ../nbs/20_evaluate.ipynb #997a050e
@@ -625,7 +629,7 @@ def evaluate(
     device, records = resolve_device(device), eval_sets(data)
     read = [s for s in [model] if isinstance(s, (str, Path))] + [p for r in records for p in r.paths()]
     if out is not None:
-        out = check_destination(out, overwrite=overwrite, sources=read)  # never a file it reads
+        out = check_destination(out, overwrite=overwrite, sources=read, kind="evaluation")  # never a file it reads
     if not isinstance(model, FocusFace):
         model = load_checkpoint(model, map_location="cpu", with_classifier=False)
     model = with_channel_order(model, channel_order).to(device).eval()
@@ -656,6 +660,6 @@ def evaluate(
             if p in protocols or p == "all"
         }
     if out is not None and rank == 0:
-        with atomic_dir(out, overwrite=overwrite, sources=read) as tmp:
+        with atomic_dir(out, overwrite=overwrite, sources=read, kind="evaluation") as tmp:
             write_results(tmp, results, all_metrics, figures)
     return all_metrics

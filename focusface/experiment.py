@@ -76,7 +76,7 @@ def check_data(
         if record is not None:
             found["recorded"] = recorded_hash(record)
     if out is not None:
-        atomic_write_bytes(out, (json.dumps(found, indent=1) + "\n").encode(), sources=())
+        atomic_write_bytes(out, (json.dumps(found, indent=1) + "\n").encode(), sources=(), kind=None)  # DVC's
     return found
 
 # %% ../nbs/30_experiment.ipynb #ba43255f
@@ -108,7 +108,8 @@ def prepare_data(
         check_data(setting, ms1m=ms1m, eval_dir=eval_dir, record=None)  # the check stage did the rest
         bins = sorted(Path(eval_dir).glob("*.bin"))
         InsightFaceDataset(ms1m)  # readable: property, index, header
-    with atomic_dir(out, overwrite=overwrite, sources=[ms1m, eval_dir] if setting == "paper" else ()) as tmp:
+    read = [ms1m, eval_dir] if setting == "paper" else ()
+    with atomic_dir(out, overwrite=overwrite, sources=read, kind="pipeline data") as tmp:
         if setting == "demo":
             from focusface.synthdata import make_demo_data
 
@@ -221,7 +222,7 @@ def prepare_masked_sets(
 
     out = Path(out)
     masked = {}
-    with atomic_dir(out, overwrite=overwrite, sources=list(index["eval"].values())) as tmp:
+    with atomic_dir(out, overwrite=overwrite, sources=list(index["eval"].values()), kind="masked sets") as tmp:
         for name, path in index["eval"].items():
             for protocol in ("um", "mm"):
                 mask_dataset(
@@ -243,7 +244,7 @@ def align_real(setting: str, mfr2, out, workers: int = 2) -> dict:
     out, mfr2 = Path(out), Path(mfr2)
     if setting not in ("demo", "paper"):
         raise FocusFaceError(f"setting must be demo or paper, got {setting!r}")
-    with atomic_dir(out, overwrite=True, sources=[mfr2]) as tmp:
+    with atomic_dir(out, overwrite=True, sources=[mfr2], kind="real-mask sets") as tmp:
         index = {}
         if setting == "paper" and mfr2.is_dir():
             from focusface.alignfolder import align_folder
@@ -284,6 +285,7 @@ def write_random_start(folder) -> Path:
         b"Variants with init_from: random start from the trainer's own "
         b"initialisation (focusface.train); this folder holds no weights.\n",
         sources=(),
+        kind=None,  # a stage's output: DVC owns it
     )
 
 # %% ../nbs/30_experiment.ipynb #016a9d00
@@ -578,7 +580,8 @@ def evaluate_seeds(
     }
     if metrics_file is not None:
         compact = compact_metrics(by_seed, seed_folder(run, params["seeds"][0]) / "summary.json")
-        atomic_write_bytes(metrics_file, (json.dumps(compact, indent=1, sort_keys=True) + "\n").encode(), sources=())
+        text = json.dumps(compact, indent=1, sort_keys=True) + "\n"
+        atomic_write_bytes(metrics_file, text.encode(), sources=(), kind=None)  # a stage's output: DVC owns it
     return by_seed
 
 # %% ../nbs/30_experiment.ipynb #8155b8f9

@@ -6,21 +6,28 @@ process pool that dataset-wide jobs share."""
 # %% ../nbs/02_files.ipynb #fdc1b730
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
+import hashlib
+import json
 import os
 import re
 import shutil
+import struct
 import tempfile
 import weakref
+import zipfile
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple
 
-from .errors import DestinationError, FocusFaceError
+from .errors import DestinationError, FocusFaceError, shorten
 
 # %% auto #0
-__all__ = ['check_destination', 'hold_lock', 'glob_escape', 'remove_stale_temporaries', 'temporary_path', 'atomic_dir',
+__all__ = ['OUTPUT_MARK', 'check_destination', 'mark_folder', 'png_mark', 'zip_mark', 'output_kind', 'hold_lock', 'glob_escape',
+           'remove_stale_temporaries', 'temporary_path', 'replaced_name', 'restore_replaced', 'atomic_dir',
            'atomic_file', 'atomic_write_bytes', 'scratch_dir', 'allocated_memmap', 'write_npz', 'save_figure',
            'die_with', 'worker_tempdir', 'ordered_map', 'WorkerShared', 'map_npz']
 
@@ -36,9 +43,32 @@ def _overlap(dst: Path, src: Path) -> str | None:
     return None
 
 
-def check_destination(dst, *, sources: Iterable, overwrite: bool = False) -> Path:
-    "Refuse `dst` if it exists (unless `overwrite`) or overlaps one of the `sources` (every path the command reads)."
+def _check_place(dst: Path) -> None:
+    "Rules 1 and 3: a path to write (no link, not this folder or above it) whose nearest existing folder takes files."
+    if dst.is_symlink():
+        raise DestinationError(
+            f"{dst} is a symbolic link (to {os.readlink(dst)}): give the path itself; focusface never writes "
+            "through a link"
+        )
+    here = Path.cwd().resolve()
+    if dst.resolve() == here or dst.resolve() in here.parents:
+        raise DestinationError(
+            f"{dst} is the folder this command runs in, or holds it: give a new name for the output, e.g. {dst}/out"
+        )
+    ancestor = next(p for p in Path(os.path.abspath(dst)).parents if p.exists() or p.is_symlink())
+    if not ancestor.is_dir():
+        raise DestinationError(f"{dst}: cannot be made, {ancestor} is a file, not a folder: choose another destination")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise DestinationError(
+            f"{dst}: cannot be written, {ancestor} does not let this process write in it (read-only or not "
+            "yours): choose another destination"
+        )
+
+
+def check_destination(dst, *, sources: Iterable, kind: str | None, overwrite: bool = False) -> Path:
+    "Refuse `dst` unless it may be written (see the rules above): `kind` is what the writer makes."
     dst = Path(dst)
+    _check_place(dst)
     for src in sources:
         how = _overlap(dst, Path(src))
         if how:
@@ -46,13 +76,161 @@ def check_destination(dst, *, sources: Iterable, overwrite: bool = False) -> Pat
                 f"{dst} {how} the source {src}: choose a destination outside the source; nothing "
                 "was written" + (" (overwrite=True never replaces a source)" if overwrite else "")
             )
-    ancestor = next(p for p in Path(os.path.abspath(dst)).parents if p.exists() or p.is_symlink())
-    if not ancestor.is_dir():
-        raise DestinationError(f"{dst}: cannot be made, {ancestor} is a file, not a folder: choose another destination")
-    empty_folder = dst.is_dir() and not dst.is_symlink() and not any(dst.iterdir())  # nothing to lose
-    if (dst.exists() or dst.is_symlink()) and not overwrite and not empty_folder:
+    if not dst.exists() or (dst.is_dir() and not any(dst.iterdir())):  # nothing to lose
+        return dst
+    if not overwrite:
         raise DestinationError(f"{dst} exists: choose another destination, or pass overwrite=True to replace it")
+    if kind is not None:
+        _check_replaceable(dst, kind)
     return dst
+
+# %% ../nbs/02_files.ipynb #80b60ef3
+OUTPUT_MARK = ".focusface"  # the file in every folder focusface writes: its kind and what it put there
+_PNG = b"\x89PNG\r\n\x1a\n"
+_MARK_KEY = "focusface output"
+
+
+def mark_folder(folder: Path, kind: str, entries: Iterable | None = None) -> None:
+    "Say in `folder` that focusface wrote it, as a `kind`, holding `entries` (by default the names it holds now)."
+    names = sorted(p.name for p in Path(folder).iterdir() if p.name != OUTPUT_MARK) if entries is None else entries
+    text = json.dumps({_MARK_KEY: kind, "entries": sorted(names)}, indent=1) + "\n"
+    (Path(folder) / OUTPUT_MARK).write_text(text)
+
+
+def png_mark(data: bytes, kind: str) -> bytes:
+    "PNG `data` with a text chunk that says focusface wrote it as a `kind`, right after the header chunk."
+    if data[:8] != _PNG:
+        raise ValueError("png_mark takes PNG bytes")
+    body = b"tEXt" + _MARK_KEY.encode() + b"\0" + kind.encode()
+    chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
+    end_of_header = 8 + 8 + 13 + 4  # the signature, IHDR's length and type, its 13 bytes, its CRC
+    return data[:end_of_header] + chunk + data[end_of_header:]
+
+
+def zip_mark(kind: str) -> bytes:
+    "The comment of a zip file (an `.npz`) that says focusface wrote it as a `kind`."
+    return f"{_MARK_KEY}: {kind}".encode()
+
+# %% ../nbs/02_files.ipynb #91d3c56a
+def _folder_mark(path: Path) -> dict | None:
+    try:
+        with open(path / OUTPUT_MARK, "rb") as f:
+            mark = json.loads(f.read(1 << 20))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(mark, dict) and isinstance(mark.get(_MARK_KEY), str) and isinstance(mark.get("entries"), list)
+    return mark if ok else None
+
+
+def _png_kind(path: Path) -> str | None:
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    at = 8
+    while at + 8 <= len(head):
+        length, chunk_type = struct.unpack(">I4s", head[at : at + 8])
+        if chunk_type == b"tEXt":
+            key, _, value = head[at + 8 : at + 8 + length].partition(b"\0")
+            if key == _MARK_KEY.encode():
+                return value.decode(errors="replace")
+        if chunk_type in (b"IDAT", b"IEND"):
+            return None
+        at += 12 + length
+    return None
+
+
+def _zip_kind(path: Path) -> str | None:
+    try:
+        with zipfile.ZipFile(path) as z:
+            comment = z.comment
+    except (zipfile.BadZipFile, OSError):
+        return None
+    prefix = zip_mark("")
+    return comment[len(prefix) :].decode(errors="replace") if comment.startswith(prefix) else None
+
+
+def _onnx_kind(path: Path) -> str | None:
+    try:
+        import onnx  # optional (focusface[onnx], which export needs): only an .onnx destination asks
+    except ImportError:
+        return None
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not an ONNX model: not ours
+        return None
+    return {p.key: p.value for p in model.metadata_props}.get(_MARK_KEY)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _bin_kind(path: Path) -> str | None:
+    "A masked `.bin`: the manifest beside it (`X.masks.jsonl`) records its SHA-256."
+    try:
+        with open(path.with_suffix(".masks.jsonl"), "rb") as f:
+            header = json.loads(f.readline(1 << 20))
+    except (OSError, ValueError):
+        return None
+    recorded = header.get("output_sha256") if isinstance(header, dict) else None
+    return "masked .bin" if recorded and recorded == _sha256(path) else None
+
+
+def output_kind(path) -> str | None:
+    "The kind of focusface output `path` is, read from its mark; None for anything focusface did not write."
+    path = Path(path)
+    if path.is_symlink() or not path.exists():
+        return None
+    if path.is_dir():
+        mark = _folder_mark(path)
+        return mark and mark[_MARK_KEY]
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head == _PNG:
+        return _png_kind(path)
+    if head[:2] == b"PK" and path.suffix == ".npz":
+        return _zip_kind(path)
+    if path.suffix == ".onnx":
+        return _onnx_kind(path)
+    if path.suffix == ".bin":
+        return _bin_kind(path)
+    if path.name.endswith(".masks.jsonl"):  # replaced only with its .bin
+        return _bin_kind(path.with_name(path.name.removesuffix(".masks.jsonl") + ".bin"))
+    return None
+
+# %% ../nbs/02_files.ipynb #92f7a49a
+def _a(kind: str) -> str:
+    return f"{'an' if kind[0].lower() in 'aeiou' else 'a'} {kind}"
+
+
+def _what_it_is(path: Path) -> str:
+    "A few words on what `path` is, for a refusal."
+    found = output_kind(path)
+    if found:
+        return f"{_a(found)} focusface wrote"
+    if path.is_dir():
+        names = sorted(p.name for p in path.iterdir())
+        return f"a folder focusface did not write, holding {shorten(names[:6] + ['...'] * (len(names) > 6))}"
+    return f"a file focusface did not write ({path.stat().st_size:,} bytes)"
+
+
+def _check_replaceable(dst: Path, kind: str) -> None:
+    "Rule 4 for an existing `dst`: a `kind` output focusface wrote, holding only what it put there."
+    if output_kind(dst) != kind:
+        raise DestinationError(
+            f"{dst} is {_what_it_is(dst)}, not {_a(kind)}: overwrite=True replaces only {_a(kind)} that "
+            "focusface wrote; move it away yourself, or choose another destination"
+        )
+    mark = _folder_mark(dst) if dst.is_dir() else None
+    added = sorted({p.name for p in dst.iterdir()} - set(mark["entries"]) - {OUTPUT_MARK}) if mark else []
+    if added:
+        raise DestinationError(
+            f"{dst} holds {len(added)} entries focusface did not put there ({shorten(added)}): replacing it "
+            "would lose them; move them away, or choose another destination"
+        )
 
 # %% ../nbs/02_files.ipynb #0c798c5a
 _TMP_TAG = ".focusface-"
@@ -162,49 +340,105 @@ def temporary_path(dst: Path, directory: bool = False) -> Path:
     return path
 
 # %% ../nbs/02_files.ipynb #f3d90cb2
+def _exchange(a: Path, b: Path) -> bool:
+    "Swap the names `a` and `b` in one step (Linux `renameat2`, `RENAME_EXCHANGE`); False where the system cannot."
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_cwd, rename_exchange = -100, 2
+    if renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # this file system (or kernel) cannot swap
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+
+
+def replaced_name(dst: Path) -> Path:
+    "Where an output being replaced waits when the system cannot swap it with the new one in one step."
+    return dst.with_name(f".{dst.name}{_TMP_TAG}replaced")
+
+
+def restore_replaced(dst: Path) -> bool:
+    "Put back an output a killed replacement left aside (`replaced_name`) when `dst` is gone; True if it did."
+    aside = replaced_name(dst)
+    if not (aside.exists() or aside.is_symlink()):
+        return False
+    if dst.exists() or dst.is_symlink():  # the new output made it into place: the old one is no longer needed
+        _remove(aside)
+        return False
+    os.replace(aside, dst)
+    return True
+
+
 def _put_in_place(tmp: Path, dst: Path) -> None:
-    "Rename `tmp` to `dst`; an existing `dst` is moved aside first and removed after."
-    if not (dst.exists() or dst.is_symlink()):
-        os.replace(tmp, dst)
+    "Rename `tmp` to `dst`; an existing `dst` is swapped out in one step where the system can, and removed."
+    if not (dst.exists() or dst.is_symlink()) or not (dst.is_dir() or tmp.is_dir()):
+        os.replace(tmp, dst)  # nothing there, or a file over a file: one atomic step
         return
-    if dst.is_dir() == tmp.is_dir() and not dst.is_dir():
-        os.replace(tmp, dst)
-        return  # a file over a file: atomic
-    old = temporary_path(dst, directory=False)
-    old.unlink()
-    os.replace(dst, old)
+    if _exchange(tmp, dst):
+        _remove(tmp)  # the old output, now under the temporary's name
+        return
+    aside = replaced_name(dst)
+    os.replace(dst, aside)
     os.replace(tmp, dst)
-    shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+    _remove(aside)
+
+
+def _disk_nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < (1 << 20)
+    except OSError:
+        return False
+
+
+def _write_failed(dst: Path, error: BaseException) -> BaseException:
+    "The error to raise for `error` while writing `dst`: a full disk or a system error said of `dst`, else `error`."
+    if isinstance(error, FocusFaceError):  # already says what to do (a DestinationError is an OSError too)
+        return error
+    if (isinstance(error, OSError) and _is_disk_full(error)) or (
+        isinstance(error, (OSError, RuntimeError)) and _disk_nearly_full(dst.parent)
+    ):
+        return _disk_full(dst)
+    if isinstance(error, OSError):
+        return DestinationError(
+            f"{dst}: could not be written ({error.strerror or error}); nothing was written: check that "
+            f"{dst.parent} is writable and has space, or choose another destination"
+        )
+    return error
 
 
 @contextmanager
-def atomic_dir(dst, *, sources: Iterable, overwrite: bool = False) -> Iterator[Path]:
-    "A new empty folder to fill; it becomes `dst` when the block completes and vanishes if the block fails."
-    dst = check_destination(dst, overwrite=overwrite, sources=sources)
+def atomic_dir(dst, *, sources: Iterable, kind: str, overwrite: bool = False) -> Iterator[Path]:
+    "A new empty folder to fill; it becomes `dst`, marked as a `kind` output, when the block completes."
+    dst = check_destination(dst, overwrite=overwrite, sources=sources, kind=kind)
     dst.parent.mkdir(parents=True, exist_ok=True)
     with hold_lock(dst):
+        restore_replaced(dst)
         remove_stale_temporaries(dst)
         tmp = temporary_path(dst, directory=True)
         try:
             yield tmp
-            _put_in_place(
-                tmp, check_destination(dst, overwrite=overwrite, sources=sources)
-            )  # it may have appeared meanwhile
-        except OSError as e:
+            mark_folder(tmp, kind)
+            _put_in_place(tmp, check_destination(dst, overwrite=overwrite, sources=sources, kind=kind))  # it may
+            # have appeared meanwhile
+        except BaseException as e:
+            raised = _write_failed(dst, e)  # before the temporary goes: a full disk is still full
             shutil.rmtree(tmp, ignore_errors=True)
-            if _is_disk_full(e):
-                raise _disk_full(dst) from None
-            raise
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            if raised is e:
+                raise
+            raise raised from None
 
 # %% ../nbs/02_files.ipynb #6ce7a6a3
 @contextmanager
-def atomic_file(path, mode: str = "wb", *, sources: Iterable, overwrite: bool = True):
+def atomic_file(path, mode: str = "wb", *, sources: Iterable, kind: str | None, overwrite: bool = True):
     "A file open for writing; it becomes `path` when the block completes and vanishes if the block fails."
-    path = check_destination(path, overwrite=overwrite, sources=sources)
-    if path.is_dir() and not path.is_symlink():  # overwrite=True replaces a file with a file, never a folder with one
+    path = check_destination(path, overwrite=overwrite, sources=sources, kind=kind)
+    if path.is_dir():  # overwrite=True replaces a file with a file, never a folder with one
         raise DestinationError(
             f"{path} is a folder: give the path of the file to write (a folder is never replaced "
             "by a file, even with overwrite=True)"
@@ -218,20 +452,18 @@ def atomic_file(path, mode: str = "wb", *, sources: Iterable, overwrite: bool = 
                 yield f
                 f.flush()
                 os.fsync(f.fileno())  # a full disk shows here, not after the rename
-            _put_in_place(tmp, check_destination(path, overwrite=overwrite, sources=sources))
-        except OSError as e:
+            _put_in_place(tmp, check_destination(path, overwrite=overwrite, sources=sources, kind=kind))
+        except BaseException as e:
+            raised = _write_failed(path, e)  # before the temporary goes: a full disk is still full
             tmp.unlink(missing_ok=True)
-            if _is_disk_full(e):
-                raise _disk_full(path) from None
-            raise
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+            if raised is e:
+                raise
+            raise raised from None
 
 # %% ../nbs/02_files.ipynb #0117061c
-def atomic_write_bytes(path, data: bytes, *, sources: Iterable, overwrite: bool = True) -> Path:
+def atomic_write_bytes(path, data: bytes, *, sources: Iterable, kind: str | None, overwrite: bool = True) -> Path:
     "Write `data` to `path` through a temporary file and a rename."
-    with atomic_file(path, sources=sources, overwrite=overwrite) as f:
+    with atomic_file(path, sources=sources, kind=kind, overwrite=overwrite) as f:
         f.write(data)
     return Path(path)
 
@@ -272,16 +504,15 @@ def allocated_memmap(path, dtype, shape, dst):
     return array
 
 # %% ../nbs/02_files.ipynb #c387d26b
-def write_npz(out, arrays: dict, *, sources: Iterable, overwrite: bool = True) -> None:
-    "Store `arrays` (values: arrays, or paths of .npy files) as an uncompressed .npz, written whole or not at all."
-    import zipfile
-
-    import numpy as np
+def write_npz(out, arrays: dict, *, sources: Iterable, kind: str, overwrite: bool = True) -> None:
+    "Store `arrays` (values: arrays, or paths of .npy files) as an uncompressed `kind` .npz, whole or not at all."
+    import numpy as np  # lazily: this module is the standard library's alone until an array is written
 
     with (
-        atomic_file(out, sources=sources, overwrite=overwrite) as f,
+        atomic_file(out, sources=sources, kind=kind, overwrite=overwrite) as f,
         zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z,
     ):
+        z.comment = zip_mark(kind)
         for name, value in arrays.items():
             if isinstance(value, Path):
                 z.write(value, f"{name}.npy")
@@ -291,13 +522,13 @@ def write_npz(out, arrays: dict, *, sources: Iterable, overwrite: bool = True) -
 
 # %% ../nbs/02_files.ipynb #a801214b
 def save_figure(fig, path, *, sources: Iterable = (), overwrite: bool = True) -> Path:
-    "Write a matplotlib figure to `path` as a PNG (110 dpi, tight layout), atomically."
+    "Write a matplotlib figure to `path` as a PNG (110 dpi, tight layout), atomically, in a folder of an output."
     import io
 
     buffer = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buffer, dpi=110, format="png")
-    return atomic_write_bytes(path, buffer.getvalue(), sources=sources, overwrite=overwrite)
+    return atomic_write_bytes(path, buffer.getvalue(), sources=sources, kind=None, overwrite=overwrite)
 
 # %% ../nbs/02_files.ipynb #550e51f2
 def die_with(parent: int, every: float = 0.5) -> None:

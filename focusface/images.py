@@ -189,6 +189,22 @@ def jpeg_truncated(data) -> bool:
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
+def _check_name(path: Path, root: Path) -> None:
+    "Refuse a name that cannot be a line of a UTF-8, tab-separated list (identities.tsv, a manifest)."
+    shown = path.relative_to(root).as_posix().encode("utf-8", "replace").decode()
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FormatError(
+            f"{root}: {shown!r} is not a UTF-8 file name (its bytes were written in another encoding): rename it"
+        ) from None
+    if any(ord(c) < 32 or ord(c) == 127 for c in path.name):
+        raise FormatError(
+            f"{root}: {shown!r} holds a control character (a tab or a line break): it would break the lists that "
+            "name it (identities.tsv, manifests); rename it"
+        )
+
+
 def list_image_folder(root) -> list[tuple[str, list[Path]]]:
     "[(identity, sorted image paths)] for `root/<identity>/<image>`, identities sorted; empty folders skipped."
     root = Path(root)
@@ -197,14 +213,8 @@ def list_image_folder(root) -> list[tuple[str, list[Path]]]:
     out = []
     for person in sorted(p for p in root.iterdir() if p.is_dir()):
         images = sorted(p for p in person.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        for p in [person] + images:  # names go into manifests, identity lists and keys, all UTF-8 text
-            try:
-                p.name.encode("utf-8")
-            except UnicodeEncodeError:
-                raise FormatError(
-                    f"{root}: {p.relative_to(root).as_posix().encode('utf-8', 'replace').decode()!r} is not a "
-                    "UTF-8 file name (its bytes were written in another encoding): rename it"
-                ) from None
+        for p in [person] + images:
+            _check_name(p, root)
         if images:
             out.append((person.name, images))
     if not out:

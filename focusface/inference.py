@@ -197,7 +197,10 @@ def embed_dataset(
     if out.suffix != ".npz":
         raise FocusFaceError(f"{out}: the output must be a .npz file")
     check_destination(
-        out, overwrite=overwrite, sources=[src] + ([checkpoint] if isinstance(checkpoint, (str, Path)) else [])
+        out,
+        overwrite=overwrite,
+        sources=[src] + ([checkpoint] if isinstance(checkpoint, (str, Path)) else []),
+        kind="embeddings file",
     )
     model = _inference_model(checkpoint, channel_order, device)
     source = open_dataset(src)
@@ -247,6 +250,7 @@ def embed_dataset(
                 flip=np.array(flip),
             ),
             sources=[src] + ([checkpoint] if isinstance(checkpoint, (str, Path)) else []),
+            kind="embeddings file",
             overwrite=overwrite,
         )
     return dict(
@@ -271,6 +275,7 @@ class InferenceModel(torch.nn.Module):
 
 # %% ../nbs/25_inference.ipynb #fe4f9c63
 ONNX_TOLERANCE = 1e-4
+_ONNX = "ONNX model"  # the kind of output an export is (`focusface.files.output_kind`)
 
 
 def export_onnx(
@@ -296,7 +301,7 @@ def export_onnx(
             f"got {shorten(opset)}"
         )
     sources = [checkpoint] if isinstance(checkpoint, (str, Path)) else []
-    check_destination(out, overwrite=overwrite, sources=sources)
+    check_destination(out, overwrite=overwrite, sources=sources, kind=_ONNX)
     model = _inference_model(checkpoint, channel_order, device="cpu")
     wrapper = InferenceModel(model).eval()
     with scratch_dir(out) as tmp, warnings.catch_warnings():  # beside the output, named as every temporary
@@ -325,6 +330,7 @@ def export_onnx(
         backbone=str(model.config["backbone"]),
         source=str(checkpoint) if sources else "model",
         producer=f"focusface {__version__}",
+        **{"focusface output": _ONNX},  # its mark: `focusface.files.output_kind` reads it
     )
     for key, value in meta.items():
         entry = proto.metadata_props.add()
@@ -347,6 +353,6 @@ def export_onnx(
             f"{out}: the ONNX model differs from PyTorch by {max(diff.values()):.2e} (more than "
             f"{ONNX_TOLERANCE}); not written"
         )
-    with atomic_file(out, overwrite=overwrite, sources=sources) as f:
+    with atomic_file(out, overwrite=overwrite, sources=sources, kind=_ONNX) as f:
         f.write(data)
     return dict(out=str(out), max_abs_diff=diff, check_batch=check_batch, opset=opset, metadata=meta, bytes=len(data))

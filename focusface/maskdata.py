@@ -79,6 +79,9 @@ def _run_jobs(kind: str, items: list, *, quality: int, workers: int, progress: b
         yield from results
 
 # %% ../nbs/12_maskdata.ipynb #266dda8a
+_MASKED_BIN, _MASKED_COPY = "masked .bin", "masked copy"  # the kinds of output (`focusface.files.output_kind`)
+
+
 def _manifest_path(dst: Path, kind: str) -> Path:
     return dst.with_suffix(".masks.jsonl") if kind == "bin" else dst / "masks.jsonl"
 
@@ -156,13 +159,17 @@ def _write_bin_copy(
     if dst.is_dir():
         raise FocusFaceError(f"{dst} is a folder: a masked .bin goes to a .bin path (never over a folder)")
     # the manifest's lock is held from the start: a second run to the same place stops at once
-    with atomic_file(manifest_path, "w", overwrite=overwrite, sources=sources) as manifest, scratch_dir(dst) as scratch:
+    with (
+        atomic_file(manifest_path, "w", overwrite=overwrite, sources=sources, kind=None) as manifest,  # checked with
+        scratch_dir(dst) as scratch,  # its .bin at the start: the two are one masked .bin
+    ):
         staged = source.write_copy(scratch / dst.name, masked, sources=sources)
         header.update(output_sha256=file_sha256(staged), damaged=damaged)
         manifest.write("\n".join([json.dumps(header)] + lines) + "\n")
         manifest.flush()
         os.fsync(manifest.fileno())  # full before anything moves: a full disk leaves neither
-        os.replace(staged, check_destination(dst, overwrite=overwrite, sources=sources))  # then the manifest's rename
+        os.replace(staged, check_destination(dst, overwrite=overwrite, sources=sources, kind=_MASKED_BIN))  # then the
+        # manifest's rename
 
 # %% ../nbs/12_maskdata.ipynb #734c9534
 def mask_dataset(
@@ -189,10 +196,11 @@ def mask_dataset(
     if kind == "bin" and dst.suffix != ".bin":
         raise FocusFaceError(f"{dst}: a masked .bin must be written to a .bin path")
     sources = [src] + [Path(p) for p in (replay, landmarks) if p is not None]
-    check_destination(dst, overwrite=overwrite, sources=sources)
+    output = _MASKED_BIN if kind == "bin" else _MASKED_COPY
+    check_destination(dst, overwrite=overwrite, sources=sources, kind=output)
     manifest_path = _manifest_path(dst, kind)
     if kind == "bin":
-        check_destination(manifest_path, overwrite=overwrite, sources=sources)
+        check_destination(manifest_path, overwrite=overwrite, sources=sources, kind=output)
     sampler = fitted_sampler(MaskSampler(spec, seed), landmarks, source=src)
     if replay is not None and kind == "bin":
         protocol = read_manifest(replay)[0].get("protocol")  # it masks what it masked
@@ -248,7 +256,7 @@ def mask_dataset(
             sources=sources,
         )
     else:
-        with atomic_dir(dst, overwrite=overwrite, sources=sources) as tmp:
+        with atomic_dir(dst, overwrite=overwrite, sources=sources, kind=_MASKED_COPY) as tmp:
             source.write_copy(tmp, masked)
             header["damaged"] = damaged
             (tmp / "masks.jsonl").write_text("\n".join([json.dumps(header)] + lines) + "\n")

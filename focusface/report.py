@@ -229,7 +229,7 @@ def write_tables(
     ]
     if tests:
         outputs.append(("paired_tests.csv", results_table(tests, "csv")))
-    return [atomic_write_bytes(folder / name, text.encode(), sources=()) for name, text in outputs]
+    return [atomic_write_bytes(folder / name, text.encode(), sources=(), kind=None) for name, text in outputs]
 
 # %% ../nbs/31_report.ipynb #5e8236cd
 def _scores(evaluation, eval_set: str) -> dict:

@@ -17,12 +17,14 @@ import torch
 
 from .checkpoints import checkpoint_verified, detect_layout, read_weights, save_checkpoint
 from .errors import DestinationError, FocusFaceError, shorten
+from .files import check_destination, hold_lock
 from .model import FocusFace, resolve_device
 from .trainconfig import TrainConfig
 
 # %% auto #0
-__all__ = ['RUN_FILES', 'RunLog', 'clock', 'Pace', 'distributed_setup', 'Guard', 'fuse_sgd', 'gather', 'run_sources',
-           'prepare_out', 'run_lock', 'save_training_state', 'load_training_state']
+__all__ = ['RUN_FILES', 'RUN', 'RunLog', 'clock', 'Pace', 'distributed_setup', 'Guard', 'fuse_sgd', 'gather', 'run_sources',
+           'plan_out', 'previous_run', 'set_aside', 'settle_previous', 'restore_previous', 'run_lock',
+           'save_training_state', 'load_training_state']
 
 # %% ../nbs/28_runfolder.ipynb #e769678d
 class RunLog:
@@ -221,6 +223,7 @@ RUN_FILES = {
     "dvclive",
     "training.png",
 }  # what a run writes into `out`: a folder of other files is not a run, and never replaced
+RUN = "training run"  # the kind of output a run folder is (its mark)
 
 
 def run_sources(config: TrainConfig, config_file=None) -> list:
@@ -240,41 +243,62 @@ def run_sources(config: TrainConfig, config_file=None) -> list:
     ]
 
 # %% ../nbs/28_runfolder.ipynb #6645a28a
-def prepare_out(config: TrainConfig, rank: int, resume: bool, overwrite: bool, config_file=None) -> bool:
-    "Check (and on rank 0, clear if asked) the run folder; True when an earlier run is to be resumed."
-    from focusface.files import check_destination
-
+def plan_out(config: TrainConfig, resume: bool, overwrite: bool, config_file=None) -> str:
+    "What the run will do with its folder: `new`, `resume` or `replace`; refused here, before anything is read."
     out = Path(config.out)
-    check_destination(out, overwrite=True, sources=run_sources(config, config_file))  # whatever the flags
-    has_run = out.is_dir() and any(out.iterdir())
+    sources = run_sources(config, config_file)
+    check_destination(out, overwrite=True, sources=sources, kind=None)  # whatever the flags: the place, the sources
+    if not (out.is_dir() and any(out.iterdir())):
+        return "new"
     if resume and (out / "checkpoint.pt").is_file():
-        return True
-    if has_run and not overwrite:
+        return "resume"
+    if not overwrite:
         hint = (
             "it has no checkpoint.pt to resume from; pass overwrite=True to start again"
             if resume
             else "pass resume=True to continue it, or overwrite=True to start again"
         )
         raise DestinationError(f"{out} holds another run: {hint}")
-    if has_run:
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_FILES)
-        if foreign:
-            raise DestinationError(
-                f"{out} holds files a focusface run does not write ({shorten(foreign)}): overwrite=True "
-                "replaces only a run's folder; choose another out"
-            )
-        if rank == 0:
-            import shutil
+    check_destination(out, overwrite=True, sources=sources, kind=RUN)  # a run focusface wrote, nothing added
+    return "replace"
 
-            shutil.rmtree(out)
-    return False
+# %% ../nbs/28_runfolder.ipynb #df8b2a07
+def previous_run(out: Path) -> Path:
+    "Where the run a replacement set aside waits until the new run's first checkpoint."
+    return out.with_name(f".{out.name}.focusface-previous")
+
+
+def set_aside(out: Path) -> None:
+    "Move the run in `out` aside (`previous_run`), leaving `out` to the run that replaces it."
+    os.replace(out, previous_run(out))
+
+
+def settle_previous(out: Path) -> None:
+    "The new run in `out` has its first checkpoint: the run it replaced is no longer needed."
+    import shutil
+
+    shutil.rmtree(previous_run(out), ignore_errors=True)
+
+
+def restore_previous(out: Path) -> bool:
+    "Put back the run a replacement set aside if the replacement has no checkpoint (it failed or was killed)."
+    import shutil
+
+    previous = previous_run(out)
+    if not previous.is_dir():
+        return False
+    if (out / "checkpoint.pt").is_file():  # the replacement got that far: it stands
+        settle_previous(out)
+        return False
+    if out.exists():
+        shutil.rmtree(out)  # the replacement's beginnings: its log, config and first batch
+    os.replace(previous, out)
+    return True
 
 # %% ../nbs/28_runfolder.ipynb #d7006100
 @contextmanager
 def run_lock(out: Path, rank: int, world: int):
     "Hold the run folder's lock for the whole run (rank 0 takes it; every rank stops at once if another run has it)."
-    from focusface.files import hold_lock
-
     with ExitStack() as stack:
         refused = ""
         if rank == 0:

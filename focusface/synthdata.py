@@ -62,7 +62,7 @@ def make_training_set(
 ) -> Path:
     "Write synthetic identities as an insightface dataset folder (header layout), class ids from 0."
     _check_counts(seed, identities=identities, images_per_identity=images_per_identity)
-    dst = check_destination(dst, overwrite=overwrite, sources=())
+    dst = check_destination(dst, overwrite=overwrite, sources=(), kind="insightface folder")
     keys = [(first_identity + i, j) for i in range(identities) for j in range(images_per_identity)]
     images = _render_encoded(seed, keys, workers=workers, progress=progress, desc=f"training faces -> {dst.name}")
     items = ((who - first_identity, data) for (who, _), data in zip(keys, images))  # written as the workers deliver
@@ -189,7 +189,7 @@ def make_pairs(
     progress: bool = False,
 ) -> Path:
     "Write an LFW-style verification `.bin` of synthetic identities (and `<name>.pairs.tsv` saying who is who)."
-    dst = check_destination(dst, overwrite=overwrite, sources=())
+    dst = check_destination(dst, overwrite=overwrite, sources=(), kind=None)  # a part of an output: a .bin has no mark
     pairs = synthetic_pairs(
         seed,
         first_identity=first_identity,
@@ -209,6 +209,8 @@ def make_pairs(
             + "".join("\t".join(str(int(v)) for v in p) + "\n" for p in pairs.pairs)
         ).encode(),
         sources=(),
+        kind=None,
+        overwrite=overwrite,
     )
     return dst
 
@@ -234,7 +236,8 @@ def make_demo_data(
     root = Path(root)
     val_first = train_identities
     eval_first = val_first + val_identities
-    with atomic_dir(root, overwrite=overwrite, sources=()) as tmp:  # the whole root appears at once, or not at all
+    with atomic_dir(root, overwrite=overwrite, sources=(), kind="synthetic dataset") as tmp:  # the whole root
+        # appears at once, or not at all
         make_training_set(
             tmp / "train",
             seed=seed,

@@ -19,11 +19,13 @@ from torch import nn
 
 from .checkpoints import detect_layout, init_from_backbone, load_checkpoint, read_weights, save_checkpoint
 from .errors import FocusFaceError, in_flags, shorten
-from .files import atomic_write_bytes
+from .files import atomic_write_bytes, check_destination, mark_folder
 from .loaders import PairBatchSampler, PairedFaces, batch_grid, check_labels, make_loader, read_holdout
 from .losses import focusface_loss
 from .model import FocusFace, check_cpu_memory, resolve_device, to_model_input
 from focusface.runfolder import (
+    RUN,
+    RUN_FILES,
     Guard,
     Pace,
     RunLog,
@@ -32,10 +34,13 @@ from focusface.runfolder import (
     fuse_sgd,
     gather,
     load_training_state,
-    prepare_out,
+    plan_out,
+    restore_previous,
     run_lock,
     run_sources,
     save_training_state,
+    set_aside,
+    settle_previous,
 )
 from .trainconfig import TrainConfig, add_train_arguments, learning_rate, load_config, parse_train_arguments
 
@@ -214,6 +219,7 @@ class Run:
     log: RunLog
     total: int  # global steps of the whole run
     resuming: bool = False
+    replacing: bool = False  # the run `out` held waits aside until this one's first checkpoint
     val_pairs: object = None  # the validation pairs, if `config.val`
     position: dict = field(default_factory=_fresh_position)
     verified: str = "all"  # how much of a resumed checkpoint was verified
@@ -281,9 +287,7 @@ def start_run(
     "Everything a training process needs, checked, restored when resuming, and its log opened."
     device = resolve_device(device or config.device)
     _check_setting(config, world, device)
-    resuming = prepare_out(config, rank, resume, overwrite, config_file)
-    if world > 1:
-        torch.distributed.barrier()
+    plan = plan_out(config, resume, overwrite, config_file)  # decided now, carried out once every check has passed
     dataset = PairedFaces(
         config.train,
         spec=config.mask_spec,
@@ -307,6 +311,10 @@ def start_run(
     check_cpu_memory(
         model, device, views * config.batch_size, f"batch_size={config.batch_size} ({views} view(s) of each pair)"
     )
+    if plan == "replace" and rank == 0:  # every check passed: the old run goes aside until the first checkpoint
+        set_aside(Path(config.out))
+    if world > 1:
+        torch.distributed.barrier()
     model.identity_classifier.check_labels = False  # `check_labels` checked them all: no read of the device per step
     model.to(device)
     if config.channels_last:
@@ -353,22 +361,23 @@ def start_run(
         runner,
         log=None,
         total=total,
-        resuming=resuming,
+        resuming=plan == "resume",
+        replacing=plan == "replace",
         val_pairs=val_pairs,
         guard=Guard.on(device),
         look_every_step=config.precision == "fp16" or not fused,
     )
-    if resuming:
+    if run.resuming:
         restore(run)
     if fused:
         fuse_sgd(optimizer)
     run.sampler.start_epoch, run.sampler.start_step = run.position["epoch"], run.position["step"]
-    run.log = RunLog(run.out, config, rank, resuming, total)
+    run.log = RunLog(run.out, config, rank, run.resuming, total)
     return run
 
 # %% ../nbs/29_train.ipynb #0f2af44f
 def write_run_files(run: Run) -> None:
-    "`config.yaml`, and for a new run `batch.png` (rank 0 only)."
+    "The folder's mark (a training run), `config.yaml`, and for a new run `batch.png` (rank 0 only)."
     if run.rank:
         return
     import yaml
@@ -376,14 +385,15 @@ def write_run_files(run: Run) -> None:
     from focusface.images import encode_image
 
     run.out.mkdir(parents=True, exist_ok=True)
+    mark_folder(run.out, RUN, entries=RUN_FILES)
     atomic_write_bytes(
-        run.out / "config.yaml", yaml.safe_dump(asdict(run.config), sort_keys=False).encode(), sources=()
+        run.out / "config.yaml", yaml.safe_dump(asdict(run.config), sort_keys=False).encode(), sources=(), kind=None
     )
     if run.resuming:
         return
     first = [run.dataset[(int(i), 0)] for i in run.sampler.order(0)[:8]]
     grid = batch_grid({k: np.stack([f[k] for f in first]) for k in first[0] if k in ("unmasked", "masked")})
-    atomic_write_bytes(run.out / "batch.png", encode_image(grid, ".png"), sources=())
+    atomic_write_bytes(run.out / "batch.png", encode_image(grid, ".png"), sources=(), kind=None)
 
 # %% ../nbs/29_train.ipynb #f500e38b
 def announce(run: Run) -> None:
@@ -562,6 +572,9 @@ def save_state(run: Run) -> None:
             position=p,
             rng=rng,
         )
+        if run.replacing:  # the first checkpoint: this run can be resumed, the one it replaces goes
+            settle_previous(run.out)
+    run.replacing = False
 
 # %% ../nbs/29_train.ipynb #9f699fe1
 def finish(run: Run) -> dict:
@@ -595,11 +608,44 @@ def finish(run: Run) -> dict:
     )  # of training time, waiting for the loader
     if run.rank == 0:
         save_checkpoint(run.model, run.out / "model.pt", extra=dict(summary=summary))
-        atomic_write_bytes(run.out / "summary.json", (json.dumps(summary, indent=1) + "\n").encode(), sources=())
-        atomic_write_bytes(run.out / "cost.json", (json.dumps(cost, indent=1) + "\n").encode(), sources=())
+        for name, values in (("summary.json", summary), ("cost.json", cost)):
+            atomic_write_bytes(run.out / name, (json.dumps(values, indent=1) + "\n").encode(), sources=(), kind=None)
     return dict(summary, **cost)
 
 # %% ../nbs/29_train.ipynb #427d9d89
+def _put_back_previous(out: Path, rank: int) -> None:
+    "Rank 0: put back the run a replacement set aside and then lost before its first checkpoint, and say so."
+    if rank == 0 and restore_previous(out):
+        print(
+            f"focusface: {out}: put back the run that an earlier replacement set aside (it stopped before its "
+            "first checkpoint)",
+            file=sys.stderr,
+        )
+
+
+def _train_loop(run: Run) -> None:
+    "Validate at the start if asked, then step, log, validate and save until the run's last step."
+    config = run.config
+    if config.val and config.val_at_start and not run.resuming:  # the starting model (on top: the pretrained one)
+        run.position["val_start"] = dict(validate(run))
+    run.train_mode()
+    run.pace = Pace.start(run.position)
+    loader = make_loader(run.dataset, run.sampler, workers=config.workers, pin_memory=run.device.type == "cuda")
+    batches = iter(loader)
+    while run.position["global_step"] < run.total:
+        with run.pace.waiting():
+            batch = next(batches, None)
+        if batch is None:
+            break
+        log_progress(run, optimisation_step(run, batch))
+        then = due(run, run.position["global_step"])
+        with run.pace.pause():
+            if then["val"]:
+                validate(run)
+            if then["save"]:
+                save_state(run)
+
+
 def train(
     config: TrainConfig | str | Path, *, resume: bool = False, overwrite: bool = False, config_file=None
 ) -> dict:  # the YAML file `config` was read from, if any: never inside `out`
@@ -607,32 +653,21 @@ def train(
     if not isinstance(config, TrainConfig):
         config_file, config = config, load_config(config)
     rank, world, device = distributed_setup(config.device)
-    Path(config.out).parent.mkdir(parents=True, exist_ok=True)
-    from focusface.files import check_destination
-
-    check_destination(config.out, overwrite=True, sources=run_sources(config, config_file))  # before the lock beside it
-    with run_lock(Path(config.out), rank, world):  # a second run to the same folder stops here, before touching it
+    out = Path(config.out)
+    check_destination(out, overwrite=True, sources=run_sources(config, config_file), kind=None)  # before the lock
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with run_lock(out, rank, world):  # a second run to the same folder stops here, before touching it
+        _put_back_previous(out, rank)
         run = start_run(config, rank, world, device, resume=resume, overwrite=overwrite, config_file=config_file)
-        write_run_files(run)
-        announce(run)
-        if config.val and config.val_at_start and not run.resuming:  # the starting model (on top: the pretrained one)
-            run.position["val_start"] = dict(validate(run))
-        run.train_mode()
-        run.pace = Pace.start(run.position)
-        loader = make_loader(run.dataset, run.sampler, workers=config.workers, pin_memory=device.type == "cuda")
-        batches = iter(loader)
-        while run.position["global_step"] < run.total:
-            with run.pace.waiting():
-                batch = next(batches, None)
-            if batch is None:
-                break
-            log_progress(run, optimisation_step(run, batch))
-            then = due(run, run.position["global_step"])
-            with run.pace.pause():
-                if then["val"]:
-                    validate(run)
-                if then["save"]:
-                    save_state(run)
+        try:
+            write_run_files(run)
+            announce(run)
+            _train_loop(run)
+        except BaseException:
+            if run.replacing:  # failed before its first checkpoint: the run it was to replace comes back
+                run.log.close()
+                _put_back_previous(out, rank)
+            raise
         return finish(run)
 
 # %% ../nbs/29_train.ipynb #c9a69fbd

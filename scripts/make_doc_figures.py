@@ -27,6 +27,7 @@ def main():
         OUT / "synthetic_identities.png",
         encode_image(identity_grid(seed=0, identities=8, images=6, spec=DEFAULT_SPEC), ".png"),
         sources=(),
+        kind=None,
     )
     print("wrote", *sorted(p.name for p in OUT.glob("*.png")))
 

@@ -94,6 +94,7 @@ def files(tmp_path_factory):
     write_npz(
         d / "landmarks.npz",
         sources=(),
+        kind="landmarks file",
         arrays=dict(
             keys=np.arange(4),
             landmarks=np.zeros((4, 68, 2), np.float32),

@@ -44,6 +44,7 @@ def _landmarks_file(path, keys, shapes, ok=None, notes=None):
             source=np.array("test"),
         ),
         sources=(),
+        kind="landmarks file",
     )
     return path
 

@@ -226,8 +226,14 @@ def test_existing_destination_is_refused_unless_overwrite(tmp_path):
     with pytest.raises(FileExistsError, match="exists"):
         mask_dataset(tmp_path / "faces", tmp_path / "out", workers=0, progress=False)
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
-    mask_dataset(tmp_path / "faces", tmp_path / "out", workers=0, progress=False, overwrite=True)
-    assert not (tmp_path / "out" / "keep.txt").exists() and (tmp_path / "out" / "masks.jsonl").is_file()
+    with pytest.raises(FileExistsError, match="a folder focusface did not write"):  # not a masked copy: never replaced
+        mask_dataset(tmp_path / "faces", tmp_path / "out", workers=0, progress=False, overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["keep.txt"]
+    mask_dataset(tmp_path / "faces", tmp_path / "new", workers=0, progress=False)
+    mask_dataset(tmp_path / "faces", tmp_path / "new", workers=0, progress=False, overwrite=True, seed=1)
+    assert (tmp_path / "new" / "masks.jsonl").is_file() and '"seed": 1' in (
+        tmp_path / "new" / "masks.jsonl"
+    ).read_text()
 
 
 @pytest.mark.parametrize("kind", ["rec", "bin", "images"])

@@ -67,7 +67,7 @@ def test_train_never_empties_a_folder_that_holds_its_config_or_is_not_a_run(face
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "paper.tex").write_text("\\section{}")
-    refused(run("train", *_train_args(faces, notes), "--overwrite"), "does not write", "paper.tex")
+    refused(run("train", *_train_args(faces, notes), "--overwrite"), "focusface did not write", "paper.tex")
     assert sorted(p.name for p in cfgdir.iterdir()) == ["my.yaml", "other.yaml"] and (notes / "paper.tex").is_file()
 
 
@@ -107,8 +107,13 @@ def test_info_sheet_never_replaces_a_file_silently(tmp_path):
     refused(run("info", data, "--sheet", tmp_path / "sheet.png"), "sheet.png exists", "--overwrite")
     assert (tmp_path / "sheet.png").read_bytes() == b"my drawing"
     refused(run("info", data, "--sheet", data, "--overwrite"), "is the source")
-    assert run("info", data, "--sheet", tmp_path / "sheet.png", "--overwrite").returncode == 0
-    assert (tmp_path / "sheet.png").read_bytes()[:4] == b"\x89PNG"
+    refused(run("info", data, "--sheet", tmp_path / "sheet.png", "--overwrite"), "a file focusface did not write")
+    assert (tmp_path / "sheet.png").read_bytes() == b"my drawing"
+    assert run("info", data, "--sheet", tmp_path / "ours.png").returncode == 0
+    assert (
+        run("info", data, "--sheet", tmp_path / "ours.png", "--overwrite").returncode == 0
+    )  # a contact sheet: replaced
+    assert (tmp_path / "ours.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.fixture
