@@ -8,16 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from .errors import FocusFaceError
 from .template import TEMPLATE_LANDMARKS, TEMPLATE_SIZE, five_points
 
 # %% auto #0
-__all__ = ['DOUBTFUL_SCORE', 'DOUBTFUL_PROBABILITY', 'DETECTORS', 'similarity_transform', 'align_face', 'Face', 'visible_area',
-           'rank_faces', 'import_dlib', 'DlibAligner', 'MtcnnAligner', 'make_aligner', 'NoFaceError', 'AlignedFace',
-           'as_rgb', 'default_aligner', 'align_photo', 'mask_photo', 'detection_figure', 'read_reference_landmarks',
-           'alignment_accuracy']
+__all__ = ['DOUBTFUL_SCORE', 'DOUBTFUL_PROBABILITY', 'DETECTORS', 'DETECTION_SIDE', 'similarity_transform', 'align_face', 'Face',
+           'visible_area', 'rank_faces', 'import_dlib', 'DlibAligner', 'MtcnnAligner', 'make_aligner', 'NoFaceError',
+           'AlignedFace', 'as_rgb', 'default_aligner', 'find_faces', 'align_photo', 'mask_photo', 'detection_figure',
+           'read_reference_landmarks', 'alignment_accuracy']
 
 # %% ../nbs/22_align.ipynb #49311d2b
 def similarity_transform(src, dst) -> np.ndarray:
@@ -43,8 +44,6 @@ def similarity_transform(src, dst) -> np.ndarray:
 # %% ../nbs/22_align.ipynb #aac9cf7d
 def align_face(image, landmarks, size: int = TEMPLATE_SIZE) -> np.ndarray:
     "The `size` x `size` RGB crop of `image` with its five `landmarks` (5, 2) warped onto the template."
-    import cv2
-
     target = np.asarray(TEMPLATE_LANDMARKS, np.float64) * size / TEMPLATE_SIZE
     M = similarity_transform(np.asarray(landmarks, np.float64).reshape(5, 2), target)
     return cv2.warpAffine(
@@ -222,6 +221,29 @@ def default_aligner(detector: str = "mtcnn"):
         _ALIGNER[detector] = make_aligner(detector)
     return _ALIGNER[detector]
 
+# %% ../nbs/22_align.ipynb #f8f4c109
+DETECTION_SIDE = 4096  # faces are searched for in at most this many pixels a side
+
+
+def find_faces(aligner, image: np.ndarray) -> list[Face]:
+    "Every face `aligner` finds in an RGB photo, main face first, in the photo's pixels; searched at most `DETECTION_SIDE` wide."
+    scale = DETECTION_SIDE / max(image.shape[:2])
+    if scale >= 1:
+        return rank_faces(aligner.detect(image), image.shape)
+    small = cv2.resize(
+        image, (round(image.shape[1] * scale), round(image.shape[0] * scale)), interpolation=cv2.INTER_AREA
+    )
+    faces = [
+        Face(
+            tuple(int(round(v / scale)) for v in f.box),
+            f.score,
+            f.landmarks / scale,
+            None if f.shape is None else f.shape / scale,
+        )
+        for f in aligner.detect(small)
+    ]
+    return rank_faces(faces, image.shape)
+
 # %% ../nbs/22_align.ipynb #28122108
 def align_photo(image, *, aligner=None, face: int | None = None, source: str = "image") -> AlignedFace:
     "Detect, pick and align the face of a photo (`aligner`: one, or a detector's name); a 112x112 input passes through as aligned."
@@ -234,14 +256,15 @@ def align_photo(image, *, aligner=None, face: int | None = None, source: str = "
         raise FocusFaceError(f"face must be 0 (the main face), 1, 2, ..., got {face!r}")
     if aligner is None or isinstance(aligner, str):
         aligner = default_aligner(aligner or "mtcnn")
-    faces = rank_faces(aligner.detect(image), image.shape)
+    faces = find_faces(aligner, image)
     h, w = image.shape[:2]
     if not faces:
         what = {"dlib": "dlib's HOG detector finds unmasked frontal faces", "mtcnn": "MTCNN finds faces"}.get(
             getattr(aligner, "name", ""), "the detector finds faces"
         )
+        smallest = round(aligner.smallest_face * max(1.0, max(h, w) / DETECTION_SIDE))  # searched scaled down
         raise NoFaceError(
-            f"{source}: no face found ({w}x{h} px photo; {what} from about {aligner.smallest_face} px "
+            f"{source}: no face found ({w}x{h} px photo; {what} from about {smallest} px "
             "wide): give a photo with a larger or more frontal face, or an aligned 112x112 crop"
         )
     if face is not None and face >= len(faces):
@@ -262,8 +285,6 @@ def align_photo(image, *, aligner=None, face: int | None = None, source: str = "
 # %% ../nbs/22_align.ipynb #a3c21096
 def mask_photo(image, landmarks, params) -> np.ndarray:
     "The RGB photo with the mask `params` (focusface.maskspec.MaskParams) drawn on the face whose five points are `landmarks`."
-    import cv2
-
     from focusface.masks import apply_mask
 
     image = as_rgb(image)

@@ -135,7 +135,7 @@ def _cmd_synth(args) -> int:
     info = make_demo_data(
         args.root,
         seed=args.seed,
-        train_identities=args.identities,
+        train_identities=args.train_identities,
         images_per_identity=args.images_per_identity,
         val_identities=args.val_identities,
         eval_identities=args.eval_identities,
@@ -443,7 +443,14 @@ def _synth_options(p) -> None:
     d = _defaults("synthdata", "make_demo_data")
     p.add_argument("root", help="the folder to create")
     p.add_argument("--seed", type=_non_negative, default=d["seed"], help="seed of every identity and image")
-    p.add_argument("--identities", type=_positive, default=d["train_identities"], help="training identities")
+    p.add_argument(
+        "--train-identities",
+        "--identities",  # the earlier name, kept for one release
+        dest="train_identities",
+        type=_positive,
+        default=d["train_identities"],
+        help="training identities (--identities is the earlier name)",
+    )
     p.add_argument(
         "--images-per-identity",
         type=_positive,

@@ -5,6 +5,8 @@
 # %% ../nbs/00_errors.ipynb #ca5fc123
 from __future__ import annotations
 
+import reprlib
+
 # %% auto #0
 __all__ = ['FocusFaceError', 'FormatError', 'DestinationError', 'shorten', 'in_flags']
 
@@ -21,16 +23,29 @@ class DestinationError(FocusFaceError, FileExistsError):
     "An output that cannot be written where asked (exists, overlaps a source, or is being written by another run)."
 
 # %% ../nbs/00_errors.ipynb #4ee54239
+def _bounded_repr(limit: int) -> reprlib.Repr:
+    "A `repr` whose work is bounded: a few items of each container, three levels deep, texts cut at `limit`."
+    shown = reprlib.Repr()
+    shown.maxlevel = 3
+    shown.maxlist = shown.maxtuple = shown.maxdict = shown.maxset = shown.maxfrozenset = shown.maxdeque = 8
+    shown.maxstring = shown.maxother = shown.maxlong = 4 * limit
+    return shown
+
+
 def shorten(value, limit: int = 80) -> str:
-    "`repr(value)`, cut to about `limit` characters: safe to put in an error message."
+    "`repr(value)`, cut to about `limit` characters in a time that does not grow with it: safe in an error message."
     size = None
     if isinstance(value, (str, bytes)) and len(value) > 4 * limit:
         size, value = len(value), value[: 4 * limit]
     try:
-        text = repr(value)
+        text = repr(value) if isinstance(value, (str, bytes)) else _bounded_repr(limit).repr(value)
     except RecursionError:
         text = f"<{type(value).__name__} nested too deeply to show>"
-    return text if len(text) <= limit else f"{text[: limit - 20]}...({size or len(text):,} characters)"
+    if len(text) <= limit:
+        return text
+    if isinstance(value, (list, tuple, dict, set, frozenset)):
+        return f"{text[: limit - 20]}...({len(value):,} items)"
+    return f"{text[: limit - 20]}...({size or len(text):,} characters)"
 
 # %% ../nbs/00_errors.ipynb #b047ab29
 def in_flags(message: str, parser) -> str:
@@ -40,7 +55,7 @@ def in_flags(message: str, parser) -> str:
     for action in parser._actions:
         if not action.option_strings or action.dest == "help":
             continue
-        flag, name = action.option_strings[-1], rf"(?<![\w.-]){re.escape(action.dest)}"
+        flag, name = max(action.option_strings, key=len), rf"(?<![\w.-]){re.escape(action.dest)}"  # the long name
         message = re.sub(rf"{name}=True\b", flag, message)  # a switch
         message = re.sub(rf"{name}=(?=[A-Z][\w.]*\b)", flag + " ", message)  # a value: face=N, threshold=FILE
         message = re.sub(rf"{name}(?= must\b| '| cpu\b)|(?<=\(){re.escape(action.dest)}(?=\))", flag, message)  # itself

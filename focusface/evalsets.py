@@ -18,28 +18,55 @@ from .files import atomic_write_bytes
 from .images import decode_image
 
 # %% auto #0
-__all__ = ['LABEL_FILES', 'UNMASKED_LABEL', 'EvalPairs', 'read_bin', 'write_bin', 'read_mask_labels', 'read_pairs_folder',
-           'read_eval_set']
+__all__ = ['TSV_LINE_BYTES', 'BIN_AMPLIFICATION', 'LABEL_FILES', 'UNMASKED_LABEL', 'EvalPairs', 'read_bin', 'write_bin',
+           'read_mask_labels', 'read_pairs_folder', 'read_eval_set']
 
 # %% ../nbs/05_evalsets.ipynb #ee1bb7b1
-def _pairs_tsv_identities(path: Path, pairs: int) -> list | None:
-    "Each image's identity from the `<set>.pairs.tsv` beside a `.bin`, or None when there is none."
+TSV_LINE_BYTES = 4096  # the most a line of a pairs table may take (two names, two numbers and a fold)
+
+
+def _tsv_lines(path: Path, pairs: int) -> Iterator[tuple[int, list[str]]]:
+    "(line number, cells) of the pairs table at `path`, read within its budget: the header and `pairs` lines."
+    budget = (pairs + 1) * TSV_LINE_BYTES
+    if path.stat().st_size > budget:
+        raise FormatError(
+            f"{path}: {path.stat().st_size / 1e6:,.1f} MB for the {pairs} pairs of its .bin (at most "
+            f"{budget / 1e6:,.1f} MB): not its pairs table; delete it to read the .bin without identities"
+        )
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            yield number, raw.decode("utf-8", "replace").rstrip("\r\n").split("\t")
+
+
+def _pairs_tsv_identities(path: Path, issame: np.ndarray) -> list | None:
+    "Each image's identity from the `<set>.pairs.tsv` beside a `.bin` that agrees with `issame`; None when absent."
     if not path.is_file():
         return None
-    lines = path.read_text(errors="replace").splitlines()
-    head = lines[0].split("\t") if lines else []
-    if "identity_a" not in head or "identity_b" not in head or len(lines) - 1 != pairs:
+    lines = _tsv_lines(path, len(issame))
+    head = next(lines, (1, []))[1]
+    if "identity_a" not in head or "identity_b" not in head:
         raise FormatError(
-            f"{path}: expected a header naming identity_a and identity_b, then one line for each of the "
-            f"{pairs} pairs of its .bin, got {max(len(lines) - 1, 0)} lines; delete it to read the .bin "
-            "without identities"
+            f"{path}: expected a header naming identity_a and identity_b; delete it to read the .bin alone"
         )
-    a, b, who = head.index("identity_a"), head.index("identity_b"), []
-    for number, line in enumerate(lines[1:], start=2):
-        cells = line.split("\t")
-        if len(cells) != len(head):
-            raise FormatError(f"{path}:{number}: {len(cells)} columns, the header has {len(head)}")
+    a, b, same = head.index("identity_a"), head.index("identity_b"), head.index("same") if "same" in head else None
+    who = []
+    for number, cells in lines:
+        pair = number - 2
+        if len(cells) != len(head) or pair >= len(issame):
+            raise FormatError(
+                f"{path}:{number}: {len(cells)} columns, the header has {len(head)}"
+                if len(cells) != len(head)
+                else f"{path}: more lines than the {len(issame)} pairs of its .bin"
+            )
+        said = cells[same] == "1" if same is not None else cells[a] == cells[b]
+        if said != bool(issame[pair]):
+            raise FormatError(
+                f"{path}:{number}: pair {pair} is {'genuine' if said else 'impostor'} here and "
+                f"{'genuine' if issame[pair] else 'impostor'} in the .bin: the table is not this .bin's"
+            )
         who += [cells[a], cells[b]]
+    if len(who) != 2 * len(issame):
+        raise FormatError(f"{path}: {len(who) // 2} lines for the {len(issame)} pairs of its .bin")
     return who
 
 # %% ../nbs/05_evalsets.ipynb #3512175e
@@ -50,7 +77,6 @@ _BIN_GLOBALS = {
     ("numpy._core.multiarray", "scalar"),  # numpy bools in issame
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
-    ("_codecs", "encode"),
 }
 
 
@@ -58,8 +84,17 @@ class _RefusedGlobal(pickle.UnpicklingError):
     pass
 
 
+def _latin1(text, encoding):
+    "`_codecs.encode` as protocol-2 pickles use it, for bytes: a str to latin-1, nothing else (no amplifying codec)."
+    if not isinstance(text, str) or str(encoding).lower().replace("-", "").replace("_", "") != "latin1":
+        raise _RefusedGlobal(f"_codecs.encode of a {type(text).__name__} to {shorten(encoding)} (only str to latin1)")
+    return text.encode("latin-1")
+
+
 class _EvalBinUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1
         if (module, name) in _BIN_GLOBALS:
             return super().find_class(module, name)
         raise _RefusedGlobal(f"{module}.{name}")
@@ -114,6 +149,24 @@ class EvalPairs:
         )
 
 # %% ../nbs/05_evalsets.ipynb #09dc5d86
+BIN_AMPLIFICATION = 64  # a .bin's images may take at most this many times its size, and repeat at most this often
+
+
+def _check_amplification(bins, path, file_size: int) -> None:
+    "Refuse a pickle that names its images by reference far more often than a real set reuses an image."
+    sizes = [
+        len(x) if isinstance(x, (bytes, bytearray)) else x.nbytes if isinstance(x, np.ndarray) else 0 for x in bins
+    ]
+    distinct = len({id(x) for x in bins})
+    repeats = len(bins) > BIN_AMPLIFICATION * distinct + 10_000  # a small test set may repeat one image freely
+    if sum(sizes) > BIN_AMPLIFICATION * file_size + (64 << 20) or repeats:
+        raise FormatError(
+            f"{path}: its {len(bins):,} images ({distinct:,} different objects) would take {sum(sizes) / 1e6:,.0f} MB, "
+            f"from a {file_size / 1e6:,.1f} MB file: the pickle repeats objects by reference far more than a set "
+            f"reuses an image (at most {BIN_AMPLIFICATION} times); refused before decoding any"
+        )
+
+
 def _check_bin(obj, path, file_size: int | None = None) -> EvalPairs:
     if not isinstance(obj, (tuple, list)) or len(obj) != 2:
         raise FormatError(
@@ -123,17 +176,8 @@ def _check_bin(obj, path, file_size: int | None = None) -> EvalPairs:
     bins, issame = obj
     if not isinstance(bins, (list, tuple)):
         raise FormatError(f"{path}: bins must be a list of encoded images, got {type(bins).__name__}")
-    if file_size is not None:  # a pickle may name one object many times (its memo): a 2 MB file can hold 8 GB of images
-        copied = sum(
-            len(item) if isinstance(item, bytearray) else item.nbytes if isinstance(item, np.ndarray) else 0
-            for item in bins
-        )
-        if copied > 4 * file_size + (64 << 20):
-            raise FormatError(
-                f"{path}: its images would take {copied / 1e6:,.0f} MB, from a {file_size / 1e6:,.1f} MB file: "
-                "the pickle repeats objects by reference, which a .bin written by insightface or focusface "
-                "never does; refused before copying them"
-            )
+    if file_size is not None:
+        _check_amplification(bins, path, file_size)
     images = []
     for i, item in enumerate(bins):
         if isinstance(item, (bytes, bytearray)):
@@ -180,14 +224,14 @@ def read_bin(path) -> EvalPairs:
         except _RefusedGlobal as e:
             raise FormatError(
                 f"{path}: refused: the pickle asks for {e}, which an evaluation .bin never contains "
-                "(it could run code); only (list of image bytes, list of bools) is accepted"
+                "(it could run code or grow without bound); only (list of image bytes, list of bools) is accepted"
             ) from None
         except Exception as e:
             raise FormatError(
                 f"{path}: not a readable evaluation .bin ({type(e).__name__}: {shorten(str(e))})"
             ) from None
     pairs = _check_bin(obj, path, path.stat().st_size)
-    pairs.identities = _pairs_tsv_identities(path.with_suffix(".pairs.tsv"), len(pairs))
+    pairs.identities = _pairs_tsv_identities(path.with_suffix(".pairs.tsv"), pairs.issame)
     return pairs
 
 # %% ../nbs/05_evalsets.ipynb #35823d72

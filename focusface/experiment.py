@@ -36,14 +36,14 @@ DRIFT = """this environment is not the one the committed results were made with 
 
 def recorded_hash(record) -> str | None:
     "The hash that `dvc add` wrote into the `.dvc` file `record`, or None (no file, or nothing recorded yet)."
-    import yaml
+    from focusface.trainconfig import read_yaml
 
     path = Path(record)
     if not path.is_file():
         return None
     try:
-        outs = (yaml.safe_load(path.read_text()) or {}).get("outs") or []
-    except (yaml.YAMLError, AttributeError) as e:
+        outs = (read_yaml(path, ".dvc file") or {}).get("outs") or []
+    except (FocusFaceError, AttributeError) as e:
         raise FocusFaceError(f"{path}: not a readable .dvc file ({e}); restore it with `git checkout {path}`") from None
     return next((o.get("md5") for o in outs if isinstance(o, dict) and o.get("md5")), None)
 
@@ -328,6 +328,28 @@ _COUNTS = dict(
     workers=0,
     seed=0,
 )  # the least of each
+_KNOWN = dict(  # the keys of each section the pipeline reads (train and variants: `TrainConfig`'s, checked by it)
+    top={"setting", "seeds", "data", "masks", "train", "variants", "evaluate", "report"},
+    data=set(_COUNTS) | {"ms1m", "eval_dir", "mfr2"},
+    masks={"spec", "seed", "workers"},
+    evaluate={"protocols", "score", "batch_size", "device"},
+    report={"bootstrap", "seed", "references"},
+)
+
+
+def _unknown_keys(given: dict, section: str) -> list[str]:
+    "One line for each key of `given` that `section` does not have, with the nearest known one."
+    import difflib
+
+    known, where = _KNOWN[section], "" if section == "top" else f"{section}."
+    said = []
+    for key in given:
+        if key not in known:
+            near = difflib.get_close_matches(str(key), known, 1)
+            hint = f"did you mean {near[0]}?" if near else f"the keys here are {', '.join(sorted(known))}"
+            name = key if isinstance(key, str) and len(key) <= 40 and key.isprintable() else shorten(key, 40)
+            said.append(f"{where}{name}: not a parameter of the pipeline ({hint})")
+    return said
 
 
 def _section(params: dict, name: str, problems: list) -> dict | None:
@@ -361,18 +383,27 @@ def _config_problems(settings: dict, where: str, known: set) -> list[str]:
 
 
 def _data_problems(data: dict) -> list[str]:
-    return [
-        f"data.{k}: must be an integer of at least {least}, got {data.get(k)!r}"
+    from focusface.synthdata import SYNTHETIC_FACES
+
+    said = [
+        f"data.{k}: must be an integer from {least} to {SYNTHETIC_FACES:,}, got {shorten(data.get(k))}"
         for k, least in _COUNTS.items()
-        if not _whole(data.get(k), least)
+        if not _whole(data.get(k), least) or data[k] > SYNTHETIC_FACES
     ]
+    faces = data.get("train_identities", 0) * data.get("images_per_identity", 0) if not said else 0
+    if faces > SYNTHETIC_FACES:
+        said.append(
+            f"data.train_identities x data.images_per_identity: {faces:,} training faces, more than the "
+            f"{SYNTHETIC_FACES:,} a synthetic set holds"
+        )
+    return said + _unknown_keys(data, "data")
 
 
 def _mask_problems(masks: dict) -> list[str]:
     from focusface.maskspec import MaskSampler
 
     said = [
-        f"masks.{k}: must be an integer of at least 0, got {masks.get(k)!r}"
+        f"masks.{k}: must be an integer of at least 0, got {shorten(masks.get(k))}"
         for k in ("seed", "workers")
         if not _whole(masks.get(k), 0)
     ]
@@ -380,7 +411,7 @@ def _mask_problems(masks: dict) -> list[str]:
         MaskSampler(masks.get("spec"), masks.get("seed", 0) if not said else 0)
     except (FocusFaceError, TypeError) as e:
         said.insert(0, f"masks.spec: {e}")
-    return said
+    return said + _unknown_keys(masks, "masks")
 
 # %% ../nbs/30_experiment.ipynb #dd886842
 def _start_of(variants: dict, name) -> str:
@@ -433,16 +464,20 @@ def _run_problems(train: dict, variants: dict) -> list[str]:
 # %% ../nbs/30_experiment.ipynb #b0af5482
 def _report_problems(report: dict, variants: dict) -> list[str]:
     said = [
-        f"report.{k}: must be an integer of at least {least}, got {report.get(k)!r}"
+        f"report.{k}: must be an integer of at least {least}, got {shorten(report.get(k))}"
         for k, least in (("bootstrap", 0), ("seed", 0))
         if not _whole(report.get(k), least)
     ]
     references = [r.strip() for r in str(report.get("references") or "").split(",") if r.strip()]
-    return said + [
-        f"report.references: {r!r} is not one of the variants {sorted(variants)}"
-        for r in references
-        if r not in variants
-    ]
+    return (
+        said
+        + [
+            f"report.references: {shorten(r)} is not one of the variants {sorted(variants)}"
+            for r in references
+            if r not in variants
+        ]
+        + _unknown_keys(report, "report")
+    )
 
 
 def _evaluate_problems(evaluation: dict) -> list[str]:
@@ -453,10 +488,12 @@ def _evaluate_problems(evaluation: dict) -> list[str]:
     if wrong:
         said.append(f"evaluate.protocols: {', '.join(map(repr, wrong))} not among {list(PROTOCOLS)} (comma-separated)")
     if evaluation.get("score") not in SCORES:
-        said.append(f"evaluate.score: must be one of {list(SCORES)}, got {evaluation.get('score')!r}")
+        said.append(f"evaluate.score: must be one of {list(SCORES)}, got {shorten(evaluation.get('score'))}")
     if not _whole(evaluation.get("batch_size"), 1):
-        said.append(f"evaluate.batch_size: must be an integer of at least 1, got {evaluation.get('batch_size')!r}")
-    return said
+        said.append(
+            f"evaluate.batch_size: must be an integer of at least 1, got {shorten(evaluation.get('batch_size'))}"
+        )
+    return said + _unknown_keys(evaluation, "evaluate")
 
 
 def check_params(params: dict) -> list[str]:
@@ -464,22 +501,18 @@ def check_params(params: dict) -> list[str]:
     problems = (
         []
         if params.get("setting") in ("demo", "paper")
-        else [f"setting: must be demo or paper, got {params.get('setting')!r}"]
+        else [f"setting: must be demo or paper, got {shorten(params.get('setting'))}"]
     )
     seeds = params.get("seeds")
     if not (isinstance(seeds, list) and seeds and all(_whole(s, 0) for s in seeds) and len(set(seeds)) == len(seeds)):
         problems.append(
-            f"seeds: must be a list of different integers of at least 0, e.g. [0] or [0, 1, 2], got {seeds!r}"
+            f"seeds: must be a list of different integers of at least 0, e.g. [0] or [0, 1, 2], got {shorten(seeds)}"
         )
     if isinstance(params.get("train"), dict) and "seed" in params["train"]:
         problems.append(
             "train.seed: the training seeds are the list `seeds` (each variant runs once per seed): remove it"
         )
-    if "ontop" in params:  # the layout before on top became a variant
-        problems.append(
-            "ontop: the on-top run is an ordinary variant now: move its settings into variants.<name> with "
-            "init_from: <the variant it starts from>"
-        )
+    problems += _unknown_keys(params, "top")
     sections = {
         name: _section(params, name, problems) for name in ("data", "masks", "train", "variants", "evaluate", "report")
     }
@@ -499,14 +532,9 @@ def check_params(params: dict) -> list[str]:
 # %% ../nbs/30_experiment.ipynb #b3f69208
 def load_params(path) -> dict:
     "The parameters file `path` (params.yaml), checked: one `FocusFaceError` lists every problem, one line each."
-    import yaml
+    from focusface.trainconfig import read_yaml
 
-    try:
-        params = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise FocusFaceError(f"{path}: parameters file not found") from None
-    except yaml.YAMLError as e:
-        raise FocusFaceError(f"{path}: not valid YAML ({e})".replace("\n", " ")) from None
+    params = read_yaml(Path(path), "parameters file")
     if not isinstance(params, dict):
         raise FocusFaceError(f"{path}: a parameters file is a mapping of key: value")
     problems = check_params(params)

@@ -6,6 +6,7 @@ process pool that dataset-wide jobs share."""
 # %% ../nbs/02_files.ipynb #fdc1b730
 from __future__ import annotations
 
+import ast
 import ctypes
 import errno
 import fcntl
@@ -23,13 +24,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple
 
-from .errors import DestinationError, FocusFaceError, shorten
+from .errors import DestinationError, FocusFaceError, FormatError, shorten
 
 # %% auto #0
-__all__ = ['OUTPUT_MARK', 'check_destination', 'mark_folder', 'png_mark', 'zip_mark', 'output_kind', 'hold_lock', 'glob_escape',
-           'remove_stale_temporaries', 'temporary_path', 'replaced_name', 'restore_replaced', 'atomic_dir',
-           'atomic_file', 'atomic_write_bytes', 'scratch_dir', 'allocated_memmap', 'write_npz', 'save_figure',
-           'die_with', 'worker_tempdir', 'ordered_map', 'WorkerShared', 'map_npz']
+__all__ = ['OUTPUT_MARK', 'NPZ_READ_BYTES', 'check_destination', 'mark_folder', 'png_mark', 'zip_mark', 'output_kind',
+           'hold_lock', 'glob_escape', 'remove_stale_temporaries', 'temporary_path', 'replaced_name',
+           'restore_replaced', 'atomic_dir', 'atomic_file', 'atomic_write_bytes', 'scratch_dir', 'allocated_memmap',
+           'write_npz', 'save_figure', 'die_with', 'worker_tempdir', 'worker_count', 'worker_context', 'ordered_map',
+           'WorkerShared', 'map_npz']
 
 # %% ../nbs/02_files.ipynb #ffd563d0
 def _overlap(dst: Path, src: Path) -> str | None:
@@ -566,6 +568,72 @@ def worker_tempdir() -> Path:
     mpu.Finalize(None, shutil.rmtree, args=(str(mine),), kwargs=dict(ignore_errors=True), exitpriority=-100)
     return mine
 
+# %% ../nbs/02_files.ipynb #9ea98c35
+def worker_count(workers) -> int:
+    "`workers` checked (an integer, 0 or more) and capped at the CPUs this process may use, said once on stderr."
+    import sys
+
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise FocusFaceError(
+            f"workers must be an integer of 0 or more (0: no worker processes), got {shorten(workers)}"
+        )
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if workers > cpus:
+        print(
+            f"focusface: workers={workers} is more than the {cpus} CPUs this process may use: using {cpus}",
+            file=sys.stderr,
+        )
+    return min(workers, cpus)
+
+
+def _guarded(tree: ast.Module, line: int) -> bool:
+    "Whether `line` of a script lies inside an `if __name__ == '__main__':` block."
+    for node in ast.walk(tree):
+        test = getattr(node, "test", None)
+        if (
+            isinstance(node, ast.If)
+            and isinstance(test, ast.Compare)
+            and {getattr(test.left, "id", None), getattr(test.comparators[0], "value", None)}
+            == {"__name__", "__main__"}
+            and node.lineno < line <= node.end_lineno
+        ):
+            return True
+    return False
+
+
+def _check_main_guard() -> None:
+    "Refuse to start workers from a script's top-level code that is not guarded (the workers would run it again)."
+    import sys
+
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None)
+    if main is None or not script or not str(script).endswith(".py") or not Path(script).is_file():
+        return  # an interactive session, or a program that is no script: workers do not import it
+    frame = sys._getframe(1)
+    while frame is not None and not (frame.f_code.co_name == "<module>" and frame.f_globals is vars(main)):
+        frame = frame.f_back
+    if frame is None:
+        return  # started from code that the workers do not run again
+    try:
+        tree = ast.parse(Path(script).read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return
+    if not _guarded(tree, frame.f_lineno):
+        raise FocusFaceError(
+            f"{script}:{frame.f_lineno} starts worker processes from the script's top level: each worker imports the "
+            "script and would run it again, without end. Put the script's code under "
+            '`if __name__ == "__main__":`, or pass workers=0'
+        )
+
+
+def worker_context():
+    "The multiprocessing context of focusface's workers (forkserver: clean, never a fork of a process with threads)."
+    import multiprocessing as mp
+
+    _check_main_guard()
+    worker_tempdir()  # the pool's sockets in a folder that a killed run does not leave behind
+    return mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+
 # %% ../nbs/02_files.ipynb #1dbc02b2
 def _pool_worker(parent: int) -> None:
     "A pool worker: it leaves Ctrl-C to the process it serves, which stops the pool, and dies with that process."
@@ -590,8 +658,7 @@ def ordered_map(
 
     from tqdm import tqdm  # the terminal bar: no widget, no notebook warning
 
-    if workers < 0:
-        raise FocusFaceError(f"workers must be >= 0 (0: no worker processes), got {workers}")
+    workers = worker_count(workers)
     if workers and function.__module__ == "__main__" and not getattr(sys.modules["__main__"], "__file__", None):
         raise FocusFaceError(
             f"{function.__name__} is defined in an interactive session (a notebook or a REPL), so "
@@ -605,10 +672,7 @@ def ordered_map(
                 bar.update(count(result))
                 yield result
         else:
-            import multiprocessing as mp
-
-            worker_tempdir()
-            ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+            ctx = worker_context()
             import focusface.files  # the worker imports it by this name (even when this runs in a notebook)
 
             with ctx.Pool(workers, initializer=focusface.files._pool_worker, initargs=(os.getpid(),)) as pool:
@@ -692,38 +756,70 @@ def _map(path: str, offset: int, dtype: str, shape: tuple, fortran: bool):
     return array
 
 
-def map_npz(path) -> dict:
-    """The arrays of an `.npz` by name, without reading them: those stored uncompressed (as `write_npz` writes) as
-    read-only memory maps of the file itself, any compressed one read into memory."""
+NPZ_READ_BYTES = 256 << 20  # the most memory the compressed members of one .npz may take
+
+
+def _npz_member(path, z, info, f) -> tuple:
+    "(shape, fortran, dtype, offset of the data or None for a compressed member) of one member, its header checked."
     import struct
-    import zipfile
 
     import numpy as np
 
-    out = {}
-    with zipfile.ZipFile(path) as z, open(path, "rb") as f:
-        for info in z.infolist():
-            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
-            header = None
-            if info.compress_type == zipfile.ZIP_STORED:
-                f.seek(info.header_offset)
-                local = f.read(30)
-                if local[:4] != b"PK\x03\x04":
-                    raise zipfile.BadZipFile(f"{path}: member {info.filename} has no local header")
-                f.seek(info.header_offset + 30 + sum(struct.unpack("<HH", local[26:30])))
-                read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-                header = read.get(np.lib.format.read_magic(f))
-            if header is None:  # compressed, or a header version without a public reader: read it
+    stored = info.compress_type == zipfile.ZIP_STORED
+    if stored:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        if local[:4] != b"PK\x03\x04":
+            raise FormatError(f"{path}: member {info.filename} has no local header: the zip is damaged")
+        f.seek(info.header_offset + 30 + sum(struct.unpack("<HH", local[26:30])))
+        stream, start = f, f.tell()
+    else:
+        stream, start = z.open(info), 0
+    read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version not in read:
+            raise FormatError(f"{path}: member {info.filename} has an .npy header of version {version}, not 1.0 or 2.0")
+        shape, fortran, dtype = read[version](stream)
+        header_bytes = stream.tell() - start
+    except FormatError:
+        raise
+    except Exception as e:  # numpy parses the header as a Python literal: a damaged one raises anything
+        raise FormatError(f"{path}: member {info.filename} has a damaged array header ({type(e).__name__})") from None
+    if dtype.hasobject:
+        raise FormatError(f"{path}: member {info.filename} holds Python objects")
+    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if claimed > info.file_size - header_bytes:
+        raise FormatError(
+            f"{path}: member {info.filename} claims a {shape} {dtype} array ({claimed / 1e6:,.1f} MB) in "
+            f"{info.file_size / 1e6:,.1f} MB: the file is damaged or made to exhaust memory"
+        )
+    return shape, fortran, dtype, (start + header_bytes if stored else None), claimed
+
+
+def map_npz(path, *, max_read_bytes: int = NPZ_READ_BYTES) -> dict:
+    """The arrays of an `.npz` by name, without reading them: those stored uncompressed (as `write_npz` writes) as
+    read-only memory maps of the file itself, compressed ones read into memory (at most `max_read_bytes`)."""
+    import numpy as np
+
+    out, members = {}, []
+    try:
+        with zipfile.ZipFile(path) as z, open(path, "rb") as f:
+            members = [(info, _npz_member(path, z, info, f)) for info in z.infolist()]
+            compressed = sum(m[4] for _, m in members if m[3] is None)
+            if compressed > max_read_bytes:
+                raise FormatError(
+                    f"{path}: its compressed arrays would take {compressed / 1e6:,.1f} MB of memory, more than "
+                    f"{max_read_bytes / 1e6:,.0f} MB: save them uncompressed (np.savez, not savez_compressed), "
+                    "which focusface maps without reading, or raise max_read_bytes"
+                )
+            for info, (shape, fortran, dtype, offset, _) in members:
+                name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                if offset is not None:
+                    out[name] = _map(str(path), offset, dtype.str, shape, fortran)
+                    continue
                 with z.open(info) as member:
                     out[name] = np.lib.format.read_array(member, allow_pickle=False)
-                continue
-            try:
-                shape, fortran, dtype = header(f)
-            except Exception as e:  # numpy parses the header as a Python literal: a damaged one raises anything
-                raise ValueError(
-                    f"{path}: member {info.filename} has a damaged array header ({type(e).__name__})"
-                ) from None
-            if dtype.hasobject:
-                raise ValueError(f"{path}: member {info.filename} holds Python objects")
-            out[name] = _map(str(path), f.tell(), dtype.str, shape, fortran)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as e:
+        raise FormatError(f"{path}: not a readable .npz ({type(e).__name__}: {shorten(str(e))})") from None
     return out

@@ -14,11 +14,12 @@ import numpy as np
 from .errors import FocusFaceError, FormatError, shorten
 
 # %% auto #0
-__all__ = ['MAX_IMAGE_PIXELS', 'IMAGE_SUFFIXES', 'image_size', 'decode_image', 'check_quality', 'encode_image',
-           'decode_with_warnings', 'jpeg_truncated', 'list_image_folder']
+__all__ = ['MAX_IMAGE_PIXELS', 'MAX_JPEG_SCANS', 'IMAGE_SUFFIXES', 'image_size', 'max_image_pixels', 'jpeg_scans', 'decode_image',
+           'check_quality', 'encode_image', 'decode_with_warnings', 'jpeg_truncated', 'list_image_folder']
 
 # %% ../nbs/03_images.ipynb #d98b21a6
-MAX_IMAGE_PIXELS = 64_000_000
+MAX_IMAGE_PIXELS = 64_000_000  # the default; FOCUSFACE_MAX_IMAGE_PIXELS raises (or lowers) it
+MAX_JPEG_SCANS = 100  # a progressive JPEG has about ten; each one is a pass of the decoder over the whole image
 _IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10 decodes straight to RGB
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
@@ -82,7 +83,40 @@ def image_size(data: bytes) -> tuple[int, int] | None:
         return _webp_size(data)
     return None
 
+
+def max_image_pixels() -> int:
+    "The most pixels an image may have: `FOCUSFACE_MAX_IMAGE_PIXELS` if set, else `MAX_IMAGE_PIXELS`."
+    import os
+
+    text = os.environ.get("FOCUSFACE_MAX_IMAGE_PIXELS", "").replace("_", "")
+    if not text:
+        return MAX_IMAGE_PIXELS
+    if not text.isdigit() or int(text) < 1:
+        raise FocusFaceError(f"FOCUSFACE_MAX_IMAGE_PIXELS must be a positive integer, got {shorten(text)}")
+    return int(text)
+
+
+def jpeg_scans(data: bytes) -> int:
+    "How many scans a JPEG holds (0xFFDA markers after the first; 0xFF in the coded data is always escaped)."
+    first = data.find(b"\xff\xda")
+    return 0 if first < 0 else data.count(b"\xff\xda", first)
+
 # %% ../nbs/03_images.ipynb #0b7c3a20
+def _check_limits(data: bytes, size: tuple | None, source: str) -> None:
+    "Refuse an image larger than `max_image_pixels`, or a JPEG of more than `MAX_JPEG_SCANS` scans."
+    most = max_image_pixels()
+    if size is not None and size[0] * size[1] > most:
+        raise FormatError(
+            f"{source}: the image header announces {size[0]}x{size[1]} pixels, more than the {most:,} focusface "
+            "decodes: the file is damaged or not a face image (set FOCUSFACE_MAX_IMAGE_PIXELS to decode larger ones)"
+        )
+    if data[:2] == b"\xff\xd8" and jpeg_scans(data) > MAX_JPEG_SCANS:
+        raise FormatError(
+            f"{source}: a JPEG of {jpeg_scans(data):,} scans (a progressive JPEG has about ten; at most "
+            f"{MAX_JPEG_SCANS}): decoding it would take minutes; the file is damaged or made to stall a decoder"
+        )
+
+
 def decode_image(data, source: str = "image") -> np.ndarray:
     "JPEG/PNG bytes (or an RGB uint8 array, returned as is) -> RGB uint8 (H, W, 3); `source` names it in errors."
     if isinstance(data, np.ndarray):
@@ -103,12 +137,7 @@ def decode_image(data, source: str = "image") -> np.ndarray:
             "focusface decodes only those, whose size it reads before decoding; convert it, or re-create "
             "the file if it is damaged"
         )
-    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
-        raise FormatError(
-            f"{source}: the image header announces {size[0]}x{size[1]} pixels, more than the "
-            f"{MAX_IMAGE_PIXELS:,} focusface decodes (focusface.images.MAX_IMAGE_PIXELS); the file is "
-            "damaged or not a face image"
-        )
+    _check_limits(data, size, source)
     buf = np.frombuffer(data, np.uint8)
     image = None
     if buf.size:

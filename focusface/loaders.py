@@ -13,7 +13,7 @@ import numpy as np
 from .datasets import InsightFaceDataset
 from .errors import FocusFaceError, FormatError
 from .evalsets import EvalPairs
-from .files import WorkerShared, die_with, worker_tempdir
+from .files import WorkerShared, die_with, worker_context, worker_count
 from .images import decode_image
 from .maskfit import fitted_sampler
 from .masks import apply_mask
@@ -189,15 +189,11 @@ def make_loader(dataset: PairedFaces, batch_sampler: PairBatchSampler, *, worker
     import torch
     from torch.utils.data import DataLoader
 
-    if workers < 0:
-        raise FocusFaceError(f"workers must be >= 0, got {workers}")
+    workers = worker_count(workers)
     # its own generator: the loader must not draw from torch's global one, or a resumed run would diverge from
     # an uninterrupted one (the loader is created at a different point of the run)
     options = dict(num_workers=workers, pin_memory=pin_memory, generator=torch.Generator().manual_seed(0))
     if workers:
-        import multiprocessing as mp  # forkserver: clean workers, never a fork of a kernel or a process holding threads
-
-        worker_tempdir()  # the pool's sockets in a folder that a killed run does not leave behind
         import functools
         import os
 
@@ -205,9 +201,7 @@ def make_loader(dataset: PairedFaces, batch_sampler: PairBatchSampler, *, worker
             worker_init_fn=functools.partial(_worker_init, parent=os.getpid()),
             persistent_workers=True,
             prefetch_factor=4,
-            multiprocessing_context=mp.get_context(
-                "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-            ),
+            multiprocessing_context=worker_context(),
         )
     return DataLoader(dataset, batch_sampler=batch_sampler, **options)
 

@@ -6,6 +6,8 @@ written in the same formats as MS1M-ArcFace and `lfw.bin`."""
 # %% ../nbs/14_synthdata.ipynb #b762a805
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -13,7 +15,7 @@ import cv2
 import numpy as np
 
 from .datasets import write_insightface_folder
-from .errors import FocusFaceError
+from .errors import FocusFaceError, shorten
 from .evalsets import EvalPairs, write_bin
 from .files import atomic_dir, atomic_write_bytes, check_destination, ordered_map
 from .images import encode_image
@@ -22,7 +24,8 @@ from .synthfaces import faces_with_nuisance, keyed_rng
 from .template import TEMPLATE_SIZE
 
 # %% auto #0
-__all__ = ['make_training_set', 'sample_pairs', 'synthetic_pairs', 'make_pairs', 'make_demo_data']
+__all__ = ['SYNTHETIC_FACES', 'FACE_BYTES', 'check_room', 'make_training_set', 'sample_pairs', 'synthetic_pairs', 'make_pairs',
+           'make_demo_data']
 
 # %% ../nbs/14_synthdata.ipynb #51c8069a
 def _render_job(job) -> list[bytes]:
@@ -42,11 +45,30 @@ def _render_encoded(
         yield from part
 
 
+SYNTHETIC_FACES = 10_000_000  # the most faces one synthetic set may hold
+FACE_BYTES = 4_000  # the most a synthetic 112x112 face takes as JPEG (about 2.5 kB on average)
+
+
 def _check_counts(seed=0, **counts):
     check_seed(seed)
     for name, value in counts.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise FocusFaceError(f"{name} must be a positive integer, got {value!r}")
+            raise FocusFaceError(f"{name} must be a positive integer, got {shorten(value)}")
+        if value > SYNTHETIC_FACES:
+            raise FocusFaceError(f"{name} must be at most {SYNTHETIC_FACES:,} (a synthetic set), got {value:,}")
+
+
+def check_room(dst, faces: int, what: str = "faces") -> None:
+    "Refuse `faces` synthetic faces (more than `SYNTHETIC_FACES`, or more than the disk at `dst` holds) before any work."
+    if faces > SYNTHETIC_FACES:
+        raise FocusFaceError(f"{faces:,} {what}: a synthetic set holds at most {SYNTHETIC_FACES:,}; ask for fewer")
+    folder = next(p for p in Path(os.path.abspath(dst)).parents if p.is_dir())
+    free = shutil.disk_usage(folder).free
+    if faces * FACE_BYTES > free:
+        raise FocusFaceError(
+            f"{dst}: {faces:,} {what} need up to {faces * FACE_BYTES / 1e6:,.0f} MB, and {folder} has "
+            f"{free / 1e6:,.0f} MB free: ask for fewer, or free some space"
+        )
 
 
 def make_training_set(
@@ -63,6 +85,7 @@ def make_training_set(
     "Write synthetic identities as an insightface dataset folder (header layout), class ids from 0."
     _check_counts(seed, identities=identities, images_per_identity=images_per_identity)
     dst = check_destination(dst, overwrite=overwrite, sources=(), kind="insightface folder")
+    check_room(dst, identities * images_per_identity, "training faces")
     keys = [(first_identity + i, j) for i in range(identities) for j in range(images_per_identity)]
     images = _render_encoded(seed, keys, workers=workers, progress=progress, desc=f"training faces -> {dst.name}")
     items = ((who - first_identity, data) for (who, _), data in zip(keys, images))  # written as the workers deliver
@@ -233,7 +256,9 @@ def make_demo_data(
     _check_counts(seed, train_identities=train_identities, images_per_identity=images_per_identity)
     _check_pairs(val_identities, 10, val_pairs_per_fold, 50, of="val_")
     _check_pairs(eval_identities, 10, eval_pairs_per_fold, 50, of="eval_")
-    root = Path(root)
+    root = check_destination(root, overwrite=overwrite, sources=(), kind="synthetic dataset")
+    pairs = 10 * (val_pairs_per_fold + eval_pairs_per_fold)
+    check_room(root, train_identities * images_per_identity + 2 * pairs, "faces")
     val_first = train_identities
     eval_first = val_first + val_identities
     with atomic_dir(root, overwrite=overwrite, sources=(), kind="synthetic dataset") as tmp:  # the whole root

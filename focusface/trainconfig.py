@@ -11,12 +11,14 @@ import math
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
+import yaml
+
 from .errors import FocusFaceError, shorten
 from .maskspec import DEFAULT_SPEC
 
 # %% auto #0
-__all__ = ['METHODS', 'FREEZE', 'BN_VIEWS', 'CLIP_SCOPES', 'TrainConfig', 'config_defaults', 'load_config', 'learning_rate',
-           'parse_train_arguments', 'add_train_arguments']
+__all__ = ['METHODS', 'FREEZE', 'BN_VIEWS', 'CLIP_SCOPES', 'YAML_BYTES', 'TrainConfig', 'config_defaults', 'read_yaml',
+           'load_config', 'learning_rate', 'parse_train_arguments', 'add_train_arguments']
 
 # %% ../nbs/27_trainconfig.ipynb #ea6d91cc
 METHODS = ("focusface", "arcface", "arcface_aug")
@@ -185,27 +187,58 @@ def config_defaults() -> dict:
     "Every config key with its default value."
     return {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(TrainConfig)}
 
+# %% ../nbs/27_trainconfig.ipynb #47d9cc3b
+YAML_BYTES = 1 << 20  # a config or a parameters file is a page of settings, not a megabyte
+
+
+class _SettingsLoader(yaml.SafeLoader):
+    "PyYAML's safe loader without aliases: `*name` would let a few lines expand into gigabytes."
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"an alias (*{event.anchor}) is not accepted in a settings file: write the value out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+
+def read_yaml(source, what: str = "settings file"):
+    "The YAML document of a file (a path) or a text (with `what` naming it), read safely and within a budget."
+    where = what
+    if isinstance(source, Path):
+        where = str(source)
+        if not source.is_file():
+            raise FocusFaceError(f"{source}: {what} not found")
+        if source.stat().st_size > YAML_BYTES:
+            raise FocusFaceError(
+                f"{source}: {source.stat().st_size / 1e6:,.1f} MB, more than a {what} ever needs "
+                f"(at most {YAML_BYTES / 1e6:,.1f} MB): is it the right file?"
+            )
+        source = source.read_bytes().decode("utf-8", "replace")
+    if len(source) > YAML_BYTES:
+        raise FocusFaceError(f"{where}: {len(source):,} characters, more than a {what} needs")
+    try:
+        return yaml.load(source, Loader=_SettingsLoader)
+    except yaml.YAMLError as e:
+        raise FocusFaceError(f"{where}: not valid YAML ({shorten(str(e).replace(chr(10), ' '), 200)})") from None
+
 # %% ../nbs/27_trainconfig.ipynb #68514456
 def load_config(path=None, overrides=(), **values) -> TrainConfig:
     "A checked `TrainConfig` from a YAML file, then `key=value` overrides, then keyword values."
-    import yaml
-
     data = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FocusFaceError(f"{path}: config file not found")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise FocusFaceError(f"{path}: not valid YAML ({shorten(str(e), 200)})") from None
+        data = read_yaml(Path(path), "config file") or {}
         if not isinstance(data, dict):
             raise FocusFaceError(f"{path}: a config file is a mapping of key: value")
     for item in overrides:
         key, sep, text = str(item).partition("=")
         if not sep:
             raise FocusFaceError(f"override {shorten(item)} is not key=value")
-        data[key.strip()] = yaml.safe_load(text) if text.strip() else None
+        data[key.strip()] = read_yaml(text, f"override {shorten(item)}") if text.strip() else None
     data.update(values)
     defaults = config_defaults()
     unknown = sorted(set(data) - set(defaults))
@@ -213,7 +246,7 @@ def load_config(path=None, overrides=(), **values) -> TrainConfig:
         hints = {k: difflib.get_close_matches(k, defaults, 1) for k in unknown}
         raise FocusFaceError(
             "training config: unknown key(s) "
-            + ", ".join(f"{k!r}" + (f" (did you mean {hints[k][0]!r}?)" if hints[k] else "") for k in unknown)
+            + ", ".join(shorten(k) + (f" (did you mean {hints[k][0]!r}?)" if hints[k] else "") for k in unknown)
         )
     return TrainConfig(**{k: _coerce(k, v, defaults[k]) for k, v in data.items()})
 

@@ -187,7 +187,7 @@ def test_the_paper_setting_fails_fast_without_its_data(project, tmp_path):
 
 
 MISTAKES = [  # (where in params.yaml, the wrong value, what the one line must say)
-    (("data", "train_identities"), -5, "data.train_identities: must be an integer of at least 1, got -5"),
+    (("data", "train_identities"), -5, "data.train_identities: must be an integer from 1 to 10,000,000, got -5"),
     (("setting",), "papr", "setting: must be demo or paper, got 'papr'"),
     (("masks", "spec"), "balaclava", "masks.spec: "),
     (("train", "backbone"), "r9", "train: backbone must be one of"),
@@ -205,7 +205,7 @@ MISTAKES = [  # (where in params.yaml, the wrong value, what the one line must s
     ),
     (("variants", "focusface_ontop", "freeze"), "all", "variants.focusface_ontop: freeze must be one of"),
     (("variants", "random"), {"method": "arcface"}, "variants.random: a variant name is letters, digits and _"),
-    (("ontop",), {"base": "arcface"}, "ontop: the on-top run is an ordinary variant now"),
+    (("ontop",), {"base": "arcface"}, "ontop: not a parameter of the pipeline"),
     (("report", "references"), "arcface,elastic", "report.references: 'elastic' is not one of the variants"),
     (("report", "bootstrap"), -1, "report.bootstrap: must be an integer of at least 0, got -1"),
     (("evaluate", "protocols"), "uu,xm", "evaluate.protocols: 'xm' not among"),
