@@ -256,6 +256,7 @@ def measure_checkpoint(root: Path, classes: int) -> dict:
         config=config,
         position=_fresh_position(),
         rng=[dict(cpu=torch.get_rng_state(), cuda=None)],
+        data=dict(train="paper-scale"),
     )
     t_save = time.perf_counter() - t
     t = time.perf_counter()

@@ -12,8 +12,8 @@ from .errors import FocusFaceError, shorten
 from .template import TEMPLATE_SIZE
 
 # %% auto #0
-__all__ = ['IMAGE_SIZE', 'BN_EPS', 'TRUNK_INITS', 'check_image_batch', 'conv3x3', 'IBasicBlock', 'IResNet', 'register_backbone',
-           'list_backbones', 'backbone_spec', 'find_backbone', 'create_backbone']
+__all__ = ['IMAGE_SIZE', 'BN_EPS', 'TRUNK_INITS', 'MAX_EMBEDDING_SIZE', 'check_image_batch', 'conv3x3', 'IBasicBlock', 'IResNet',
+           'register_backbone', 'list_backbones', 'backbone_spec', 'find_backbone', 'create_backbone']
 
 # %% ../nbs/15_backbones.ipynb #5af3a595
 IMAGE_SIZE = TEMPLATE_SIZE  # the 7x7 map after 4 stride-2 stages depends on the 112x112 crop
@@ -70,6 +70,7 @@ class IBasicBlock(nn.Module):
 
 # %% ../nbs/15_backbones.ipynb #12e4d11c
 TRUNK_INITS = ("insightface", "damped")
+MAX_EMBEDDING_SIZE = 8192  # 16 times the 512 of every published model; its layer already holds 0.8 GB of weights
 
 
 class IResNet(nn.Module):
@@ -93,8 +94,15 @@ class IResNet(nn.Module):
             raise FocusFaceError(f"layers must be four positive block counts, got {layers!r}")
         if len(widths) != 4 or any(int(w) < 1 for w in widths):
             raise FocusFaceError(f"widths must be four positive channel counts, got {widths!r}")
-        if isinstance(embedding_size, bool) or not isinstance(embedding_size, int) or embedding_size < 1:
-            raise FocusFaceError(f"embedding_size must be a positive integer, got {shorten(embedding_size)}")
+        if (
+            isinstance(embedding_size, bool)
+            or not isinstance(embedding_size, int)
+            or not 1 <= embedding_size <= MAX_EMBEDDING_SIZE
+        ):
+            raise FocusFaceError(
+                f"embedding_size must be an integer from 1 to {MAX_EMBEDDING_SIZE:,} (512 in every published model), "
+                f"got {shorten(embedding_size)}"
+            )
         if not 0.0 <= dropout < 1.0:
             raise FocusFaceError(f"dropout must be in [0, 1), got {dropout}")
         if stem_stride not in (1, 2):
@@ -203,10 +211,9 @@ def list_backbones() -> list[str]:
 # %% ../nbs/15_backbones.ipynb #534e5634
 def backbone_spec(name: str) -> dict:
     "The registry entry (layers, widths, description) of `name`."
-    try:
-        return dict(_BACKBONES[name.lower()])
-    except KeyError:
-        raise FocusFaceError(f"unknown backbone {name!r}; choose one of {list_backbones()}") from None
+    if not isinstance(name, str) or name.lower() not in _BACKBONES:
+        raise FocusFaceError(f"unknown backbone {shorten(name)}; choose one of {list_backbones()}")
+    return dict(_BACKBONES[name.lower()])
 
 # %% ../nbs/15_backbones.ipynb #55fbb895
 def find_backbone(layers, widths) -> str | None:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import re
 from pathlib import Path
@@ -33,6 +34,8 @@ class CheckpointError(FocusFaceError):
 # %% ../nbs/18_checkpoints.ipynb #e2490e7c
 def read_weights(path, map_location="cpu") -> dict:
     "Load a weight file with `torch.load(weights_only=True)`; refuse anything that is not plain data."
+    if not isinstance(path, (str, os.PathLike)):
+        raise CheckpointError(f"a checkpoint is the path of a file (or a FocusFace model), got {shorten(path)}")
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")

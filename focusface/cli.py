@@ -97,7 +97,7 @@ def _cmd_mask(args) -> int:
     info = mask_dataset(
         args.src,
         args.dst,
-        spec=args.code,
+        spec=args.spec,
         seed=args.seed,
         protocol=args.protocol,
         workers=args.workers,
@@ -165,7 +165,7 @@ def _cmd_evaluate(args) -> int:
         sets,
         args.out,
         protocols=args.protocols,
-        spec=args.code,
+        spec=args.spec,
         seed=args.seed,
         score=args.score,
         batch_size=args.batch_size,
@@ -187,6 +187,12 @@ def _cmd_evaluate(args) -> int:
                 f"{name}: real masks from its labels, no mask drawn; pairs {counts}"
                 + (f"; {skipped} pairs left out (an image missing: see the align report)" if skipped else "")
             )
+    stratified = sorted({n for n, by in metrics.items() for m in by.values() if m.get("folds") == "stratified"})
+    if stratified:
+        print(
+            f"{', '.join(stratified)}: the genuine and impostor pairs are not mixed along the file (a fold would hold "
+            "one kind): the 10-fold accuracy used stratified folds, not insightface's contiguous ones"
+        )
     print(
         "scores: "
         + ("cosine similarity" if args.score == "cosine" else "the authors' 1 - ||a - b|| / 2")
@@ -410,15 +416,25 @@ def _pack_options(p) -> None:
 
 
 def _mask_options(p) -> None:
+    from focusface.maskspec import DEFAULT_SPEC  # lazily: a command imports only what it runs
+
     d = _defaults("maskdata", "mask_dataset")
     p.add_argument("src", help="an insightface folder, an evaluation .bin, or an image folder")
     p.add_argument("dst", help="where the masked copy goes (a .bin for a .bin source)")
     p.add_argument(
-        "--code",
+        "--spec",
+        "--code",  # the earlier name, kept for one release
+        dest="spec",
         default=d["spec"],
-        help="mask choices, one drawn per image (type[-colour][-texture][-bold], comma-separated; the default style is the paper's, MaskTheFace-like)",
+        help=f"mask choices, one drawn per image (type[-colour][-texture][-bold], comma-separated; default "
+        f"'{DEFAULT_SPEC}', the paper's five MaskTheFace variants; with --replay, the manifest's)",
     )
-    p.add_argument("--seed", type=_non_negative, default=d["seed"], help="seed of the per-image mask choice")
+    p.add_argument(
+        "--seed",
+        type=_non_negative,
+        default=d["seed"],
+        help="seed of the per-image mask choice (default 0; with --replay, the manifest's)",
+    )
     p.add_argument(
         "--workers", type=_non_negative, default=d["workers"], help="worker processes (0: mask in this process)"
     )
@@ -426,7 +442,7 @@ def _mask_options(p) -> None:
         "--protocol",
         choices=("um", "mm"),
         default=d["protocol"],
-        help="for a .bin: um masks the second image of every pair, mm both",
+        help="for a .bin: um masks the second image of every pair, mm both (default mm; with --replay, the manifest's)",
     )
     p.add_argument("--quality", type=int, default=d["quality"], help="JPEG quality of re-encoded images")
     p.add_argument("--replay", metavar="MANIFEST", help="draw the masks recorded in this manifest instead of sampling")
@@ -503,7 +519,13 @@ def _evaluate_options(p) -> None:
         "--score", choices=SCORES, default=d["score"], help="pair score: cosine, or the authors' 1 - ||a - b|| / 2"
     )
     p.add_argument("--seed", type=_non_negative, default=d["seed"], help="seed of the masks")
-    p.add_argument("--code", default=d["spec"], help="mask spec (as for 'focusface mask')")
+    p.add_argument(
+        "--spec",
+        "--code",
+        dest="spec",
+        default=d["spec"],
+        help="mask spec (as for 'focusface mask'; --code: earlier name)",
+    )
     p.add_argument("--batch-size", type=_positive, default=d["batch_size"], help="images per forward pass")
     _model_options(p)
     p.add_argument("--no-figures", action="store_true", help="write no figures")

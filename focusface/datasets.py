@@ -19,11 +19,14 @@ from .images import check_quality, decode_image, encode_image, list_image_folder
 from .recordio import RecordReader, RecordWriter, pack_record, unpack_record
 
 # %% auto #0
-__all__ = ['read_property', 'InsightFaceDataset', 'write_insightface_folder', 'pack_folder', 'dataset_kind', 'file_sha256',
-           'DatasetSource', 'RecSource', 'FolderSource', 'BinSource', 'PairsSource', 'open_dataset',
+__all__ = ['MAX_CLASSES', 'read_property', 'InsightFaceDataset', 'write_insightface_folder', 'pack_folder', 'dataset_kind',
+           'file_sha256', 'DatasetSource', 'RecSource', 'FolderSource', 'BinSource', 'PairsSource', 'open_dataset',
            'source_fingerprint']
 
 # %% ../nbs/06_datasets.ipynb #fdc6e405
+MAX_CLASSES = 1 << 24  # class ids are float32 labels: exact up to 2**24 (MS1M-ArcFace has 85,742)
+
+
 def read_property(root) -> tuple[int, int, int]:
     "(num_classes, height, width) from `root/property`."
     path = Path(root) / "property"
@@ -38,6 +41,11 @@ def read_property(root) -> tuple[int, int, int]:
         num_classes, height, width = (int(v) for v in text.strip().split(","))
     except ValueError:
         raise FormatError(f"{path}: expected 'num_classes,height,width', got {shorten(text, 60)}") from None
+    if not 1 <= num_classes <= MAX_CLASSES or not (1 <= height <= 4096 and 1 <= width <= 4096):
+        raise FormatError(
+            f"{path}: {num_classes:,} classes of {height}x{width} images: a rec's labels are float32, exact for at "
+            f"most {MAX_CLASSES:,} classes, and its faces are crops: the file is damaged; write it again"
+        )
     return num_classes, height, width
 
 # %% ../nbs/06_datasets.ipynb #4c442534
@@ -53,6 +61,12 @@ class InsightFaceDataset(WorkerShared):
 
     def __init__(self, root, name: str = "train"):
         self.root = Path(root)
+        if self.root.is_file():
+            raise FormatError(
+                f"{self.root}: a file, not an insightface dataset folder (train.rec, train.idx, property): a training "
+                "set is such a folder (`focusface pack` makes one from images); an evaluation .bin is read by "
+                "evaluate, or given as val="
+            )
         if not self.root.is_dir():
             raise FormatError(f"{self.root}: dataset folder not found")
         self.num_classes, self.height, self.width = read_property(self.root)

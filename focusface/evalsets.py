@@ -272,14 +272,20 @@ def read_mask_labels(path) -> dict[tuple[str, int], str]:
         raise FormatError(
             f"{path}: not UTF-8 text (byte {e.start}); a labels file holds 'Name, N, mask_type' lines"
         ) from None
-    labels = {}
+    labels, first = {}, {}
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         parts = [p.strip() for p in line.split(",")]
         if len(parts) != 3 or not parts[0] or not parts[1].isdigit() or not parts[2]:
             raise FormatError(f"{path}:{lineno}: expected 'Name, N, mask_type', got {shorten(line.strip())}")
-        labels[(parts[0], int(parts[1]))] = parts[2].lower()
+        key, label = (parts[0], int(parts[1])), parts[2].lower()
+        if key in labels and labels[key] != label:
+            raise FormatError(
+                f"{path}:{lineno}: {parts[0]} image {parts[1]} is {shorten(label)} here and {shorten(labels[key])} at "
+                f"line {first[key]}: which is it? Keep one line per image"
+            )
+        labels[key], first[key] = label, first.get(key, lineno)
     if not labels:
         raise FormatError(f"{path}: no labels found")
     return labels

@@ -280,6 +280,7 @@ def evaluate_pairs(
         metrics.update(
             accuracy=acc["accuracy"],
             accuracy_std=acc["std"],
+            folds=acc["folds"],
             score=score,
             _correct=acc["pair_correct"],
             paper=pyeer_metrics(authors[pairs.issame], authors[~pairs.issame]),
@@ -324,6 +325,7 @@ def _protocol_metrics(sim: np.ndarray, authors: np.ndarray, issame: np.ndarray, 
     metrics.update(
         accuracy=acc["accuracy"],
         accuracy_std=acc["std"],
+        folds=acc["folds"],
         score=score,
         _curve=curve(s, None),
         _correct=acc["pair_correct"],
@@ -556,6 +558,21 @@ def _check_options(protocols, *, score: str, batch_size, spec: str, seed: int, m
     return protocols
 
 
+def _masked_copy(path) -> EvalPairs:
+    "A masked copy given as `masked`; focusface's carry a manifest, which must say both images of a pair are masked."
+    from focusface.maskspec import read_manifest
+
+    path = Path(path)
+    manifest = path.with_suffix(".masks.jsonl") if path.suffix == ".bin" else path / "masks.jsonl"
+    if manifest.is_file() and read_manifest(manifest)[0].get("protocol") == "um":
+        raise FocusFaceError(
+            f"{path}: a U-M copy (its manifest {manifest.name} says only the second image of each pair is masked): "
+            "masked must be the M-M copy, every image masked (focusface mask SRC DST --protocol mm), from which the "
+            "U-M pairs are taken"
+        )
+    return read_eval_set(path)
+
+
 def _read_sets(records: list[EvalSet], skip_missing: bool) -> list[tuple]:
     "(name, pairs, masked copy, landmarks table) of each set, every file read and checked."
     read = []
@@ -564,7 +581,7 @@ def _read_sets(records: list[EvalSet], skip_missing: bool) -> list[tuple]:
         table = None if r.landmarks is None else LandmarkTable(r.landmarks)
         if table is not None and not str(r.source).startswith("synthetic"):
             table.check_source(r.source)  # its own
-        read.append((pairs, None if r.masked is None else read_eval_set(r.masked), table))
+        read.append((pairs, None if r.masked is None else _masked_copy(r.masked), table))
     return [(name, *parts) for name, parts in zip(_unique_names([p for p, _, _ in read], records), read)]
 
 

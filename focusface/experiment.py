@@ -134,18 +134,18 @@ def prepare_data(
             )
         else:
             from focusface.evalsets import write_bin
-            from focusface.loaders import holdout_pairs
+            from focusface.loaders import holdout_pairs, write_holdout
 
             held, pairs = holdout_pairs(
                 ms1m, identities=holdout_identities, pairs_per_fold=holdout_pairs_per_fold, seed=seed
             )
             write_bin(tmp / "val.bin", pairs.images, pairs.issame)
-            (tmp / "holdout.txt").write_text("".join(f"{c}\n" for c in held))
+            write_holdout(tmp / "val.holdout.txt", held, ms1m)  # beside the pairs: a run given them finds the ids
             index = dict(
                 setting=setting,
                 train=str(ms1m),
                 val=str(out / "val.bin"),
-                holdout=str(out / "holdout.txt"),
+                holdout=str(out / "val.holdout.txt"),
                 eval={p.stem: str(p) for p in bins},
             )
         (tmp / "index.json").write_text(json.dumps(index, indent=1) + "\n")
@@ -657,13 +657,16 @@ def main(argv=None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     usage = (
-        "usage: python -m focusface.experiment check PARAMS.yaml OUT.json\n"
+        "usage: python -m focusface.experiment check PARAMS.yaml [OUT.json]\n"
         "       python -m focusface.experiment align-real PARAMS.yaml OUT_FOLDER\n"
         "       python -m focusface.experiment notebook NOTEBOOK EXECUTED [name=value ...]"
     )
     try:
         if len(argv) >= 3 and argv[0] == "notebook":
             run_notebook(argv[1], argv[2], _notebook_arguments(argv[3:]))
+        elif len(argv) == 2 and argv[0] == "check":  # the parameters alone: before dvc repro, say
+            load_params(argv[1])
+            print(f"{argv[1]}: every parameter is sound")
         elif len(argv) == 3 and argv[0] == "check":
             params = load_params(argv[1])  # every parameter, before any work
             data, env = params["data"], environment()

@@ -535,14 +535,23 @@ def save_figure(fig, path, *, sources: Iterable = (), overwrite: bool = True) ->
 # %% ../nbs/02_files.ipynb #550e51f2
 def die_with(parent: int, every: float = 0.5) -> None:
     "In a worker process: exit as soon as process `parent` is gone (a killed run leaves no workers behind)."
+    import select
     import threading
     import time
 
+    try:
+        gone = os.pidfd_open(parent)  # Linux 5.3+: readable once the process has exited
+    except (AttributeError, OSError):  # elsewhere, or it is gone already: look
+        gone = None
+
     def watch():
+        if gone is not None:
+            select.select([gone], [], [])
+            os._exit(1)  # no clean-up to run: the run they served is gone
         while True:
             time.sleep(every)
             if not _alive(parent):
-                os._exit(1)  # no clean-up to run: the run they served is gone
+                os._exit(1)
 
     threading.Thread(target=watch, name="focusface-die-with-parent", daemon=True).start()
 
@@ -629,10 +638,17 @@ def _check_main_guard() -> None:
 def worker_context():
     "The multiprocessing context of focusface's workers (forkserver: clean, never a fork of a process with threads)."
     import multiprocessing as mp
+    import sys
 
     _check_main_guard()
     worker_tempdir()  # the pool's sockets in a folder that a killed run does not leave behind
-    return mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    warm = [m for m in ("numpy", "cv2", "torch") if m in sys.modules]
+    focusface_modules = sorted(m for m in sys.modules if m.startswith("focusface.") and m != "focusface.orphans")
+    ctx.set_forkserver_preload(["focusface.orphans", "__main__", *warm, *focusface_modules])  # orphans: first
+    return ctx
 
 # %% ../nbs/02_files.ipynb #1dbc02b2
 def _pool_worker(parent: int) -> None:

@@ -16,7 +16,7 @@ import torch
 
 from .align import align_photo
 from .checkpoints import load_checkpoint
-from .datasets import open_dataset
+from .datasets import PairsSource, open_dataset
 from .errors import FocusFaceError, FormatError, shorten
 from .files import allocated_memmap, atomic_file, check_destination, scratch_dir, write_npz
 from .model import FocusFace, resolve_device, with_channel_order
@@ -59,6 +59,8 @@ def read_face(source, *, face: int | None = None, aligner=None):
         if not path.is_file():
             raise FocusFaceError(f"{path}: no such image file")
         return align_photo(decode_image(path.read_bytes(), str(path)), face=face, aligner=aligner, source=str(path))
+    if not isinstance(source, np.ndarray):
+        raise FocusFaceError(f"an image is a file's path or an RGB uint8 array, got {shorten(source)}")
     return align_photo(source, face=face, aligner=aligner, source="image")
 
 # %% ../nbs/25_inference.ipynb #e1189386
@@ -73,10 +75,12 @@ THRESHOLD_FMR = 0.001  # the false match rate every threshold here is chosen for
 
 
 def _threshold_from_metrics(path: Path) -> tuple[float, str]:
+    if path.stat().st_size > 64 << 20:
+        raise FormatError(f"{path}: {path.stat().st_size / 1e6:,.0f} MB: not an evaluation's metrics.json")
     try:
         metrics = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FormatError(f"{path}: not a readable metrics.json ({e})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise FormatError(f"{path}: not a readable metrics.json ({shorten(str(e) or type(e).__name__)})") from None
     sets = (
         [
             name
@@ -204,6 +208,8 @@ def embed_dataset(
     )
     model = _inference_model(checkpoint, channel_order, device)
     source = open_dataset(src)
+    if isinstance(source, PairsSource):  # each photo once, keyed by its file, not once per pair it appears in
+        source = source.files()
     count, get, keys = len(source), source.read, source.keys
     if count == 0:
         raise FormatError(f"{src}: holds no images")

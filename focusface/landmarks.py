@@ -15,10 +15,10 @@ import numpy as np
 
 from .errors import FormatError
 from .files import WorkerShared, map_npz
-from .template import TEMPLATE_LANDMARKS, TEMPLATE_SIZE, five_points
+from .template import FIVE_FROM_68, TEMPLATE_LANDMARKS, TEMPLATE_SIZE, five_points
 
 # %% auto #0
-__all__ = ['FACE_BOX', 'LANDMARK_TOLERANCE', 'check_landmarks', 'synthetic_shape68', 'LandmarkTable']
+__all__ = ['FACE_BOX', 'LANDMARK_TOLERANCE', 'check_landmarks', 'synthetic_shape68', 'passing', 'LandmarkTable']
 
 # %% ../nbs/10_landmarks.ipynb #cae975d4
 FACE_BOX = (11.0, 26.0, 101.0, 116.0)  # left, top, right, bottom in the 112x112 crop (see above)
@@ -53,6 +53,17 @@ def synthetic_shape68(size: int = TEMPLATE_SIZE) -> np.ndarray:
     shape[8:17] = np.stack([np.linspace(nose_x, nose_x + 38, 9), jaw_y[::-1]], 1)
     return shape * (size / TEMPLATE_SIZE)
 
+# %% ../nbs/10_landmarks.ipynb #86bca822
+def passing(shapes, size: int = TEMPLATE_SIZE) -> np.ndarray:
+    "Where `check_landmarks` finds nothing wrong, for shapes (N, 68, 2) at once."
+    s = np.asarray(shapes, np.float64) * (TEMPLATE_SIZE / size)
+    finite = np.isfinite(s).all(axis=(1, 2))
+    s = np.where(finite[:, None, None], s, 0.0)
+    five = np.stack([s[:, list(group)].mean(1) for group in FIVE_FROM_68], 1)
+    off = np.linalg.norm(five - TEMPLATE_LANDMARKS, axis=2).mean(1)
+    nose = s[:, 27:31, 0].mean(1)
+    return finite & (off <= LANDMARK_TOLERANCE) & (s[:, 0:9, 0].mean(1) < nose) & (nose < s[:, 8:17, 0].mean(1))
+
 # %% ../nbs/10_landmarks.ipynb #de3804f7
 class LandmarkTable(WorkerShared):
     "A landmarks file opened for lookup by image key; `get(key)` -> (68 landmarks or None, why not)."
@@ -65,7 +76,7 @@ class LandmarkTable(WorkerShared):
             z = map_npz(self.path)
             keys, self.landmarks, self.ok, self.notes = z["keys"], z["landmarks"], z["ok"], z["notes"]
             self.image_size = int(z["image_size"][()])
-            self.fingerprint = str(z["fingerprint"][()]) if "fingerprint" in z else None  # None: written before
+            self.fingerprint = str(z["fingerprint"][()]) if "fingerprint" in z else None
         except (
             OSError,
             ValueError,
@@ -77,6 +88,11 @@ class LandmarkTable(WorkerShared):
             raise FormatError(
                 f"{self.path}: not a landmarks file of `focusface landmarks` ({type(e).__name__}: {e})"
             ) from None
+        if self.fingerprint is None:
+            raise FormatError(
+                f"{self.path}: records no fingerprint of the dataset it was made on, so nothing says whose faces "
+                "it describes: make it again with `focusface landmarks SRC OUT.npz`"
+            )
         n = len(keys)
         if self.landmarks.shape != (n, 68, 2) or self.ok.shape != (n,) or self.notes.shape != (n,):
             raise FormatError(
@@ -100,19 +116,16 @@ class LandmarkTable(WorkerShared):
                 digest.update(block)
         return digest.hexdigest()
 
-    def check_source(self, src) -> bool:
-        "Refuse a landmarks file of another dataset; True when checked, False for a file older than fingerprints."
+    def check_source(self, src) -> None:
+        "Refuse a landmarks file of another dataset than the one at `src`."
         from focusface.datasets import source_fingerprint
 
-        if self.fingerprint is None:
-            return False
         theirs = source_fingerprint(src)
         if self.fingerprint != theirs:
             raise FormatError(
                 f"{self.path}: the landmarks of another dataset (fingerprint {self.fingerprint}, {src} has "
                 f"{theirs}): make them for this one with `focusface landmarks {src} OUT.npz`"
             )
-        return True
 
     def _position(self, key) -> int | None:
         if self.integer_keys:
@@ -128,17 +141,22 @@ class LandmarkTable(WorkerShared):
             return None, f"no landmarks for key {key!r} in {self.path.name}"
         if not self.ok[i]:
             return None, str(self.notes[i])
-        return self.landmarks[i], ""
+        why = check_landmarks(self.landmarks[i], self.image_size)  # the file's flag is not taken on trust
+        return (None, f"marked ok in {self.path.name}, but {why}") if why else (self.landmarks[i], "")
 
     def coverage(self, keys) -> tuple[int, int]:
-        "(how many of `keys` have accepted landmarks, how many keep the template mask)."
+        "(how many of `keys` have landmarks that pass `check_landmarks`, how many keep the template mask)."
         keys = list(keys)
-        if self.integer_keys and keys and all(isinstance(k, (int, np.integer)) for k in keys):
-            wanted = np.asarray(keys, np.int64)
-            j = np.minimum(np.searchsorted(self.sorted_keys, wanted), self.count - 1)
-            fitted = int(((self.sorted_keys[j] == wanted) & self.ok[self.order[j]]).sum())
-        else:
+        if not (self.integer_keys and keys and all(isinstance(k, (int, np.integer)) for k in keys)):
             fitted = sum(1 for k in keys if self.get(k)[0] is not None)
+            return fitted, len(keys) - fitted
+        wanted = np.asarray(keys, np.int64)
+        j = np.minimum(np.searchsorted(self.sorted_keys, wanted), self.count - 1)
+        rows = self.order[j][(self.sorted_keys[j] == wanted) & self.ok[self.order[j]]]
+        fitted = sum(
+            int(passing(self.landmarks[np.sort(part)], self.image_size).sum())
+            for part in np.array_split(rows, len(rows) // 100_000 + 1)
+        )
         return fitted, len(keys) - fitted
 
     def __len__(self) -> int:

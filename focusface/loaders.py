@@ -21,7 +21,7 @@ from .maskspec import DEFAULT_SPEC, MaskSampler
 
 # %% auto #0
 __all__ = ['image_classes', 'PairedFaces', 'PairBatchSampler', 'make_loader', 'batch_grid', 'holdout_pairs', 'check_labels',
-           'read_holdout']
+           'read_holdout', 'write_holdout', 'holdout_beside']
 
 # %% ../nbs/26_loaders.ipynb #e4043a4e
 def image_classes(faces: InsightFaceDataset) -> np.ndarray:
@@ -266,11 +266,36 @@ def check_labels(faces, limit: int = 200_000) -> None:
 
 # %% ../nbs/26_loaders.ipynb #9a4ee25b
 def read_holdout(path) -> list[int]:
+    "The class ids of a holdout file (one a line; lines starting with # are comments)."
     if not path:
         return []
     try:
-        return [int(line) for line in Path(path).read_text().split()]
+        lines = Path(path).read_text().splitlines()
+        return [int(line) for line in lines if line.strip() and not line.startswith("#")]
     except FileNotFoundError:
         raise FocusFaceError(f"{path}: holdout file not found (class ids, one a line)") from None
     except ValueError:
         raise FocusFaceError(f"{path}: a holdout file holds class ids, one a line") from None
+
+
+def write_holdout(path, held: list[int], train) -> None:
+    "Write the class ids `held` out of the training set `train` to `path`, its fingerprint on the first line."
+    from focusface.datasets import source_fingerprint
+
+    Path(path).write_text(
+        f"# class ids of {train} (fingerprint {source_fingerprint(train)}) held out of training\n"
+        + "".join(f"{c}\n" for c in held)
+    )
+
+
+def holdout_beside(val, train) -> Path | None:
+    "The holdout file beside the validation set `val` (`X.bin` -> `X.holdout.txt`) when it was held out of `train`."
+    from focusface.datasets import source_fingerprint
+
+    if not val or str(val).startswith("synthetic"):
+        return None
+    path = Path(val).with_suffix(".holdout.txt")
+    if not path.is_file():
+        return None
+    first = path.read_text().split("\n", 1)[0]
+    return path if f"(fingerprint {source_fingerprint(train)})" in first else None

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from .datasets import BinSource, FolderSource, PairsSource, RecSource, file_sha256, open_dataset
-from .errors import FocusFaceError, FormatError
+from .errors import FocusFaceError, FormatError, shorten
 from .files import atomic_dir, atomic_file, check_destination, ordered_map, scratch_dir
 from .images import check_quality, decode_with_warnings, encode_image, jpeg_truncated
 from .maskfit import fitted_sampler
@@ -122,16 +122,40 @@ def _job_items(source, keys: list, params: list) -> tuple[str, list]:
     return "bin", [(k, str(source.path), source.pairs.images[k], p.to_dict()) for k, p in zip(keys, params)]
 
 
-def _check_options(protocol: str, quality, replay, landmarks) -> None:
-    if protocol not in ("um", "mm"):
+def _check_options(source, src, *, protocol, quality, replay, landmarks) -> None:
+    if protocol not in (None, "um", "mm"):
         raise FocusFaceError(
-            f"protocol must be 'um' (mask the second image of each pair) or 'mm' (both), got {protocol!r}"
+            f"protocol must be 'um' (mask the second image of each pair) or 'mm' (both), got {shorten(protocol)}"
+        )
+    if protocol == "um" and source.kind != "bin":
+        what = "a pairs folder, whose images are references and probes alike" if source.paired else "not in pairs"
+        raise FocusFaceError(
+            f"{src}: protocol um masks the second image of each pair of a .bin; {src} is {what}: mask all its images "
+            "(protocol mm), and evaluate takes its U-M pairs from that copy"
         )
     check_quality(quality)
     if replay is not None and landmarks is not None:
         raise FocusFaceError(
             "a replay draws the masks its manifest recorded (fitted ones included): landmarks=FILE does not apply"
         )
+
+
+def _settings(replay, kind: str, **given) -> dict:
+    "spec, seed and protocol: as given (else the defaults), or with `replay` the manifest's, which a given one must equal."
+    defaults = dict(spec=DEFAULT_SPEC, seed=0, protocol="mm")
+    if replay is None:
+        return {k: defaults[k] if v is None else v for k, v in given.items()}
+    header = read_manifest(replay)[0]
+    recorded = dict(spec=header.get("spec"), seed=header.get("seed"), protocol=header.get("protocol") or "mm")
+    clash = [k for k, v in given.items() if v is not None and v != recorded[k]]
+    if clash:
+        said = ", ".join(f"{k} {shorten(recorded[k])}" for k in recorded if recorded[k] is not None)
+        raise FocusFaceError(
+            f"replay={replay} draws the masks its manifest recorded ({said or 'its own masks'}); "
+            + ", ".join(f"{k} {shorten(given[k])}" for k in clash)
+            + " contradicts it: leave it out, or mask without replay"
+        )
+    return recorded
 
 
 def _recorded(results, params: list, lines: list, damaged: list):
@@ -176,9 +200,9 @@ def mask_dataset(
     src,
     dst,
     *,
-    spec: str = DEFAULT_SPEC,  # mask choices, one drawn per image (`focusface.maskspec.parse_spec`)
-    seed: int = 0,  # seeds every image's mask with its key
-    protocol: str = "mm",  # for a `.bin`: `um` masks the second image of each pair, `mm` both
+    spec: str | None = None,  # mask choices, one drawn per image (`parse_spec`; None: DEFAULT_SPEC, or the replay's)
+    seed: int | None = None,  # seeds every image's mask with its key (None: 0, or the replay's)
+    protocol: str | None = None,  # a `.bin`'s: `um` masks the second image of each pair, `mm` (None: the default) both
     workers: int = 2,  # worker processes (0: mask in this process)
     quality: int = 95,  # JPEG quality of re-encoded images
     overwrite: bool = False,  # replace an existing `dst` (never a source)
@@ -189,10 +213,12 @@ def mask_dataset(
     "Write a masked copy of a rec folder, `.bin` or image folder, with its manifest; returns a summary."
     src, dst = Path(src), Path(dst)
     source = open_dataset(src)
+    _check_options(source, src, protocol=protocol, quality=quality, replay=replay, landmarks=landmarks)
     if isinstance(source, PairsSource):
         source = source.files()  # copied as the folder of files it is
     kind = source.kind
-    _check_options(protocol, quality, replay, landmarks)
+    settings = _settings(replay, kind, spec=spec, seed=seed, protocol=protocol)
+    spec, seed, protocol = settings["spec"], settings["seed"], settings["protocol"]
     if kind == "bin" and dst.suffix != ".bin":
         raise FocusFaceError(f"{dst}: a masked .bin must be written to a .bin path")
     sources = [src] + [Path(p) for p in (replay, landmarks) if p is not None]
@@ -201,9 +227,7 @@ def mask_dataset(
     manifest_path = _manifest_path(dst, kind)
     if kind == "bin":
         check_destination(manifest_path, overwrite=overwrite, sources=sources, kind=output)
-    sampler = fitted_sampler(MaskSampler(spec, seed), landmarks, source=src)
-    if replay is not None and kind == "bin":
-        protocol = read_manifest(replay)[0].get("protocol")  # it masks what it masked
+    sampler = fitted_sampler(MaskSampler(spec or DEFAULT_SPEC, seed or 0), landmarks, source=src)
     fingerprint = source.fingerprint()
     keys = source.keys[1::2] if kind == "bin" and protocol == "um" else source.copy_keys
     if not keys:

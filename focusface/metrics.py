@@ -15,8 +15,8 @@ from .errors import FocusFaceError
 
 # %% auto #0
 __all__ = ['BOOTSTRAP_METRICS', 'Scores', 'rates_at', 'pyeer_rates', 'pyeer_metrics', 'verification_metrics', 'curve',
-           'kfold_accuracy', 'bootstrap_weights', 'replicate_metrics', 'percentile_interval', 'confidence_intervals',
-           'fnmr_at', 'bootstrap_band', 'mcnemar_exact', 'paired_difference', 'holm']
+           'kfold_folds', 'kfold_accuracy', 'bootstrap_weights', 'replicate_metrics', 'percentile_interval',
+           'confidence_intervals', 'fnmr_at', 'bootstrap_band', 'mcnemar_exact', 'paired_difference', 'holm']
 
 # %% ../nbs/19_metrics.ipynb #c599253d
 class Scores:
@@ -236,6 +236,21 @@ def curve(genuine, impostor, points: int = 400) -> dict:
     t = np.append(t, s.next_candidate(float(t[-1])))
     return dict(threshold=t.tolist(), fmr=s.fmr(t).tolist(), fnmr=s.fnmr(t).tolist())
 
+# %% ../nbs/19_metrics.ipynb #7f1648d1
+def kfold_folds(issame, n_folds: int = 10) -> tuple[np.ndarray, str]:
+    "(each pair's fold, `contiguous` or `stratified`): insightface's contiguous folds where each holds both classes."
+    same = np.asarray(issame, bool).ravel()
+    fold = np.empty(same.size, np.int64)
+    for k, part in enumerate(np.array_split(np.arange(same.size), n_folds)):
+        fold[part] = k
+    if all(0 < same[fold == k].sum() < (fold == k).sum() for k in range(n_folds)) or same.all() or not same.any():
+        return fold, "contiguous"
+    for kind in (True, False):
+        where = np.flatnonzero(same == kind)
+        for k, part in enumerate(np.array_split(where, n_folds)):
+            fold[part] = k
+    return fold, "stratified"
+
 # %% ../nbs/19_metrics.ipynb #5c25b908
 def kfold_accuracy(similarities, issame, n_folds: int = 10, thresholds=None) -> dict:
     "insightface-style k-fold verification accuracy from cosine similarities of pairs."
@@ -249,11 +264,10 @@ def kfold_accuracy(similarities, issame, n_folds: int = 10, thresholds=None) -> 
     distance = 2.0 - 2.0 * sim
     predicted = distance[None, :] < thresholds[:, None]  # (thresholds, pairs)
     correct = predicted == same[None, :]
-    bounds = [(len(f), f[0]) for f in np.array_split(np.arange(sim.size), n_folds)]
+    fold, scheme = kfold_folds(same, n_folds)
     accuracies, best, decisions = [], [], np.zeros(sim.size, bool)
-    for size, start in bounds:
-        test = np.zeros(sim.size, bool)
-        test[start : start + size] = True
+    for k in range(n_folds):
+        test = fold == k
         train_acc = correct[:, ~test].mean(1)
         k = int(np.argmax(train_acc))  # the first best, as np.argmax in insightface
         best.append(float(thresholds[k]))
@@ -265,6 +279,7 @@ def kfold_accuracy(similarities, issame, n_folds: int = 10, thresholds=None) -> 
         fold_accuracy=accuracies,
         best_distance_thresholds=best,
         pair_correct=decisions,
+        folds=scheme,
     )  # pair_correct: each pair's decision right?
 
 # %% ../nbs/19_metrics.ipynb #6ee6e2d5

@@ -193,6 +193,7 @@ class RecordReader(WorkerShared):
                 f"the end of {self.rec_path.name} ({self.size} bytes): the .idx does not belong to this "
                 "file or the .rec is truncated"
             )
+        self._check_offsets()
         # where each record's span ends: the next larger offset, or the end of the file
         if len(self.offsets) < 2 or (np.diff(self.offsets) > 0).all():  # the usual, written-in-order case
             self._ends = np.append(self.offsets[1:], self.size)
@@ -212,6 +213,25 @@ class RecordReader(WorkerShared):
                 raise FormatError(f"{self.idx_path}: key {dup} appears more than once")
             self._sorted_keys = sorted_keys
         self._fd, self._pid = None, None
+
+    def _check_offsets(self) -> None:
+        "Refuse an index whose records would overlap: two keys at one byte, or a key off the 4-byte grid of chunks."
+        odd = np.flatnonzero(self.offsets % 4)
+        if odd.size:
+            i = int(odd[0])
+            raise FormatError(
+                f"{self.idx_path}: key {self.keys[i]} (line {i + 1}) points at byte {self.offsets[i]}, which no record "
+                "starts at (records start on 4-byte boundaries): the .idx is damaged; rebuild it from the .rec"
+            )
+        order = np.argsort(self.offsets, kind="stable")
+        same = np.flatnonzero(np.diff(self.offsets[order]) == 0)
+        if same.size:
+            a, b = int(order[same[0]]), int(order[same[0] + 1])
+            raise FormatError(
+                f"{self.idx_path}: key {self.keys[b]} (line {b + 1}) points at byte {self.offsets[b]}, where key "
+                f"{self.keys[a]} (line {a + 1}) starts: two records cannot start at one byte; the .idx is damaged: "
+                "rebuild it from the .rec"
+            )
 
     def _position(self, key) -> int:
         key = int(key)

@@ -24,7 +24,7 @@ from .trainconfig import TrainConfig
 # %% auto #0
 __all__ = ['RUN_FILES', 'RUN', 'RunLog', 'clock', 'Pace', 'distributed_setup', 'Guard', 'fuse_sgd', 'gather', 'run_sources',
            'plan_out', 'previous_run', 'set_aside', 'settle_previous', 'restore_previous', 'run_lock',
-           'save_training_state', 'load_training_state']
+           'data_fingerprints', 'save_training_state', 'load_training_state']
 
 # %% ../nbs/28_runfolder.ipynb #e769678d
 class RunLog:
@@ -329,10 +329,26 @@ _RESUME_FREE = {
 _LEGACY = dict(grad_clip_scope="all", bn_views="joint")  # settings added later: what runs saved before them did
 
 
+def data_fingerprints(config: TrainConfig) -> dict:
+    "A fingerprint of each data file the run reads (`focusface.datasets`; a synthetic validation set is its name)."
+    from focusface.datasets import file_sha256, source_fingerprint
+
+    found = {}
+    for name in ("train", "masked_train", "val", "landmarks", "holdout"):
+        path = getattr(config, name)
+        if path is None or str(path).startswith("synthetic"):
+            found[name] = path
+        elif name in ("landmarks", "holdout"):
+            found[name] = file_sha256(path)[:16]
+        else:
+            found[name] = source_fingerprint(path)
+    return found
+
+
 def save_training_state(
-    path, model: FocusFace, *, optimizer, scaler, config: TrainConfig, position: dict, rng: list
+    path, model: FocusFace, *, optimizer, scaler, config: TrainConfig, position: dict, rng: list, data: dict
 ) -> None:
-    "Write the resumable state of a run (rank 0 calls it; `rng` holds every rank's state)."
+    "Write the resumable state of a run (rank 0 calls it; `rng` holds every rank's state; `data`: its fingerprints)."
     save_checkpoint(
         model,
         path,
@@ -342,12 +358,13 @@ def save_training_state(
             scaler=scaler.state_dict(),
             position=dict(position),
             rng=rng,
+            data=dict(data),
         ),
     )
 
 # %% ../nbs/28_runfolder.ipynb #91a50cc8
-def load_training_state(path, config: TrainConfig) -> dict:
-    "The `extra` of a training checkpoint, checked against `config`, plus the model `state_dict`."
+def load_training_state(path, config: TrainConfig, data: dict | None = None) -> dict:
+    "The `extra` of a training checkpoint, checked against `config` and the `data` fingerprints, plus its `state_dict`."
     raw = read_weights(path)
     if detect_layout(raw) != "focusface" or "position" not in raw.get("extra", {}):
         raise FocusFaceError(f"{path}: not a focusface training checkpoint (no training position in it)")
@@ -365,4 +382,21 @@ def load_training_state(path, config: TrainConfig) -> dict:
             f"{path}: the run was made with other settings, so it cannot be resumed with these: "
             + ", ".join(f"{k} was {shorten(a)}, now {shorten(b)}" for k, (a, b) in changed.items())
         )
+    if data is not None:
+        _check_same_data(path, raw["extra"], data, config)
     return dict(raw["extra"], state_dict=raw["state_dict"], verified=verified)
+
+
+def _check_same_data(path, extra: dict, data: dict, config: TrainConfig) -> None:
+    "Refuse to resume onto data other than the run's (replaced or changed since its checkpoint)."
+    saved = extra.get("data")
+    if saved is None:
+        raise FocusFaceError(f"{path}: the checkpoint does not say which data it was trained on: start again")
+    changed = [k for k in data if saved.get(k) != data[k]]
+    if changed:
+        step = extra["position"].get("global_step")
+        raise FocusFaceError(
+            f"{path}: the run was trained on other data: "
+            + ", ".join(f"{k} {getattr(config, k)} is not what it was at step {step}" for k in changed)
+            + " (replaced or changed since): resume with the data it was trained on, or start again with overwrite=True"
+        )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,15 @@ from torch import nn
 from .checkpoints import detect_layout, init_from_backbone, load_checkpoint, read_weights, save_checkpoint
 from .errors import FocusFaceError, in_flags, shorten
 from .files import atomic_write_bytes, check_destination, mark_folder
-from .loaders import PairBatchSampler, PairedFaces, batch_grid, check_labels, make_loader, read_holdout
+from focusface.loaders import (
+    PairBatchSampler,
+    PairedFaces,
+    batch_grid,
+    check_labels,
+    holdout_beside,
+    make_loader,
+    read_holdout,
+)
 from .losses import focusface_loss
 from .model import FocusFace, check_cpu_memory, resolve_device, to_model_input
 from focusface.runfolder import (
@@ -30,6 +38,7 @@ from focusface.runfolder import (
     Pace,
     RunLog,
     clock,
+    data_fingerprints,
     distributed_setup,
     fuse_sgd,
     gather,
@@ -220,6 +229,7 @@ class Run:
     total: int  # global steps of the whole run
     resuming: bool = False
     replacing: bool = False  # the run `out` held waits aside until this one's first checkpoint
+    data: dict = field(default_factory=dict)  # a fingerprint of each data file it reads (`data_fingerprints`)
     val_pairs: object = None  # the validation pairs, if `config.val`
     position: dict = field(default_factory=_fresh_position)
     verified: str = "all"  # how much of a resumed checkpoint was verified
@@ -262,7 +272,7 @@ def _check_setting(config: TrainConfig, world: int, device: torch.device) -> Non
 
 def restore(run: Run) -> None:
     "Continue `run` from its `checkpoint.pt`: weights, optimiser, loss scaler, position and this rank's random state."
-    state = load_training_state(run.out / "checkpoint.pt", run.config)
+    state = load_training_state(run.out / "checkpoint.pt", run.config, run.data)
     run.model.load_state_dict(state["state_dict"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scaler.load_state_dict(state["scaler"])
@@ -287,6 +297,9 @@ def start_run(
     "Everything a training process needs, checked, restored when resuming, and its log opened."
     device = resolve_device(device or config.device)
     _check_setting(config, world, device)
+    found = holdout_beside(config.val, config.train) if config.holdout is None else None
+    if found is not None:  # the validation pairs were held out of this training set: never train on them
+        config = replace(config, holdout=str(found))
     plan = plan_out(config, resume, overwrite, config_file)  # decided now, carried out once every check has passed
     dataset = PairedFaces(
         config.train,
@@ -301,6 +314,11 @@ def start_run(
         landmarks=config.landmarks,
     )
     check_labels(dataset.faces)
+    if dataset.num_classes < 2:
+        raise FocusFaceError(
+            f"train {config.train}: {dataset.num_classes} identity: a face recognizer learns to tell identities "
+            "apart (ArcFace's classes), so it needs at least 2"
+        )
     val_pairs = None
     if config.val:
         from focusface.evaluate import load_eval_set
@@ -363,6 +381,7 @@ def start_run(
         total=total,
         resuming=plan == "resume",
         replacing=plan == "replace",
+        data=data_fingerprints(config),
         val_pairs=val_pairs,
         guard=Guard.on(device),
         look_every_step=config.precision == "fp16" or not fused,
@@ -412,6 +431,7 @@ def announce(run: Run) -> None:
         f"BatchNorm {c.bn_views}{' (synchronised across processes)' if c.sync_bn and run.world > 1 else ''}, "
         f"gradient clipping {clipping}, faces in {run.model.channel_order.upper()}"
         + (f", from {c.init}" if c.init else "")
+        + (f"; {len(read_holdout(c.holdout)):,} identities held out for validation ({c.holdout})" if c.holdout else "")
     )
     if c.bn_views == "separate" and c.method == "focusface" and c.unmasked_share == 0 and not c.masked_train:
         log.line(
@@ -439,6 +459,14 @@ def due(run: Run, step: int) -> dict:
     )
 
 # %% ../nbs/29_train.ipynb #02cf6f2c
+def _last_good(run: Run) -> str:
+    "Where the run's last good state is, for a message that stops it."
+    saved = run.position["saved_at"]
+    if saved is None:
+        return "no checkpoint was written yet (the run stopped before its first)"
+    return f"the last good checkpoint is {run.out / 'checkpoint.pt'} (step {saved}: resume=True continues from it)"
+
+
 def optimisation_step(run: Run, batch: dict) -> dict:
     """Train `run` on `batch`; returns the loss parts (tensors on the device), the learning rate used (`lr`) and, at a
     step the host looks at (`due`), the window's summed loss parts (`sums`, floats)."""
@@ -473,8 +501,8 @@ def optimisation_step(run: Run, batch: dict) -> dict:
             run.log.close()
             raise FocusFaceError(
                 f"the loss or a gradient is not finite at step {first} (epoch {p['epoch']}): training "
-                f"stopped before applying it. The last good checkpoint is {run.out / 'checkpoint.pt'} "
-                f"(step {p['saved_at']}, or none yet); lower lr, add warmup_epochs, or check the data (batch.png)"
+                f"stopped before applying it; {_last_good(run)}; lower lr, add warmup_epochs, or check the data "
+                "(batch.png)"
             )
         run.guard.before.clear()
     if config.grad_clip:
@@ -553,9 +581,8 @@ def save_state(run: Run) -> None:
     if finite.item() < 1:  # never replace a good checkpoint with a diverged model
         run.log.close()
         raise FocusFaceError(
-            f"the weights are no longer finite at step {p['global_step']}: training stopped before "
-            f"applying it to {run.out / 'checkpoint.pt'} (the last good one, step {p['saved_at']}); "
-            "lower lr, add warmup_epochs or grad_clip"
+            f"the weights are no longer finite at step {p['global_step']}: training stopped without saving them; "
+            f"{_last_good(run)}; lower lr, add warmup_epochs or grad_clip"
         )
     rng = gather(
         dict(cpu=torch.get_rng_state(), cuda=torch.cuda.get_rng_state(device) if device.type == "cuda" else None),
@@ -571,6 +598,7 @@ def save_state(run: Run) -> None:
             config=run.config,
             position=p,
             rng=rng,
+            data=run.data,
         )
         if run.replacing:  # the first checkpoint: this run can be resumed, the one it replaces goes
             settle_previous(run.out)
@@ -623,6 +651,19 @@ def _put_back_previous(out: Path, rank: int) -> None:
         )
 
 
+def _next_batch(batches, run: Run):
+    "The loader's next batch (None at the end); a loader worker killed under it is said as such, not as a traceback."
+    try:
+        return next(batches, None)
+    except RuntimeError as e:
+        if "DataLoader worker" not in str(e):
+            raise
+        raise FocusFaceError(
+            f"a data loader worker died ({shorten(str(e), 120)}): most often the system's out-of-memory killer; "
+            f"lower workers (now {run.config.workers}) or batch_size; {_last_good(run)}"
+        ) from None
+
+
 def _train_loop(run: Run) -> None:
     "Validate at the start if asked, then step, log, validate and save until the run's last step."
     config = run.config
@@ -634,7 +675,7 @@ def _train_loop(run: Run) -> None:
     batches = iter(loader)
     while run.position["global_step"] < run.total:
         with run.pace.waiting():
-            batch = next(batches, None)
+            batch = _next_batch(batches, run)
         if batch is None:
             break
         log_progress(run, optimisation_step(run, batch))

@@ -129,6 +129,14 @@ class TrainConfig:
         )
         for name in ("warmup_epochs", "workers", "seed", "mask_seed"):
             need(getattr(self, name) >= 0, f"{name} must be 0 or more, got {getattr(self, name)}")
+        for name in ("seed", "mask_seed"):  # torch's generator takes 64 bits
+            need(getattr(self, name) < 2**63, f"{name} must be less than 2**63, got {getattr(self, name):,}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            need(
+                not isinstance(value, float) or math.isfinite(value),
+                f"{f.name} must be a finite number, got {value}",
+            )
         need(
             self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be positive (or null), got {self.grad_clip}"
         )
@@ -137,7 +145,12 @@ class TrainConfig:
             f"grad_clip_scope must be one of {list(CLIP_SCOPES)}, got {shorten(self.grad_clip_scope)}",
         )
         need(self.bn_views in BN_VIEWS, f"bn_views must be one of {list(BN_VIEWS)}, got {shorten(self.bn_views)}")
-        from focusface.backbones import TRUNK_INITS
+        from focusface.backbones import MAX_EMBEDDING_SIZE, TRUNK_INITS
+
+        need(
+            self.embedding_size <= MAX_EMBEDDING_SIZE,
+            f"embedding_size must be at most {MAX_EMBEDDING_SIZE:,}, got {self.embedding_size:,}",
+        )
 
         need(
             self.trunk_init in TRUNK_INITS,
@@ -170,11 +183,9 @@ def _coerce(name: str, value, default):
             return float(value)
         except ValueError:
             pass
-    if (
-        kind is list
-        and isinstance(value, (list, tuple))
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    ):
+    if kind is list and isinstance(value, (list, tuple)):
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise FocusFaceError(f"training config: {name} must be a list of numbers, got {shorten(value)}")
         return [float(v) for v in value]
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value

@@ -103,6 +103,7 @@ def files(tmp_path_factory):
             image_size=np.array(112),
             box=np.zeros(4, np.float32),
             source=np.array("fuzz"),
+            fingerprint=np.array("0123456789abcdef"),
         ),
     )
     return Valid(

@@ -30,7 +30,10 @@ def _face_shape(widen=0.0):
     return shape
 
 
-def _landmarks_file(path, keys, shapes, ok=None, notes=None):
+def _landmarks_file(path, keys, shapes, ok=None, notes=None, *, source):
+    "A landmarks file for the dataset at `source` (its fingerprint), as `focusface landmarks` writes one."
+    from focusface.datasets import source_fingerprint
+
     n = len(keys)
     write_npz(
         path,
@@ -41,7 +44,8 @@ def _landmarks_file(path, keys, shapes, ok=None, notes=None):
             notes=np.array([""] * n if notes is None else notes),
             image_size=np.array(112),
             box=np.array(FACE_BOX, np.float32),
-            source=np.array("test"),
+            source=np.array(str(source)),
+            fingerprint=np.array(source_fingerprint(source)),
         ),
         sources=(),
         kind="landmarks file",
@@ -63,7 +67,7 @@ def test_mask_with_landmarks_fits_records_and_replays_without_them(pair_set, tmp
     shapes = [_face_shape(widen=3.0 * (i % 3)) for i in range(40)]
     ok = [i != 5 for i in range(40)]
     notes = ["" if i != 5 else "the five points lie 12.0 px from the template's" for i in range(40)]
-    marks = _landmarks_file(tmp_path / "set.landmarks.npz", list(range(40)), shapes, ok, notes)
+    marks = _landmarks_file(tmp_path / "set.landmarks.npz", list(range(40)), shapes, ok, notes, source=pair_set)
     info = mask_dataset(pair_set, tmp_path / "fitted.bin", spec="surgical", workers=0, progress=False, landmarks=marks)
     assert (info["fitted"], info["template"]) == (39, 1)
     header, entries = read_manifest(info["manifest"])
@@ -86,7 +90,7 @@ def test_evaluate_and_the_command_line_take_landmarks(pair_set, tmp_path, capsys
     from focusface.checkpoints import save_checkpoint
     from focusface.model import FocusFace
 
-    marks = _landmarks_file(tmp_path / "lm.npz", list(range(40)), [_face_shape()] * 40)
+    marks = _landmarks_file(tmp_path / "lm.npz", list(range(40)), [_face_shape()] * 40, source=pair_set)
     save_checkpoint(FocusFace("tiny"), tmp_path / "m.pt")
     assert (
         main(
@@ -152,7 +156,7 @@ def test_the_trainers_masks_follow_the_landmarks(tmp_path):
     make_training_set(tmp_path / "train", identities=2, images_per_identity=2, workers=0, progress=False)
     data = PairedFaces(tmp_path / "train")
     keys = [int(k) for k in data.keys]
-    marks = _landmarks_file(tmp_path / "lm.npz", keys, [_face_shape(widen=8.0)] * len(keys))
+    marks = _landmarks_file(tmp_path / "lm.npz", keys, [_face_shape(widen=8.0)] * len(keys), source=tmp_path / "train")
     fitted = PairedFaces(tmp_path / "train", landmarks=marks)
     assert isinstance(fitted.sampler, FittedSampler)
     assert fitted.sampler(keys[0], 0) == fit_mask_params(data.sampler(keys[0], 0), _face_shape(widen=8.0))
@@ -212,7 +216,12 @@ def test_a_training_run_says_how_many_masks_follow_landmarks(tmp_path):
     keys = [int(k) for k in PairedFaces(tmp_path / "train").keys]
     ok = [i % 4 != 0 for i in range(len(keys))]  # every fourth face's landmarks rejected
     marks = _landmarks_file(
-        tmp_path / "lm.npz", keys, [_face_shape()] * len(keys), ok, ["" if o else "bad" for o in ok]
+        tmp_path / "lm.npz",
+        keys,
+        [_face_shape()] * len(keys),
+        ok,
+        ["" if o else "bad" for o in ok],
+        source=tmp_path / "train",
     )
     summary = train(
         load_config(

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -237,150 +236,6 @@ def test_landmarks_belong_to_their_dataset_and_damage_is_reported(tmp_path):
     assert out.returncode == 0 and "fitted to their landmarks" in out.stdout, out.stderr
 
 
-def _processes_with(marker: str) -> list[str]:
-    "The command lines of the live processes whose environment holds `marker` (a run and everything it started)."
-    found = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            if marker.encode() in (d / "environ").read_bytes():
-                command = (d / "cmdline").read_bytes().replace(b"\0", b" ")[:100].decode(errors="replace")
-                found.append(f"{d.name}: {command}")
-        except OSError:
-            pass
-    return found
-
-
-@pytest.fixture(scope="module")
-def killable(tmp_path_factory, faces):
-    "A checkpoint, an image folder of 300 faces and a training rec, shared by the kill tests."
-    from focusface.checkpoints import save_checkpoint
-    from focusface.model import FocusFace
-    from focusface.synthfaces import render_faces
-
-    d = tmp_path_factory.mktemp("killable")
-    save_checkpoint(FocusFace("r18", trunk_init="damped").eval(), d / "m.pt")  # slow enough to be killed mid-way
-    for i, face in enumerate(render_faces(5, np.arange(300) // 10, np.arange(300) % 10)):
-        (d / "folder" / f"p{i // 10}").mkdir(parents=True, exist_ok=True)
-        (d / "folder" / f"p{i // 10}" / f"{i}.png").write_bytes(encode_image(face, ".png"))
-    return d
-
-
-KILLED = {  # command: (its arguments, the output, what shows it is mid-way)
-    "embed": (
-        lambda d, faces: ["embed", d / "m.pt", d / "folder", d / "out" / "e.npz", "--quiet"],
-        "e.npz",
-        ".e.npz.focusface-",
-    ),
-    "landmarks": (
-        lambda d, faces: ["landmarks", d / "folder", d / "out" / "l.npz", "--quiet"],
-        "l.npz",
-        ".l.npz.focusface-",
-    ),
-    "export": (lambda d, faces: ["export", d / "m.pt", d / "out" / "m.onnx"], "m.onnx", ".m.onnx.focusface-"),
-    "train": (
-        lambda d, faces: ["train", *_train_args(faces, d / "out" / "run", epochs=40, workers=2)],
-        "run",
-        "run/train.log",
-    ),
-}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("command", sorted(KILLED))
-def test_a_killed_run_leaves_no_process_and_the_rerun_no_temporary(killable, faces, tmp_path, command):
-    """SIGKILL of embed/landmarks left a partial beside the output after a successful rerun; export one in $TMPDIR; train
-    with workers=2 orphaned its forkserver, resource tracker and DataLoader workers for minutes."""
-    import signal
-    import uuid
-
-    if command == "landmarks":
-        pytest.importorskip("dlib")
-    make, name, sign = KILLED[command]
-    out = tmp_path / "out"
-    out.mkdir()
-    args = [str(a) for a in make(killable, faces)]
-    args = [a.replace(str(killable / "out"), str(out)) for a in args]
-    marker, scratch = uuid.uuid4().hex, tmp_path / "tmp"
-    scratch.mkdir()
-    env = dict(os.environ, FOCUSFACE_TEST_MARKER=marker, TMPDIR=str(scratch))
-    victim = subprocess.Popen(CLI + args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def mid_way():
-        return (out / sign).exists() if "/" in sign else any(p.name.startswith(sign) for p in out.iterdir())
-
-    deadline = time.time() + 120
-    while not mid_way() and victim.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.5 if command == "train" else 0.05)
-    assert victim.poll() is None, f"{command} finished before it could be killed: give it more work"
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    time.sleep(5)
-    assert not _processes_with(marker), _processes_with(marker)
-    again = subprocess.run(CLI + args + ["--overwrite"], env=env, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-2000:]
-    debris = [p.name for p in out.iterdir() if p.name != name] + [
-        p.name
-        for p in scratch.iterdir()  # in $TMPDIR: what
-        if p.name.startswith("tmp") or "focusface" in p.name or p.suffix in (".onnx", ".npz", ".npy")
-    ]  # we would make
-    assert not debris, f"temporaries left behind: {debris}"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("command", ["align", "mask"])
-def test_ctrl_c_stops_a_command_with_workers_in_one_line_and_leaves_nothing(killable, tmp_path, command):
-    """Ctrl-C reached the pool's workers too: each printed a traceback, and once the command hung for good (a worker
-    stopped mid-reply leaves the pool's pipe half-written)."""
-    import signal
-    import uuid
-
-    many = tmp_path / "many"  # enough work to be interrupted mid-way: the 300 faces, four times over
-    for copy in range(4):
-        for person in (killable / "folder").iterdir():
-            (many / f"{person.name}_{copy}").mkdir(parents=True)
-            for face in person.iterdir():
-                (many / f"{person.name}_{copy}" / face.name).write_bytes(face.read_bytes())
-    out = tmp_path / "out"
-    out.mkdir()
-    marker = uuid.uuid4().hex
-    env = dict(os.environ, FOCUSFACE_TEST_MARKER=marker)
-    victim = subprocess.Popen(
-        CLI + [command, str(many), str(out / "result"), "--workers", "2", "--quiet"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )  # as a terminal has it
-    deadline = time.time() + 120
-    while (
-        not any(p.name.startswith(".result.focusface-") for p in out.iterdir())
-        and victim.poll() is None
-        and time.time() < deadline
-    ):
-        time.sleep(0.02)
-    time.sleep(0.3)
-    assert victim.poll() is None, f"{command} finished before Ctrl-C: give it more work"
-    os.killpg(victim.pid, signal.SIGINT)  # what Ctrl-C does: the signal to the whole foreground process group
-    try:
-        _, err = victim.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(victim.pid, signal.SIGKILL)
-        victim.communicate()
-        pytest.fail(f"{command} still running 60 s after Ctrl-C")
-    assert victim.returncode == 130 and "Traceback" not in err, (victim.returncode, err[-3000:])
-    assert err.strip().splitlines() == [
-        f"focusface {command}: interrupted; nothing was written (an output is put in place only once it is complete)"
-    ], err
-    assert not list(out.iterdir()), list(out.iterdir())
-    time.sleep(2)
-    assert not _processes_with(marker), _processes_with(marker)
-
-
 def test_odd_values_and_files_get_one_clear_line(tmp_path):
     """Tracebacks and unclear messages of the first trial: a 25-TB embedding_size, opsets out of range, a file name
     in another encoding, a plain malicious pickle (after a torch warning), an ONNX file given to inspect."""
@@ -426,8 +281,8 @@ def test_odd_values_and_files_get_one_clear_line(tmp_path):
     refused(run("inspect", tmp_path / "m.onnx"), "an ONNX model, not a PyTorch weight file")
     write_bin(tmp_path / "x.bin", [encode_image(np.full((112, 112, 3), 90, np.uint8))] * 20, [True, False] * 5)
     refused(
-        run("mask", tmp_path / "x.bin", tmp_path / "y.bin", "--code", "surgical-pink-polka"),
-        "mask spec 'surgical-pink-polka': unknown colour 'polka'",
+        run("mask", tmp_path / "x.bin", tmp_path / "y.bin", "--spec", "surgical-pink-polka"),
+        "mask --spec 'surgical-pink-polka': unknown colour 'polka'",
     )  # said once, not twice
     refused(
         run("evaluate", tmp_path / "m.pt", "synthetic", "--device", "tpu"), "--device 'tpu'"
