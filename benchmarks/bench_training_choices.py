@@ -3,6 +3,7 @@ everything), BatchNorm over the views (separate passes, one joint batch) and the
 (insightface's N(0, 0.1), focusface's damped He), each measured on the embedded demo.
 
     python benchmarks/bench_training_choices.py --out /tmp/choices   [--epochs 2] [--only authors,clip_all]
+    python benchmarks/bench_training_choices.py --out /tmp/tiny --size tiny    # seconds: what the test runs
 
 Every run trains FocusFace with the demo's settings (configs/demo.yaml: the `demo` backbone, batch 128, cosine
 schedule, ArcFace s = 32, m = 0.4) from the same seed on the same data (`focusface synth demo`, rendered once into
@@ -22,14 +23,16 @@ from pathlib import Path
 
 import torch
 
-CHOICES = {  # name: (what differs from the authors' choices, overrides)
-    "authors": ("no clipping, separate passes, insightface init (the defaults)", {}),
+AUTHORS = dict(grad_clip=None, bn_views="separate", trunk_init="insightface")  # the authors' three choices, named:
+# the trainer's defaults differ (joint), so a run that sets nothing is not the authors' run
+CHOICES = {  # name: (what differs from the authors' choices, the overrides on top of AUTHORS)
+    "authors": ("no clipping, separate passes, insightface init (the authors')", {}),
     "clip_network": ("clip the network's gradient at norm 5", dict(grad_clip=5.0, grad_clip_scope="network")),
     "clip_all": (
         "clip everything at norm 5, class centres included (focusface before)",
         dict(grad_clip=5.0, grad_clip_scope="all"),
     ),
-    "joint_bn": ("both views in one batch of 2N", dict(bn_views="joint")),
+    "joint_bn": ("both views in one batch of 2N (the trainer's default)", dict(bn_views="joint")),
     "separate_mixed": (
         "separate passes, 10% of the masked views left unmasked (as MaskTheFace's misses)",
         dict(unmasked_share=0.1),
@@ -38,6 +41,20 @@ CHOICES = {  # name: (what differs from the authors' choices, overrides)
     "before": (
         "all three as focusface did before: clip all at 5, joint, damped",
         dict(grad_clip=5.0, grad_clip_scope="all", bn_views="joint", trunk_init="damped"),
+    ),
+}
+SIZES = {  # the demo's data (the numbers BENCHMARKS.md quotes), or a tiny set for the test that keeps this running
+    "demo": dict(data={}, run={}),
+    "tiny": dict(
+        data=dict(
+            train_identities=8,
+            images_per_identity=4,
+            val_identities=20,
+            eval_identities=20,
+            val_pairs_per_fold=2,
+            eval_pairs_per_fold=2,
+        ),
+        run=dict(max_steps=2, batch_size=8, lr_batch=8, workers=0),
     ),
 }
 
@@ -76,6 +93,7 @@ def main():
     ap.add_argument("--out", required=True, help="folder for the demo data, the runs and the results")
     ap.add_argument("--epochs", type=int, default=3, help="epochs of each run (the demo's: 3)")
     ap.add_argument("--only", default="", help="comma-separated names of the choices to run (default: all)")
+    ap.add_argument("--size", choices=sorted(SIZES), default="demo", help="the demo's data, or a tiny set (seconds)")
     args = ap.parse_args()
     from focusface.evaluate import evaluate
     from focusface.synthdata import make_demo_data
@@ -84,8 +102,9 @@ def main():
 
     out = Path(args.out)
     data = out / "demo"
+    size = SIZES[args.size]
     if not (data / "train").is_dir():
-        make_demo_data(data, workers=2)
+        make_demo_data(data, workers=2, **size["data"])
     names = [n for n in args.only.split(",") if n] or list(CHOICES)
     results = {}
     for name in names:
@@ -97,7 +116,7 @@ def main():
             out=str(out / "runs" / name),
             epochs=args.epochs,
             progress=False,
-            **overrides,
+            **dict(AUTHORS, **overrides, **size["run"]),
         )
         gradients = first_step_gradients(config, config.train)
         started = time.perf_counter()
@@ -110,6 +129,7 @@ def main():
 
         results[name] = dict(
             what=what,
+            setting=dict(grad_clip=config.grad_clip, bn_views=config.bn_views, trunk_init=config.trunk_init),
             first_step_gradient_norms=gradients,
             steps=summary["steps"],
             identity_loss=value("identity"),

@@ -317,7 +317,7 @@ def detection_figure(photos, aligner=None, columns: int = 4):
     for k, photo in enumerate(photos):
         top, bottom = axes[2 * (k // columns)][k % columns], axes[2 * (k // columns) + 1][k % columns]
         photo = as_rgb(photo)
-        faces = rank_faces(aligner.detect(photo), photo.shape)
+        faces = find_faces(aligner, photo)
         top.imshow(photo)
         for i, f in enumerate(faces):
             x0, y0, x1, y1 = f.box

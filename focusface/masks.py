@@ -452,8 +452,9 @@ def gallery_figure(faces, specs=GALLERY_SPECS, seed: int = 1):
     from matplotlib.figure import Figure  # no pyplot: a caller's backend is left alone
 
     grid = mask_gallery(faces, specs, seed)
-    size = grid.shape[0] // len(faces)
-    fig = Figure(figsize=(1.05 * (len(specs) + 1), 1.05 * len(faces) + 0.7))
+    size, columns = grid.shape[0] // len(faces), len(specs) + 1
+    width = 1.05 * columns  # the figure has the grid's shape, plus a band for the labels: no empty margin
+    fig = Figure(figsize=(width, width * len(faces) / columns + 0.55))
     ax = fig.subplots()
     ax.imshow(grid)
     ax.set_xticks(

@@ -49,3 +49,32 @@ def test_bench_train_runs_the_real_trainer_on_the_cpu():
         abs(report["mfu_percent"] - 100 * report["achieved_tflops"] / 1) <= 0.06
     )  # of a 1 TFLOP/s peak (both rounded)
     assert "step 4/4" in out.stdout  # the trainer's own log lines, not a stand-in
+
+
+def test_bench_training_choices_runs_each_choice_as_labelled(tmp_path):
+    """The authors' row once ran the trainer's defaults (joint passes since they changed) under the label 'separate
+    passes': each row now sets what it says, and this tiny run keeps the benchmark from going stale."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_training_choices.py"),
+            "--out",
+            str(tmp_path),
+            "--size",
+            "tiny",
+            "--epochs",
+            "1",
+            "--only",
+            "authors,joint_bn,clip_network",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.loads((tmp_path / "choices.json").read_text())
+    assert results["authors"]["setting"] == dict(grad_clip=None, bn_views="separate", trunk_init="insightface")
+    assert results["joint_bn"]["setting"]["bn_views"] == "joint"
+    assert results["clip_network"]["setting"] == dict(grad_clip=5.0, bn_views="separate", trunk_init="insightface")
+    assert all(r["steps"] == 2 for r in results.values())
