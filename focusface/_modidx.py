@@ -125,6 +125,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'focusface.cli._cmd_train': ('cli.html#_cmd_train', 'focusface/cli.py'),
                                'focusface.cli._cmd_verify': ('cli.html#_cmd_verify', 'focusface/cli.py'),
                                'focusface.cli._command': ('cli.html#_command', 'focusface/cli.py'),
+                               'focusface.cli._debug_after_command': ('cli.html#_debug_after_command', 'focusface/cli.py'),
                                'focusface.cli._defaults': ('cli.html#_defaults', 'focusface/cli.py'),
                                'focusface.cli._detector_option': ('cli.html#_detector_option', 'focusface/cli.py'),
                                'focusface.cli._embed_options': ('cli.html#_embed_options', 'focusface/cli.py'),

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from .errors import FocusFaceError
 
 # %% auto #0
-__all__ = ['COMMANDS', 'build_parser', 'main']
+__all__ = ['CHECKPOINT_SUFFIXES', 'COMMANDS', 'build_parser', 'main']
 
 # %% ../nbs/32_cli.ipynb #015fb9cd
 def _cmd_backbones(args) -> int:
@@ -52,10 +55,18 @@ def _cmd_inspect(args) -> int:
     return 0
 
 # %% ../nbs/32_cli.ipynb #c7f1b048
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".mdl", ".ckpt")  # `info` of such a file says what the checkpoint holds
+
+
 def _cmd_info(args) -> int:
     from focusface.files import atomic_write_bytes, check_destination, png_mark
     from focusface.images import encode_image
     from focusface.inspection import check_images, contact_sheet, describe, sample_images
+
+    if Path(args.path).suffix.lower() in CHECKPOINT_SUFFIXES and Path(args.path).is_file():
+        if args.sheet or args.check:
+            raise FocusFaceError(f"{args.path}: a checkpoint: --sheet and --check apply to datasets")
+        return _cmd_inspect(argparse.Namespace(checkpoint=args.path))  # one command says what any file holds
 
     if args.sheet:
         check_destination(args.sheet, overwrite=args.overwrite, sources=[args.path], kind="contact sheet")
@@ -393,7 +404,8 @@ def _info_options(p) -> None:
     sheet = _defaults("inspection", "sample_images") | _defaults("inspection", "contact_sheet")
     p.add_argument(
         "path",
-        help="an insightface folder, an evaluation .bin, a folder with pairs.txt, or an image folder (flat or root/<identity>/<image>)",
+        help="an insightface folder, an evaluation .bin, a folder with pairs.txt, an image folder (flat or "
+        "root/<identity>/<image>), or a checkpoint (.pt, .pth, .mdl)",
     )
     p.add_argument("--sheet", metavar="PNG", help="save a contact sheet of sample images to this PNG file")
     p.add_argument("--overwrite", action="store_true", help="replace the --sheet file if it exists (never the dataset)")
@@ -652,7 +664,11 @@ def _export_options(p) -> None:
 # %% ../nbs/32_cli.ipynb #fbea51c1
 COMMANDS = dict(  # name: (what runs it, what it does, its options)
     backbones=(_cmd_backbones, "list the registered iResNet backbones", None),
-    info=(_cmd_info, "say what a dataset holds (rec folder, .bin, pairs folder, image folder)", _info_options),
+    info=(
+        _cmd_info,
+        "say what a dataset or a checkpoint holds (rec folder, .bin, pairs or image folder; .pt, .mdl)",
+        _info_options,
+    ),
     pack=(_cmd_pack, "pack SRC/<identity>/<image> into an insightface dataset folder DST", _pack_options),
     mask=(_cmd_mask, "write a masked copy of a rec folder, .bin or image folder, with a manifest", _mask_options),
     synth=(_cmd_synth, "write the embedded synthetic dataset (train rec, val.bin, eval.bin)", _synth_options),
@@ -662,7 +678,7 @@ COMMANDS = dict(  # name: (what runs it, what it does, its options)
         _train_options,
     ),
     evaluate=(_cmd_evaluate, "U-U / U-M / M-M verification of a checkpoint on evaluation sets", _evaluate_options),
-    inspect=(_cmd_inspect, "say what a checkpoint holds (ours, the authors' .mdl)", _inspect_options),
+    inspect=(_cmd_inspect, "say what a checkpoint holds (the same as info CHECKPOINT)", _inspect_options),
     landmarks=(
         _cmd_landmarks,
         "compute the 68 landmarks of every aligned face of a dataset, for fitted masks",
@@ -702,11 +718,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 # %% ../nbs/32_cli.ipynb #b10c0e27
+def _debug_after_command(argv: list[str]) -> list[str]:
+    "`focusface --debug COMMAND ...` as `focusface COMMAND --debug ...`: the flag is the command's, typed where one likes."
+    command = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if command is None or "--debug" not in argv[:command]:
+        return argv
+    before = [a for a in argv[:command] if a != "--debug"]
+    return before + [argv[command], "--debug"] + argv[command + 1 :]
+
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `focusface` console script."
     from focusface.errors import FocusFaceError, in_flags
 
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = _debug_after_command(sys.argv[1:] if argv is None else list(argv))
     parser = build_parser(next((a for a in argv if not a.startswith("-")), None))  # the chosen command's options only
     args, extra = parser.parse_known_args(argv)
     if extra:  # only `train` takes more: its key=value overrides may follow its flags

@@ -6,6 +6,8 @@ from focusface.errors import FocusFaceError
 from focusface.model import FocusFace
 
 ALL = list_backbones()
+DEEP = ("r100", "r200")  # seconds each on a CPU: the full suite runs them, `scripts/test quick` does not
+EVERY = [pytest.param(n, marks=pytest.mark.slow) if n in DEEP else n for n in ALL]
 
 
 def test_registry_has_the_paper_depths():
@@ -22,7 +24,7 @@ def test_registry_has_the_paper_depths():
         assert net.widths == (64, 128, 256, 512)
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", EVERY)
 def test_backbone_forward_shapes_and_finite(name):
     """insightface's initialisation is finite where it is used, in training (BatchNorm normalises every layer);
     `damped` is finite untrained in eval mode too, where every BatchNorm is the identity."""
@@ -63,7 +65,7 @@ def test_focusface_every_trainable_parameter_gets_a_gradient(name):
     assert not no_grad, f"parameters without gradient: {no_grad[:5]}"
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", EVERY)
 def test_eval_mode_is_deterministic(name):
     model = FocusFace(name, trunk_init="damped").eval()
     images = torch.rand(3, 3, 112, 112) * 2 - 1

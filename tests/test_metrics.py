@@ -50,13 +50,12 @@ def test_metrics_agree_with_brute_force_on_tied_scores(genuine, impostor):
 
 
 @settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 10_000), n_g=st.integers(1, 300), n_i=st.integers(1, 3000))
+@given(seed=st.integers(0, 10_000), n_g=st.integers(1, 300), n_i=st.integers(1, 600))
 def test_metrics_agree_with_brute_force_on_random_scores(seed, n_g, n_i):
+    "Every example is compared: the sizes stop where the brute force (n_g x n_i) stops being quick, not past it."
     rng = np.random.default_rng(seed)
     genuine, impostor = rng.normal(0.5, 0.2, n_g), rng.normal(0.0, 0.2, n_i)
-    ours, ref = verification_metrics(genuine, impostor), brute_force(genuine, impostor) if n_g * n_i < 200_000 else None
-    if ref is None:
-        return
+    ours, ref = verification_metrics(genuine, impostor), brute_force(genuine, impostor)
     for key, value in ref.items():
         assert ours[key] == pytest.approx(value, abs=1e-12), key
 

@@ -1,5 +1,7 @@
-"""Nothing lost, second round: every writer checks every path its command reads; train folders are locked and only
-run folders are replaced; a full disk leaves nothing half-written and says where. Each test failed before its fix."""
+"""Training folders, full disks and hashes: every writer checks every path its command reads; a training folder is
+locked and only a run's folder is replaced; a full disk leaves nothing half-written and says where; files without
+their hashes are refused; odd values get one line. Each test failed before its fix (the second round of trying
+the commands as a careless user would; the later rounds are the guarantee files, test_nothing_lost.py and others)."""
 
 import json
 import os
