@@ -245,10 +245,11 @@ def kfold_folds(issame, n_folds: int = 10) -> tuple[np.ndarray, str]:
         fold[part] = k
     if all(0 < same[fold == k].sum() < (fold == k).sum() for k in range(n_folds)) or same.all() or not same.any():
         return fold, "contiguous"
-    for kind in (True, False):
-        where = np.flatnonzero(same == kind)
-        for k, part in enumerate(np.array_split(where, n_folds)):
-            fold[part] = k
+    genuine, impostor = np.flatnonzero(same), np.flatnonzero(~same)
+    for k, part in enumerate(np.array_split(genuine, n_folds)):  # the first len(genuine) % n_folds parts are larger
+        fold[part] = k
+    for k, part in enumerate(np.array_split(impostor, n_folds)):
+        fold[part] = (k + genuine.size) % n_folds  # larger parts where the genuine parts were smaller
     return fold, "stratified"
 
 # %% ../nbs/19_metrics.ipynb #5c25b908
@@ -269,10 +270,10 @@ def kfold_accuracy(similarities, issame, n_folds: int = 10, thresholds=None) -> 
     for k in range(n_folds):
         test = fold == k
         train_acc = correct[:, ~test].mean(1)
-        k = int(np.argmax(train_acc))  # the first best, as np.argmax in insightface
-        best.append(float(thresholds[k]))
-        accuracies.append(float(correct[k, test].mean()))
-        decisions[test] = correct[k, test]
+        chosen = int(np.argmax(train_acc))  # the first best, as np.argmax in insightface
+        best.append(float(thresholds[chosen]))
+        accuracies.append(float(correct[chosen, test].mean()))
+        decisions[test] = correct[chosen, test]
     return dict(
         accuracy=float(np.mean(accuracies)),
         std=float(np.std(accuracies)),

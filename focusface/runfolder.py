@@ -22,9 +22,9 @@ from .model import FocusFace, resolve_device
 from .trainconfig import TrainConfig
 
 # %% auto #0
-__all__ = ['RUN_FILES', 'RUN', 'RunLog', 'clock', 'Pace', 'distributed_setup', 'Guard', 'fuse_sgd', 'gather', 'run_sources',
-           'plan_out', 'previous_run', 'set_aside', 'settle_previous', 'restore_previous', 'run_lock',
-           'data_fingerprints', 'save_training_state', 'load_training_state']
+__all__ = ['RUN_FILES', 'RUN', 'RunLog', 'clock', 'Pace', 'distributed_setup', 'flag_nonfinite', 'skip_step_if', 'Guard',
+           'fuse_sgd', 'gather', 'run_sources', 'plan_out', 'previous_run', 'set_aside', 'settle_previous',
+           'restore_previous', 'run_lock', 'data_fingerprints', 'save_training_state', 'load_training_state']
 
 # %% ../nbs/28_runfolder.ipynb #e769678d
 class RunLog:
@@ -151,6 +151,20 @@ def distributed_setup(device=None) -> tuple[int, int, torch.device]:
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
     return rank, world, resolve_device(device)
 
+# %% ../nbs/28_runfolder.ipynb #a3b7c2af
+def flag_nonfinite(tensors: list, flag: torch.Tensor) -> None:
+    "Set `flag` (a 0-d float tensor) to 1 if any element of `tensors` is not finite; one kernel per dtype, no host wait."
+    by_dtype = {}
+    for t in tensors:
+        by_dtype.setdefault(t.dtype, []).append(t)
+    for same in by_dtype.values():  # the gradient scaler's check, at scale 1: it leaves the tensors as they are
+        torch._amp_foreach_non_finite_check_and_unscale_(same, flag, torch.ones((), device=flag.device))
+
+
+def skip_step_if(optimizer: torch.optim.Optimizer, flag: torch.Tensor) -> None:
+    "Make a fused optimiser's next steps skip their update on the device wherever `flag` is non-zero (`found_inf`)."
+    optimizer.found_inf = flag
+
 # %% ../nbs/28_runfolder.ipynb #93148a4b
 @dataclass
 class Guard:
@@ -167,11 +181,7 @@ class Guard:
     def record(self, step: int, loss: torch.Tensor, grads: list, world: int = 1) -> None:
         "Take in global step `step`'s loss and gradients (after backward, before the update), without a host wait."
         bad = (~torch.isfinite(loss.detach())).float().reshape(())
-        by_dtype = {}
-        for g in grads:
-            by_dtype.setdefault(g.dtype, []).append(g)
-        for same in by_dtype.values():  # one kernel per dtype: sets `bad` if any element is not finite
-            torch._amp_foreach_non_finite_check_and_unscale_(same, bad, torch.ones((), device=bad.device))
+        flag_nonfinite(grads, bad)
         if world > 1:
             torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)  # every rank skips alike
         self.first = torch.where((self.bad == 0) & (bad > 0), float(step), self.first)

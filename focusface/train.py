@@ -50,6 +50,7 @@ from focusface.runfolder import (
     save_training_state,
     set_aside,
     settle_previous,
+    skip_step_if,
 )
 from .trainconfig import TrainConfig, add_train_arguments, learning_rate, load_config, parse_train_arguments
 
@@ -509,7 +510,7 @@ def optimisation_step(run: Run, batch: dict) -> dict:
         run.scaler.unscale_(run.optimizer)
         torch.nn.utils.clip_grad_norm_(run.clipped, config.grad_clip)
     if not run.scaler.is_enabled() and not run.look_every_step:
-        run.optimizer.found_inf = run.guard.bad
+        skip_step_if(run.optimizer, run.guard.bad)
     run.scaler.step(run.optimizer)
     run.scaler.update()
     p["global_step"] += 1

@@ -14,7 +14,9 @@ output cannot be stable carry the tag `nbval-ignore-output` (the marker nbval, t
 run without error and their output is not compared; `--check` lists those whose text changed as a note, not a failure
 (they depend on what the machine has: the samples, a pipeline run), so one that went stale where it was made is seen.
 Cells tagged `real-faces` keep their text and lose their pictures, so photographs of real people never enter the
-repository. Keeping outputs ends with `nbdev-clean`.
+repository. An output that names this checkout's folder (a warning's file path, a path printed whole) would differ
+in every other clone, so such a chapter is reported and its outputs are not kept. Keeping outputs ends with
+`nbdev-clean`.
 """
 
 import argparse
@@ -165,6 +167,16 @@ def keep(nb, run, path: Path) -> None:
     nbformat.write(nb, path)
 
 
+def machine_bound(run, name: str) -> list[str]:
+    "The cells of `run` whose text output names this checkout's folder: it would read otherwise in any other clone."
+    return [
+        f"{name}: cell {number} ({_first_line(cell)}) prints this checkout's path ({ROOT}); a warning? "
+        "Fix its cause, or print the path relative to the repository"
+        for number, cell in enumerate(run.cells)
+        if cell.cell_type == "code" and any(str(ROOT) in text for text in shown(cell.outputs))
+    ]
+
+
 def chapter(path: Path, check: bool, cwd: Path = NBS) -> tuple[list[str], list[str]]:
     "Run one chapter: its problems (an error, or with `check` the first output that differs) and, with `check`, the ignored cells that changed."
     started = time.monotonic()
@@ -176,7 +188,9 @@ def chapter(path: Path, check: bool, cwd: Path = NBS) -> tuple[list[str], list[s
     found = differences(nb, run, path.name) if check else []
     changed = ignored_changes(nb, run, path.name) if check else []
     if not check:
-        keep(nb, run, path)
+        found = machine_bound(run, path.name)
+        if not found:
+            keep(nb, run, path)
     print(f"{'FAIL' if found else 'ok  '} {path.name} ({time.monotonic() - started:.0f} s)", flush=True)
     return found, changed
 
