@@ -198,7 +198,7 @@ def load_state_into(module: nn.Module, state_dict: dict, *, source: str, layout:
             own[k].copy_(v)
 
 # %% ../nbs/18_checkpoints.ipynb #133f4522
-CHECKPOINT_FORMAT = 2  # 2: the extra (optimiser, position, random states) hashed too; 1 is still read
+CHECKPOINT_FORMAT = 2  # the weights and the extra (optimiser, position, random states) hashed
 
 
 def atomic_torch_save(obj, path) -> Path:
@@ -314,36 +314,30 @@ def insightface_to_focusface(state_dict: dict, path="weights") -> dict:
 
 # %% ../nbs/18_checkpoints.ipynb #b5c35c7a
 def checkpoint_verified(raw: dict, path) -> str:
-    "Check a focusface checkpoint's hashes: `all` (format 2: weights and the rest), `weights` or `none` (format 1)."
-    state = raw.get("state_dict")
-    if raw.get("focusface_checkpoint") == CHECKPOINT_FORMAT:
-        if "sha256" not in raw or "extra_sha256" not in raw:
-            raise CheckpointError(
-                f"{path}: a format-{CHECKPOINT_FORMAT} focusface checkpoint without its "
-                f"{'sha256' if 'sha256' not in raw else 'extra_sha256'} hash: the file was edited or "
-                "damaged; use another copy"
-            )
-    if "sha256" in raw and state_digest(state) != raw["sha256"]:
+    "Check a focusface checkpoint's two hashes (the weights, and the rest a resumed run reads); `all` when both hold."
+    if "sha256" not in raw or "extra_sha256" not in raw:
+        raise CheckpointError(
+            f"{path}: a focusface checkpoint without its {'sha256' if 'sha256' not in raw else 'extra_sha256'} "
+            "hash: the file was edited or damaged; use another copy"
+        )
+    if state_digest(raw.get("state_dict")) != raw["sha256"]:
         raise CheckpointError(
             f"{path}: the weights do not match the hash stored with them: the file is damaged; use another copy"
         )
-    if (
-        "extra_sha256" in raw
-        and content_digest(dict(config=raw.get("config"), extra=raw.get("extra", {}))) != raw["extra_sha256"]
-    ):
+    if content_digest(dict(config=raw.get("config"), extra=raw.get("extra", {}))) != raw["extra_sha256"]:
         raise CheckpointError(
             f"{path}: its training state (optimiser, position, random states or config) does not "
             "match the hash stored with it: the file is damaged; use another copy"
         )
-    return "all" if "extra_sha256" in raw else "weights" if "sha256" in raw else "none"
+    return "all"
 
 # %% ../nbs/18_checkpoints.ipynb #d4d34224
 def _focusface_parts(raw: dict, path) -> tuple[dict, dict]:
     "The checked (config, state_dict) of a focusface checkpoint."
-    if raw.get("focusface_checkpoint") not in (1, CHECKPOINT_FORMAT):
+    if raw.get("focusface_checkpoint") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{path}: focusface checkpoint format {shorten(raw.get('focusface_checkpoint'))} is not "
-            f"supported by this version (it reads 1 and {CHECKPOINT_FORMAT})"
+            f"supported by this version (it reads format {CHECKPOINT_FORMAT})"
         )
     config, state = raw.get("config"), raw.get("state_dict")
     if not isinstance(config, dict) or not isinstance(state, dict):

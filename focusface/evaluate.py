@@ -23,14 +23,23 @@ from .landmarks import LandmarkTable
 from .maskfit import fitted_sampler
 from .masks import apply_mask
 from .maskspec import DEFAULT_SPEC, MaskSampler, manifest_header, manifest_line
-from .metrics import Scores, curve, kfold_accuracy, pyeer_metrics, rates_at, verification_metrics
+from focusface.metrics import (
+    HEADLINE_METRICS,
+    Scores,
+    curve,
+    kfold_accuracy,
+    pyeer_metrics,
+    rates_at,
+    verification_metrics,
+)
 from .model import FocusFace, resolve_device, to_model_input, with_channel_order
+from .results import issame_for, write_curves, write_metrics, write_scores
 from .template import TEMPLATE_SIZE
 
 # %% auto #0
 __all__ = ['PROTOCOLS', 'SCORES', 'SYNTHETIC_FIRST_IDENTITY', 'MASKED_SIDES', 'TABLE_METRICS', 'PERCENT_METRICS', 'load_eval_set',
-           'embed_images', 'pair_scores', 'evaluate_pairs', 'evaluate_real_masks', 'format_table', 'protocol_issame',
-           'save_figures', 'EvalSet', 'eval_sets', 'write_results', 'evaluate']
+           'embed_images', 'pair_scores', 'evaluate_pairs', 'evaluate_real_masks', 'format_table', 'save_figures',
+           'EvalSet', 'eval_sets', 'write_results', 'evaluate']
 
 # %% ../nbs/20_evaluate.ipynb #21e9ebad
 PROTOCOLS = ("uu", "um", "mm")
@@ -392,10 +401,7 @@ def evaluate_real_masks(
 
 # %% ../nbs/20_evaluate.ipynb #ea415e4a
 TABLE_METRICS = (
-    "accuracy",
-    "eer",
-    "fmr100",
-    "fmr1000",
+    *HEADLINE_METRICS,
     "zero_fmr",
     "auc",
     "g_mean",
@@ -404,10 +410,7 @@ TABLE_METRICS = (
     "mask_detection_accuracy",
 )
 PERCENT_METRICS = {
-    "accuracy",
-    "eer",
-    "fmr100",
-    "fmr1000",
+    *HEADLINE_METRICS,
     "zero_fmr",
     "mask_detection_accuracy",
     "fmr100_pyeer",
@@ -438,11 +441,6 @@ def format_table(metrics: dict, columns=TABLE_METRICS) -> str:
 
 # %% ../nbs/20_evaluate.ipynb #4038c4b4
 _COLOURS = dict(uu="tab:blue", um="tab:orange", mm="tab:red", all="tab:gray")
-
-
-def protocol_issame(result: dict, protocol: str) -> np.ndarray:
-    "The same/different flags of the pairs `result['scores'][protocol]` scores (one array, or one per protocol of a real-mask set)."
-    return result["issame"][protocol] if isinstance(result["issame"], dict) else result["issame"]
 
 # %% ../nbs/20_evaluate.ipynb #e6579861
 def save_figures(name: str, result: dict, folder: Path) -> list[Path]:
@@ -480,7 +478,7 @@ def save_figures(name: str, result: dict, folder: Path) -> list[Path]:
     everything = np.concatenate(list(result["scores"].values()))
     bins = np.linspace(min(everything.min(), 0.0), max(everything.max(), 1.0), 81)
     for ax, (protocol, sim) in zip(axes[0], result["scores"].items()):
-        same = protocol_issame(result, protocol)
+        same = issame_for(result["issame"], protocol)
         ax.hist(sim[same], bins=bins, alpha=0.6, density=True, label="genuine", color="tab:green")
         ax.hist(sim[~same], bins=bins, alpha=0.6, density=True, label="impostor", color="tab:purple")
         ax.set(title=f"{name}: {protocol.upper()}", xlabel=score_label)
@@ -587,37 +585,24 @@ def _read_sets(records: list[EvalSet], skip_missing: bool) -> list[tuple]:
 
 def write_results(folder: Path, results: dict, metrics: dict, figures: bool = True) -> None:
     "metrics.json, and per set its scores, curves, mask manifests and figures, into `folder`."
-    (folder / "scores").mkdir(exist_ok=True)
     for name, result in results.items():
-        same = result["issame"]  # real-mask sets: each protocol its own pairs (issame_<protocol>)
-        flags = {f"issame_{p}": v for p, v in same.items()} if isinstance(same, dict) else dict(issame=same)
-        who = result.get("identities")  # the people of each pair, when the set says: intervals resample them
-        people = {} if who is None else dict(identity_a=np.array(who[0::2], str), identity_b=np.array(who[1::2], str))
-        np.savez_compressed(
-            folder / "scores" / f"{name}.npz",
-            **flags,
-            **people,
-            **{p: s.astype(np.float32) for p, s in result["scores"].items()},
-            **{f"correct_{p}": m["_correct"] for p, m in result["metrics"].items() if "_correct" in m},
+        measured = {p: m for p, m in result["metrics"].items() if "_curve" in m}  # protocols with enough pairs
+        write_scores(
+            folder,
+            name,
+            issame=result["issame"],
+            scores=result["scores"],
+            correct={p: m["_correct"] for p, m in result["metrics"].items() if "_correct" in m},
+            identities=result.get("identities"),  # the people of each pair, when the set says: intervals resample them
         )
-        atomic_write_bytes(
-            folder / "curves" / f"{name}.json",
-            json.dumps({p: m["_curve"] for p, m in result["metrics"].items() if "_curve" in m}).encode(),
-            sources=(),
-            kind=None,
-        )
+        write_curves(folder, name, {p: m["_curve"] for p, m in measured.items()})
         for protocol, lines in result["manifests"].items():
             atomic_write_bytes(
                 folder / "masks" / f"{name}.{protocol}.jsonl", ("\n".join(lines) + "\n").encode(), sources=(), kind=None
             )
         if figures:
             save_figures(name, result, folder / "figures")
-    atomic_write_bytes(
-        folder / "metrics.json",
-        (json.dumps(metrics, indent=1, sort_keys=True) + "\n").encode(),
-        sources=(),
-        kind=None,
-    )
+    write_metrics(folder, metrics)
 
 # %% ../nbs/20_evaluate.ipynb #997a050e
 def evaluate(

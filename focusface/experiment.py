@@ -11,13 +11,14 @@ from pathlib import Path
 
 from .errors import FocusFaceError, shorten
 from .files import atomic_dir, atomic_write_bytes
+from .metrics import HEADLINE_METRICS
+from .results import read_summary, seed_folder
 
 # %% auto #0
-__all__ = ['MISSING_DATA', 'DRIFT', 'RESULT_PACKAGES', 'RANDOM_START', 'SUMMARY_METRICS', 'recorded_hash', 'check_data',
-           'prepare_data', 'environment', 'locked_versions', 'environment_drift', 'prepare_masked_sets', 'align_real',
-           'seed_folder', 'variant_settings', 'write_random_start', 'variant_config', 'run_variant', 'run_seeds',
-           'check_params', 'load_params', 'evaluate_variant', 'compact_metrics', 'evaluate_seeds', 'run_notebook',
-           'main']
+__all__ = ['MISSING_DATA', 'DRIFT', 'RESULT_PACKAGES', 'RANDOM_START', 'recorded_hash', 'check_data', 'prepare_data',
+           'environment', 'locked_versions', 'environment_drift', 'prepare_masked_sets', 'align_real',
+           'variant_settings', 'write_random_start', 'variant_config', 'run_variant', 'run_seeds', 'check_params',
+           'load_params', 'evaluate_variant', 'compact_metrics', 'evaluate_seeds', 'run_notebook', 'main']
 
 # %% ../nbs/30_experiment.ipynb #5d947c4b
 MISSING_DATA = """the paper setting needs the real data, which focusface does not download:
@@ -258,11 +259,6 @@ def align_real(setting: str, mfr2, out, workers: int = 2) -> dict:
 
 # %% ../nbs/30_experiment.ipynb #d7ea12ba
 RANDOM_START = "random"  # `init_from: random`: a variant trained from the trainer's own initialisation
-
-
-def seed_folder(folder, seed: int) -> Path:
-    "Where the run (or the evaluation) of one training seed goes: `folder/seed<seed>`."
-    return Path(folder) / f"seed{int(seed)}"
 
 # %% ../nbs/30_experiment.ipynb #d930a58f
 def variant_settings(params: dict, variant: str, runs="outputs/runs", seed: int | None = None) -> dict:
@@ -543,9 +539,6 @@ def load_params(path) -> dict:
     return params
 
 # %% ../nbs/30_experiment.ipynb #286d333f
-SUMMARY_METRICS = ("accuracy", "eer", "fmr100", "fmr1000")  # what `dvc metrics show` compares; the rest: metrics.json
-
-
 def evaluate_variant(
     model_path,
     index: dict,
@@ -578,20 +571,20 @@ def evaluate_variant(
     )
 
 # %% ../nbs/30_experiment.ipynb #3fce3764
-def compact_metrics(by_seed: dict, run_summary=None) -> dict:
-    "The few numbers `dvc metrics show` compares: `SUMMARY_METRICS` per set and protocol, the mean over seeds, and the run's cost."
+def compact_metrics(by_seed: dict, run=None) -> dict:
+    "The few numbers `dvc metrics show` compares: `HEADLINE_METRICS` per set and protocol, the mean over seeds, and what `run` cost."
     first = next(iter(by_seed.values()))
 
     def mean(s, p, k):
         return sum(m[s][p][k] for m in by_seed.values()) / len(by_seed)
 
     compact = {
-        s: {p: {k: round(mean(s, p, k), 6) for k in SUMMARY_METRICS if m.get(k) is not None} for p, m in by.items()}
+        s: {p: {k: round(mean(s, p, k), 6) for k in HEADLINE_METRICS if m.get(k) is not None} for p, m in by.items()}
         for s, by in first.items()
     }
-    if run_summary is not None:  # what the run cost in work done (its wall time differs from machine to machine)
-        run = json.loads(Path(run_summary).read_text())
-        compact["training"] = dict({k: run[k] for k in ("steps", "pairs_seen", "images_seen")}, seeds=len(by_seed))
+    if run is not None:  # what the run cost in work done (its wall time differs from machine to machine)
+        summary = read_summary(run)
+        compact["training"] = dict({k: summary[k] for k in ("steps", "pairs_seen", "images_seen")}, seeds=len(by_seed))
     return compact
 
 # %% ../nbs/30_experiment.ipynb #c7784842
@@ -607,7 +600,7 @@ def evaluate_seeds(
         for s in params["seeds"]
     }
     if metrics_file is not None:
-        compact = compact_metrics(by_seed, seed_folder(run, params["seeds"][0]) / "summary.json")
+        compact = compact_metrics(by_seed, seed_folder(run, params["seeds"][0]))
         text = json.dumps(compact, indent=1, sort_keys=True) + "\n"
         atomic_write_bytes(metrics_file, text.encode(), sources=(), kind=None)  # a stage's output: DVC owns it
     return by_seed

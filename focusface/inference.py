@@ -6,7 +6,6 @@ ONNX. For focusface's checkpoints and the authors' `.mdl` files alike, from Pyth
 # %% ../nbs/25_inference.ipynb #b3ee7e3e
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from pathlib import Path
@@ -20,6 +19,7 @@ from .datasets import PairsSource, open_dataset
 from .errors import FocusFaceError, FormatError, shorten
 from .files import allocated_memmap, atomic_file, check_destination, scratch_dir, write_npz
 from .model import FocusFace, resolve_device, with_channel_order
+from .results import read_metrics
 
 # %% auto #0
 __all__ = ['DEFAULT_THRESHOLD', 'THRESHOLD_FMR', 'ONNX_TOLERANCE', 'channel_order_check', 'read_face', 'embed_aligned',
@@ -75,23 +75,12 @@ THRESHOLD_FMR = 0.001  # the false match rate every threshold here is chosen for
 
 
 def _threshold_from_metrics(path: Path) -> tuple[float, str]:
-    if path.stat().st_size > 64 << 20:
-        raise FormatError(f"{path}: {path.stat().st_size / 1e6:,.0f} MB: not an evaluation's metrics.json")
-    try:
-        metrics = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise FormatError(f"{path}: not a readable metrics.json ({shorten(str(e) or type(e).__name__)})") from None
-    sets = (
-        [
-            name
-            for name, value in metrics.items()
-            if isinstance(value, dict)
-            and isinstance(value.get("uu"), dict)
-            and isinstance(value["uu"].get("threshold_fmr1000"), (int, float))
-        ]
-        if isinstance(metrics, dict)
-        else []
-    )
+    metrics = read_metrics(path)  # {set: {protocol: metrics}}, checked
+    sets = [
+        name
+        for name, value in metrics.items()
+        if isinstance(value.get("uu"), dict) and isinstance(value["uu"].get("threshold_fmr1000"), (int, float))
+    ]
     if not sets:
         raise FormatError(
             f"{path}: holds no U-U threshold (uu.threshold_fmr1000): give the metrics.json of a "

@@ -86,17 +86,17 @@ def _manifest_path(dst: Path, kind: str) -> Path:
     return dst.with_suffix(".masks.jsonl") if kind == "bin" else dst / "masks.jsonl"
 
 
-def _replayed(replay, kind: str, fingerprint: str, keys: list) -> tuple[list[MaskParams], bool]:
-    "(The parameters a manifest recorded for `keys`, whether its source could be checked), after checking it is this source's."
+def _replayed(replay, kind: str, fingerprint: str, keys: list) -> list[MaskParams]:
+    "The parameters a manifest recorded for `keys`, after checking it was made from this source."
     header, entries = read_manifest(replay)
     if header.get("kind") != kind or (kind == "bin" and header.get("protocol") not in ("um", "mm")):
         raise FocusFaceError(f"{replay}: a manifest of a {header.get('kind')!r} source cannot replay a {kind!r} source")
-    if "fingerprint" not in header and "sampler" in header:  # every manifest of this format records its source
+    if "fingerprint" not in header:  # every manifest records its source
         raise FocusFaceError(
             f"{replay}: its header has no fingerprint of the source it was made from, which every "
-            "manifest of this version records: it was edited or damaged; use the manifest as written"
+            "focusface manifest records: it was edited or damaged; use the manifest as written"
         )
-    if header.get("fingerprint") not in (None, fingerprint):
+    if header["fingerprint"] != fingerprint:
         raise FocusFaceError(
             f"{replay}: made from another dataset (fingerprint {header.get('fingerprint')}, this source "
             f"has {fingerprint}); replay it on the dataset it was made from"
@@ -108,7 +108,7 @@ def _replayed(replay, kind: str, fingerprint: str, keys: list) -> tuple[list[Mas
             + (f" and no entry for key {missing[0]!r}" if missing else "")
             + ": it was made from another dataset or protocol"
         )
-    return [entries[k] for k in keys], "fingerprint" in header
+    return [entries[k] for k in keys]
 
 
 def _job_items(source, keys: list, params: list) -> tuple[str, list]:
@@ -233,10 +233,8 @@ def mask_dataset(
     if not keys:
         raise FormatError(f"{src}: holds no images to mask")
     if replay is not None:
-        params, checked = _replayed(replay, kind, fingerprint, keys)
-        header_info = dict(
-            spec=None, seed=None, replayed_from=str(replay), **({} if checked else dict(unverified_source=True))
-        )
+        params = _replayed(replay, kind, fingerprint, keys)
+        header_info = dict(spec=None, seed=None, replayed_from=str(replay))
     else:
         params, header_info = [sampler(k) for k in keys], dict(spec=spec, seed=int(seed))
         if landmarks is not None:
@@ -290,6 +288,5 @@ def mask_dataset(
         masked=len(keys),
         manifest=str(manifest_path),
         damaged=damaged,
-        unverified=bool(header.get("unverified_source")),
         **fit,
     )

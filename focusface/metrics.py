@@ -14,7 +14,7 @@ import numpy as np
 from .errors import FocusFaceError
 
 # %% auto #0
-__all__ = ['BOOTSTRAP_METRICS', 'Scores', 'rates_at', 'pyeer_rates', 'pyeer_metrics', 'verification_metrics', 'curve',
+__all__ = ['HEADLINE_METRICS', 'Scores', 'rates_at', 'pyeer_rates', 'pyeer_metrics', 'verification_metrics', 'curve',
            'kfold_folds', 'kfold_accuracy', 'bootstrap_weights', 'replicate_metrics', 'percentile_interval',
            'confidence_intervals', 'fnmr_at', 'bootstrap_band', 'mcnemar_exact', 'paired_difference', 'holm']
 
@@ -284,7 +284,7 @@ def kfold_accuracy(similarities, issame, n_folds: int = 10, thresholds=None) -> 
     )  # pair_correct: each pair's decision right?
 
 # %% ../nbs/19_metrics.ipynb #6ee6e2d5
-BOOTSTRAP_METRICS = ("accuracy", "eer", "fmr100", "fmr1000")  # the table's columns that get an interval
+HEADLINE_METRICS = ("accuracy", "eer", "fmr100", "fmr1000")  # the rates every table reports, each with its interval
 
 
 def bootstrap_weights(clusters, n: int = 1000, seed: int = 0) -> np.ndarray:
@@ -298,7 +298,7 @@ def bootstrap_weights(clusters, n: int = 1000, seed: int = 0) -> np.ndarray:
 def replicate_metrics(similarities, issame, correct, weights) -> dict:
     "Accuracy (of the fixed per-pair decisions `correct`), EER, FMR100 and FMR1000 of each weighted replicate: arrays (n,)."
     sim, same, correct = (np.asarray(a).ravel() for a in (similarities, issame, correct))
-    out = {k: np.full(len(weights), np.nan) for k in BOOTSTRAP_METRICS}
+    out = {k: np.full(len(weights), np.nan) for k in HEADLINE_METRICS}
     for r, w in enumerate(np.asarray(weights)):
         rows = np.repeat(np.arange(sim.size), w)
         genuine, impostor = sim[rows][same[rows]], sim[rows][~same[rows]]
@@ -385,7 +385,7 @@ def paired_difference(
     ra, rb = (replicate_metrics(s, issame, c, weights) for s, c in ((a, correct_a), (b, correct_b)))
     return {
         k: (float(point[0][k][0] - point[1][k][0]), *percentile_interval(ra[k] - rb[k], level))
-        for k in BOOTSTRAP_METRICS
+        for k in HEADLINE_METRICS
     }
 
 # %% ../nbs/19_metrics.ipynb #cd604383

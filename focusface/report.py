@@ -8,18 +8,29 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
 import numpy as np
 
 from .errors import FocusFaceError
 from .files import atomic_write_bytes, save_figure
+from .metrics import HEADLINE_METRICS
+from focusface.results import (
+    PROTOCOLS,
+    read_curves,
+    read_metrics,
+    read_pairs,
+    read_summary,
+    seed_folders,
+    seed_of,
+    set_names,
+    training_history,
+)
 
 # %% auto #0
-__all__ = ['TABLE_COLUMNS', 'PROTOCOL_NAMES', 'seeded', 'load_results', 'results_table', 'cost_table', 'environment_said',
-           'write_tables', 'add_intervals', 'paired_tests', 'tests_table', 'curve_figures', 'variant_label',
-           'score_figure', 'training_figure', 'write_report']
+__all__ = ['TABLE_COLUMNS', 'PROTOCOL_NAMES', 'load_results', 'results_table', 'cost_table', 'environment_said', 'write_tables',
+           'add_intervals', 'paired_tests', 'tests_table', 'curve_figures', 'variant_label', 'score_figure',
+           'training_figure', 'write_report']
 
 # %% ../nbs/31_report.ipynb #075a3f86
 TABLE_COLUMNS = (
@@ -31,12 +42,7 @@ TABLE_COLUMNS = (
     ("i_mean", "I-mean"),
     ("fdr", "FDR"),
 )  # the masked face recognition papers' columns
-_PERCENT = {"accuracy", "eer", "fmr100", "fmr1000"}
-
-
-def seeded(folder, seeds=None) -> list[Path]:
-    "The folders of each training seed (`folder/seed<s>`, as the pipeline writes them), or `[folder]` without seeds."
-    return [Path(folder)] if seeds is None else [Path(folder) / f"seed{int(s)}" for s in seeds]
+_PERCENT = set(HEADLINE_METRICS)  # the rates, shown in %, with their spread and interval
 
 # %% ../nbs/31_report.ipynb #5414f72c
 def _mean_over_seeds(values: list[dict]) -> dict:
@@ -57,16 +63,11 @@ def load_results(variants: dict, seeds=None) -> list[dict]:
     "One row per (variant, evaluation set, protocol) from `{variant: (run folder, evaluation folder)}`; with `seeds`, the mean over their `seed<s>` folders."
     rows = []
     for variant, (run, evaluation) in variants.items():
-        runs, evaluations = seeded(run, seeds), seeded(evaluation, seeds)
-        for path in [r / "summary.json" for r in runs] + [e / "metrics.json" for e in evaluations]:
-            if not path.is_file():
-                raise FocusFaceError(f"{path}: missing; run the stage that makes it (dvc repro)")
-        summary = json.loads((runs[0] / "summary.json").read_text())
-        by_seed = [json.loads((e / "metrics.json").read_text()) for e in evaluations]
+        summaries = [read_summary(r) for r in seed_folders(run, seeds)]  # every seed's run finished
+        by_seed = [read_metrics(e) for e in seed_folders(evaluation, seeds)]
+        summary = summaries[0]
         for name, by_protocol in by_seed[0].items():
-            for protocol in sorted(
-                by_protocol, key=("uu", "um", "mm", "all").index
-            ):  # all: a real-mask set's every pair
+            for protocol in sorted(by_protocol, key=PROTOCOLS.index):  # the papers' order
                 metrics = _mean_over_seeds([m[name][protocol] for m in by_seed])
                 rows.append(
                     dict(
@@ -152,7 +153,7 @@ def cost_table(rows: list[dict]) -> str:
             continue
         seen.add(r["variant"])
         start = Path(r["init"]).parent if r.get("init") else None
-        if start is not None and start.name.startswith("seed") and start.name[4:].isdigit():
+        if start is not None and seed_of(start) is not None:  # the run of that variant with the same seed
             start = start.parent
         lines.append(
             f"| {r['variant']} | {start.name if start else 'random weights'} | {r.get('seeds', 1)} | "
@@ -232,35 +233,17 @@ def write_tables(
     return [atomic_write_bytes(folder / name, text.encode(), sources=(), kind=None) for name, text in outputs]
 
 # %% ../nbs/31_report.ipynb #5e8236cd
-def _scores(evaluation, eval_set: str) -> dict:
-    "The saved per-pair arrays of one evaluation set (`focusface.evaluate.write_results`)."
-    path = Path(evaluation, "scores", f"{eval_set}.npz")
-    if not path.is_file():
-        raise FocusFaceError(f"{path}: missing; run the evaluation that makes it (dvc repro)")
-    with np.load(path) as saved:
-        return {k: saved[k] for k in saved.files}
-
-
-def _pairs_of(saved: dict, protocol: str) -> tuple | None:
-    "(scores, issame, per-pair decisions, people or None) of one protocol, or None when the evaluation kept no decisions."
-    same = saved.get("issame", saved.get(f"issame_{protocol}"))
-    if same is None or f"correct_{protocol}" not in saved:
-        return None  # an evaluation written before decisions were kept
-    return saved[protocol], same, saved[f"correct_{protocol}"], saved.get("identity_a")
-
-
 def _replicates(per_seed: list, weights: np.ndarray) -> dict:
     "Each metric's bootstrap replicates, averaged over the seeds' evaluations of the same pairs (the same weights for all)."
     from focusface.metrics import replicate_metrics
 
-    reps = [replicate_metrics(sim, same, correct, weights) for sim, same, correct, _ in per_seed]
+    reps = [replicate_metrics(s.scores, s.issame, s.correct, weights) for s in per_seed]
     return {k: np.mean([r[k] for r in reps], axis=0) for k in reps[0]}
 
 
-def _seed_pairs(evaluation, seeds, name: str, protocol: str) -> list | None:
-    "Each seed's (scores, issame, decisions, people) of one set and protocol, or None when one lacks the decisions."
-    per_seed = [_pairs_of(_scores(e, name), protocol) for e in seeded(evaluation, seeds)]
-    return None if any(p is None for p in per_seed) else per_seed
+def _seed_pairs(evaluation, seeds, name: str, protocol: str) -> list:
+    "Each seed's saved pairs (`focusface.results.ProtocolPairs`) of one set and protocol."
+    return [read_pairs(e, name, protocol) for e in seed_folders(evaluation, seeds)]
 
 
 def add_intervals(
@@ -271,11 +254,11 @@ def add_intervals(
 
     out = []
     for row in rows:
-        per_seed = _seed_pairs(evaluations[row["variant"]], seeds, row["set"], row["protocol"])
-        if per_seed is None or row.get("eer") is None:
+        if row.get("eer") is None:  # a protocol with too few pairs to measure
             out.append(dict(row, resampled=None))
             continue
-        same, people = per_seed[0][1], per_seed[0][3]
+        per_seed = _seed_pairs(evaluations[row["variant"]], seeds, row["set"], row["protocol"])
+        same, people = per_seed[0].issame, per_seed[0].people
         weights = bootstrap_weights(np.arange(same.size) if people is None else people, n, seed)
         bounds = {k: percentile_interval(v, level) for k, v in _replicates(per_seed, weights).items()}
         out.append(
@@ -299,14 +282,14 @@ def _paired(a: list, b: list, n: int, seed: int, level: float) -> dict:
     "One comparison of two variants' per-seed evaluations of the same pairs: McNemar per seed (the largest p), the EER difference of the means."
     from focusface.metrics import bootstrap_weights, mcnemar_exact, percentile_interval
 
-    by_seed = [mcnemar_exact(x[2], y[2]) for x, y in zip(a, b)]
-    same, people = a[0][1], a[0][3]
+    by_seed = [mcnemar_exact(x.correct, y.correct) for x, y in zip(a, b)]
+    same, people = a[0].issame, a[0].people
     weights = bootstrap_weights(np.arange(same.size) if people is None else people, n, seed)
     whole = np.ones((1, same.size), int)
     eer = float(_replicates(a, whole)["eer"][0] - _replicates(b, whole)["eer"][0])
     low, high = percentile_interval(_replicates(a, weights)["eer"] - _replicates(b, weights)["eer"], level)
     return dict(
-        accuracy_difference=float(np.mean([x[2].mean() - y[2].mean() for x, y in zip(a, b)])),
+        accuracy_difference=float(np.mean([x.correct.mean() - y.correct.mean() for x, y in zip(a, b)])),
         only_variant_right=sum(t["only_a"] for t in by_seed),
         only_reference_right=sum(t["only_b"] for t in by_seed),
         p=max(t["p"] for t in by_seed),
@@ -340,10 +323,10 @@ def paired_tests(
     for name, protocol in cases:
         for variant, reference in _test_order(variants, tuple(references)):
             a, b = (_seed_pairs(evaluations[v], seeds, name, protocol) for v in (variant, reference))
-            if a is None or b is None or not all(np.array_equal(x[1], b[0][1]) for x in a + b):
+            if not all(np.array_equal(x.issame, b[0].issame) for x in a + b):
                 raise FocusFaceError(
-                    f"{name} {protocol}: {variant} and {reference} were not evaluated on the same pairs "
-                    "with per-pair decisions; re-run their evaluations"
+                    f"{name} {protocol}: {variant} and {reference} were not evaluated on the same pairs; "
+                    "re-run their evaluations"
                 )
             tests.append(
                 dict(set=name, protocol=protocol, variant=variant, reference=reference, **_paired(a, b, n, seed, level))
@@ -409,15 +392,12 @@ def _edge(values: list) -> float:
 
 
 def _band(evaluation, name: str, protocol: str, kind: str, *, edge: float, n: int, seed: int):
-    "(FMR grid, low, high) of a curve's 95% bootstrap band, as the figure draws it; None without per-pair scores."
+    "(FMR grid, low, high) of a curve's 95% bootstrap band, as the figure draws it."
     from focusface.metrics import bootstrap_band
 
-    pairs = _pairs_of(_scores(evaluation, name), protocol)
-    if pairs is None:
-        return None
-    sim, same, _, people = pairs
-    grid = np.logspace(np.log10(1 / max(1, int((~same).sum()))), 0, 40)
-    low, high = bootstrap_band(sim, same, grid, people, n=n, seed=seed)
+    pairs = read_pairs(evaluation, name, protocol)
+    grid = np.logspace(np.log10(1 / max(1, int((~pairs.issame).sum()))), 0, 40)
+    low, high = bootstrap_band(pairs.scores, pairs.issame, grid, pairs.people, n=n, seed=seed)
     return (grid, np.maximum(low, edge), np.maximum(high, edge)) if kind == "det" else (grid, 1 - high, 1 - low)
 
 
@@ -427,8 +407,8 @@ def curve_figures(
     "ROC and DET curves of every variant, one figure per protocol: `folder/{roc,det}_<protocol>.png` (labels: the legend's names; bands: replicates of a 95% band)."
     from matplotlib.figure import Figure
 
-    files = {v: next(Path(e, "curves").glob(f"{eval_set or '*'}.json")) for v, e in evaluations.items()}
-    curves = {v: json.loads(f.read_text()) for v, f in files.items()}
+    names = {v: eval_set or set_names(e)[0] for v, e in evaluations.items()}  # default: each one's first set
+    curves = {v: read_curves(e, names[v]) for v, e in evaluations.items()}
     styles, written, labels = _styles(curves), [], dict(labels or {})
     protocols = [p for p in ("uu", "um", "mm") if all(p in c for c in curves.values())]
     for kind in ("roc", "det"):
@@ -442,7 +422,7 @@ def curve_figures(
                 y = np.maximum(fnmr, fnmr_edge) if kind == "det" else 1 - fnmr
                 ax.plot(np.maximum(fmr, fmr_edge), y, label=labels.get(variant, variant), **styles[variant])
                 band = (
-                    _band(evaluations[variant], files[variant].stem, protocol, kind, edge=fnmr_edge, n=bands, seed=seed)
+                    _band(evaluations[variant], names[variant], protocol, kind, edge=fnmr_edge, n=bands, seed=seed)
                     if bands
                     else None
                 )
@@ -487,16 +467,21 @@ def score_figure(evaluations: dict, path, eval_set: str | None = None):
     "Genuine and impostor score histograms: a row per variant, a column per protocol."
     from matplotlib.figure import Figure
 
-    scores = {v: np.load(next(Path(e, "scores").glob(f"{eval_set or '*'}.npz"))) for v, e in evaluations.items()}
-    protocols = [p for p in ("uu", "um", "mm") if all(p in s for s in scores.values())]
-    fig = Figure(figsize=(3.4 * len(protocols), 2.3 * len(scores)))
-    axes = fig.subplots(len(scores), len(protocols), sharex=True, squeeze=False)
+    names = {v: eval_set or set_names(e)[0] for v, e in evaluations.items()}  # default: each one's first set
+    measured = {
+        v: {p for p, m in read_metrics(e)[names[v]].items() if m.get("eer") is not None} for v, e in evaluations.items()
+    }
+    protocols = [p for p in ("uu", "um", "mm") if all(p in m for m in measured.values())]
+    fig = Figure(figsize=(3.4 * len(protocols), 2.3 * len(evaluations)))
+    axes = fig.subplots(len(evaluations), len(protocols), sharex=True, squeeze=False)
     bins = np.linspace(-0.4, 1.0, 57)
-    for row, (variant, s) in zip(axes, scores.items()):
+    for row, (variant, evaluation) in zip(axes, evaluations.items()):
         for ax, protocol in zip(row, protocols):
-            same = s["issame"] if "issame" in s else s[f"issame_{protocol}"]  # a real-mask set: per protocol
-            ax.hist(s[protocol][same], bins=bins, alpha=0.6, density=True, color="tab:green", label="genuine")
-            ax.hist(s[protocol][~same], bins=bins, alpha=0.6, density=True, color="tab:purple", label="impostor")
+            pairs = read_pairs(evaluation, names[variant], protocol)
+            ax.hist(pairs.scores[pairs.issame], bins=bins, alpha=0.6, density=True, color="tab:green", label="genuine")
+            ax.hist(
+                pairs.scores[~pairs.issame], bins=bins, alpha=0.6, density=True, color="tab:purple", label="impostor"
+            )
             ax.set_title(f"{variant}: {protocol.upper()}", fontsize=9)
         row[0].set_ylabel("density")
     for ax in axes[-1]:
@@ -505,12 +490,6 @@ def score_figure(evaluations: dict, path, eval_set: str | None = None):
     return save_figure(fig, path)
 
 # %% ../nbs/31_report.ipynb #ca68fc66
-def _tsv(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    lines = path.read_text().splitlines()[1:] if path.is_file() else []
-    rows = [line.split("\t") for line in lines if line.strip()]
-    return np.array([float(r[0]) for r in rows]), np.array([float(r[-1]) for r in rows])
-
-
 def training_figure(runs: dict, path):
     "Training loss and validation U-M accuracy against pairs seen, for every run (from their DVCLive logs)."
     from matplotlib.figure import Figure
@@ -519,13 +498,12 @@ def training_figure(runs: dict, path):
     loss_ax, val_ax = fig.subplots(1, 2)
     styles = _styles(runs)
     for variant, run in runs.items():
-        summary = json.loads(Path(run, "summary.json").read_text())
+        summary = read_summary(run)
         per_step = summary["pairs_seen"] / max(1, summary["steps"])
-        plots = Path(run, "dvclive", "plots", "metrics")
-        step, loss = _tsv(plots / "train" / "identity.tsv")
+        step, loss = training_history(run, "train/identity")
         line = dict(color=styles[variant]["color"], linestyle=styles[variant]["linestyle"], label=variant)
         loss_ax.plot(step * per_step, loss, **line)
-        step, accuracy = _tsv(plots / "val" / "um_accuracy.tsv")
+        step, accuracy = training_history(run, "val/um_accuracy")
         val_ax.plot(step * per_step, accuracy * 100, marker=styles[variant]["marker"], **line)
     loss_ax.set(xlabel="pairs seen", ylabel="identity (margin) loss", title="training")
     val_ax.set(xlabel="pairs seen", ylabel="validation U-M accuracy %", title="held-out identities, masked probes")
@@ -549,7 +527,10 @@ def write_report(params: dict, runs, evaluations, out, environment: dict | None 
         rows = add_intervals(rows, evaluated, seeds, **statistics)
     references = tuple(r.strip() for r in str(report["references"]).split(",") if r.strip())
     written = write_tables(rows, out, paired_tests(rows, evaluated, references, seeds, **statistics), environment)
-    first, figures = {v: seeded(evaluated[v], seeds)[0] for v in names}, Path(out, "figures")  # figures: the first seed
+    first, figures = (
+        {v: seed_folders(evaluated[v], seeds)[0] for v in names},
+        Path(out, "figures"),
+    )  # figures: the first seed
     written += curve_figures(
         first,
         figures,
@@ -558,7 +539,7 @@ def write_report(params: dict, runs, evaluations, out, environment: dict | None 
         seed=report["seed"],
     )
     written.append(score_figure(first, figures / "scores.png"))
-    written.append(training_figure({v: seeded(Path(runs, v), seeds)[0] for v in names}, figures / "training.png"))
+    written.append(training_figure({v: seed_folders(Path(runs, v), seeds)[0] for v in names}, figures / "training.png"))
     specs = tuple(dict.fromkeys(s.strip() for s in params["masks"]["spec"].split(",")))
     faces = render_faces(0, [1_000_001, 1_000_002, 1_000_003], [0, 0, 0])
     written.append(save_figure(gallery_figure(faces, specs=specs), figures / "masks.png"))
