@@ -55,7 +55,7 @@ from focusface.runfolder import (
 from .trainconfig import TrainConfig, add_train_arguments, learning_rate, load_config, parse_train_arguments
 
 # %% auto #0
-__all__ = ['build_model', 'TrainingStep', 'Run', 'restore', 'start_run', 'write_run_files', 'announce', 'due',
+__all__ = ['build_model', 'TrainingStep', 'Progress', 'Run', 'restore', 'start_run', 'write_run_files', 'announce', 'due',
            'optimisation_step', 'log_progress', 'validate', 'save_state', 'finish', 'train', 'run_from_arguments',
            'main']
 
@@ -211,15 +211,28 @@ def _fresh_position() -> dict:
 
 
 @dataclass
+class Progress:
+    "The part of a run its steps change: where it stands, and what the host has not read yet."
+
+    position: dict = field(default_factory=_fresh_position)  # what `checkpoint.pt` keeps
+    window: dict = field(default_factory=dict)  # loss parts summed on the device since the last log line
+    window_steps: int = 0
+    shown: dict = field(default_factory=dict)  # the progress bar's loss, from the last step the host read
+    pace: Pace | None = None  # the clock, started by the training loop
+    guard: Guard | None = None  # the non-finite steps since the host last looked
+    replacing: bool = False  # the run `out` held waits aside until this one's first checkpoint
+
+
+@dataclass(frozen=True)
 class Run:
-    "What one training process works with, and where it stands."
+    "What one training process works with, fixed once `start_run` has built it, and its `progress`."
 
     config: TrainConfig
     rank: int
     world: int
     device: torch.device
     dataset: PairedFaces
-    sampler: PairBatchSampler  # this rank's batches from `position` on
+    sampler: PairBatchSampler  # this rank's batches from `progress.position` on
     model: FocusFace
     frozen: list  # modules kept in eval mode (a frozen trunk's BatchNorm)
     optimizer: torch.optim.Optimizer
@@ -229,18 +242,12 @@ class Run:
     log: RunLog
     total: int  # global steps of the whole run
     resuming: bool = False
-    replacing: bool = False  # the run `out` held waits aside until this one's first checkpoint
     data: dict = field(default_factory=dict)  # a fingerprint of each data file it reads (`data_fingerprints`)
     val_pairs: object = None  # the validation pairs, if `config.val`
-    position: dict = field(default_factory=_fresh_position)
     verified: str = "all"  # how much of a resumed checkpoint was verified
-    landmark_fit: dict | None = None
-    window: dict = field(default_factory=dict)  # loss parts summed on the device since the last log line
-    window_steps: int = 0
-    shown: dict = field(default_factory=dict)  # the progress bar's loss, from the last step the host read
-    pace: Pace | None = None
-    guard: Guard | None = None  # the non-finite steps since the host last looked
+    landmark_fit: dict | None = None  # how many training images get masks fitted to their landmarks (`landmarks`)
     look_every_step: bool = False  # fp16 (its loss scaler reads the device each step) or no fused optimiser
+    progress: Progress = field(default_factory=Progress)
 
     @property
     def out(self) -> Path:
@@ -271,20 +278,30 @@ def _check_setting(config: TrainConfig, world: int, device: torch.device) -> Non
         )
 
 
-def restore(run: Run) -> None:
-    "Continue `run` from its `checkpoint.pt`: weights, optimiser, loss scaler, position and this rank's random state."
+def restore(run: Run) -> str:
+    """Continue `run` from its `checkpoint.pt`: weights, optimiser, loss scaler, position and this rank's random state;
+    returns how much of it was verified (`load_training_state`'s `verified`)."""
     state = load_training_state(run.out / "checkpoint.pt", run.config, run.data)
     run.model.load_state_dict(state["state_dict"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scaler.load_state_dict(state["scaler"])
-    run.position.update(state["position"])
+    run.progress.position.update(state["position"])
     rng = state["rng"][run.rank] if len(state["rng"]) == run.world else state["rng"][0]
     torch.set_rng_state(rng["cpu"])
     if run.device.type == "cuda" and rng.get("cuda") is not None:
         torch.cuda.set_rng_state(rng["cuda"], run.device)
-    run.verified = state["verified"]
+    return state["verified"]
 
 # %% ../nbs/29_train.ipynb #118a6bec
+def _landmark_fit(config: TrainConfig, dataset: PairedFaces) -> dict | None:
+    "With `config.landmarks`: how many training images get masks fitted to their landmarks, how many the template's."
+    if not config.landmarks:
+        return None
+    # the on-the-fly masks' counterpart of a manifest's note: how many keep the template mask
+    fitted, kept = dataset.sampler.table.coverage(dataset.keys)
+    return dict(file=config.landmarks, fitted=fitted, template=kept)
+
+
 def start_run(
     config: TrainConfig,
     rank: int = 0,
@@ -320,6 +337,7 @@ def start_run(
             f"train {config.train}: {dataset.num_classes} identity: a face recognizer learns to tell identities "
             "apart (ArcFace's classes), so it needs at least 2"
         )
+    landmark_fit = _landmark_fit(config, dataset)
     val_pairs = None
     if config.val:
         from focusface.evaluate import load_eval_set
@@ -378,22 +396,21 @@ def start_run(
         torch.amp.GradScaler(device.type, enabled=config.precision == "fp16"),
         clipped,
         runner,
-        log=None,
+        log=None,  # opened last, below
         total=total,
         resuming=plan == "resume",
-        replacing=plan == "replace",
         data=data_fingerprints(config),
         val_pairs=val_pairs,
-        guard=Guard.on(device),
+        landmark_fit=landmark_fit,
         look_every_step=config.precision == "fp16" or not fused,
+        progress=Progress(guard=Guard.on(device), replacing=plan == "replace"),
     )
-    if run.resuming:
-        restore(run)
+    verified = restore(run) if run.resuming else "all"
     if fused:
         fuse_sgd(optimizer)
-    run.sampler.start_epoch, run.sampler.start_step = run.position["epoch"], run.position["step"]
-    run.log = RunLog(run.out, config, rank, run.resuming, total)
-    return run
+    position = run.progress.position
+    sampler.start_epoch, sampler.start_step = position["epoch"], position["step"]
+    return replace(run, verified=verified, log=RunLog(run.out, config, rank, run.resuming, total))
 
 # %% ../nbs/29_train.ipynb #0f2af44f
 def write_run_files(run: Run) -> None:
@@ -419,6 +436,7 @@ def write_run_files(run: Run) -> None:
 def announce(run: Run) -> None:
     "The run's setting in the log, with warnings for a setting that defeats itself."
     c, log, dataset = run.config, run.log, run.dataset
+    start = run.progress.position["global_step"]
     if run.resuming and run.verified != "all":
         log.line(
             f"warning: {run.out / 'checkpoint.pt'} was written before focusface hashed a run's optimiser state, data "
@@ -426,7 +444,7 @@ def announce(run: Run) -> None:
         )
     clipping = "off" if not c.grad_clip else f"at norm {c.grad_clip:g} ({c.grad_clip_scope})"
     log.line(
-        f"{'resuming at' if run.resuming else 'starting'} step {run.position['global_step']}/{run.total}: {c.method} "
+        f"{'resuming at' if run.resuming else 'starting'} step {start}/{run.total}: {c.method} "
         f"{c.backbone}, {len(dataset):,} images of {dataset.num_classes:,} identities, {run.world} process(es) on "
         f"{run.device}, global batch {c.batch_size} pairs, {run.steps_per_epoch} steps per epoch; views through "
         f"BatchNorm {c.bn_views}{' (synchronised across processes)' if c.sync_bn and run.world > 1 else ''}, "
@@ -440,12 +458,11 @@ def announce(run: Run) -> None:
             "two batches, so the mask head cannot learn it (see the training chapter); set unmasked_share (the "
             "authors' masked batches held MaskTheFace's misses) or bn_views=joint"
         )
-    if c.landmarks:  # the on-the-fly masks' counterpart of a manifest's note: how many keep the template mask
-        fitted, kept = dataset.sampler.table.coverage(dataset.keys)
-        run.landmark_fit = dict(file=c.landmarks, fitted=fitted, template=kept)
+    fit = run.landmark_fit
+    if fit is not None:
         log.line(
-            f"landmarks {c.landmarks}: {fitted:,} training images get masks fitted to their landmarks, "
-            f"{kept:,} keep the template's (landmarks missing or rejected)"
+            f"landmarks {fit['file']}: {fit['fitted']:,} training images get masks fitted to their landmarks, "
+            f"{fit['template']:,} keep the template's (landmarks missing or rejected)"
         )
 
 # %% ../nbs/29_train.ipynb #d63f3707
@@ -462,7 +479,7 @@ def due(run: Run, step: int) -> dict:
 # %% ../nbs/29_train.ipynb #02cf6f2c
 def _last_good(run: Run) -> str:
     "Where the run's last good state is, for a message that stops it."
-    saved = run.position["saved_at"]
+    saved = run.progress.position["saved_at"]
     if saved is None:
         return "no checkpoint was written yet (the run stopped before its first)"
     return f"the last good checkpoint is {run.out / 'checkpoint.pt'} (step {saved}: resume=True continues from it)"
@@ -471,7 +488,8 @@ def _last_good(run: Run) -> str:
 def optimisation_step(run: Run, batch: dict) -> dict:
     """Train `run` on `batch`; returns the loss parts (tensors on the device), the learning rate used (`lr`) and, at a
     step the host looks at (`due`), the window's summed loss parts (`sums`, floats)."""
-    p, config = run.position, run.config
+    config, progress = run.config, run.progress
+    p, guard = progress.position, progress.guard
     step = p["global_step"] + 1
     look = run.look_every_step or any(due(run, step).values())
     lr = learning_rate(config, p["global_step"], run.steps_per_epoch)
@@ -489,28 +507,28 @@ def optimisation_step(run: Run, batch: dict) -> dict:
         if run.scaler.is_enabled()
         else [q.grad for g in run.optimizer.param_groups for q in g["params"] if q.grad is not None]
     )  # fp16: overflowing gradients are the scaler's
-    run.guard.record(step, parts["loss"], grads, run.world)
-    run.guard.before.append(dict(p))
+    guard.record(step, parts["loss"], grads, run.world)
+    guard.before.append(dict(p))
     for k, v in parts.items():
-        run.window[k] = run.window.get(k, 0.0) + v.detach().double()  # as Python sums floats
-    run.window_steps += 1
+        progress.window[k] = progress.window.get(k, 0.0) + v.detach().double()  # as Python sums floats
+    progress.window_steps += 1
     sums = None
     if look:
-        first, sums = run.guard.look(run.window)
+        first, sums = guard.look(progress.window)
         if first is not None:
-            p.update(run.guard.position_before(first))
+            p.update(guard.position_before(first))
             run.log.close()
             raise FocusFaceError(
                 f"the loss or a gradient is not finite at step {first} (epoch {p['epoch']}): training "
                 f"stopped before applying it; {_last_good(run)}; lower lr, add warmup_epochs, or check the data "
                 "(batch.png)"
             )
-        run.guard.before.clear()
+        guard.before.clear()
     if config.grad_clip:
         run.scaler.unscale_(run.optimizer)
         torch.nn.utils.clip_grad_norm_(run.clipped, config.grad_clip)
     if not run.scaler.is_enabled() and not run.look_every_step:
-        skip_step_if(run.optimizer, run.guard.bad)
+        skip_step_if(run.optimizer, guard.bad)
     run.scaler.step(run.optimizer)
     run.scaler.update()
     p["global_step"] += 1
@@ -524,16 +542,17 @@ def optimisation_step(run: Run, batch: dict) -> dict:
 # %% ../nbs/29_train.ipynb #6af7449a
 def log_progress(run: Run, step: dict) -> None:
     "The progress bar after every step (its loss as of the last read); the log line and metrics every `log_every` steps and at the end."
-    p, batch = run.position, run.config.batch_size
+    progress, batch = run.progress, run.config.batch_size
+    p, pace = progress.position, progress.pace
     g, lr = p["global_step"], step["lr"]
-    p["wall_time"] = run.pace.wall_time()
+    p["wall_time"] = pace.wall_time()
     if step["sums"] is not None:
-        run.shown = dict(loss=f"{step['sums']['loss'] / run.window_steps:.3f}")
-    run.log.advance(1, **run.shown, lr=f"{lr:.4g}", pairs_s=f"{run.pace.rate(g, batch):.0f}")
+        progress.shown = dict(loss=f"{step['sums']['loss'] / progress.window_steps:.3f}")
+    run.log.advance(1, **progress.shown, lr=f"{lr:.4g}", pairs_s=f"{pace.rate(g, batch):.0f}")
     if not due(run, g)["log"]:
         return
-    means = {k: v / run.window_steps for k, v in step["sums"].items()}  # read at this step: a log line is due
-    rate, wait = run.pace.window_rate(g, batch)
+    means = {k: v / progress.window_steps for k, v in step["sums"].items()}  # read at this step: a log line is due
+    rate, wait = pace.window_rate(g, batch)
     eta = (run.total - g) * batch / max(rate, 1e-9)
     run.log.line(
         f"step {g}/{run.total} epoch {p['epoch'] + p['step'] / run.steps_per_epoch:.2f} "
@@ -541,12 +560,12 @@ def log_progress(run: Run, step: dict) -> None:
         + f" lr {lr:.6f} pairs/s {rate:.1f} data wait {wait:.0%} elapsed {clock(p['wall_time'])} ETA {clock(eta)}"
     )
     run.log.metrics(g, {f"train/{k}": v for k, v in means.items()} | {"train/lr": lr})  # pairs/s: the log line only
-    run.window, run.window_steps = {}, 0
+    progress.window, progress.window_steps = {}, 0
 
 # %% ../nbs/29_train.ipynb #3fc80655
 def validate(run: Run) -> dict:
     "Score the model on the validation pairs; keep the best in `best.pt`."
-    p = run.position
+    p = run.progress.position
     values = _validate(run.model, run.val_pairs, run.config, run.device)
     run.train_mode()
     p["val"] = values
@@ -566,7 +585,7 @@ def validate(run: Run) -> dict:
 # %% ../nbs/29_train.ipynb #d9bd8cce
 def save_state(run: Run) -> None:
     "Write `checkpoint.pt` (rank 0, every rank's random state in it); refuse a model that is no longer finite."
-    p, device = run.position, run.device
+    p, device = run.progress.position, run.device
     finite = torch.tensor(
         float(
             all(
@@ -601,15 +620,15 @@ def save_state(run: Run) -> None:
             rng=rng,
             data=run.data,
         )
-        if run.replacing:  # the first checkpoint: this run can be resumed, the one it replaces goes
+        if run.progress.replacing:  # the first checkpoint: this run can be resumed, the one it replaces goes
             settle_previous(run.out)
-    run.replacing = False
+    run.progress.replacing = False
 
 # %% ../nbs/29_train.ipynb #9f699fe1
 def finish(run: Run) -> dict:
     "Close the log; write `model.pt`, `summary.json` and `cost.json` (rank 0); the run's summary with its cost."
     run.log.close()
-    c, p = run.config, run.position
+    c, p, pace = run.config, run.progress.position, run.progress.pace
     summary = dict(
         method=c.method,
         backbone=c.backbone,
@@ -632,8 +651,8 @@ def finish(run: Run) -> dict:
     )
     cost = dict(
         wall_time_s=round(p["wall_time"], 1),  # the machine's, not the run's: kept out of summary and model
-        pairs_per_s=round(run.pace.rate(p["global_step"], c.batch_size), 1),  # training only
-        data_wait_share=round(run.pace.wait_share(), 3),
+        pairs_per_s=round(pace.rate(p["global_step"], c.batch_size), 1),  # training only
+        data_wait_share=round(pace.wait_share(), 3),
     )  # of training time, waiting for the loader
     if run.rank == 0:
         save_checkpoint(run.model, run.out / "model.pt", extra=dict(summary=summary))
@@ -667,21 +686,21 @@ def _next_batch(batches, run: Run):
 
 def _train_loop(run: Run) -> None:
     "Validate at the start if asked, then step, log, validate and save until the run's last step."
-    config = run.config
+    config, progress = run.config, run.progress
     if config.val and config.val_at_start and not run.resuming:  # the starting model (on top: the pretrained one)
-        run.position["val_start"] = dict(validate(run))
+        progress.position["val_start"] = dict(validate(run))
     run.train_mode()
-    run.pace = Pace.start(run.position)
+    progress.pace = Pace.start(progress.position)
     loader = make_loader(run.dataset, run.sampler, workers=config.workers, pin_memory=run.device.type == "cuda")
     batches = iter(loader)
-    while run.position["global_step"] < run.total:
-        with run.pace.waiting():
+    while progress.position["global_step"] < run.total:
+        with progress.pace.waiting():
             batch = _next_batch(batches, run)
         if batch is None:
             break
         log_progress(run, optimisation_step(run, batch))
-        then = due(run, run.position["global_step"])
-        with run.pace.pause():
+        then = due(run, progress.position["global_step"])
+        with progress.pace.pause():
             if then["val"]:
                 validate(run)
             if then["save"]:
@@ -706,7 +725,7 @@ def train(
             announce(run)
             _train_loop(run)
         except BaseException:
-            if run.replacing:  # failed before its first checkpoint: the run it was to replace comes back
+            if run.progress.replacing:  # failed before its first checkpoint: the run it was to replace comes back
                 run.log.close()
                 _put_back_previous(out, rank)
             raise

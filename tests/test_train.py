@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -260,14 +261,15 @@ def test_one_step_driven_by_hand_is_the_step_a_run_takes(faces, tmp_path):
     run = start_run(load_config(overrides=_args(faces, tmp_path / "byhand", max_steps=1, dropout=0.0)))
     batch = next(iter(make_loader(run.dataset, run.sampler, workers=0)))
     optimisation_step(run, batch)
-    assert run.position["global_step"] == 1 and run.position["pairs"] == 16
+    assert run.progress.position["global_step"] == 1 and run.progress.position["pairs"] == 16
     for name, value in run.model.state_dict().items():
         assert torch.equal(value, whole[name]), name
-    weights, position = {k: v.clone() for k, v in run.model.state_dict().items()}, dict(run.position)
-    run.runner = lambda *views: dict(loss=torch.tensor(float("nan"), requires_grad=True))  # a diverged step
+    weights, position = {k: v.clone() for k, v in run.model.state_dict().items()}, dict(run.progress.position)
+    # the same run (its model, optimiser and progress) with a diverged step
+    diverged = replace(run, runner=lambda *views: dict(loss=torch.tensor(float("nan"), requires_grad=True)))
     with pytest.raises(FocusFaceError, match="training stopped before applying it"):
-        optimisation_step(run, batch)
-    assert run.position == position
+        optimisation_step(diverged, batch)
+    assert run.progress.position == position
     assert all(torch.equal(v, weights[k]) for k, v in run.model.state_dict().items())
 
 
@@ -276,7 +278,7 @@ SYNCING = ("item", "tolist", "numpy", "cpu", "__float__", "__int__", "__index__"
 
 
 def _steps(run, batches):
-    run.pace = Pace.start(run.position)
+    run.progress.pace = Pace.start(run.progress.position)
     for batch in batches:
         log_progress(run, optimisation_step(run, batch))
 
@@ -301,7 +303,7 @@ def test_the_training_step_reads_the_device_once_every_log_every_steps(faces, tm
     _steps(run, batches)
     monkeypatch.undo()
     run.log.close()
-    assert run.position["global_step"] == 12
+    assert run.progress.position["global_step"] == 12
     assert calls == ["tolist"] * 4, calls
     logged = re.findall(r" step (\d+)/12 ", (tmp_path / "sync" / "train.log").read_text())
     assert logged == ["3", "6", "9", "12"]  # a log line at each look, its means read there
@@ -319,16 +321,15 @@ def test_a_non_finite_step_between_looks_is_skipped_and_the_next_look_stops(face
     _steps(run, batches[:1])
     weights = {n: p.detach().clone() for n, p in run.model.named_parameters()}
     momentum = [run.optimizer.state[p]["momentum_buffer"].clone() for p in run.model.parameters() if p.requires_grad]
-    position = dict(run.position)
-    real = run.runner
-    run.runner = lambda *views: {k: v * float("nan") for k, v in real(*views).items()}  # diverges at step 2 only
-    _steps(run, batches[1:2])
-    run.runner = real
+    position = dict(run.progress.position)
+    # the same run (its model, optimiser and progress) with a step that diverges, for step 2 only
+    diverging = replace(run, runner=lambda *views: {k: v * float("nan") for k, v in run.runner(*views).items()})
+    _steps(diverging, batches[1:2])
     _steps(run, batches[2:3])
-    assert run.position["global_step"] == 3  # the host has not looked yet
+    assert run.progress.position["global_step"] == 3  # the host has not looked yet
     with pytest.raises(FocusFaceError, match="not finite at step 2 .*training stopped before applying it"):
         _steps(run, batches[3:4])
-    assert run.position == position
+    assert run.progress.position == position
     assert all(torch.equal(p, weights[n]) for n, p in run.model.named_parameters())
     after = [run.optimizer.state[p]["momentum_buffer"] for p in run.model.parameters() if p.requires_grad]
     assert all(torch.equal(a, b) for a, b in zip(after, momentum))
