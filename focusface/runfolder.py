@@ -336,7 +336,6 @@ _RESUME_FREE = {
     "trunk_init",
     "val_at_start",
 }  # may change between a run and its resumption
-_LEGACY = dict(grad_clip_scope="all", bn_views="joint")  # settings added later: what runs saved before them did
 
 
 def data_fingerprints(config: TrainConfig) -> dict:
@@ -378,15 +377,15 @@ def load_training_state(path, config: TrainConfig, data: dict | None = None) -> 
     raw = read_weights(path)
     if detect_layout(raw) != "focusface" or "position" not in raw.get("extra", {}):
         raise FocusFaceError(f"{path}: not a focusface training checkpoint (no training position in it)")
-    verified = checkpoint_verified(raw, path)  # everything a resume reads, for checkpoints of the current format
-    if verified == "none":
-        raise FocusFaceError(f"{path}: a training checkpoint without the hash of its weights: damaged or edited")
+    checkpoint_verified(raw, path)  # everything a resume reads is hashed
     saved = raw["extra"]["train_config"]
-    changed = {
-        k: (saved.get(k, _LEGACY.get(k)), v)
-        for k, v in asdict(config).items()
-        if k not in _RESUME_FREE and saved.get(k, _LEGACY.get(k)) != v
-    }
+    unsaved = [k for k in asdict(config) if k not in _RESUME_FREE and k not in saved]
+    if unsaved:
+        raise FocusFaceError(
+            f"{path}: saved by a development version without the settings {', '.join(unsaved)}: it cannot be "
+            "resumed by this one; train the run again"
+        )
+    changed = {k: (saved[k], v) for k, v in asdict(config).items() if k not in _RESUME_FREE and saved[k] != v}
     if changed:
         raise FocusFaceError(
             f"{path}: the run was made with other settings, so it cannot be resumed with these: "
@@ -394,7 +393,7 @@ def load_training_state(path, config: TrainConfig, data: dict | None = None) -> 
         )
     if data is not None:
         _check_same_data(path, raw["extra"], data, config)
-    return dict(raw["extra"], state_dict=raw["state_dict"], verified=verified)
+    return dict(raw["extra"], state_dict=raw["state_dict"])
 
 
 def _check_same_data(path, extra: dict, data: dict, config: TrainConfig) -> None:

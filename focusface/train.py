@@ -244,7 +244,6 @@ class Run:
     resuming: bool = False
     data: dict = field(default_factory=dict)  # a fingerprint of each data file it reads (`data_fingerprints`)
     val_pairs: object = None  # the validation pairs, if `config.val`
-    verified: str = "all"  # how much of a resumed checkpoint was verified
     landmark_fit: dict | None = None  # how many training images get masks fitted to their landmarks (`landmarks`)
     look_every_step: bool = False  # fp16 (its loss scaler reads the device each step) or no fused optimiser
     progress: Progress = field(default_factory=Progress)
@@ -278,9 +277,8 @@ def _check_setting(config: TrainConfig, world: int, device: torch.device) -> Non
         )
 
 
-def restore(run: Run) -> str:
-    """Continue `run` from its `checkpoint.pt`: weights, optimiser, loss scaler, position and this rank's random state;
-    returns how much of it was verified (`load_training_state`'s `verified`)."""
+def restore(run: Run) -> None:
+    "Continue `run` from its `checkpoint.pt`: weights, optimiser, loss scaler, position and this rank's random state."
     state = load_training_state(run.out / "checkpoint.pt", run.config, run.data)
     run.model.load_state_dict(state["state_dict"])
     run.optimizer.load_state_dict(state["optimizer"])
@@ -290,7 +288,6 @@ def restore(run: Run) -> str:
     torch.set_rng_state(rng["cpu"])
     if run.device.type == "cuda" and rng.get("cuda") is not None:
         torch.cuda.set_rng_state(rng["cuda"], run.device)
-    return state["verified"]
 
 # %% ../nbs/29_train.ipynb #118a6bec
 def _landmark_fit(config: TrainConfig, dataset: PairedFaces) -> dict | None:
@@ -405,12 +402,13 @@ def start_run(
         look_every_step=config.precision == "fp16" or not fused,
         progress=Progress(guard=Guard.on(device), replacing=plan == "replace"),
     )
-    verified = restore(run) if run.resuming else "all"
+    if run.resuming:
+        restore(run)
     if fused:
         fuse_sgd(optimizer)
     position = run.progress.position
     sampler.start_epoch, sampler.start_step = position["epoch"], position["step"]
-    return replace(run, verified=verified, log=RunLog(run.out, config, rank, run.resuming, total))
+    return replace(run, log=RunLog(run.out, config, rank, run.resuming, total))
 
 # %% ../nbs/29_train.ipynb #0f2af44f
 def write_run_files(run: Run) -> None:
@@ -437,11 +435,6 @@ def announce(run: Run) -> None:
     "The run's setting in the log, with warnings for a setting that defeats itself."
     c, log, dataset = run.config, run.log, run.dataset
     start = run.progress.position["global_step"]
-    if run.resuming and run.verified != "all":
-        log.line(
-            f"warning: {run.out / 'checkpoint.pt'} was written before focusface hashed a run's optimiser state, data "
-            "position and random states: its weights are verified, the rest is not"
-        )
     clipping = "off" if not c.grad_clip else f"at norm {c.grad_clip:g} ({c.grad_clip_scope})"
     log.line(
         f"{'resuming at' if run.resuming else 'starting'} step {start}/{run.total}: {c.method} "
