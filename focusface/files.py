@@ -648,7 +648,23 @@ def worker_context():
     warm = [m for m in ("numpy", "cv2", "torch") if m in sys.modules]
     focusface_modules = sorted(m for m in sys.modules if m.startswith("focusface.") and m != "focusface.orphans")
     ctx.set_forkserver_preload(["focusface.orphans", "__main__", *warm, *focusface_modules])  # orphans: first
+    _start_deaf_to_ctrl_c()
     return ctx
+
+
+def _start_deaf_to_ctrl_c() -> None:
+    "Start the forkserver (and the resource tracker) with SIGINT ignored, which they and their workers inherit."
+    import signal
+    import threading
+    from multiprocessing import forkserver
+
+    if threading.current_thread() is not threading.main_thread():
+        return  # only the main thread may change a signal's handler; the forkserver then starts as Python starts it
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()  # nothing to do when it runs already
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
 
 # %% ../nbs/02_files.ipynb #1dbc02b2
 def _pool_worker(parent: int) -> None:

@@ -171,9 +171,13 @@ def test_a_killed_run_leaves_no_process_and_the_rerun_no_temporary(killable, fac
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", ["align", "mask"])
-def test_ctrl_c_stops_a_command_with_workers_in_one_line_and_leaves_nothing(killable, tmp_path, command, cpu_load):
+@pytest.mark.parametrize("after", [0.0, 0.3], ids=["while-workers-start", "mid-way"])
+def test_ctrl_c_stops_a_command_with_workers_in_one_line_and_leaves_nothing(
+    killable, tmp_path, command, after, cpu_load
+):
     """Ctrl-C reached the pool's workers too: each printed a traceback, and once the command hung for good (a worker
-    stopped mid-reply leaves the pool's pipe half-written)."""
+    stopped mid-reply leaves the pool's pipe half-written). On a loaded machine a Ctrl-C while the forkserver still
+    imported its preload list printed the forkserver's traceback."""
     many = tmp_path / "many"  # enough work to be interrupted mid-way: the 300 faces, four times over
     for copy in range(4):
         for person in (killable / "folder").iterdir():
@@ -200,7 +204,7 @@ def test_ctrl_c_stops_a_command_with_workers_in_one_line_and_leaves_nothing(kill
         and time.time() < deadline
     ):
         time.sleep(0.02)
-    time.sleep(0.3)
+    time.sleep(after)
     assert victim.poll() is None, f"{command} finished before Ctrl-C: give it more work"
     os.killpg(victim.pid, signal.SIGINT)  # what Ctrl-C does: the signal to the whole foreground process group
     try:
@@ -215,3 +219,26 @@ def test_ctrl_c_stops_a_command_with_workers_in_one_line_and_leaves_nothing(kill
     ], err
     assert not list(out.iterdir()), list(out.iterdir())
     assert not _none_left(marker), _processes_with(marker)
+
+
+FORKSERVER_SIGNALS = """
+import torch  # imported here, so the forkserver imports it too before it serves: a second or more
+
+from multiprocessing import forkserver
+from focusface.files import worker_context
+
+worker_context()
+forkserver.ensure_running()  # started already by worker_context, or started here, as a Pool would start it
+status = open(f"/proc/{forkserver._forkserver._forkserver_pid}/status").read()
+ignored = int(next(line for line in status.splitlines() if line.startswith("SigIgn:")).split()[1], 16)
+print("SIGINT ignored" if ignored & (1 << (2 - 1)) else "SIGINT not ignored")
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads a process's signal mask from /proc")
+def test_the_forkserver_ignores_ctrl_c_from_its_start(tmp_path):
+    """On a loaded machine, a Ctrl-C while the forkserver still imported its preload list (torch: seconds) printed
+    the forkserver's traceback: Python's forkserver ignores Ctrl-C only once its imports are done. Its signal mask,
+    read right after it was started (while it still imports torch), must ignore SIGINT already."""
+    out = subprocess.run([sys.executable, "-c", FORKSERVER_SIGNALS], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "SIGINT ignored", (out.stdout, out.stderr[-2000:])
