@@ -15,8 +15,8 @@ from .metrics import HEADLINE_METRICS
 from .results import read_summary, seed_folder
 
 # %% auto #0
-__all__ = ['MISSING_DATA', 'DRIFT', 'RESULT_PACKAGES', 'RANDOM_START', 'recorded_hash', 'check_data', 'prepare_data',
-           'environment', 'locked_versions', 'environment_drift', 'prepare_masked_sets', 'align_real',
+__all__ = ['MISSING_DATA', 'DRIFT', 'RESULT_PACKAGES', 'RANDOM_START', 'TRAIN_INDEX', 'TRAIN_RUNS', 'recorded_hash', 'check_data',
+           'prepare_data', 'environment', 'locked_versions', 'environment_drift', 'prepare_masked_sets', 'align_real',
            'variant_settings', 'write_random_start', 'variant_config', 'run_variant', 'run_seeds', 'check_params',
            'load_params', 'evaluate_variant', 'compact_metrics', 'evaluate_seeds', 'run_notebook', 'main']
 
@@ -644,14 +644,18 @@ def _notebook_arguments(pairs: list) -> dict:
     return dict(p.split("=", 1) for p in pairs)
 
 # %% ../nbs/30_experiment.ipynb #45d4f3c2
+TRAIN_INDEX, TRAIN_RUNS = "outputs/data/index.json", "outputs/runs"  # where dvc.yaml's train stages read and write
+
+
 def main(argv=None) -> int:
-    "`python -m focusface.experiment check PARAMS OUT`, `align-real PARAMS OUT` or `notebook NB EXECUTED name=value...`: the stages."
+    "`python -m focusface.experiment check PARAMS OUT`, `align-real PARAMS OUT`, `train PARAMS VARIANT` or `notebook NB EXECUTED name=value...`: the stages."
     import sys
 
     argv = sys.argv[1:] if argv is None else argv
     usage = (
         "usage: python -m focusface.experiment check PARAMS.yaml [OUT.json]\n"
         "       python -m focusface.experiment align-real PARAMS.yaml OUT_FOLDER\n"
+        "       python -m focusface.experiment train PARAMS.yaml VARIANT [INDEX.json RUNS_FOLDER]   (torchrun too)\n"
         "       python -m focusface.experiment notebook NOTEBOOK EXECUTED [name=value ...]"
     )
     try:
@@ -674,6 +678,13 @@ def main(argv=None) -> int:
             drift = environment_drift(env, locked_versions(Path(argv[1]).parent / "constraints.txt"))
             if drift:
                 print(f"focusface: {DRIFT.format(', '.join(drift))}", file=sys.stderr)
+        elif len(argv) in (3, 5) and argv[0] == "train":  # the train stage, as dvc.yaml runs it; under torchrun too
+            index_file, runs = argv[3:5] if len(argv) == 5 else (TRAIN_INDEX, TRAIN_RUNS)
+            params = load_params(argv[1])
+            variant_settings(params, argv[2], runs)  # a variant params.yaml has, before any work
+            if not Path(index_file).is_file():
+                raise FocusFaceError(f"{index_file}: not found; make the data first (dvc repro data masks)")
+            run_seeds(params, argv[2], json.loads(Path(index_file).read_text()), runs)
         elif len(argv) == 3 and argv[0] == "align-real":
             params = load_params(argv[1])
             align_real(params["setting"], params["data"]["mfr2"], argv[2], workers=params["data"]["workers"])

@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -271,3 +272,27 @@ def test_dvc_exp_run_set_param_rewrites_the_parameters_file_to_itself(path, tmp_
         ],
     )
     assert copy.read_text() == original
+
+
+@pytest.mark.slow
+def test_a_train_stage_run_under_torchrun_is_taken_by_dvc_as_the_stage(project):
+    """The README's several-GPU path: the train stage of a variant under torchrun (two gloo processes here), then
+    `dvc commit` makes it the stage's output, and DVC finds the stage up to date."""
+    dvc = [sys.executable, "-m", "dvc"]
+    if not (project / "dvc.lock").is_file():
+        _run(*dvc, "repro", cwd=project)  # run alone
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    command = ["--standalone", "--nproc-per-node", "2", "-m", "focusface.experiment", "train", "params.yaml"]
+    _run(torchrun, *command, "focusface", cwd=project)
+    summary = json.loads((project / "outputs" / "runs" / "focusface" / "seed0" / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["steps"] == 3, summary  # one run of two processes, the same steps
+
+    def status():
+        said = subprocess.run(
+            dvc + ["status", "train@focusface", "--json"], cwd=project, capture_output=True, text=True, timeout=300
+        )
+        return json.loads(said.stdout)
+
+    assert "train@focusface" in status()  # the output is not the one dvc.lock records, until it is committed
+    _run(*dvc, "commit", "-f", "train@focusface", cwd=project)
+    assert status() == {}
