@@ -176,6 +176,7 @@ def _cmd_evaluate(args) -> int:
         masked_side=args.masked_side,
         skip_missing=args.skip_missing,
         progress=not args.quiet,
+        workers=args.workers,
     )
     print(format_table(metrics))
     for name, by_protocol in metrics.items():
@@ -527,6 +528,12 @@ def _evaluate_options(p) -> None:
         help="mask spec (as for 'focusface mask'; --code: earlier name)",
     )
     p.add_argument("--batch-size", type=_positive, default=d["batch_size"], help="images per forward pass")
+    p.add_argument(
+        "--workers",
+        type=_non_negative,
+        default=None,
+        help="processes that decode and mask the images (default: up to 8 beside a GPU, none on a CPU)",
+    )
     _model_options(p)
     p.add_argument("--no-figures", action="store_true", help="write no figures")
     p.add_argument(

@@ -7,6 +7,7 @@ protocols, with every metric of `focusface.metrics`, the raw scores, tables and 
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 from .checkpoints import load_checkpoint
 from .errors import FocusFaceError, shorten
 from .evalsets import EvalPairs, read_eval_set
-from .files import atomic_dir, atomic_write_bytes, check_destination, save_figure
+from .files import atomic_dir, atomic_write_bytes, check_destination, ordered_map, save_figure, worker_count
 from .images import decode_image
 from .landmarks import LandmarkTable
 from .maskfit import fitted_sampler
@@ -37,9 +38,9 @@ from .results import issame_for, write_curves, write_metrics, write_scores
 from .template import TEMPLATE_SIZE
 
 # %% auto #0
-__all__ = ['PROTOCOLS', 'SCORES', 'SYNTHETIC_FIRST_IDENTITY', 'MASKED_SIDES', 'TABLE_METRICS', 'PERCENT_METRICS', 'load_eval_set',
-           'embed_images', 'pair_scores', 'evaluate_pairs', 'evaluate_real_masks', 'format_table', 'save_figures',
-           'EvalSet', 'eval_sets', 'write_results', 'evaluate']
+__all__ = ['PROTOCOLS', 'SCORES', 'SYNTHETIC_FIRST_IDENTITY', 'GPU_DECODE_WORKERS', 'MASKED_SIDES', 'TABLE_METRICS',
+           'PERCENT_METRICS', 'load_eval_set', 'decode_workers', 'embed_images', 'pair_scores', 'evaluate_pairs',
+           'evaluate_real_masks', 'format_table', 'save_figures', 'EvalSet', 'eval_sets', 'write_results', 'evaluate']
 
 # %% ../nbs/20_evaluate.ipynb #21e9ebad
 PROTOCOLS = ("uu", "um", "mm")
@@ -84,6 +85,32 @@ def _dist():
     return 0, 1
 
 
+GPU_DECODE_WORKERS = 8  # decode workers beside a GPU when `workers` is None (capped at the CPUs)
+
+
+def decode_workers(workers, device: torch.device) -> int:
+    "The decode workers for `device`: `workers` if given (capped at the CPUs), else up to 8 on a GPU and 0 on a CPU."
+    if workers is None:
+        return min(GPU_DECODE_WORKERS, len(os.sched_getaffinity(0))) if device.type == "cuda" else 0
+    return worker_count(workers)
+
+
+def _decode_batch(job: tuple) -> np.ndarray:
+    "One batch of faces (n, 112, 112, 3) uint8 from (encoded images, their indices, mask parameters or None, source)."
+    encoded, indices, masks, source = job
+    faces = []
+    for data, k, mask in zip(encoded, indices, masks):
+        image = decode_image(data, source=f"{source} image {k}")
+        if image.shape[:2] != (TEMPLATE_SIZE, TEMPLATE_SIZE):
+            raise FocusFaceError(
+                f"{source} image {k}: {image.shape[1]}x{image.shape[0]}; evaluation needs faces "
+                f"aligned to the {TEMPLATE_SIZE}x{TEMPLATE_SIZE} template (re-align larger crops "
+                "such as MFR2's 160x160, do not resize)"
+            )
+        faces.append(image if mask is None else apply_mask(image, mask))
+    return np.stack(faces)
+
+
 def embed_images(
     model: FocusFace,
     images: list,
@@ -95,8 +122,11 @@ def embed_images(
     device=None,
     source: str = "",  # names the set in errors and the progress bar
     progress: bool = False,
+    workers=None,  # decode (and mask) in this many processes; None: up to 8 on a GPU, none on a CPU
 ) -> tuple[np.ndarray, np.ndarray]:
     "(L2-normalised embeddings (n, D) float32, P(masked) (n,)) of `images[indices]`, masked with `sampler` if given."
+    import focusface.evaluate  # its _decode_batch, by the name the workers import (also when this runs in a notebook)
+
     indices = np.arange(len(images)) if indices is None else np.asarray(indices)
     device = torch.device(device or next(model.parameters()).device)
     rank, world = _dist()
@@ -111,18 +141,16 @@ def embed_images(
         disable=not progress or rank != 0,
         leave=False,
     )
-    for start in range(0, len(shard), batch_size):
-        batch = []
-        for k in shard[start : start + batch_size].tolist():
-            image = decode_image(images[k], source=f"{source} image {k}")
-            if image.shape[:2] != (TEMPLATE_SIZE, TEMPLATE_SIZE):
-                raise FocusFaceError(
-                    f"{source} image {k}: {image.shape[1]}x{image.shape[0]}; evaluation needs faces "
-                    f"aligned to the {TEMPLATE_SIZE}x{TEMPLATE_SIZE} template (re-align larger crops "
-                    "such as MFR2's 160x160, do not resize)"
-                )
-            batch.append(apply_mask(image, sampler(k)) if sampler is not None else image)
-        e, p = model.embed(to_model_input(np.stack(batch), model.channel_order).to(device), flip=flip)
+    chunks = [shard[start : start + batch_size].tolist() for start in range(0, len(shard), batch_size)]
+    jobs = (
+        ([images[k] for k in chunk], chunk, [None if sampler is None else sampler(k) for k in chunk], source)
+        for chunk in chunks
+    )
+    for batch in ordered_map(focusface.evaluate._decode_batch, jobs, decode_workers(workers, device)):
+        faces = torch.from_numpy(batch)
+        if device.type == "cuda":  # the uint8 faces to the GPU without a wait, converted there
+            faces = faces.pin_memory().to(device, non_blocking=True)
+        e, p = model.embed(to_model_input(faces, model.channel_order).to(device), flip=flip)
         embeddings.append(e.float().cpu().numpy())
         p_masked.append(p.float().cpu().numpy())
         bar.update(len(batch))
@@ -251,9 +279,10 @@ def evaluate_pairs(
     landmarks=None,  # the set's landmarks file (focusface landmarks): masks fitted to each face
     masked_side: str = "second",  # U-M: which image of each pair wears the mask (first: the authors')
     progress: bool = False,
+    workers=None,  # decode workers (`embed_images`)
 ) -> dict:
     "Scores, metrics and mask manifests of one evaluation set under each protocol (U-U is always computed)."
-    embedding = dict(batch_size=batch_size, flip=flip, device=device, progress=progress)
+    embedding = dict(batch_size=batch_size, flip=flip, device=device, progress=progress, workers=workers)
     if pairs.mask_types is not None:  # real masks, labelled: the protocols are the labels' (evaluate_real_masks)
         if masked is not None or landmarks is not None:
             raise FocusFaceError(
@@ -353,12 +382,20 @@ def evaluate_real_masks(
     flip: bool = True,
     device=None,
     progress: bool = False,
+    workers=None,  # decode workers (`embed_images`)
 ) -> dict:
     "U-U, U-M, M-M and all pairs of a set whose images carry real-mask labels; no mask is drawn."
     protocols = _check_protocols(protocols)
     source = pairs.source or pairs.name
     embeddings, p_masked = embed_images(
-        model, pairs.images, batch_size=batch_size, flip=flip, device=device, source=source, progress=progress
+        model,
+        pairs.images,
+        batch_size=batch_size,
+        flip=flip,
+        device=device,
+        source=source,
+        progress=progress,
+        workers=workers,
     )
     worn, types = pairs.masked, np.array(pairs.mask_types)
     cosine = pair_scores(embeddings[0::2], embeddings[1::2], "cosine")
@@ -623,12 +660,14 @@ def evaluate(
     masked_side: str = "second",  # U-M: which image of each pair wears the mask (first: the authors')
     skip_missing: bool = False,  # leave out the pairs of a pairs folder that name a missing image
     progress: bool = False,
+    workers=None,  # processes that decode and mask the images; None: up to 8 beside a GPU, none on a CPU
 ) -> dict:
     "Evaluate a model (or a checkpoint path) on evaluation sets (paths or `EvalSet`s); write the outputs under `out`."
     protocols = _check_options(
         protocols, score=score, batch_size=batch_size, spec=spec, seed=seed, masked_side=masked_side
     )
     device, records = resolve_device(device), eval_sets(data)
+    workers = decode_workers(workers, device)  # checked before any work
     read = [s for s in [model] if isinstance(s, (str, Path))] + [p for r in records for p in r.paths()]
     if out is not None:
         out = check_destination(out, overwrite=overwrite, sources=read, kind="evaluation")  # never a file it reads
@@ -655,6 +694,7 @@ def evaluate(
             landmarks=marks,
             masked_side=masked_side,
             progress=progress,
+            workers=workers,
         )
         all_metrics[name] = {
             p: {k: v for k, v in m.items() if not k.startswith("_")}

@@ -55,9 +55,9 @@ from focusface.runfolder import (
 from .trainconfig import TrainConfig, add_train_arguments, learning_rate, load_config, parse_train_arguments
 
 # %% auto #0
-__all__ = ['build_model', 'TrainingStep', 'Progress', 'Run', 'restore', 'start_run', 'write_run_files', 'announce', 'due',
-           'optimisation_step', 'log_progress', 'validate', 'save_state', 'finish', 'train', 'run_from_arguments',
-           'main']
+__all__ = ['build_model', 'TrainingStep', 'Progress', 'Run', 'tune_backends', 'restore', 'start_run', 'write_run_files',
+           'announce', 'due', 'optimisation_step', 'log_progress', 'validate', 'save_state', 'finish', 'train',
+           'run_from_arguments', 'main']
 
 # %% ../nbs/29_train.ipynb #097bc844
 def _init_source(config: TrainConfig) -> tuple[str | None, FocusFace | None]:
@@ -277,6 +277,12 @@ def _check_setting(config: TrainConfig, world: int, device: torch.device) -> Non
         )
 
 
+def tune_backends(device: torch.device) -> None:
+    "On CUDA, let cuDNN pick the fastest convolution algorithms for the run's fixed shapes; nothing elsewhere."
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
 def restore(run: Run) -> None:
     "Continue `run` from its `checkpoint.pt`: weights, optimiser, loss scaler, position and this rank's random state."
     state = load_training_state(run.out / "checkpoint.pt", run.config, run.data)
@@ -312,6 +318,7 @@ def start_run(
     "Everything a training process needs, checked, restored when resuming, and its log opened."
     device = resolve_device(device or config.device)
     _check_setting(config, world, device)
+    tune_backends(device)
     found = holdout_beside(config.val, config.train) if config.holdout is None else None
     if found is not None:  # the validation pairs were held out of this training set: never train on them
         config = replace(config, holdout=str(found))

@@ -78,3 +78,34 @@ def test_bench_training_choices_runs_each_choice_as_labelled(tmp_path):
     assert results["joint_bn"]["setting"]["bn_views"] == "joint"
     assert results["clip_network"]["setting"] == dict(grad_clip=5.0, bn_views="separate", trunk_init="insightface")
     assert all(r["steps"] == 2 for r in results.values())
+
+
+def test_bench_evaluate_measures_the_embedding_rate_with_and_without_workers(tmp_path):
+    from focusface.synthdata import make_pairs
+
+    make_pairs(tmp_path / "e.bin", first_identity=7000, identities=20, pairs_per_fold=2, workers=0)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_evaluate.py"),
+            "--set",
+            str(tmp_path / "e.bin"),
+            "--model",
+            str(tmp_path / "none.pt"),
+            "--workers",
+            "0",
+            "2",
+            "--images",
+            "40",
+            "--batch",
+            "16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [(r["workers"], r["images"]) for r in lines] == [(0, 40), (2, 40)] and all(
+        r["images_per_s"] > 0 for r in lines
+    )
