@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from command_line import CLI, refused
 
 from focusface.checkpoints import save_checkpoint
 from focusface.evalsets import write_bin
@@ -23,7 +24,6 @@ from focusface.images import encode_image
 from focusface.model import FocusFace
 from focusface.synthfaces import render_faces
 
-CLI = [sys.executable, "-m", "focusface.cli"]
 MEMORY = 3 << 30  # address space of a command: torch alone maps about 1 GB
 
 
@@ -44,13 +44,6 @@ def bounded(*args, timeout=60, cwd=None, **kw):
         **kw,
     )
     return out, time.time() - started
-
-
-def refused(out, *expected):
-    assert out.returncode == 2, (out.returncode, out.stdout[-500:], out.stderr[-2000:])
-    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr[-2000:]
-    assert all(e in out.stderr for e in expected), out.stderr
-    return out.stderr
 
 
 @pytest.fixture(scope="module")

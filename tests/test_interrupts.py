@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from command_line import CLI
+from command_line import train_args as _train_args
 
 from focusface.images import encode_image
 from focusface.synthdata import make_training_set
 
-CLI = [sys.executable, "-m", "focusface.cli"]
 BUSY_LOOPS = 6  # on 2 cores: a load average of about 8
 
 
@@ -50,25 +51,6 @@ def faces(tmp_path_factory):
     root = tmp_path_factory.mktemp("interrupts") / "train"
     make_training_set(root, identities=8, images_per_identity=4, workers=0)
     return root
-
-
-def _train_args(faces, out, **extra):
-    values = (
-        dict(
-            train=str(faces),
-            out=str(out),
-            backbone="demo",
-            epochs=1,
-            batch_size=8,
-            lr_batch=8,
-            workers=0,
-            progress="false",
-            lr_steps="[]",
-            log_every=1,
-        )
-        | extra
-    )
-    return [f"{k}={v}" for k, v in values.items()]
 
 
 def _none_left(marker: str, within: float = 15.0) -> list[str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from command_line import CLI, refused, run, train_args
 
 import focusface
 from focusface.checkpoints import save_checkpoint
@@ -19,38 +20,6 @@ from focusface.evalsets import write_bin
 from focusface.images import encode_image
 from focusface.model import FocusFace
 from focusface.synthdata import make_training_set
-
-CLI = [sys.executable, "-m", "focusface.cli"]
-
-
-def run(*args, **kw):
-    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, **kw)
-
-
-def refused(out, *expected):
-    assert out.returncode == 2, (out.returncode, out.stdout[-500:], out.stderr[-2000:])
-    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr[-2000:]
-    assert all(e in out.stderr for e in expected), out.stderr
-    return out.stderr
-
-
-def train_args(data, out, **extra):
-    values = (
-        dict(
-            train=data,
-            out=out,
-            backbone="demo",
-            epochs=1,
-            batch_size=8,
-            lr_batch=8,
-            workers=0,
-            progress="false",
-            lr_steps="[]",
-            log_every=1,
-        )
-        | extra
-    )
-    return [f"{k}={v}" for k, v in values.items()]
 
 
 @pytest.fixture(scope="module")

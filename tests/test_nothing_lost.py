@@ -9,12 +9,12 @@ asked for these rules lists them)."""
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from command_line import CLI, refused, run, train_args
 
 from focusface.checkpoints import save_checkpoint
 from focusface.evalsets import write_bin
@@ -23,38 +23,6 @@ from focusface.images import encode_image
 from focusface.model import FocusFace
 from focusface.synthdata import make_training_set
 from focusface.synthfaces import render_faces
-
-CLI = [sys.executable, "-m", "focusface.cli"]
-
-
-def run(*args, **kw):
-    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, **kw)
-
-
-def refused(out, *expected):
-    assert out.returncode == 2, (out.returncode, out.stdout[-500:], out.stderr[-2000:])
-    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
-    assert all(e in out.stderr for e in expected), out.stderr
-    return out.stderr
-
-
-def train_args(data, out, **extra):
-    values = (
-        dict(
-            train=data,
-            out=out,
-            backbone="demo",
-            epochs=1,
-            batch_size=8,
-            lr_batch=8,
-            workers=0,
-            progress="false",
-            lr_steps="[]",
-            log_every=1,
-        )
-        | extra
-    )
-    return [f"{k}={v}" for k, v in values.items()]
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,11 @@ in one line naming what, instead of going on with a plausible result. Each case 
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from command_line import refused, run, train_args
 
 from focusface.checkpoints import save_checkpoint
 from focusface.datasets import source_fingerprint
@@ -18,38 +18,6 @@ from focusface.landmarks import FACE_BOX, synthetic_shape68
 from focusface.model import FocusFace
 from focusface.synthdata import make_training_set
 from focusface.synthfaces import render_faces
-
-CLI = [sys.executable, "-m", "focusface.cli"]
-
-
-def run(*args, **kw):
-    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, **kw)
-
-
-def refused(out, *expected):
-    assert out.returncode == 2, (out.returncode, out.stdout[-500:], out.stderr[-2000:])
-    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr[-2000:]
-    assert all(e in out.stderr for e in expected), out.stderr
-    return out.stderr
-
-
-def train_args(data, out, **extra):
-    values = (
-        dict(
-            train=data,
-            out=out,
-            backbone="demo",
-            epochs=1,
-            batch_size=8,
-            lr_batch=8,
-            workers=0,
-            progress="false",
-            lr_steps="[]",
-            log_every=1,
-        )
-        | extra
-    )
-    return [f"{k}={v}" for k, v in values.items()]
 
 
 def pairs_folder(root: Path, people: int = 4, per_person: int = 3, genuine_first: bool = False) -> Path:

@@ -9,7 +9,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,18 +17,13 @@ import numpy as np
 import pytest
 import torch
 from checkpoint_edits import rehash
+from command_line import CLI, run
 
 from focusface.checkpoints import save_checkpoint
 from focusface.datasets import write_insightface_folder
 from focusface.evalsets import write_bin
 from focusface.images import encode_image
 from focusface.model import FocusFace
-
-CLI = [sys.executable, "-m", "focusface.cli"]
-
-
-def run(*args, **kw):
-    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, **kw)
 
 
 def refused(out, *expected):

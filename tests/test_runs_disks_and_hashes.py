@@ -6,29 +6,17 @@ the commands as a careless user would; the later rounds are the guarantee files,
 import json
 import os
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 from checkpoint_edits import rehash
+from command_line import CLI, refused, run
+from command_line import train_args as _train_args
 
 from focusface.evalsets import write_bin
 from focusface.images import encode_image
 from focusface.synthdata import make_training_set
-
-CLI = [sys.executable, "-m", "focusface.cli"]
-
-
-def run(*args, **kw):
-    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, **kw)
-
-
-def refused(out, *expected):
-    assert out.returncode == 2, (out.returncode, out.stdout[-500:], out.stderr[-2000:])
-    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
-    assert all(e in out.stderr for e in expected), out.stderr
-    return out.stderr
 
 
 @pytest.fixture(scope="module")
@@ -36,25 +24,6 @@ def faces(tmp_path_factory):
     root = tmp_path_factory.mktemp("rel2") / "train"
     make_training_set(root, identities=8, images_per_identity=4, workers=0)
     return root
-
-
-def _train_args(faces, out, **extra):
-    values = (
-        dict(
-            train=str(faces),
-            out=str(out),
-            backbone="demo",
-            epochs=1,
-            batch_size=8,
-            lr_batch=8,
-            workers=0,
-            progress="false",
-            lr_steps="[]",
-            log_every=1,
-        )
-        | extra
-    )
-    return [f"{k}={v}" for k, v in values.items()]
 
 
 def test_train_never_empties_a_folder_that_holds_its_config_or_is_not_a_run(faces, tmp_path):
