@@ -531,7 +531,7 @@ def _evaluate_options(p) -> None:
     p.add_argument(
         "--workers",
         type=_non_negative,
-        default=None,
+        default=d["workers"],
         help="processes that decode and mask the images (default: up to 8 beside a GPU, none on a CPU)",
     )
     _model_options(p)
