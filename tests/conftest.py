@@ -1,4 +1,5 @@
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,23 @@ def mtcnn():
         return MtcnnAligner()
     except FocusFaceError as e:
         pytest.skip(str(e))
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """Mounts small file systems for a test: `tmpfs("size=1m,ro")` is a tmpfs with those options under `tmp_path`,
+    unmounted afterwards (mounting needs root: elsewhere the test is skipped, saying why)."""
+    mounts = []
+
+    def mount(options: str) -> Path:
+        path = tmp_path / f"tmpfs{len(mounts)}"
+        path.mkdir()
+        made = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+        if made.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs ({options}) here ({made.stderr.decode().strip()[:80]})")
+        mounts.append(path)
+        return path
+
+    yield mount
+    for path in reversed(mounts):
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
