@@ -721,6 +721,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
             'focusface.results': { 'focusface.results.ProtocolPairs': ('results.html#protocolpairs', 'focusface/results.py'),
                                    'focusface.results.issame_for': ('results.html#issame_for', 'focusface/results.py'),
                                    'focusface.results.read_curves': ('results.html#read_curves', 'focusface/results.py'),
+                                   'focusface.results.read_json': ('results.html#read_json', 'focusface/results.py'),
                                    'focusface.results.read_metrics': ('results.html#read_metrics', 'focusface/results.py'),
                                    'focusface.results.read_pairs': ('results.html#read_pairs', 'focusface/results.py'),
                                    'focusface.results.read_summary': ('results.html#read_summary', 'focusface/results.py'),

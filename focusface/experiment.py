@@ -12,7 +12,7 @@ from pathlib import Path
 from .errors import FocusFaceError, shorten
 from .files import atomic_dir, atomic_write_bytes
 from .metrics import HEADLINE_METRICS
-from .results import read_summary, seed_folder
+from .results import read_json, read_summary, seed_folder
 
 # %% auto #0
 __all__ = ['MISSING_DATA', 'DRIFT', 'RESULT_PACKAGES', 'RANDOM_START', 'TRAIN_INDEX', 'TRAIN_RUNS', 'recorded_hash', 'check_data',
@@ -682,9 +682,8 @@ def main(argv=None) -> int:
             index_file, runs = argv[3:5] if len(argv) == 5 else (TRAIN_INDEX, TRAIN_RUNS)
             params = load_params(argv[1])
             variant_settings(params, argv[2], runs)  # a variant params.yaml has, before any work
-            if not Path(index_file).is_file():
-                raise FocusFaceError(f"{index_file}: not found; make the data first (dvc repro data masks)")
-            run_seeds(params, argv[2], json.loads(Path(index_file).read_text()), runs)
+            index = read_json(index_file, "the data stage's index", "make the data first (dvc repro data masks)")
+            run_seeds(params, argv[2], index, runs)
         elif len(argv) == 3 and argv[0] == "align-real":
             params = load_params(argv[1])
             align_real(params["setting"], params["data"]["mfr2"], argv[2], workers=params["data"]["workers"])

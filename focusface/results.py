@@ -16,9 +16,9 @@ from .errors import FocusFaceError, FormatError, shorten
 from .files import atomic_write_bytes
 
 # %% auto #0
-__all__ = ['PROTOCOLS', 'METRICS_FILE', 'METRICS_BYTES', 'SUMMARY_FILE', 'seed_folder', 'seed_folders', 'seed_of', 'issame_for',
-           'ProtocolPairs', 'scores_file', 'write_scores', 'read_pairs', 'write_curves', 'read_curves', 'write_metrics',
-           'read_metrics', 'set_names', 'read_summary', 'training_history']
+__all__ = ['PROTOCOLS', 'METRICS_FILE', 'JSON_BYTES', 'EVALUATION', 'SUMMARY_FILE', 'seed_folder', 'seed_folders', 'seed_of',
+           'issame_for', 'ProtocolPairs', 'scores_file', 'write_scores', 'read_pairs', 'read_json', 'write_curves',
+           'read_curves', 'write_metrics', 'read_metrics', 'set_names', 'read_summary', 'training_history']
 
 # %% ../nbs/19b_results.ipynb #6166c0d2
 PROTOCOLS = ("uu", "um", "mm", "all")  # the order every table lists them in; all: a real-mask set's every pair
@@ -102,7 +102,24 @@ def read_pairs(evaluation, name: str, protocol: str) -> ProtocolPairs:
 
 # %% ../nbs/19b_results.ipynb #3a415df5
 METRICS_FILE = "metrics.json"
-METRICS_BYTES = 64 << 20  # far above any evaluation's metrics.json: a larger file is something else
+JSON_BYTES = 64 << 20  # far above any result file's size: a larger file is something else
+EVALUATION = "run the evaluation that makes it (dvc repro, or focusface evaluate)"
+
+
+def read_json(path, what: str, made_by: str) -> dict:
+    "A JSON object from `path` (`what` it should be), size-checked first; one line naming the file if it is not."
+    path = Path(path)
+    if not path.is_file():
+        raise FocusFaceError(f"{path}: missing; {made_by}")
+    if path.stat().st_size > JSON_BYTES:
+        raise FormatError(f"{path}: {path.stat().st_size / 1e6:,.0f} MB: not {what}")
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise FormatError(f"{path}: not readable as {what} ({shorten(str(e) or type(e).__name__)})") from None
+    if not isinstance(value, dict):
+        raise FormatError(f"{path}: not {what} (a JSON object expected, got {type(value).__name__})")
+    return value
 
 
 def write_curves(folder, name: str, curves: dict) -> Path:
@@ -114,10 +131,7 @@ def write_curves(folder, name: str, curves: dict) -> Path:
 
 def read_curves(evaluation, name: str) -> dict:
     "One set's curves `{protocol: {fmr, fnmr, ...}}` from an evaluation folder."
-    path = Path(evaluation, "curves", f"{name}.json")
-    if not path.is_file():
-        raise FocusFaceError(f"{path}: missing; run the evaluation that makes it (dvc repro, or focusface evaluate)")
-    return json.loads(path.read_text())
+    return read_json(Path(evaluation, "curves", f"{name}.json"), "an evaluation's curves file", EVALUATION)
 
 
 def write_metrics(folder, metrics: dict) -> Path:
@@ -130,15 +144,8 @@ def read_metrics(evaluation) -> dict:
     "`{set: {protocol: {metric: value}}}` of an evaluation folder, or of a metrics.json given by path."
     path = Path(evaluation)
     path = path / METRICS_FILE if path.is_dir() else path
-    if not path.is_file():
-        raise FocusFaceError(f"{path}: missing; run the evaluation that makes it (dvc repro, or focusface evaluate)")
-    if path.stat().st_size > METRICS_BYTES:
-        raise FormatError(f"{path}: {path.stat().st_size / 1e6:,.0f} MB: not an evaluation's {METRICS_FILE}")
-    try:
-        metrics = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise FormatError(f"{path}: not a readable {METRICS_FILE} ({shorten(str(e) or type(e).__name__)})") from None
-    if not isinstance(metrics, dict) or not all(isinstance(v, dict) for v in metrics.values()):
+    metrics = read_json(path, f"an evaluation's {METRICS_FILE}", EVALUATION)
+    if not all(isinstance(v, dict) for v in metrics.values()):
         raise FormatError(f"{path}: not an evaluation's {METRICS_FILE} ({{set: {{protocol: metrics}}}} expected)")
     return metrics
 
@@ -153,10 +160,8 @@ SUMMARY_FILE = "summary.json"
 
 def read_summary(run) -> dict:
     "A finished training run's `summary.json`."
-    path = Path(run, SUMMARY_FILE)
-    if not path.is_file():
-        raise FocusFaceError(f"{path}: missing; run the training that makes it (dvc repro, or focusface train)")
-    return json.loads(path.read_text())
+    made_by = "run the training that makes it (dvc repro, or focusface train)"
+    return read_json(Path(run, SUMMARY_FILE), f"a training run's {SUMMARY_FILE}", made_by)
 
 
 def training_history(run, metric: str) -> tuple[np.ndarray, np.ndarray]:

@@ -82,7 +82,7 @@ def test_a_deeply_nested_threshold_file_is_refused(data, tmp_path):
     face.write_bytes(encode_image(np.full((112, 112, 3), 90, np.uint8), ".png"))
     refused(
         run("verify", data / "m.pt", face, face, "--threshold", tmp_path / "metrics.json"),
-        "not a readable metrics.json",
+        "not readable as an evaluation's metrics.json",
     )
 
 
