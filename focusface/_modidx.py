@@ -351,6 +351,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'focusface.files._remove_file': ('files.html#_remove_file', 'focusface/files.py'),
                                  'focusface.files._sha256': ('files.html#_sha256', 'focusface/files.py'),
                                  'focusface.files._start_deaf_to_ctrl_c': ('files.html#_start_deaf_to_ctrl_c', 'focusface/files.py'),
+                                 'focusface.files._start_pool': ('files.html#_start_pool', 'focusface/files.py'),
                                  'focusface.files._umask': ('files.html#_umask', 'focusface/files.py'),
                                  'focusface.files._what_it_is': ('files.html#_what_it_is', 'focusface/files.py'),
                                  'focusface.files._write_failed': ('files.html#_write_failed', 'focusface/files.py'),

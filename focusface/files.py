@@ -675,6 +675,36 @@ def _pool_worker(parent: int) -> None:
     die_with(parent)
 
 
+def _start_pool(ctx, workers: int):
+    """A pool of `workers` processes, started whole. A Ctrl-C that strikes while it starts is held until the pool
+    runs and then stops it like any other: Python's Pool stops the workers it started only on an Exception, so a
+    KeyboardInterrupt there left one running, which later failed to open the pool's gone semaphores and printed a
+    traceback."""
+    import signal
+    import threading
+
+    import focusface.files  # the worker imports it by this name (even when this runs in a notebook)
+
+    def start():
+        return ctx.Pool(workers, initializer=focusface.files._pool_worker, initargs=(os.getpid(),))
+
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        return start()  # no Ctrl-C to hold here: it does not raise in this thread, or the program handles it itself
+    held = []
+    signal.signal(signal.SIGINT, lambda *_: held.append(True))
+    try:
+        pool = start()
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if held:
+        pool.terminate()
+        pool.join()
+        raise KeyboardInterrupt
+    return pool
+
+
 def ordered_map(
     function: Callable,
     jobs: Iterable,
@@ -704,10 +734,7 @@ def ordered_map(
                 bar.update(count(result))
                 yield result
         else:
-            ctx = worker_context()
-            import focusface.files  # the worker imports it by this name (even when this runs in a notebook)
-
-            with ctx.Pool(workers, initializer=focusface.files._pool_worker, initargs=(os.getpid(),)) as pool:
+            with _start_pool(worker_context(), workers) as pool:
                 for result in pool.imap(function, jobs):
                     bar.update(count(result))
                     yield result

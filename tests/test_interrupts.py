@@ -224,3 +224,34 @@ def test_the_forkserver_ignores_ctrl_c_from_its_start(tmp_path):
     read right after it was started (while it still imports torch), must ignore SIGINT already."""
     out = subprocess.run([sys.executable, "-c", FORKSERVER_SIGNALS], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "SIGINT ignored", (out.stdout, out.stderr[-2000:])
+
+
+CTRL_C_WHILE_THE_POOL_STARTS = """
+import math, os, signal
+import multiprocessing as mp
+from multiprocessing import popen_forkserver
+from focusface.files import ordered_map
+
+launch = popen_forkserver.Popen._launch
+def launch_then_ctrl_c(self, process_obj):  # Ctrl-C right after the first worker is launched, as the pool starts
+    launch(self, process_obj)
+    popen_forkserver.Popen._launch = launch
+    os.kill(os.getpid(), signal.SIGINT)
+popen_forkserver.Popen._launch = launch_then_ctrl_c
+try:
+    list(ordered_map(math.sqrt, range(100), workers=2))
+    print("not interrupted")
+except KeyboardInterrupt:
+    print("workers left running:", len(mp.active_children()))
+"""
+
+
+def test_ctrl_c_while_the_pool_starts_stops_the_workers_it_started():
+    """In a fresh-clone CI run, a Ctrl-C that struck while the pool started its workers printed a worker's traceback
+    (FileNotFoundError) after the command had said its one line: Python's Pool stops the workers it started only on an
+    Exception, so one worker was left to start after the run had removed the pool's semaphores."""
+    out = subprocess.run(
+        [sys.executable, "-c", CTRL_C_WHILE_THE_POOL_STARTS], capture_output=True, text=True, timeout=120
+    )
+    assert out.stdout.strip() == "workers left running: 0", (out.stdout, out.stderr[-2000:])
+    assert "Traceback" not in out.stderr, out.stderr[-2000:]
