@@ -93,7 +93,9 @@ def main():
             torch.cuda.reset_peak_memory_stats()
         summary = train(config)
         peak = torch.cuda.max_memory_allocated() / 2**30 if summary["device"].startswith("cuda") else None
-        last = [line for line in (Path(d) / "run" / "train.log").read_text().splitlines() if " pairs/s " in line][-1]
+        log = (Path(d) / "run" / "train.log").read_text().splitlines()
+        last = [line for line in log if " pairs/s " in line][-1]
+        warm = [line.split(" the start cost ")[1].split()[0] for line in log if " the start cost " in line]
         rate = float(last.split(" pairs/s ")[1].split()[0])  # the last logging window: start-up, compilation and
         wait = float(last.split(" data wait ")[1].split("%")[0]) / 100  # worker warm-up excluded
     per_pair = flops_per_pair(args.backbone, classes, args.method)
@@ -116,6 +118,7 @@ def main():
                 pairs_per_s_whole_run=summary["pairs_per_s"],
                 data_wait_share=round(wait, 3),
                 data_wait_share_whole_run=summary["data_wait_share"],
+                start_cost_s=float(warm[0]) if warm else None,  # the trainer's warm-up line (runs of 20 steps or more)
                 peak_gpu_memory_gib=peak and round(peak, 2),
                 gflops_per_pair=round(per_pair / 1e9, 2),
                 achieved_tflops=round(rate * per_pair / 1e12, 3),

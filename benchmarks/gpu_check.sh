@@ -40,7 +40,8 @@ bench 150 r100 480
 bench 240 r100 480 --compile
 
 python - > "$out/eval.tmp" 2>&1 <<'PY' &
-# evaluation throughput: r100 embeddings of 112x112 faces with flip, decoded on the main thread, then in 8 workers
+# evaluation throughput: r100 embeddings of 112x112 faces with flip, decoded on the main thread, then in 8 workers,
+# then in 8 workers with the network in bfloat16
 import json, time, numpy as np, torch
 from focusface.evaluate import embed_images
 from focusface.model import FocusFace
@@ -50,15 +51,18 @@ if __name__ == "__main__":
     faces = [encode_image(np.random.default_rng(i).integers(0, 255, (112, 112, 3), dtype=np.uint8)) for i in range(64)]
     images = faces * 160  # 10,240 encoded faces
     embed_images(model, images[:512], batch_size=512, device="cuda", workers=0)  # warm
-    for workers in (0, 8):
+    for workers, precision in ((0, "fp32"), (8, "fp32"), (8, "bf16")):
         torch.cuda.synchronize(); t = time.perf_counter()
-        embed_images(model, images, batch_size=512, device="cuda", workers=workers); torch.cuda.synchronize()
+        embed_images(model, images, batch_size=512, device="cuda", workers=workers, precision=precision)
+        torch.cuda.synchronize()
         print(json.dumps(dict(evaluation="r100 embeddings with flip, decode included", workers=workers,
-                              images=len(images), images_per_s=round(len(images) / (time.perf_counter() - t), 1))))
+                              precision=precision, images=len(images),
+                              images_per_s=round(len(images) / (time.perf_counter() - t), 1))))
 PY
 pid=$!; ( sleep 120; kill "$pid" 2>/dev/null ) & wait "$pid"; rc=$?
 grep '^{' "$out/eval.tmp" | head -1 > "$out/eval0.tmp"; record "$out/eval0.tmp" "$rc" "evaluation workers=0"
 grep '^{' "$out/eval.tmp" | sed -n 2p > "$out/eval8.tmp"; record "$out/eval8.tmp" "$rc" "evaluation workers=8"
+grep '^{' "$out/eval.tmp" | sed -n 3p > "$out/eval8bf.tmp"; record "$out/eval8bf.tmp" "$rc" "evaluation workers=8 bf16"
 
 # torchrun, one process per GPU (NCCL and SyncBatchNorm from 2 GPUs on), a few steps, resumed, then evaluated
 gpus=$(nvidia-smi -L | wc -l)

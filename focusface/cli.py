@@ -177,6 +177,7 @@ def _cmd_evaluate(args) -> int:
         skip_missing=args.skip_missing,
         progress=not args.quiet,
         workers=args.workers,
+        precision=args.precision,
     )
     print(format_table(metrics))
     for name, by_protocol in metrics.items():
@@ -507,6 +508,7 @@ def _train_options(p) -> None:
 
 def _evaluate_options(p) -> None:
     from focusface.evaluate import MASKED_SIDES, SCORES
+    from focusface.model import PRECISIONS
 
     d = _defaults("evaluate", "evaluate")
     p.add_argument(
@@ -533,6 +535,12 @@ def _evaluate_options(p) -> None:
         type=_non_negative,
         default=d["workers"],
         help="processes that decode and mask the images (default: up to 8 beside a GPU, none on a CPU)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=d["precision"],
+        help="the network's arithmetic: fp32, bf16, or fp16 (CUDA only); embeddings are float32 either way",
     )
     _model_options(p)
     p.add_argument("--no-figures", action="store_true", help="write no figures")

@@ -33,7 +33,14 @@ from focusface.metrics import (
     rates_at,
     verification_metrics,
 )
-from .model import FocusFace, resolve_device, to_model_input, with_channel_order
+from focusface.model import (
+    FocusFace,
+    check_precision,
+    precision_autocast,
+    resolve_device,
+    to_model_input,
+    with_channel_order,
+)
 from .results import issame_for, write_curves, write_metrics, write_scores
 from .template import TEMPLATE_SIZE
 
@@ -123,6 +130,7 @@ def embed_images(
     source: str = "",  # names the set in errors and the progress bar
     progress: bool = False,
     workers=None,  # decode (and mask) in this many processes; None: up to 8 on a GPU, none on a CPU
+    precision: str = "fp32",  # fp32 | bf16 | fp16 (CUDA): the network's arithmetic; embeddings come back in float32
 ) -> tuple[np.ndarray, np.ndarray]:
     "(L2-normalised embeddings (n, D) float32, P(masked) (n,)) of `images[indices]`, masked with `sampler` if given."
     import focusface.evaluate  # its _decode_batch, by the name the workers import (also when this runs in a notebook)
@@ -150,7 +158,10 @@ def embed_images(
         faces = torch.from_numpy(batch)
         if device.type == "cuda":  # the uint8 faces to the GPU without a wait, converted there
             faces = faces.pin_memory().to(device, non_blocking=True)
-        e, p = model.embed(to_model_input(faces, model.channel_order).to(device), flip=flip)
+        with precision_autocast(precision, device):
+            e, p = model.embed(to_model_input(faces, model.channel_order).to(device), flip=flip)
+        if precision != "fp32":  # unit length to float32's precision, as every score expects
+            e = torch.nn.functional.normalize(e.float(), dim=1)
         embeddings.append(e.float().cpu().numpy())
         p_masked.append(p.float().cpu().numpy())
         bar.update(len(batch))
@@ -280,9 +291,12 @@ def evaluate_pairs(
     masked_side: str = "second",  # U-M: which image of each pair wears the mask (first: the authors')
     progress: bool = False,
     workers=None,  # decode workers (`embed_images`)
+    precision: str = "fp32",  # the network's arithmetic (`embed_images`)
 ) -> dict:
     "Scores, metrics and mask manifests of one evaluation set under each protocol (U-U is always computed)."
-    embedding = dict(batch_size=batch_size, flip=flip, device=device, progress=progress, workers=workers)
+    embedding = dict(
+        batch_size=batch_size, flip=flip, device=device, progress=progress, workers=workers, precision=precision
+    )
     if pairs.mask_types is not None:  # real masks, labelled: the protocols are the labels' (evaluate_real_masks)
         if masked is not None or landmarks is not None:
             raise FocusFaceError(
@@ -383,6 +397,7 @@ def evaluate_real_masks(
     device=None,
     progress: bool = False,
     workers=None,  # decode workers (`embed_images`)
+    precision: str = "fp32",  # the network's arithmetic (`embed_images`)
 ) -> dict:
     "U-U, U-M, M-M and all pairs of a set whose images carry real-mask labels; no mask is drawn."
     protocols = _check_protocols(protocols)
@@ -396,6 +411,7 @@ def evaluate_real_masks(
         source=source,
         progress=progress,
         workers=workers,
+        precision=precision,
     )
     worn, types = pairs.masked, np.array(pairs.mask_types)
     cosine = pair_scores(embeddings[0::2], embeddings[1::2], "cosine")
@@ -661,6 +677,7 @@ def evaluate(
     skip_missing: bool = False,  # leave out the pairs of a pairs folder that name a missing image
     progress: bool = False,
     workers=None,  # processes that decode and mask the images; None: up to 8 beside a GPU, none on a CPU
+    precision: str = "fp32",  # fp32 | bf16 | fp16 (CUDA): the network's arithmetic for the embeddings
 ) -> dict:
     "Evaluate a model (or a checkpoint path) on evaluation sets (paths or `EvalSet`s); write the outputs under `out`."
     protocols = _check_options(
@@ -668,6 +685,7 @@ def evaluate(
     )
     device, records = resolve_device(device), eval_sets(data)
     workers = decode_workers(workers, device)  # checked before any work
+    check_precision(precision, device)
     read = [s for s in [model] if isinstance(s, (str, Path))] + [p for r in records for p in r.paths()]
     if out is not None:
         out = check_destination(out, overwrite=overwrite, sources=read, kind="evaluation")  # never a file it reads
@@ -695,6 +713,7 @@ def evaluate(
             masked_side=masked_side,
             progress=progress,
             workers=workers,
+            precision=precision,
         )
         all_metrics[name] = {
             p: {k: v for k, v in m.items() if not k.startswith("_")}

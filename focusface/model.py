@@ -18,8 +18,9 @@ from .errors import FocusFaceError, shorten
 from .losses import MarginHead, create_margin_head
 
 # %% auto #0
-__all__ = ['CHANNEL_ORDERS', 'to_model_input', 'EmbeddingHead', 'FocusFaceOutput', 'FocusFace', 'with_channel_order',
-           'resolve_device', 'activation_bytes', 'available_memory', 'check_cpu_memory']
+__all__ = ['CHANNEL_ORDERS', 'PRECISIONS', 'to_model_input', 'EmbeddingHead', 'FocusFaceOutput', 'FocusFace',
+           'with_channel_order', 'resolve_device', 'check_precision', 'precision_autocast', 'activation_bytes',
+           'available_memory', 'check_cpu_memory']
 
 # %% ../nbs/17_model.ipynb #df0afcc4
 CHANNEL_ORDERS = ("rgb", "bgr")
@@ -195,6 +196,24 @@ def resolve_device(device=None) -> torch.device:
         if d.index is not None and d.index >= torch.cuda.device_count():
             raise FocusFaceError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return d
+
+# %% ../nbs/17_model.ipynb #e013bfdd
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # name: autocast dtype (None: none)
+
+
+def check_precision(precision, device: torch.device) -> None:
+    "Refuse a precision that is not one of `PRECISIONS`, or fp16 off CUDA."
+    if precision not in PRECISIONS:
+        raise FocusFaceError(f"precision must be one of {', '.join(PRECISIONS)}, got {shorten(precision)}")
+    if precision == "fp16" and torch.device(device).type != "cuda":
+        raise FocusFaceError("precision fp16 needs a CUDA device; use bf16 or fp32")
+
+
+def precision_autocast(precision: str, device) -> torch.autocast:
+    "The autocast context of `precision` on `device` (a disabled one for fp32)."
+    check_precision(precision, device)
+    dtype, device_type = PRECISIONS[precision], torch.device(device).type
+    return torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 # %% ../nbs/17_model.ipynb #8c903410
 def activation_bytes(model: FocusFace) -> int:

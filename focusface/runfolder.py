@@ -22,8 +22,8 @@ from .model import FocusFace, resolve_device
 from .trainconfig import TrainConfig
 
 # %% auto #0
-__all__ = ['RUN_FILES', 'RUN', 'RunLog', 'clock', 'Pace', 'distributed_setup', 'flag_nonfinite', 'skip_step_if', 'Guard',
-           'fuse_sgd', 'gather', 'run_sources', 'plan_out', 'previous_run', 'set_aside', 'settle_previous',
+__all__ = ['WARMUP_STEPS', 'RUN_FILES', 'RUN', 'RunLog', 'clock', 'Pace', 'distributed_setup', 'flag_nonfinite', 'skip_step_if',
+           'Guard', 'fuse_sgd', 'gather', 'run_sources', 'plan_out', 'previous_run', 'set_aside', 'settle_previous',
            'restore_previous', 'run_lock', 'data_fingerprints', 'save_training_state', 'load_training_state']
 
 # %% ../nbs/28_runfolder.ipynb #e769678d
@@ -80,6 +80,9 @@ def clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 # %% ../nbs/28_runfolder.ipynb #8f813594
+WARMUP_STEPS = 10  # steps timed as the start, against as many after them
+
+
 @dataclass
 class Pace:
     "The run's clock: training time only, validation and saving paused out; and how much of it waited for data."
@@ -90,6 +93,7 @@ class Pace:
     paused: float = 0.0  # seconds spent validating and saving since `started`
     waited: float = 0.0  # seconds of training spent waiting for the loader's next batch
     mark: tuple = ()  # (time, paused, step, waited) at the last log line: the next line's rate is its window's
+    first_steps: float = 0.0  # training seconds of this process's first WARMUP_STEPS steps
 
     @classmethod
     def start(cls, position: dict) -> Pace:
@@ -117,6 +121,15 @@ class Pace:
         rate, wait = (step - self.mark[2]) * batch / seconds, (self.waited - self.mark[3]) / seconds
         self.mark = (now, self.paused, step, self.waited)
         return rate, wait
+
+    def warm_up(self, step: int) -> tuple[float, float] | None:
+        "(seconds of the first WARMUP_STEPS steps, of the as many after them) at the step that ends the latter, else None."
+        done = step - self.steps_before
+        if done == WARMUP_STEPS:
+            self.first_steps = self.training_time()
+        elif done == 2 * WARMUP_STEPS:
+            return self.first_steps, self.training_time() - self.first_steps
+        return None
 
     @contextmanager
     def pause(self):

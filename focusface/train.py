@@ -30,10 +30,18 @@ from focusface.loaders import (
     read_holdout,
 )
 from .losses import focusface_loss
-from .model import FocusFace, check_cpu_memory, resolve_device, to_model_input
+from focusface.model import (
+    FocusFace,
+    check_cpu_memory,
+    check_precision,
+    precision_autocast,
+    resolve_device,
+    to_model_input,
+)
 from focusface.runfolder import (
     RUN,
     RUN_FILES,
+    WARMUP_STEPS,
     Guard,
     Pace,
     RunLog,
@@ -139,16 +147,13 @@ class TrainingStep(nn.Module):
         super().__init__()
         self.model, self.config = model, config
         self.net = torch.compile(model) if config.compile else model
-        self.autocast = dict(bfloat16=torch.bfloat16, float16=torch.float16).get(
-            {"bf16": "bfloat16", "fp16": "float16"}.get(config.precision, "")
-        )
 
     def _forward(self, images: torch.Tensor):
         "(identity embeddings, mask logits) in float32 of uint8 faces, under the run's precision and memory format."
         x = to_model_input(images, self.model.channel_order)
         if self.config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(x.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+        with precision_autocast(self.config.precision, x.device):
             out = self.net(x)
         return out.identity_embedding.float(), out.mask_logits.float()
 
@@ -268,8 +273,7 @@ def _check_setting(config: TrainConfig, world: int, device: torch.device) -> Non
         raise FocusFaceError(
             f"batch_size {config.batch_size} (pairs per step, all processes) must divide among {world} processes"
         )
-    if config.precision == "fp16" and device.type != "cuda":
-        raise FocusFaceError("precision fp16 needs a CUDA device; use bf16 or fp32")
+    check_precision(config.precision, device)
     if config.sync_bn and world > 1 and device.type != "cuda":
         raise FocusFaceError(
             "sync_bn needs CUDA devices (PyTorch's SyncBatchNorm synchronises GPU tensors only); "
@@ -549,6 +553,13 @@ def log_progress(run: Run, step: dict) -> None:
     if step["sums"] is not None:
         progress.shown = dict(loss=f"{step['sums']['loss'] / progress.window_steps:.3f}")
     run.log.advance(1, **progress.shown, lr=f"{lr:.4g}", pairs_s=f"{pace.rate(g, batch):.0f}")
+    warm = pace.warm_up(g)
+    if warm is not None:
+        first, after = warm
+        run.log.line(
+            f"warm-up: the first {WARMUP_STEPS} steps took {first:.1f} s, the {WARMUP_STEPS} after them {after:.1f} s: "
+            f"the start cost {max(0.0, first - after):.1f} s (compilation, cuDNN's autotuning, the loader's workers)"
+        )
     if not due(run, g)["log"]:
         return
     means = {k: v / progress.window_steps for k, v in step["sums"].items()}  # read at this step: a log line is due

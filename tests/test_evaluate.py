@@ -353,3 +353,24 @@ def test_evaluation_with_decode_workers_gives_the_single_process_results(tmp_pat
     assert alone == beside
     a, b = np.load(tmp_path / "alone" / "scores" / "e.npz"), np.load(tmp_path / "beside" / "scores" / "e.npz")
     assert all(np.array_equal(a[k], b[k]) for k in ("uu", "um", "mm"))
+
+
+def test_precision_is_checked_before_any_work_and_bf16_embeds_in_float32(tmp_path):
+    """`--precision` runs the network in bfloat16 (or float16 on CUDA); fp16 on a CPU, or a name that is no precision,
+    is one line before a model is read, and the bf16 embeddings come back as float32 of unit length."""
+    from command_line import refused, run
+
+    save_checkpoint(FocusFace("tiny").eval(), tmp_path / "m.pt")
+    refused(
+        run("evaluate", tmp_path / "m.pt", "synthetic", "--precision", "fp16", "--device", "cpu"), "fp16 needs a CUDA"
+    )
+    wrong = run("evaluate", tmp_path / "m.pt", "synthetic", "--precision", "half")  # argparse: usage, then the line
+    assert wrong.returncode == 2 and "argument --precision: invalid choice: 'half'" in wrong.stderr.splitlines()[-1]
+    with pytest.raises(Exception, match="precision must be one of fp32, bf16, fp16"):
+        evaluate(tmp_path / "nothing-here.pt", ["synthetic"], precision="fp64", device="cpu")
+    model = load_checkpoint(tmp_path / "m.pt")
+    pairs = load_eval_set("synthetic:3")
+    exact, _ = embed_images(model, pairs.images[:16], workers=0)
+    half, _ = embed_images(model, pairs.images[:16], workers=0, precision="bf16")
+    assert half.dtype == np.float32 and np.allclose(np.linalg.norm(half, axis=1), 1, atol=1e-5)
+    assert (half * exact).sum(1).min() > 0.99 and not np.array_equal(half, exact)

@@ -412,3 +412,16 @@ def test_the_trainer_sets_cudnn_benchmark_on_cuda(faces, tmp_path, monkeypatch):
     assert torch.backends.cudnn.benchmark is False
     focusface.train.tune_backends(torch.device("cuda", 0))
     assert torch.backends.cudnn.benchmark is True
+
+
+def test_the_log_says_once_what_the_start_of_a_process_cost(faces, tmp_path):
+    """On a GPU the first ten steps took ~50 s (compilation, cuDNN's autotuning, the loader's start) and nothing said
+    so: the pairs/s of the first log window was all there was to guess from."""
+    train(load_config(overrides=_args(faces, tmp_path / "run", batch_size=8, lr_batch=8, epochs=2)))  # 24 steps
+    log = (tmp_path / "run" / "train.log").read_text()
+    said = re.findall(
+        r"warm-up: the first 10 steps took (\S+) s, the 10 after them (\S+) s: the start cost (\S+) s", log
+    )
+    assert len(said) == 1, log
+    first, after, cost = map(float, said[0])
+    assert first > 0 and after > 0 and cost == pytest.approx(max(0.0, first - after), abs=0.11), said
