@@ -83,6 +83,17 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _cmd_pairs_tsv(args) -> int:
+    from focusface.evalsets import read_eval_set, write_pairs_tsv
+
+    written = write_pairs_tsv(args.pairs, args.bin, overwrite=args.overwrite)
+    people = len(set(read_eval_set(args.bin).identities))
+    print(
+        f"{written}: who is in each pair of {args.bin} ({people:,} people); its intervals and tests now resample them"
+    )
+    return 0
+
+
 def _cmd_pack(args) -> int:
     from focusface.datasets import pack_folder
     from focusface.inspection import describe
@@ -417,6 +428,12 @@ def _pack_options(p) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists (never a source)")
 
 
+def _pairs_tsv_options(p) -> None:
+    p.add_argument("pairs", help="the pairs.txt the .bin's pairs come from, in its order (LFW's: 'Name i j' lines)")
+    p.add_argument("bin", help="the evaluation .bin (e.g. insightface's lfw.bin); BIN.pairs.tsv is written beside it")
+    p.add_argument("--overwrite", action="store_true", help="replace the .pairs.tsv if it exists")
+
+
 def _mask_options(p) -> None:
     from focusface.maskspec import DEFAULT_SPEC  # lazily: a command imports only what it runs
 
@@ -673,6 +690,13 @@ COMMANDS = dict(  # name: (what runs it, what it does, its options)
         _info_options,
     ),
     pack=(_cmd_pack, "pack SRC/<identity>/<image> into an insightface dataset folder DST", _pack_options),
+    **{
+        "pairs-tsv": (
+            _cmd_pairs_tsv,
+            "say who is in each pair of an evaluation .bin, from the pairs.txt it was made from (BIN.pairs.tsv)",
+            _pairs_tsv_options,
+        )
+    },
     mask=(_cmd_mask, "write a masked copy of a rec folder, .bin or image folder, with a manifest", _mask_options),
     synth=(_cmd_synth, "write the embedded synthetic dataset (train rec, val.bin, eval.bin)", _synth_options),
     train=(

@@ -19,7 +19,7 @@ from .images import decode_image
 
 # %% auto #0
 __all__ = ['TSV_LINE_BYTES', 'BIN_AMPLIFICATION', 'LABEL_FILES', 'UNMASKED_LABEL', 'EvalPairs', 'read_bin', 'write_bin',
-           'read_mask_labels', 'read_pairs_folder', 'read_eval_set']
+           'read_mask_labels', 'read_pairs_folder', 'read_eval_set', 'write_pairs_tsv']
 
 # %% ../nbs/05_evalsets.ipynb #ee1bb7b1
 TSV_LINE_BYTES = 4096  # the most a line of a pairs table may take (two names, two numbers and a fold)
@@ -391,3 +391,31 @@ def read_eval_set(path, mask_labels=None, skip_missing: bool = False) -> EvalPai
     if path.is_dir():
         return read_pairs_folder(path, mask_labels=mask_labels, skip_missing=skip_missing)
     raise FormatError(f"{path}: not found; expected an evaluation .bin or a folder with pairs.txt")
+
+# %% ../nbs/05_evalsets.ipynb #e98c72f8
+def write_pairs_tsv(pairs_txt, bin_path, *, overwrite: bool = False) -> Path:
+    "Write `<bin>.pairs.tsv` (who is in each pair) from the `pairs.txt` a `.bin`'s pairs come from, in its order, checked against the `.bin`."
+    pairs_txt, bin_path = Path(pairs_txt), Path(bin_path)
+    issame = read_bin(bin_path).issame
+    if pairs_txt.is_file() and pairs_txt.stat().st_size > (len(issame) + 2) * TSV_LINE_BYTES:
+        raise FormatError(
+            f"{pairs_txt}: {pairs_txt.stat().st_size / 1e6:,.1f} MB for the {len(issame):,} pairs of {bin_path}: "
+            "not its pairs file"
+        )
+    lines = ["identity_a\timage_a\tidentity_b\timage_b\tsame"]
+    for where, (name_a, image_a), (name_b, image_b), same in _pair_lines(pairs_txt, pairs_txt.parent):
+        pair = len(lines) - 1
+        if pair >= len(issame):
+            raise FormatError(f"{where}: more pairs than the {len(issame):,} of {bin_path}: not its pairs file")
+        if same != bool(issame[pair]):
+            raise FormatError(
+                f"{where}: pair {pair} is {'genuine' if same else 'impostor'} here and "
+                f"{'genuine' if issame[pair] else 'impostor'} in {bin_path}: not the pairs file of this .bin (or not "
+                "in its order)"
+            )
+        lines.append(f"{name_a}\t{image_a}\t{name_b}\t{image_b}\t{int(same)}")
+    if len(lines) - 1 != len(issame):
+        raise FormatError(f"{pairs_txt}: {len(lines) - 1:,} pairs for the {len(issame):,} of {bin_path}")
+    out = bin_path.with_suffix(".pairs.tsv")
+    text = "\n".join(lines) + "\n"
+    return atomic_write_bytes(out, text.encode(), sources=(pairs_txt, bin_path), kind=None, overwrite=overwrite)

@@ -27,6 +27,8 @@ MISSING_DATA = """the paper setting needs the real data, which focusface does no
     property in {ms1m}/
   - the evaluation sets of the same package (lfw.bin, cfp_fp.bin, agedb_30.bin, ...): put them in {eval_dir}/
   - optionally MFR2, the real-mask benchmark (its 160x160 photos, pairs.txt, mfr2_labels.txt): in {mfr2}/
+  - optionally LFW's pairs.txt (from the LFW site), turned into lfw.bin's list of who is in each pair with
+    `focusface pairs-tsv pairs.txt {eval_dir}/lfw.bin`: the report's intervals and tests then resample people
 then run `dvc add data` (it records them with links, not copies) and `dvc repro` again; or go back to the
 embedded demo with `setting: demo` in params.yaml."""
 

@@ -14,9 +14,11 @@ import numpy as np
 from .errors import FocusFaceError
 
 # %% auto #0
-__all__ = ['HEADLINE_METRICS', 'Scores', 'rates_at', 'pyeer_rates', 'pyeer_metrics', 'verification_metrics', 'curve',
-           'kfold_folds', 'kfold_accuracy', 'bootstrap_weights', 'replicate_metrics', 'percentile_interval',
-           'confidence_intervals', 'fnmr_at', 'bootstrap_band', 'mcnemar_exact', 'paired_difference', 'holm']
+__all__ = ['HEADLINE_METRICS', 'FMR_TARGETS', 'COVERAGE_SCHEMES', 'Scores', 'rates_at', 'pyeer_rates', 'pyeer_metrics',
+           'verification_metrics', 'curve', 'kfold_folds', 'kfold_accuracy', 'bootstrap_weights', 'replicate_metrics',
+           'percentile_interval', 'confidence_intervals', 'fnmr_at', 'bootstrap_band', 'mcnemar_exact',
+           'clustered_difference_test', 'paired_test', 'paired_difference', 'holm', 'simulate_scores',
+           'simulated_truth', 'interval_coverage', 'simulate_paired_decisions', 'test_size']
 
 # %% ../nbs/19_metrics.ipynb #c599253d
 class Scores:
@@ -285,29 +287,105 @@ def kfold_accuracy(similarities, issame, n_folds: int = 10, thresholds=None) -> 
 
 # %% ../nbs/19_metrics.ipynb #6ee6e2d5
 HEADLINE_METRICS = ("accuracy", "eer", "fmr100", "fmr1000")  # the rates every table reports, each with its interval
+FMR_TARGETS = dict(fmr100=0.01, fmr1000=0.001)  # the FMR each FNMR is read at
 
 
-def bootstrap_weights(clusters, n: int = 1000, seed: int = 0) -> np.ndarray:
-    "(n, pairs) counts: how often each pair is in each bootstrap replicate, its cluster (e.g. person) drawn with replacement."
-    ids, inverse = np.unique(np.asarray(clusters).ravel(), return_inverse=True)
-    draws = np.random.default_rng(seed).integers(0, len(ids), (n, len(ids)))
-    counts = np.stack([np.bincount(d, minlength=len(ids)) for d in draws]) if n else np.zeros((0, len(ids)), np.int64)
-    return counts[:, inverse]
+def _people_index(people, pairs: int) -> tuple[np.ndarray, np.ndarray, int]:
+    "(first, second, how many people): each pair's people as 0, 1, ...; second = first for a pair of one person."
+    p = np.asarray(people)
+    p = p[:, None] if p.ndim == 1 else p
+    if p.ndim != 2 or p.shape[0] != pairs or p.shape[1] not in (1, 2):
+        raise FocusFaceError(
+            f"people of shape {tuple(np.shape(people))} for {pairs} pairs: give one person per pair (pairs,) or "
+            "both people of each pair (pairs, 2)"
+        )
+    ids, inverse = np.unique(p, return_inverse=True)
+    inverse = inverse.reshape(p.shape)
+    return inverse[:, 0], inverse[:, -1], len(ids)
+
+
+def bootstrap_weights(people, n: int = 1000, seed: int = 0, *, pairs: int | None = None) -> np.ndarray:
+    """(n, pairs) weights of `n` replicates that draw the people with replacement: a pair of one person weighs
+    that person's draws, a pair of two people max(c_a + c_b - 1, 0). `people`: one label per pair (pairs,), or
+    both people of each pair (pairs, 2); `np.arange(pairs)` resamples the pairs themselves. `pairs`: the set's
+    number of pairs, checked against `people`."""
+    first, second, count = _people_index(people, len(people) if pairs is None else pairs)
+    draws = np.random.default_rng(seed).integers(0, count, (n, count))
+    counts = np.bincount((draws + count * np.arange(n)[:, None]).ravel(), minlength=n * count).reshape(n, count)
+    one, two = counts[:, first], counts[:, second]
+    return np.where(first == second, one, np.maximum(one + two - 1, 0)).astype(np.int32)
 
 # %% ../nbs/19_metrics.ipynb #0f484fcb
-def replicate_metrics(similarities, issame, correct, weights) -> dict:
-    "Accuracy (of the fixed per-pair decisions `correct`), EER, FMR100 and FMR1000 of each weighted replicate: arrays (n,)."
-    sim, same, correct = (np.asarray(a).ravel() for a in (similarities, issame, correct))
-    out = {k: np.full(len(weights), np.nan) for k in HEADLINE_METRICS}
-    for r, w in enumerate(np.asarray(weights)):
-        rows = np.repeat(np.arange(sim.size), w)
-        genuine, impostor = sim[rows][same[rows]], sim[rows][~same[rows]]
-        out["accuracy"][r] = correct[rows].mean() if rows.size else np.nan
-        if not genuine.size or not impostor.size:
-            continue  # a replicate without one kind: left out (NaN)
-        s = Scores(genuine, impostor)
-        out["eer"][r] = _eer(s)[0]
-        out["fmr100"][r], out["fmr1000"][r] = _fnmr_at_fmr(s, 0.01)[0], _fnmr_at_fmr(s, 0.001)[0]
+def _replicate_rates(sim: np.ndarray, same: np.ndarray, weights: np.ndarray) -> tuple:
+    "(FMR, FNMR) at every distinct score, ascending, of each weighted replicate (rows), and the impostor weight."
+    order = np.argsort(sim, kind="stable")
+    values, genuine = sim[order], same[order]
+    distinct = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    w = weights[:, order].astype(np.float64)  # integer weights: every sum below is exact
+    g = np.where(genuine, w, 0.0)
+    i = w - g
+    g_total, i_total = g.sum(1), i.sum(1)
+    below = (np.cumsum(g, 1) - g)[:, distinct]  # genuine weight strictly below each distinct score
+    at_or_above = i_total[:, None] - (np.cumsum(i, 1) - i)[:, distinct]  # impostor weight at or above it
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return at_or_above / i_total[:, None], below / g_total[:, None], at_or_above, i_total
+
+
+def _replicate_eer(fmr: np.ndarray, fnmr: np.ndarray) -> np.ndarray:
+    "`_eer` of each row: the line from the last point with FMR >= FNMR to the next one (or (0, 1)) meets FMR = FNMR."
+    rows, k = np.arange(len(fmr)), fmr.shape[1]
+    last = k - 1 - np.argmax((fmr - fnmr >= 0)[:, ::-1], axis=1)  # exists: at the lowest score FMR = 1 >= FNMR = 0
+    has_next = last + 1 < k
+    nxt = np.minimum(last + 1, k - 1)
+    a_fmr, a_fnmr = fmr[rows, last], fnmr[rows, last]
+    b_fmr, b_fnmr = np.where(has_next, fmr[rows, nxt], 0.0), np.where(has_next, fnmr[rows, nxt], 1.0)
+    gap_a, gap_b = a_fmr - a_fnmr, b_fmr - b_fnmr
+    frac = np.where(gap_a == gap_b, 0.0, gap_a / np.where(gap_a == gap_b, 1.0, gap_a - gap_b))
+    return a_fmr + frac * (b_fmr - a_fmr)
+
+
+def _replicate_fnmr_at(fnmr: np.ndarray, false_matches: np.ndarray, impostors: np.ndarray, target: float):
+    "`_fnmr_at_fmr` of each row: the FNMR at the lowest score that lets at most floor(target x impostors) through."
+    allowed = np.floor(target * impostors + 1e-9)
+    within = false_matches <= allowed[:, None]
+    first = np.argmax(within, axis=1)
+    return np.where(within.any(1), fnmr[np.arange(len(fnmr)), first], 1.0)
+
+
+def _replicate_accuracy(correct: np.ndarray, same: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    "The weighted share of correct decisions, genuine and impostor pairs each in the set's own proportion."
+    out = np.zeros(len(weights))
+    for kind in (same, ~same):
+        w = weights[:, kind].astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out += kind.mean() * (w @ correct[kind].astype(np.float64)) / w.sum(1)
+    return out
+
+
+def replicate_metrics(similarities, issame, correct, weights, *, chunk: int = 100) -> dict:
+    """Accuracy (of the fixed per-pair decisions `correct`), EER, FMR100 and FMR1000 of each weighted replicate:
+    arrays (n,). `similarities` and `correct` may hold one row per seed (seeds, pairs): then each replicate's
+    metric is the mean over the seeds. A replicate without genuine or without impostor pairs is NaN."""
+    same = np.asarray(issame, bool).ravel()
+    sims = np.atleast_2d(np.asarray(similarities, np.float64))
+    rights = np.atleast_2d(np.asarray(correct, bool))
+    weights = np.atleast_2d(np.asarray(weights))
+    if sims.shape != rights.shape or sims.shape[1] != same.size or weights.shape[1] != same.size:
+        raise FocusFaceError(
+            f"{sims.shape} scores, {rights.shape} decisions, {same.size} labels and {weights.shape} weights: "
+            "give each of them for the same pairs"
+        )
+    out = {k: np.zeros(len(weights)) for k in HEADLINE_METRICS}
+    for start in range(0, len(weights), chunk):
+        w = weights[start : start + chunk]
+        both = (w[:, same].sum(1) > 0) & (w[:, ~same].sum(1) > 0)
+        for sim, right in zip(sims, rights):
+            fmr, fnmr, false_matches, impostors = _replicate_rates(sim, same, w)
+            part = dict(accuracy=_replicate_accuracy(right, same, w), eer=_replicate_eer(fmr, fnmr))
+            for k, target in FMR_TARGETS.items():
+                part[k] = _replicate_fnmr_at(fnmr, false_matches, impostors, target)
+            for k, v in part.items():
+                out[k][start : start + chunk] += np.where(both, v, np.nan) / len(sims)
     return out
 
 # %% ../nbs/19_metrics.ipynb #d3229893
@@ -322,14 +400,15 @@ def percentile_interval(values, level: float = 0.95) -> tuple[float, float]:
 
 # %% ../nbs/19_metrics.ipynb #14b35924
 def confidence_intervals(
-    similarities, issame, correct, clusters=None, *, n: int = 1000, seed: int = 0, level: float = 0.95
+    similarities, issame, correct, people=None, *, n: int = 1000, seed: int = 0, level: float = 0.95
 ) -> dict:
-    "Percentile bootstrap intervals `{metric: (low, high)}` of accuracy, EER, FMR100, FMR1000: clusters (people) resampled, or pairs without them."
-    sim = np.asarray(similarities).ravel()
-    if clusters is not None and len(clusters) != sim.size:
-        raise FocusFaceError(f"{len(clusters)} cluster labels for {sim.size} pairs: give one per pair")
-    weights = bootstrap_weights(np.arange(sim.size) if clusters is None else clusters, n, seed)
-    return {k: percentile_interval(v, level) for k, v in replicate_metrics(sim, issame, correct, weights).items()}
+    """Percentile bootstrap intervals `{metric: (low, high)}` of accuracy, EER, FMR100, FMR1000 (of the mean over
+    seeds, given one row per seed): `people` (one or two per pair) resampled, or the pairs without them."""
+    pairs = np.size(issame)
+    weights = bootstrap_weights(np.arange(pairs) if people is None else people, n, seed, pairs=pairs)
+    return {
+        k: percentile_interval(v, level) for k, v in replicate_metrics(similarities, issame, correct, weights).items()
+    }
 
 # %% ../nbs/19_metrics.ipynb #abfb55f4
 def fnmr_at(scores: Scores, targets) -> np.ndarray:
@@ -338,16 +417,21 @@ def fnmr_at(scores: Scores, targets) -> np.ndarray:
 
 # %% ../nbs/19_metrics.ipynb #9710c530
 def bootstrap_band(
-    similarities, issame, fmr_grid, clusters=None, *, n: int = 1000, seed: int = 0, level: float = 0.95
+    similarities, issame, fmr_grid, people=None, *, n: int = 1000, seed: int = 0, level: float = 0.95, chunk: int = 100
 ) -> tuple[np.ndarray, np.ndarray]:
-    "(low, high): the percentile bootstrap interval of `fnmr_at` each FMR of `fmr_grid`, clusters (people) or pairs resampled."
+    "(low, high): the pointwise percentile bootstrap interval of `fnmr_at` each FMR of `fmr_grid`, people or pairs resampled."
     sim, same = np.asarray(similarities, np.float64).ravel(), np.asarray(issame, bool).ravel()
     grid = np.atleast_1d(np.asarray(fmr_grid, np.float64))
+    weights = bootstrap_weights(np.arange(sim.size) if people is None else people, n, seed, pairs=sim.size)
     reps = np.full((n, grid.size), np.nan)
-    for r, w in enumerate(bootstrap_weights(np.arange(sim.size) if clusters is None else clusters, n, seed)):
-        rows = np.repeat(np.arange(sim.size), w)
-        if same[rows].any() and (~same[rows]).any():
-            reps[r] = fnmr_at(Scores(sim[rows][same[rows]], sim[rows][~same[rows]]), grid)
+    for start in range(0, n, chunk):
+        w = weights[start : start + chunk]
+        _, fnmr, false_matches, impostors = _replicate_rates(sim, same, w)
+        both = (w[:, same].sum(1) > 0) & (impostors > 0)
+        for j, target in enumerate(grid):
+            reps[start : start + chunk, j] = np.where(
+                both, _replicate_fnmr_at(fnmr, false_matches, impostors, target), np.nan
+            )
     bounds = np.array([percentile_interval(reps[:, j], level) for j in range(grid.size)])
     return bounds[:, 0], bounds[:, 1]
 
@@ -362,6 +446,56 @@ def mcnemar_exact(correct_a, correct_b) -> dict:
     p = 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)  # exact integers
     return dict(only_a=only_a, only_b=only_b, p=p)
 
+# %% ../nbs/19_metrics.ipynb #7a497b8b
+def _normal_p(z: float) -> float:
+    "Two-sided p of a standard normal statistic."
+    return math.erfc(abs(z) / math.sqrt(2))
+
+
+def clustered_difference_test(correct_a, correct_b, people) -> dict:
+    """The accuracy difference of two models on the same pairs (one row per seed allowed) with its person-clustered
+    standard error and two-sided p; `people`: one or two per pair."""
+    a, b = np.atleast_2d(np.asarray(correct_a, bool)), np.atleast_2d(np.asarray(correct_b, bool))
+    if a.shape != b.shape:
+        raise FocusFaceError(f"{a.shape} decisions against {b.shape}: compare the same pairs")
+    d = (a.astype(np.float64) - b).mean(0)
+    first, second, count = _people_index(people, d.size)
+    r = d - d.mean()
+    two = first != second
+    per_person = np.bincount(first, r, count) + np.bincount(second, np.where(two, r, 0.0), count)
+    _, duo = np.unique(
+        np.stack([np.minimum(first, second), np.maximum(first, second)])[:, two], axis=1, return_inverse=True
+    )
+    per_duo = np.bincount(duo.ravel(), r[two]) if two.any() else np.zeros(0)
+    shared = per_person @ per_person - per_duo @ per_duo  # r_p r_q over every two pairs that share a person
+    if shared <= 0:  # not a sum of squares: it can fall to 0 or below; then the larger one-way clustered sum
+        shared = max(np.sum(np.bincount(side, r, count) ** 2) for side in (first, second))
+    variance = shared / d.size**2 * count / max(count - 1, 1)
+    se = math.sqrt(variance) if variance > 0 else 0.0
+    difference = float(d.mean())
+    p = 1.0 if se == 0 else _normal_p(difference / se)
+    return dict(
+        only_a=int((a & ~b).sum()),
+        only_b=int((~a & b).sum()),
+        difference=difference,
+        se=se,
+        p=p,
+        test="person-clustered",
+    )
+
+
+def paired_test(correct_a, correct_b, people=None) -> dict:
+    """Is the accuracy of `a` different from `b`'s on the same pairs? The person-clustered test when the people are
+    known; else McNemar's exact test for one seed, and the same clustered statistic over pairs for several."""
+    a = np.atleast_2d(np.asarray(correct_a, bool))
+    if people is not None:
+        return clustered_difference_test(correct_a, correct_b, people)
+    if len(a) > 1:
+        return clustered_difference_test(correct_a, correct_b, np.arange(a.shape[1])) | dict(test="pair-level")
+    m = mcnemar_exact(correct_a, correct_b)
+    b = np.atleast_2d(np.asarray(correct_b, bool))
+    return m | dict(difference=float(a.mean() - b.mean()), se=math.nan, test="McNemar exact")
+
 # %% ../nbs/19_metrics.ipynb #907a28dc
 def paired_difference(
     similarities_a,
@@ -370,17 +504,18 @@ def paired_difference(
     correct_a,
     correct_b,
     *,
-    clusters=None,
+    people=None,
     n: int = 1000,
     seed: int = 0,
     level: float = 0.95,
 ) -> dict:
-    "`{metric: (a - b, low, high)}`: each metric's difference and its paired bootstrap interval (the same replicates for both)."
-    a, b = np.asarray(similarities_a).ravel(), np.asarray(similarities_b).ravel()
+    """`{metric: (a - b, low, high)}`: each metric's difference and its paired bootstrap interval (the same
+    replicates for both; one row per seed allowed: the difference of the means over seeds)."""
+    a, b = np.atleast_2d(similarities_a), np.atleast_2d(similarities_b)
     if a.shape != b.shape:
-        raise FocusFaceError(f"{a.size} scores against {b.size}: compare the same pairs")
-    weights = bootstrap_weights(np.arange(a.size) if clusters is None else clusters, n, seed)
-    ones = np.ones((1, a.size), int)
+        raise FocusFaceError(f"{a.shape} scores against {b.shape}: compare the same pairs")
+    weights = bootstrap_weights(np.arange(a.shape[1]) if people is None else people, n, seed, pairs=a.shape[1])
+    ones = np.ones((1, a.shape[1]), int)
     point = [replicate_metrics(s, issame, c, ones) for s, c in ((a, correct_a), (b, correct_b))]
     ra, rb = (replicate_metrics(s, issame, c, weights) for s, c in ((a, correct_a), (b, correct_b)))
     return {
@@ -397,3 +532,71 @@ def holm(pvalues) -> list[float]:
         running = max(running, min(1.0, (p.size - rank) * p[i]))
         adjusted[i] = running
     return adjusted.tolist()
+
+# %% ../nbs/19_metrics.ipynb #5322136a
+def simulate_scores(people, same, rng, *, separation: float = 2.4, person_share: float = 0.5) -> np.ndarray:
+    "Scores of a simulated set with this layout (both people of each pair, genuine or not) in which people matter."
+    first, second, count = _people_index(people, len(same))
+    easy, alike = rng.standard_normal(count), rng.standard_normal(count)
+    shared, own = math.sqrt(person_share), math.sqrt(1 - person_share)
+    genuine = separation + shared * easy[first] + own * rng.standard_normal(len(same))
+    impostor = (
+        -separation + shared * (alike[first] + alike[second]) / math.sqrt(2) + own * rng.standard_normal(len(same))
+    )
+    return np.where(same, genuine, impostor)
+
+
+def simulated_truth(same, *, separation: float = 2.4) -> dict:
+    "The true accuracy (threshold 0, the set's genuine share), EER, FMR100 and FMR1000 of `simulate_scores`."
+    from statistics import NormalDist
+
+    phi, z = NormalDist().cdf, NormalDist().inv_cdf
+    truth = dict(accuracy=phi(separation), eer=phi(-separation))
+    return truth | {k: phi(z(1 - target) - 2 * separation) for k, target in FMR_TARGETS.items()}
+
+
+COVERAGE_SCHEMES = ("pairs", "first person", "both people")  # what `interval_coverage` resamples
+
+
+def interval_coverage(
+    people, same, *, schemes=COVERAGE_SCHEMES, sets: int = 200, n: int = 200, seed: int = 0, **simulation
+) -> dict:
+    "`{scheme: {metric: share of the simulated sets whose 95% interval holds the true value}}` (`simulate_scores`)."
+    people, same = np.asarray(people), np.asarray(same, bool)
+    truth = simulated_truth(same, **{k: v for k, v in simulation.items() if k == "separation"})
+    resampled = {"pairs": np.arange(len(same)), "first person": people[:, 0], "both people": people}
+    held = {s: {k: 0 for k in HEADLINE_METRICS} for s in schemes}
+    rng = np.random.default_rng(seed)
+    for trial in range(sets):
+        sim = simulate_scores(people, same, rng, **simulation)
+        correct = (sim >= 0) == same
+        for scheme in schemes:
+            bounds = confidence_intervals(sim, same, correct, resampled[scheme], n=n, seed=trial)
+            for k, (low, high) in bounds.items():
+                held[scheme][k] += low <= truth[k] <= high
+    return {s: {k: v / sets for k, v in by.items()} for s, by in held.items()}
+
+
+def simulate_paired_decisions(people, rng, *, tau: float, base: float = 3.0, scale: float = 0.5):
+    "Per-pair decisions (right or not) of two models of equal mean accuracy whose advantage varies by person (`tau`)."
+    first, second, count = _people_index(people, len(people))
+    pairs, two = len(first), first != second
+    shared = rng.standard_normal(count)
+    level = base + np.where(two, (shared[first] + shared[second]) / math.sqrt(2), shared[first])
+    level = level + rng.standard_normal(pairs)
+    advantage = rng.standard_normal(count)
+    delta = tau * scale * np.where(two, (advantage[first] + advantage[second]) / math.sqrt(2), advantage[first])
+    right_a = level + delta / 2 + rng.logistic(0, scale, pairs) > 0
+    right_b = level - delta / 2 + rng.logistic(0, scale, pairs) > 0
+    return right_a, right_b
+
+
+def test_size(people, *, tau: float, sets: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
+    "`{test: share of the simulated sets it called significant at alpha}` for two models of equal accuracy."
+    rng, called = np.random.default_rng(seed), {"McNemar exact": 0, "person-clustered": 0, "discordant pairs": 0}
+    for _ in range(sets):
+        a, b = simulate_paired_decisions(people, rng, tau=tau)
+        called["McNemar exact"] += mcnemar_exact(a, b)["p"] < alpha
+        called["person-clustered"] += clustered_difference_test(a, b, people)["p"] < alpha
+        called["discordant pairs"] += int((a != b).sum())
+    return {k: v / sets for k, v in called.items()}

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 
 import numpy as np
 
 from .errors import FocusFaceError
 from .files import atomic_write_bytes, save_figure
-from .metrics import HEADLINE_METRICS
+from .metrics import FMR_TARGETS, HEADLINE_METRICS
 from focusface.results import (
     PROTOCOLS,
     read_curves,
@@ -28,9 +29,10 @@ from focusface.results import (
 )
 
 # %% auto #0
-__all__ = ['TABLE_COLUMNS', 'PROTOCOL_NAMES', 'load_results', 'results_table', 'cost_table', 'environment_said', 'write_tables',
-           'add_intervals', 'paired_tests', 'tests_table', 'curve_figures', 'variant_label', 'score_figure',
-           'training_figure', 'write_report']
+__all__ = ['TABLE_COLUMNS', 'FEW_ERRORS', 'TESTS_SAID', 'REFERENCE_NUMBERS', 'VERDICT_WORDS', 'SHORT_NAMES', 'PROTOCOL_NAMES',
+           'load_results', 'errors_behind', 'results_table', 'cost_table', 'environment_said', 'write_tables',
+           'add_intervals', 'paired_tests', 'tests_table', 'interpretation', 'curve_figures', 'variant_label',
+           'score_figure', 'training_figure', 'about_said', 'write_report']
 
 # %% ../nbs/31_report.ipynb #075a3f86
 TABLE_COLUMNS = (
@@ -41,8 +43,10 @@ TABLE_COLUMNS = (
     ("g_mean", "G-mean"),
     ("i_mean", "I-mean"),
     ("fdr", "FDR"),
-)  # the masked face recognition papers' columns
+    ("mask_detection_accuracy", "Mask acc. %"),
+)  # the masked face recognition papers' columns, and FocusFace's second task
 _PERCENT = set(HEADLINE_METRICS)  # the rates, shown in %, with their spread and interval
+FEW_ERRORS = 10  # a rate that rests on fewer errors is marked: its interval is wide and covers less well
 
 # %% ../nbs/31_report.ipynb #5414f72c
 def _mean_over_seeds(values: list[dict]) -> dict:
@@ -59,6 +63,12 @@ def _mean_over_seeds(values: list[dict]) -> dict:
     return row
 
 
+def _with_pyeer_eer(metrics: dict) -> dict:
+    "A protocol's metrics with pyeer's EER beside the table's (`eer_pyeer`, from the evaluation's `paper` numbers)."
+    paper = metrics.get("paper") or {}
+    return dict(metrics, eer_pyeer=paper.get("eer")) if "eer" in paper else metrics
+
+
 def load_results(variants: dict, seeds=None) -> list[dict]:
     "One row per (variant, evaluation set, protocol) from `{variant: (run folder, evaluation folder)}`; with `seeds`, the mean over their `seed<s>` folders."
     rows = []
@@ -68,7 +78,7 @@ def load_results(variants: dict, seeds=None) -> list[dict]:
         summary = summaries[0]
         for name, by_protocol in by_seed[0].items():
             for protocol in sorted(by_protocol, key=PROTOCOLS.index):  # the papers' order
-                metrics = _mean_over_seeds([m[name][protocol] for m in by_seed])
+                metrics = _mean_over_seeds([_with_pyeer_eer(m[name][protocol]) for m in by_seed])
                 rows.append(
                     dict(
                         variant=variant,
@@ -85,9 +95,27 @@ def load_results(variants: dict, seeds=None) -> list[dict]:
     return rows
 
 # %% ../nbs/31_report.ipynb #a054a09e
+def errors_behind(row: dict, key: str) -> int | None:
+    """How many errors a row's rate rests on: its wrong decisions (accuracy), the false matches at the EER, or the
+    false matches its FMR allows (FMR100, FMR1000: the threshold is set by that many impostor scores); None when
+    the row does not say how many pairs it has."""
+    if row.get(key) is None or row.get("n_impostor") is None:
+        return None
+    if key == "accuracy":
+        return round((1 - row[key]) * (row["n_genuine"] + row["n_impostor"]))
+    if key == "eer":
+        return round(row[key] * min(row["n_genuine"], row["n_impostor"]))
+    return math.floor(FMR_TARGETS[key] * row["n_impostor"] + 1e-9) if key in FMR_TARGETS else None
+
+
+def _few(row: dict, key: str) -> bool:
+    errors = errors_behind(row, key)
+    return errors is not None and errors < FEW_ERRORS
+
+
 def _cell(row: dict, key: str) -> str:
     if row.get(key) is None:
-        return "n/a"  # a protocol with too few pairs to measure
+        return "n/a"  # a protocol with too few pairs to measure, or a model without a trained mask head
     if key in _PERCENT:  # with the spread between seeds and the interval (add_intervals) when there are
         spread = f" ± {row[f'{key}_sd'] * 100:.2f}" if row.get(f"{key}_sd") is not None else ""
         interval = (
@@ -95,7 +123,9 @@ def _cell(row: dict, key: str) -> str:
             if row.get(f"{key}_low") is not None
             else ""
         )
-        return f"{row[key] * 100:.2f}{spread}{interval}"
+        return f"{row[key] * 100:.2f}{'†' if _few(row, key) else ''}{spread}{interval}"
+    if key == "mask_detection_accuracy":
+        return f"{row[key] * 100:.2f}"
     return f"{row[key]:.3f}" if key in ("g_mean", "i_mean") else f"{row[key]:.2f}"
 
 
@@ -139,6 +169,14 @@ def results_table(rows: list[dict], fmt: str = "md") -> str:
     raise FocusFaceError(f"table format must be md, tex or csv, got {fmt!r}")
 
 # %% ../nbs/31_report.ipynb #0726d257
+def _started_from(row: dict) -> str | None:
+    "The variant whose model a row's run started from (its `init`), or None for random weights."
+    start = Path(row["init"]).parent if row.get("init") else None
+    if start is not None and seed_of(start) is not None:  # the run of that variant with the same seed
+        start = start.parent
+    return start.name if start else None
+
+
 def cost_table(rows: list[dict]) -> str:
     "What each variant's training cost, in Markdown: runs, and per run optimiser steps, pairs and images seen (wall time depends on the machine: see each run's cost.json)."
     seen, lines = (
@@ -152,11 +190,8 @@ def cost_table(rows: list[dict]) -> str:
         if r["variant"] in seen:
             continue
         seen.add(r["variant"])
-        start = Path(r["init"]).parent if r.get("init") else None
-        if start is not None and seed_of(start) is not None:  # the run of that variant with the same seed
-            start = start.parent
         lines.append(
-            f"| {r['variant']} | {start.name if start else 'random weights'} | {r.get('seeds', 1)} | "
+            f"| {r['variant']} | {_started_from(r) or 'random weights'} | {r.get('seeds', 1)} | "
             f"{r['steps']:,} | {r['pairs_seen']:,} | {r['images_seen']:,} |"
         )
     return "\n".join(lines) + "\n"
@@ -175,23 +210,54 @@ def _intervals_said(rows: list[dict]) -> str:
         return said
     how = " and ".join(sorted(resampled))
     replicates = max(r.get("replicates", 0) for r in rows)
-    return said + (
+    said += (
         f" In brackets: 95% bootstrap intervals{' of the mean over seeds' if seeds > 1 else ''} ({replicates:,} "
-        f"replicates resampling the evaluation set's {how}: a person's pairs are not independent of each "
-        "other; see focusface.metrics)."
+        f"replicates resampling the evaluation set's {how}"
+        + (
+            ", both people of each pair: a person's pairs are not independent of each other; their coverage is "
+            "measured in focusface.metrics"
+            if "people" in resampled
+            else ""
+        )
+        + ")."
     )
+    if "pairs" in resampled:
+        said += (
+            " A set that does not say who is in each pair has its pairs resampled, as if they were independent: "
+            "those intervals are too narrow (give a .bin its .pairs.tsv: focusface pairs-tsv)."
+        )
+    if any(_few(r, k) for r in rows for k in HEADLINE_METRICS):
+        example = next((r for r in rows if _few(r, "fmr1000")), None)
+        said += f" † marks a rate that rests on fewer than {FEW_ERRORS} errors" + (
+            f" (FMR1000 on {int(example['n_impostor']):,} impostor pairs: the threshold that lets "
+            f"{errors_behind(example, 'fmr1000')} of them through)"
+            if example
+            else ""
+        )
+        said += ": its interval is wide and covers less well than 95%; read it as an order of magnitude."
+    return said
+
+
+TESTS_SAID = {
+    "person-clustered": "the person-clustered test of the accuracy difference (pairs that share a person are "
+    "correlated; its size is measured in focusface.metrics)",
+    "McNemar exact": "McNemar's exact test (the set does not say who is in each pair, so its pairs are taken as "
+    "independent)",
+    "pair-level": "the pair-level test of the mean difference over seeds (the set does not say who is in each pair)",
+}
 
 
 def _tests_said(tests: list[dict]) -> str:
     if not tests:
         return ""
     several = max(t.get("seeds", 1) for t in tests) > 1
+    used = "; ".join(TESTS_SAID[t] for t in dict.fromkeys(t["test"] for t in tests))
     return (
         "\nPaired tests on the same pairs (variant minus the baseline it is tested against, in percentage points): "
-        "McNemar's exact test of the accuracy's per-pair decisions, Holm-adjusted over the whole table"
-        + (" (with several seeds: each seed tested, the largest p kept, the counts summed)" if several else "")
-        + "; the paired bootstrap interval of the EER difference. * marks a difference at the 5% level (Holm p < 0.05; "
-        "an EER interval that excludes 0).\n\n" + tests_table(tests)
+        f"accuracy by {used}, Holm-adjusted over the whole table"
+        + (" (with several seeds: of the accuracy averaged over them, the counts summed)" if several else "")
+        + "; the paired bootstrap interval of the EER difference (the same people resampled for both). * marks a "
+        "difference at the 5% level (Holm p < 0.05; an EER interval that excludes 0).\n\n" + tests_table(tests)
     )
 
 
@@ -205,22 +271,59 @@ def environment_said(env: dict) -> str:
         "another environment gives other numbers from the same code, data and seeds.\n"
     )
 
+# %% ../nbs/31_report.ipynb #d123d64e
+REFERENCE_NUMBERS = """Reference numbers from other settings, for scale only (other data, other models; not comparable with the table
+above): Boutros et al., SRT (Pattern Recognition 2022), Table 3, a ResNet-100 ArcFace model on LFW with synthetic
+MaskTheFace masks, in %:
+
+| protocol | EER | FMR100 | FMR1000 | FDR |
+| --- | ---: | ---: | ---: | ---: |
+| U-U | 0.2660 | 0.2667 | 0.3333 | 33.06 |
+| U-M | 1.0000 | 0.9667 | 2.5667 | 13.17 |
+| M-M | 0.9667 | 0.9667 | 2.4333 | 14.23 |
+
+focusface's default masks are calibrated to MaskTheFace's on real LFW faces (how much of the crop they cover, where
+they sit, the similarity they cost a recognizer: nbs/24_maskfidelity.ipynb), so its U-M and M-M are drawn like the
+masks of those numbers.
+"""
+
 # %% ../nbs/31_report.ipynb #8bc17a4c
+def _eer_said(rows: list[dict]) -> str:
+    "Which EER the table reports, and how far pyeer's (the FocusFace authors' tool) lies from it on these rows."
+    apart = [
+        abs(r["eer"] - r["eer_pyeer"]) for r in rows if r.get("eer") is not None and r.get("eer_pyeer") is not None
+    ]
+    said = (
+        " EER: where FMR and FNMR cross, interpolated between the two operating points around it; pyeer's EER (the "
+        "FocusFace authors' tool: the mean of FMR and FNMR at the threshold where they are closest) is results.csv's "
+        "`eer_pyeer`"
+    )
+    return said + (f", at most {max(apart) * 100:.2f} points from it here." if apart else ".")
+
+
 def write_tables(
-    rows: list[dict], folder, tests: list[dict] | None = None, environment: dict | None = None
+    rows: list[dict],
+    folder,
+    tests: list[dict] | None = None,
+    environment: dict | None = None,
+    about: str = "",
 ) -> list[Path]:
-    "`results.md` (with the paired tests, the cost table and the `environment`), `results.tex`, `results.csv` (and `paired_tests.csv`) in `folder`."
+    "`results.md` (`about` on top; the paired tests, what they say, reference numbers, the cost and the `environment` below), `results.tex`, `results.csv` (and `paired_tests.csv`) in `folder`."
     folder = Path(folder)
     score = {r.get("score", "cosine") for r in rows}
     said = "cosine similarity" if score == {"cosine"} else "the authors' score 1 - ||a - b|| / 2"
     md = (
-        f"Scores: {said}. Accuracy (insightface's 10-fold protocol) and error rates in %; G-mean and I-mean the mean "
-        "genuine and impostor score, FDR their Fisher discriminant ratio; "
-        f"U-M masks the probe, M-M both images.{_intervals_said(rows)}\n\n"
+        (f"{about.rstrip()}\n\n" if about else "")
+        + f"Scores: {said}. Accuracy (insightface's 10-fold protocol) and error rates in %; G-mean and I-mean the "
+        "mean genuine and impostor score, FDR their Fisher discriminant ratio; Mask acc. the mask head's accuracy on "
+        "the protocol's images (n/a: a model without a trained mask head); "
+        f"U-M masks the probe, M-M both images.{_eer_said(rows)}{_intervals_said(rows)}\n\n"
         + results_table(rows, "md")
         + _tests_said(tests or [])
+        + (f"\n{interpretation(rows, tests)}" if tests else "")
         + "\nTraining cost:\n\n"
         + cost_table(rows)
+        + f"\n{REFERENCE_NUMBERS}"
         + (f"\n{environment_said(environment)}" if environment else "")
     )
     outputs = [
@@ -233,34 +336,29 @@ def write_tables(
     return [atomic_write_bytes(folder / name, text.encode(), sources=(), kind=None) for name, text in outputs]
 
 # %% ../nbs/31_report.ipynb #5e8236cd
-def _replicates(per_seed: list, weights: np.ndarray) -> dict:
-    "Each metric's bootstrap replicates, averaged over the seeds' evaluations of the same pairs (the same weights for all)."
-    from focusface.metrics import replicate_metrics
-
-    reps = [replicate_metrics(s.scores, s.issame, s.correct, weights) for s in per_seed]
-    return {k: np.mean([r[k] for r in reps], axis=0) for k in reps[0]}
-
-
-def _seed_pairs(evaluation, seeds, name: str, protocol: str) -> list:
-    "Each seed's saved pairs (`focusface.results.ProtocolPairs`) of one set and protocol."
-    return [read_pairs(e, name, protocol) for e in seed_folders(evaluation, seeds)]
+def _seed_pairs(evaluation, seeds, name: str, protocol: str) -> tuple:
+    "(scores (seeds, pairs), decisions (seeds, pairs), issame, people or None): every seed's saved pairs of a set and protocol."
+    saved = [read_pairs(e, name, protocol) for e in seed_folders(evaluation, seeds)]
+    if any(not np.array_equal(p.issame, saved[0].issame) for p in saved):
+        raise FocusFaceError(
+            f"{evaluation}: its seeds' evaluations of {name} ({protocol}) are not of the same pairs; re-run them"
+        )
+    return np.stack([p.scores for p in saved]), np.stack([p.correct for p in saved]), saved[0].issame, saved[0].people
 
 
 def add_intervals(
     rows: list[dict], evaluations: dict, seeds=None, *, n: int = 1000, seed: int = 0, level: float = 0.95
 ) -> list[dict]:
     "`rows` with the bootstrap interval of accuracy, EER, FMR100, FMR1000 (`<metric>_low`, `_high`; of the mean over `seeds`) and what was `resampled`."
-    from focusface.metrics import bootstrap_weights, percentile_interval
+    from focusface.metrics import confidence_intervals
 
     out = []
     for row in rows:
         if row.get("eer") is None:  # a protocol with too few pairs to measure
             out.append(dict(row, resampled=None))
             continue
-        per_seed = _seed_pairs(evaluations[row["variant"]], seeds, row["set"], row["protocol"])
-        same, people = per_seed[0].issame, per_seed[0].people
-        weights = bootstrap_weights(np.arange(same.size) if people is None else people, n, seed)
-        bounds = {k: percentile_interval(v, level) for k, v in _replicates(per_seed, weights).items()}
+        scores, correct, same, people = _seed_pairs(evaluations[row["variant"]], seeds, row["set"], row["protocol"])
+        bounds = confidence_intervals(scores, same, correct, people, n=n, seed=seed, level=level)
         out.append(
             dict(
                 row,
@@ -278,26 +376,26 @@ def _test_order(variants: list, references: tuple) -> list[tuple]:
     return [(v, r) for r in refs for v in variants if v != r and not (v in refs and refs.index(v) > refs.index(r))]
 
 
-def _paired(a: list, b: list, n: int, seed: int, level: float) -> dict:
-    "One comparison of two variants' per-seed evaluations of the same pairs: McNemar per seed (the largest p), the EER difference of the means."
-    from focusface.metrics import bootstrap_weights, mcnemar_exact, percentile_interval
+def _paired(a: tuple, b: tuple, n: int, seed: int, level: float) -> dict:
+    "One comparison of two variants' evaluations of the same pairs (`_seed_pairs`, every seed): the accuracy's paired test, the EER difference's interval."
+    from focusface.metrics import paired_difference, paired_test
 
-    by_seed = [mcnemar_exact(x.correct, y.correct) for x, y in zip(a, b)]
-    same, people = a[0].issame, a[0].people
-    weights = bootstrap_weights(np.arange(same.size) if people is None else people, n, seed)
-    whole = np.ones((1, same.size), int)
-    eer = float(_replicates(a, whole)["eer"][0] - _replicates(b, whole)["eer"][0])
-    low, high = percentile_interval(_replicates(a, weights)["eer"] - _replicates(b, weights)["eer"], level)
+    (scores_a, correct_a, same, people), (scores_b, correct_b, *_) = a, b
+    test = paired_test(correct_a, correct_b, people)
+    eer, low, high = paired_difference(
+        scores_a, scores_b, same, correct_a, correct_b, people=people, n=n, seed=seed, level=level
+    )["eer"]
     return dict(
-        accuracy_difference=float(np.mean([x.correct.mean() - y.correct.mean() for x, y in zip(a, b)])),
-        only_variant_right=sum(t["only_a"] for t in by_seed),
-        only_reference_right=sum(t["only_b"] for t in by_seed),
-        p=max(t["p"] for t in by_seed),
+        accuracy_difference=test["difference"],
+        only_variant_right=test["only_a"],
+        only_reference_right=test["only_b"],
+        test=test["test"],
+        p=test["p"],
         eer_difference=eer,
         eer_difference_low=low,
         eer_difference_high=high,
         eer_differs=bool(low > 0 or high < 0),
-        seeds=len(a),
+        seeds=len(scores_a),
     )
 
 
@@ -312,7 +410,7 @@ def paired_tests(
     level: float = 0.95,
     alpha: float = 0.05,
 ) -> list[dict]:
-    "Each variant against each reference in every masked protocol, on the same pairs (every seed); McNemar's p Holm-adjusted over all."
+    "Each variant against each reference in every masked protocol, on the same pairs (every seed); the accuracy tests' p Holm-adjusted over all."
     from focusface.metrics import holm
 
     variants = list(dict.fromkeys(r["variant"] for r in rows))
@@ -323,7 +421,7 @@ def paired_tests(
     for name, protocol in cases:
         for variant, reference in _test_order(variants, tuple(references)):
             a, b = (_seed_pairs(evaluations[v], seeds, name, protocol) for v in (variant, reference))
-            if not all(np.array_equal(x.issame, b[0].issame) for x in a + b):
+            if not np.array_equal(a[2], b[2]) or a[0].shape != b[0].shape:
                 raise FocusFaceError(
                     f"{name} {protocol}: {variant} and {reference} were not evaluated on the same pairs; "
                     "re-run their evaluations"
@@ -341,7 +439,7 @@ def tests_table(tests: list[dict]) -> str:
     sets = len({t["set"] for t in tests}) > 1
     lines = [
         ("| set " if sets else "") + "| protocol | variant | against | Acc. diff. | right only: variant / against "
-        "| McNemar p | Holm p | EER diff. [95% CI] |",
+        "| p | Holm p | EER diff. [95% CI] |",
         "| " + "--- | " * (3 + sets) + "---: | " * 5,
     ]
     lines[1] = lines[1].rstrip()
@@ -359,6 +457,106 @@ def tests_table(tests: list[dict]) -> str:
             f"{t['eer_difference_high'] * 100:+.2f}]{mark(t['eer_differs'])} |"
         )
     return "\n".join(lines) + "\n"
+
+# %% ../nbs/31_report.ipynb #c913c997
+def _verdict(t: dict) -> str:
+    "better, worse, mixed (one measure each way) or same (nothing significant) for the variant against its reference."
+    better = (t["accuracy_differs"] and t["accuracy_difference"] > 0) or (t["eer_differs"] and t["eer_difference"] < 0)
+    worse = (t["accuracy_differs"] and t["accuracy_difference"] < 0) or (t["eer_differs"] and t["eer_difference"] > 0)
+    return "mixed" if better and worse else "better" if better else "worse" if worse else "same"
+
+
+def _span(values: list) -> str:
+    "One signed number, or the range of several, in percentage points."
+    low, high = min(values) * 100, max(values) * 100
+    return f"{low:+.2f}" if f"{low:+.2f}" == f"{high:+.2f}" else f"{low:+.2f} to {high:+.2f}"
+
+
+def _names(names: list) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+VERDICT_WORDS = dict(
+    better="better than", worse="worse than", mixed="better by one measure and worse by the other than"
+)
+
+
+def _significant(tests: list, key: str) -> str:
+    "Nothing when the measure differs significantly in every test of a sentence, else which ones it does."
+    which = [t["variant"] for t in tests if t[key]]
+    if len(which) == len(tests):
+        return ""
+    return " (not significant)" if not which else f" (significant for {_names(which)} only)"
+
+
+SHORT_NAMES = dict(uu="U-U", um="U-M", mm="M-M", all="all pairs")
+
+
+def _compared(group: list, reference: str) -> str:
+    "What one protocol's tests against one reference say, in a sentence."
+    parts = []
+    for verdict in ("better", "worse", "mixed", "same"):
+        chosen = [t for t in group if _verdict(t) == verdict]
+        for t in chosen if verdict == "same" else [chosen] if chosen else []:
+            if verdict == "same":
+                parts.append(
+                    f"{t['variant']} is not significantly different from {reference} (accuracy "
+                    f"{t['accuracy_difference'] * 100:+.2f} points, Holm p = {t['p_holm']:.2g}; EER "
+                    f"{t['eer_difference'] * 100:+.2f} [{t['eer_difference_low'] * 100:+.2f}, "
+                    f"{t['eer_difference_high'] * 100:+.2f}])"
+                )
+                continue
+            verb = "is" if len(t) == 1 else "are"
+            parts.append(
+                f"{_names([x['variant'] for x in t])} {verb} {VERDICT_WORDS[verdict]} {reference} (accuracy "
+                f"{_span([x['accuracy_difference'] for x in t])} points{_significant(t, 'accuracy_differs')}, EER "
+                f"{_span([x['eer_difference'] for x in t])}{_significant(t, 'eer_differs')})"
+            )
+    return "; ".join(parts)
+
+
+def _budgets_said(rows: list[dict]) -> str:
+    "The training budgets behind the comparisons, when they differ between variants."
+    budget = {}
+    for r in rows:
+        if r.get("steps") is not None:
+            budget.setdefault(r["variant"], (r["steps"], _started_from(r)))
+    if len(set(budget.values())) < 2:
+        return ""
+    said = [
+        f"{_names([v for v, b in budget.items() if b == (steps, start)])}: {steps:,} steps "
+        + (f"on top of {start}" if start else "from random weights")
+        for steps, start in dict.fromkeys(budget.values())
+    ]
+    return (
+        "- Training budgets differ (" + "; ".join(said) + "): a comparison across budgets says which model is "
+        "better as trained, not which method is.\n"
+    )
+
+
+def interpretation(rows: list[dict], tests: list[dict]) -> str:
+    "What the paired tests say, in sentences: per protocol and baseline, then the unmasked rows, the budgets and the seeds."
+    several_sets = len({t["set"] for t in tests}) > 1
+    groups = {}
+    for t in tests:
+        groups.setdefault((t["set"], PROTOCOLS.index(t["protocol"]), t["reference"]), []).append(t)
+    lines = ["What the paired tests say (a difference counts only where a test calls it significant at 5%):", ""]
+    for (name, protocol, reference), group in sorted(groups.items(), key=lambda item: item[0][:2]):
+        where = f"{name}, " if several_sets else ""
+        lines.append(f"- {where}{SHORT_NAMES[PROTOCOLS[protocol]]}: {_compared(group, reference)}.")
+    unmasked = [r for r in rows if r["protocol"] == "uu" and r.get("accuracy") is not None]
+    if unmasked:
+        low, high = min(r["accuracy"] for r in unmasked), max(r["accuracy"] for r in unmasked)
+        lines.append(
+            f"- U-U is not tested pair by pair: its accuracies lie between {low * 100:.2f}% and {high * 100:.2f}%."
+        )
+    said = "\n".join(lines) + "\n" + _budgets_said(rows)
+    if max(r.get("seeds", 1) for r in rows) == 1:
+        said += (
+            "- One training seed: the tests hold the pairs' sampling, not the training's; a difference near the 5% "
+            "line can move with the seed (several seeds: the pipeline's `seeds`).\n"
+        )
+    return said
 
 # %% ../nbs/31_report.ipynb #4aac7e3f
 PROTOCOL_NAMES = dict(uu="U-U (unmasked pairs)", um="U-M (masked probe)", mm="M-M (both masked)")
@@ -513,6 +711,51 @@ def training_figure(runs: dict, path):
     return save_figure(fig, path)
 
 # %% ../nbs/31_report.ipynb #46c5ec63
+def about_said(params: dict, rows: list[dict], people: dict) -> str:
+    "The top of `results.md`: a title and what the numbers were measured on (`people`: each set's number of people, if known)."
+    data, train = params.get("data", {}), params.get("train", {})
+    sets = []
+    for r in rows:
+        if r["set"] not in {s for s, _ in sets} and r.get("n_impostor") is not None:
+            who = f" of {people[r['set']]:,} people" if people.get(r["set"]) else ""
+            sets.append(
+                (
+                    r["set"],
+                    f"{r['set']}, {int(r['n_genuine'] + r['n_impostor']):,} pairs ({int(r['n_genuine']):,} genuine, "
+                    f"{int(r['n_impostor']):,} impostor){who}",
+                )
+            )
+    evaluated = "; ".join(said for _, said in sets)
+    masks = params.get("masks", {}).get("spec", "")
+    epochs = train.get("epochs")
+    model = f"Backbone `{train.get('backbone')}`, {epochs} epoch{'' if epochs == 1 else 's'} from scratch"
+    if params.get("setting") == "demo":
+        return (
+            "# FocusFace and its baselines on synthetic identities (the demo)\n\n"
+            "Every face in this experiment is synthetic: identities rendered by `focusface.synthfaces`, who are no one. "
+            f"Training: {data.get('train_identities', 0):,} identities x {data.get('images_per_identity', 0)} images; "
+            f"evaluation, on identities apart from training's: {evaluated}; masks drawn by focusface ({masks}). {model}. The numbers show "
+            "that the method runs and how the variants compare on a small task: an accuracy of 99% here says nothing "
+            "about real faces.\n"
+        )
+    return (
+        "# FocusFace and its baselines: the paper setting\n\n"
+        f"Training: MS1M-ArcFace (`{data.get('ms1m')}`); evaluation: {evaluated}; synthetic masks drawn by focusface "
+        f"({masks}), and real masks where a set's labels say so. {model}.\n"
+    )
+
+
+def _people_counts(evaluations: dict, rows: list[dict], seeds) -> dict:
+    "The number of people of each evaluation set, where its saved pairs say who is in them."
+    counts = {}
+    first = seed_folders(next(iter(evaluations.values())), seeds)[0] if evaluations else None
+    for r in rows:
+        if first is not None and r["set"] not in counts and r.get("eer") is not None:
+            people = read_pairs(first, r["set"], r["protocol"]).people
+            counts[r["set"]] = None if people is None else len(np.unique(people))
+    return counts
+
+
 def write_report(params: dict, runs, evaluations, out, environment: dict | None = None) -> list[Path]:
     "The report stage: `out/results.{md,tex,csv}`, `out/paired_tests.csv` and `out/figures/` from `runs/<variant>/seed<s>` and `evaluations/<variant>/seed<s>`; `environment` (the check stage's) under the tables."
     from focusface.files import save_figure
@@ -526,7 +769,9 @@ def write_report(params: dict, runs, evaluations, out, environment: dict | None 
     if report["bootstrap"]:
         rows = add_intervals(rows, evaluated, seeds, **statistics)
     references = tuple(r.strip() for r in str(report["references"]).split(",") if r.strip())
-    written = write_tables(rows, out, paired_tests(rows, evaluated, references, seeds, **statistics), environment)
+    tests = paired_tests(rows, evaluated, references, seeds, **statistics)
+    about = about_said(params, rows, _people_counts(evaluated, rows, seeds))
+    written = write_tables(rows, out, tests, environment, about)
     first, figures = (
         {v: seed_folders(evaluated[v], seeds)[0] for v in names},
         Path(out, "figures"),

@@ -52,7 +52,7 @@ class ProtocolPairs:
     scores: np.ndarray  # (pairs,) the score of each pair
     issame: np.ndarray  # (pairs,) bool: same person?
     correct: np.ndarray  # (pairs,) bool: the 10-fold accuracy's decision was right
-    people: np.ndarray | None  # (pairs,) str: the first person of each pair, or None when the set does not say
+    people: np.ndarray | None  # (pairs, 2) str: both people of each pair, or None when the set does not say
 
 
 def scores_file(evaluation, name: str) -> Path:
@@ -97,7 +97,7 @@ def read_pairs(evaluation, name: str, protocol: str) -> ProtocolPairs:
             scores=saved[protocol],
             issame=saved[same],
             correct=saved[f"correct_{protocol}"],
-            people=saved["identity_a"] if "identity_a" in kept else None,
+            people=np.stack([saved["identity_a"], saved["identity_b"]], 1) if "identity_b" in kept else None,
         )
 
 # %% ../nbs/19b_results.ipynb #3a415df5
