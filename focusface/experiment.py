@@ -456,6 +456,8 @@ def _run_problems(train: dict, variants: dict) -> list[str]:
                 f"variants.{name}.init_from: must be {RANDOM_START} or one of the variants {sorted(variants)}, "
                 f"got {start!r}"
             )
+        if start != RANDOM_START:  # what variant_settings makes of it: the base variant's model
+            own["init"] = f"outputs/runs/{start}/model.pt"
         said += _config_problems(dict(train, **own), f"variants.{name}", known)
     return said + _circles(variants)
 

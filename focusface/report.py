@@ -644,7 +644,13 @@ def curve_figures(
                 if kind == "det"
                 else "FMR 0 is drawn at the left edge (log axis)"
             )
-            fig.text(0.01, 0.005, edges + ("; shaded: 95% bootstrap bands" if bands else ""), fontsize=7, color="0.35")
+            fig.text(
+                0.01,
+                0.005,
+                edges + ("; shaded: pointwise 95% bootstrap bands" if bands else ""),
+                fontsize=7,
+                color="0.35",
+            )
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
             written.append(save_figure(fig, Path(folder) / f"{kind}_{protocol}.png"))

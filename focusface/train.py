@@ -63,9 +63,9 @@ from focusface.runfolder import (
 from .trainconfig import TrainConfig, add_train_arguments, learning_rate, load_config, parse_train_arguments
 
 # %% auto #0
-__all__ = ['build_model', 'TrainingStep', 'Progress', 'Run', 'tune_backends', 'restore', 'start_run', 'write_run_files',
-           'announce', 'due', 'optimisation_step', 'log_progress', 'validate', 'save_state', 'finish', 'train',
-           'run_from_arguments', 'main']
+__all__ = ['CENTRE_IMAGES', 'build_model', 'TrainingStep', 'Progress', 'Run', 'tune_backends', 'restore', 'class_mean_centres',
+           'start_from_class_means', 'start_run', 'write_run_files', 'announce', 'due', 'optimisation_step',
+           'log_progress', 'validate', 'save_state', 'finish', 'train', 'run_from_arguments', 'main']
 
 # %% ../nbs/29_train.ipynb #097bc844
 def _init_source(config: TrainConfig) -> tuple[str | None, FocusFace | None]:
@@ -299,6 +299,56 @@ def restore(run: Run) -> None:
     if run.device.type == "cuda" and rng.get("cuda") is not None:
         torch.cuda.set_rng_state(rng["cuda"], run.device)
 
+# %% ../nbs/29_train.ipynb #b19d5b96
+CENTRE_IMAGES = 4  # images of each class whose mean embedding starts its centre (centres=class_means)
+
+
+def class_mean_centres(
+    model: FocusFace,
+    dataset: PairedFaces,
+    device,
+    *,
+    per_class: int = CENTRE_IMAGES,
+    batch_size: int = 256,
+    rank: int = 0,
+    world: int = 1,
+) -> torch.Tensor:
+    "(classes, D) unit vectors: each class's mean embedding of its first `per_class` training images under `model`."
+    from focusface.images import decode_image
+    from focusface.loaders import image_classes
+
+    faces = dataset.faces
+    kept = np.flatnonzero(np.isin(faces.image_keys, dataset.keys))  # held-out classes have no images here
+    classes, keys = image_classes(faces)[kept], faces.image_keys[kept]
+    order = np.lexsort((keys, classes))
+    first_of_class = np.searchsorted(classes[order], classes[order], side="left")
+    chosen = order[np.arange(len(order)) - first_of_class < per_class]
+    chosen = chosen[rank::world]  # this process's share; the sums are added up below
+    sums = torch.zeros(dataset.num_classes, model.config["embedding_size"], device=device)
+    training = model.training
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(chosen), batch_size):
+            part = chosen[start : start + batch_size]
+            batch = np.stack(
+                [decode_image(faces.read(int(k))[1], source=f"{faces.records.rec_path} key {k}") for k in keys[part]]
+            )
+            embeddings, _ = model.embed_faces(batch, flip=False)
+            sums.index_add_(0, torch.as_tensor(classes[part], device=device), embeddings.float())
+    model.train(training)
+    if world > 1:
+        torch.distributed.all_reduce(sums)
+    return F.normalize(sums, dim=1)
+
+
+def start_from_class_means(model: FocusFace, dataset: PairedFaces, device, rank: int = 0, world: int = 1) -> None:
+    "Set every class centre to its class's mean embedding, keeping each centre's length (`class_mean_centres`)."
+    centres = class_mean_centres(model, dataset, device, rank=rank, world=world)
+    weight = model.identity_classifier.weight
+    with torch.no_grad():
+        found = centres.norm(dim=1) > 0  # a class without an image keeps its random centre
+        weight[found] = centres[found] * weight[found].norm(dim=1, keepdim=True)
+
 # %% ../nbs/29_train.ipynb #118a6bec
 def _landmark_fit(config: TrainConfig, dataset: PairedFaces) -> dict | None:
     "With `config.landmarks`: how many training images get masks fitted to their landmarks, how many the template's."
@@ -362,6 +412,8 @@ def start_run(
         torch.distributed.barrier()
     model.identity_classifier.check_labels = False  # `check_labels` checked them all: no read of the device per step
     model.to(device)
+    if config.centres == "class_means" and plan != "resume":  # a resumed run has its centres in its checkpoint
+        start_from_class_means(model, dataset, device, rank, world)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]

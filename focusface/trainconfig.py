@@ -17,11 +17,12 @@ from .errors import FocusFaceError, shorten
 from .maskspec import DEFAULT_SPEC
 
 # %% auto #0
-__all__ = ['METHODS', 'FREEZE', 'BN_VIEWS', 'CLIP_SCOPES', 'YAML_BYTES', 'TrainConfig', 'config_defaults', 'read_yaml',
+__all__ = ['METHODS', 'CENTRES', 'FREEZE', 'BN_VIEWS', 'CLIP_SCOPES', 'YAML_BYTES', 'TrainConfig', 'config_defaults', 'read_yaml',
            'load_config', 'learning_rate', 'parse_train_arguments', 'add_train_arguments']
 
 # %% ../nbs/27_trainconfig.ipynb #ea6d91cc
 METHODS = ("focusface", "arcface", "arcface_aug")
+CENTRES = ("random", "class_means")  # how the class centres start (`centres`)
 FREEZE = ("none", "trunk", "trunk_but_last_stage")
 BN_VIEWS = ("separate", "joint")
 CLIP_SCOPES = ("network", "all")
@@ -55,6 +56,7 @@ class TrainConfig:
     margin_m: float = 0.5
     init: str | None = None  # start from this checkpoint / .mdl / backbone.pth
     freeze: str = "none"  # none | trunk | trunk_but_last_stage
+    centres: str = "random"  # with init: random class centres | class_means: each the mean embedding of its images
     epochs: int = 16  # insightface arcface_torch, MS1MV2 (2021 configs/base.py)
     max_steps: int | None = None  # stop after this many optimiser steps (the schedule still spans `epochs`)
     batch_size: int = 480  # pairs per optimiser step, all processes together (the authors': 480)
@@ -98,6 +100,11 @@ class TrainConfig:
             f"contrastive must be one of {list(CONTRASTIVE)}, got {shorten(self.contrastive)}",
         )
         need(self.freeze in FREEZE, f"freeze must be one of {list(FREEZE)}, got {shorten(self.freeze)}")
+        need(self.centres in CENTRES, f"centres must be one of {list(CENTRES)}, got {shorten(self.centres)}")
+        need(
+            self.centres == "random" or self.init,
+            "centres=class_means takes the class centres from a pretrained model's embeddings: give init too",
+        )
         need(self.schedule in ("step", "cosine"), f"schedule must be step or cosine, got {shorten(self.schedule)}")
         need(
             self.precision in ("fp32", "bf16", "fp16"),

@@ -425,3 +425,34 @@ def test_the_log_says_once_what_the_start_of_a_process_cost(faces, tmp_path):
     assert len(said) == 1, log
     first, after, cost = map(float, said[0])
     assert first > 0 and after > 0 and cost == pytest.approx(max(0.0, first - after), abs=0.11), said
+
+
+def test_class_means_start_each_centre_at_its_class_mean_embedding(faces, tmp_path):
+    """On top of a pretrained model, random class centres at ArcFace's scale send a large, meaningless gradient
+    into the pretrained trunk from the first step; centres=class_means starts each at its class's mean embedding
+    (the first CENTRE_IMAGES images of the class), keeping the length the random start gave it."""
+    from focusface.checkpoints import save_checkpoint
+    from focusface.images import decode_image
+    from focusface.loaders import image_classes
+    from focusface.model import FocusFace
+    from focusface.train import CENTRE_IMAGES
+
+    save_checkpoint(FocusFace("demo").eval(), tmp_path / "pretrained.pt")
+    common = dict(init=str(tmp_path / "pretrained.pt"), max_steps=1, dropout=0.0)
+    random_start = start_run(load_config(overrides=_args(faces, tmp_path / "random", **common)))
+    run = start_run(load_config(overrides=_args(faces, tmp_path / "means", centres="class_means", **common)))
+    model, dataset = run.model.eval(), run.dataset
+    classes = image_classes(dataset.faces)
+    for label in (0, 5, 11):
+        keys = sorted(dataset.faces.image_keys[classes == label])[:CENTRE_IMAGES]
+        images = torch.stack(
+            [torch.from_numpy(decode_image(dataset.faces.read(int(k))[1]).copy()) for k in keys]
+        ).numpy()
+        with torch.no_grad():
+            mean = model.embed_faces(images, flip=False)[0].mean(0)
+        centre = run.model.identity_classifier.weight[label].detach()
+        assert torch.nn.functional.cosine_similarity(centre, mean, dim=0) > 0.9999, label
+        before = random_start.model.identity_classifier.weight[label].detach()
+        assert torch.isclose(centre.norm(), before.norm()), label  # the random start's length, kept
+    with pytest.raises(FocusFaceError, match="give init too"):
+        load_config(overrides=_args(faces, tmp_path / "none", centres="class_means"))
