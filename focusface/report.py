@@ -298,7 +298,11 @@ def _eer_said(rows: list[dict]) -> str:
         "FocusFace authors' tool: the mean of FMR and FNMR at the threshold where they are closest) is results.csv's "
         "`eer_pyeer`"
     )
-    return said + (f", at most {max(apart) * 100:.2f} points from it here." if apart else ".")
+    if not apart:
+        return said + "."
+    if max(apart) < 5e-5:
+        return said + ", the same as the table's here to its digits."
+    return said + f", up to {max(apart) * 100:.2f} points from the table's here."
 
 
 def write_tables(
@@ -426,8 +430,10 @@ def paired_tests(
                     f"{name} {protocol}: {variant} and {reference} were not evaluated on the same pairs; "
                     "re-run their evaluations"
                 )
+            budgets = {r["variant"]: r.get("steps") for r in rows}  # beside each comparison: what each side trained
             tests.append(
                 dict(set=name, protocol=protocol, variant=variant, reference=reference, **_paired(a, b, n, seed, level))
+                | dict(variant_steps=budgets.get(variant), reference_steps=budgets.get(reference))
             )
     for test, adjusted in zip(tests, holm([t["p"] for t in tests])):
         test.update(p_holm=adjusted, accuracy_differs=adjusted < alpha)
@@ -437,10 +443,13 @@ def paired_tests(
 def tests_table(tests: list[dict]) -> str:
     "The paired tests in Markdown: differences in percentage points, variant minus reference."
     sets = len({t["set"] for t in tests}) > 1
+    steps = any(t.get("variant_steps") is not None for t in tests)
     lines = [
-        ("| set " if sets else "") + "| protocol | variant | against | Acc. diff. | right only: variant / against "
-        "| p | Holm p | EER diff. [95% CI] |",
-        "| " + "--- | " * (3 + sets) + "---: | " * 5,
+        ("| set " if sets else "")
+        + "| protocol | variant | against | "
+        + ("steps: variant / against | " if steps else "")
+        + "Acc. diff. | right only: variant / against | p | Holm p | EER diff. [95% CI] |",
+        "| " + "--- | " * (3 + sets) + "---: | " * (5 + steps),
     ]
     lines[1] = lines[1].rstrip()
     for t in tests:
@@ -451,7 +460,8 @@ def tests_table(tests: list[dict]) -> str:
         lines.append(
             ("| " + t["set"] + " " if sets else "")
             + f"| {t['protocol'].upper()} | {t['variant']} | {t['reference']} | "
-            f"{t['accuracy_difference'] * 100:+.2f}{mark(t['accuracy_differs'])} | "
+            + (f"{t.get('variant_steps') or 0:,} / {t.get('reference_steps') or 0:,} | " if steps else "")
+            + f"{t['accuracy_difference'] * 100:+.2f}{mark(t['accuracy_differs'])} | "
             f"{t['only_variant_right']} / {t['only_reference_right']} | {t['p']:.3g} | {t['p_holm']:.3g} | "
             f"{t['eer_difference'] * 100:+.2f} [{t['eer_difference_low'] * 100:+.2f}, "
             f"{t['eer_difference_high'] * 100:+.2f}]{mark(t['eer_differs'])} |"
@@ -733,8 +743,7 @@ def about_said(params: dict, rows: list[dict], people: dict) -> str:
             )
     evaluated = "; ".join(said for _, said in sets)
     masks = params.get("masks", {}).get("spec", "")
-    epochs = train.get("epochs")
-    model = f"Backbone `{train.get('backbone')}`, {epochs} epoch{'' if epochs == 1 else 's'} from scratch"
+    model = f"Backbone `{train.get('backbone')}`; each variant's training budget is in the training cost table below"
     if params.get("setting") == "demo":
         return (
             "# FocusFace and its baselines on synthetic identities (the demo)\n\n"
