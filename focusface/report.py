@@ -29,10 +29,10 @@ from focusface.results import (
 )
 
 # %% auto #0
-__all__ = ['TABLE_COLUMNS', 'FEW_ERRORS', 'TESTS_SAID', 'REFERENCE_NUMBERS', 'VERDICT_WORDS', 'SHORT_NAMES', 'PROTOCOL_NAMES',
-           'load_results', 'errors_behind', 'results_table', 'cost_table', 'environment_said', 'write_tables',
-           'add_intervals', 'paired_tests', 'tests_table', 'interpretation', 'curve_figures', 'variant_label',
-           'score_figure', 'training_figure', 'about_said', 'write_report']
+__all__ = ['TABLE_COLUMNS', 'FEW_ERRORS', 'TESTS_SAID', 'REFERENCE_NUMBERS', 'SHORT_NAMES', 'PROTOCOL_NAMES', 'load_results',
+           'errors_behind', 'results_table', 'cost_table', 'environment_said', 'write_tables', 'add_intervals',
+           'paired_tests', 'tests_table', 'interpretation', 'curve_figures', 'variant_label', 'score_figure',
+           'training_figure', 'about_said', 'write_report']
 
 # %% ../nbs/31_report.ipynb #075a3f86
 TABLE_COLUMNS = (
@@ -228,13 +228,13 @@ def _intervals_said(rows: list[dict]) -> str:
         )
     if any(_few(r, k) for r in rows for k in HEADLINE_METRICS):
         example = next((r for r in rows if _few(r, "fmr1000")), None)
-        said += f" † marks a rate that rests on fewer than {FEW_ERRORS} errors" + (
-            f" (FMR1000 on {int(example['n_impostor']):,} impostor pairs: the threshold that lets "
-            f"{errors_behind(example, 'fmr1000')} of them through)"
+        said += f" † marks a rate that rests on fewer than {FEW_ERRORS} scores or errors" + (
+            f" (FMR1000 on {int(example['n_impostor']):,} impostor pairs is read at the threshold that its "
+            f"{errors_behind(example, 'fmr1000')} highest impostor scores set)"
             if example
             else ""
         )
-        said += ": its interval is wide and covers less well than 95%; read it as an order of magnitude."
+        said += ": it moves a lot from one sample of people to another, and its interval is wide; read it as an order of magnitude."
     return said
 
 
@@ -256,8 +256,9 @@ def _tests_said(tests: list[dict]) -> str:
         "\nPaired tests on the same pairs (variant minus the baseline it is tested against, in percentage points): "
         f"accuracy by {used}, Holm-adjusted over the whole table"
         + (" (with several seeds: of the accuracy averaged over them, the counts summed)" if several else "")
-        + "; the paired bootstrap interval of the EER difference (the same people resampled for both). * marks a "
-        "difference at the 5% level (Holm p < 0.05; an EER interval that excludes 0).\n\n" + tests_table(tests)
+        + "; the paired bootstrap interval of the EER difference (the same people resampled for both; 95% each, "
+        "not adjusted for the number of comparisons). * marks a difference at the 5% level (Holm p < 0.05; an EER "
+        "interval that excludes 0).\n\n" + tests_table(tests)
     )
 
 
@@ -288,7 +289,7 @@ masks of those numbers.
 """
 
 # %% ../nbs/31_report.ipynb #8bc17a4c
-def _eer_said(rows: list[dict]) -> str:
+def _which_eer_said(rows: list[dict]) -> str:
     "Which EER the table reports, and how far pyeer's (the FocusFace authors' tool) lies from it on these rows."
     apart = [
         abs(r["eer"] - r["eer_pyeer"]) for r in rows if r.get("eer") is not None and r.get("eer_pyeer") is not None
@@ -321,7 +322,9 @@ def write_tables(
         + f"Scores: {said}. Accuracy (insightface's 10-fold protocol) and error rates in %; G-mean and I-mean the "
         "mean genuine and impostor score, FDR their Fisher discriminant ratio; Mask acc. the mask head's accuracy on "
         "the protocol's images (n/a: a model without a trained mask head); "
-        f"U-M masks the probe, M-M both images.{_eer_said(rows)}{_intervals_said(rows)}\n\n"
+        "FMR100 and FMR1000 the FNMR (false non-match rate) at an FMR (false match rate) of 1% and 0.1%: the lowest "
+        "FNMR whose FMR is at most that; "
+        f"U-M masks the probe, M-M both images.{_which_eer_said(rows)}{_intervals_said(rows)}\n\n"
         + results_table(rows, "md")
         + _tests_said(tests or [])
         + (f"\n{interpretation(rows, tests)}" if tests else "")
@@ -391,6 +394,7 @@ def _paired(a: tuple, b: tuple, n: int, seed: int, level: float) -> dict:
     )["eer"]
     return dict(
         accuracy_difference=test["difference"],
+        accuracy_se=test["se"],
         only_variant_right=test["only_a"],
         only_reference_right=test["only_b"],
         test=test["test"],
@@ -440,6 +444,11 @@ def paired_tests(
     return tests
 
 # %% ../nbs/31_report.ipynb #7449da11
+def _points(x: float) -> str:
+    "A difference in signed percentage points, with a third decimal where two would round a non-zero value to 0."
+    return f"{x * 100:+.3f}" if x and abs(x * 100) < 0.005 else f"{x * 100:+.2f}"
+
+
 def tests_table(tests: list[dict]) -> str:
     "The paired tests in Markdown: differences in percentage points, variant minus reference."
     sets = len({t["set"] for t in tests}) > 1
@@ -463,40 +472,44 @@ def tests_table(tests: list[dict]) -> str:
             + (f"{t.get('variant_steps') or 0:,} / {t.get('reference_steps') or 0:,} | " if steps else "")
             + f"{t['accuracy_difference'] * 100:+.2f}{mark(t['accuracy_differs'])} | "
             f"{t['only_variant_right']} / {t['only_reference_right']} | {t['p']:.3g} | {t['p_holm']:.3g} | "
-            f"{t['eer_difference'] * 100:+.2f} [{t['eer_difference_low'] * 100:+.2f}, "
-            f"{t['eer_difference_high'] * 100:+.2f}]{mark(t['eer_differs'])} |"
+            f"{_points(t['eer_difference'])} [{_points(t['eer_difference_low'])}, "
+            f"{_points(t['eer_difference_high'])}]{mark(t['eer_differs'])} |"
         )
     return "\n".join(lines) + "\n"
 
 # %% ../nbs/31_report.ipynb #c913c997
 def _verdict(t: dict) -> str:
-    "better, worse, mixed (one measure each way) or same (nothing significant) for the variant against its reference."
-    better = (t["accuracy_differs"] and t["accuracy_difference"] > 0) or (t["eer_differs"] and t["eer_difference"] < 0)
-    worse = (t["accuracy_differs"] and t["accuracy_difference"] < 0) or (t["eer_differs"] and t["eer_difference"] > 0)
-    return "mixed" if better and worse else "better" if better else "worse" if worse else "same"
+    "better, worse or same: what the (Holm-adjusted) accuracy test says of the variant against its reference."
+    if not t["accuracy_differs"]:
+        return "same"
+    return "better" if t["accuracy_difference"] > 0 else "worse"
 
 
 def _span(values: list) -> str:
     "One signed number, or the range of several, in percentage points."
-    low, high = min(values) * 100, max(values) * 100
-    return f"{low:+.2f}" if f"{low:+.2f}" == f"{high:+.2f}" else f"{low:+.2f} to {high:+.2f}"
+    low, high = _points(min(values)), _points(max(values))
+    return low if low == high else f"{low} to {high}"
 
 
 def _names(names: list) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-VERDICT_WORDS = dict(
-    better="better than", worse="worse than", mixed="better by one measure and worse by the other than"
-)
-
-
-def _significant(tests: list, key: str) -> str:
-    "Nothing when the measure differs significantly in every test of a sentence, else which ones it does."
-    which = [t["variant"] for t in tests if t[key]]
-    if len(which) == len(tests):
-        return ""
-    return " (not significant)" if not which else f" (significant for {_names(which)} only)"
+def _eer_said(tests: list) -> str:
+    "The EER differences of some tests, and for which of them their (unadjusted) 95% interval excludes 0."
+    which = [t["variant"] for t in tests if t["eer_differs"]]
+    where = (
+        "its interval excludes 0"
+        if len(tests) == 1 and which
+        else "the interval excludes 0 for each"
+        if len(which) == len(tests)
+        else f"the interval excludes 0 for {_names(which)} only"
+        if which
+        else "no interval excludes 0"
+        if len(tests) > 1
+        else "its interval holds 0"
+    )
+    return f"EER {_span([t['eer_difference'] for t in tests])}, {where}"
 
 
 SHORT_NAMES = dict(uu="U-U", um="U-M", mm="M-M", all="all pairs")
@@ -505,23 +518,31 @@ SHORT_NAMES = dict(uu="U-U", um="U-M", mm="M-M", all="all pairs")
 def _compared(group: list, reference: str) -> str:
     "What one protocol's tests against one reference say, in a sentence."
     parts = []
-    for verdict in ("better", "worse", "mixed", "same"):
+    for verdict in ("better", "worse"):
         chosen = [t for t in group if _verdict(t) == verdict]
-        for t in chosen if verdict == "same" else [chosen] if chosen else []:
-            if verdict == "same":
-                parts.append(
-                    f"{t['variant']} is not significantly different from {reference} (accuracy "
-                    f"{t['accuracy_difference'] * 100:+.2f} points, Holm p = {t['p_holm']:.2g}; EER "
-                    f"{t['eer_difference'] * 100:+.2f} [{t['eer_difference_low'] * 100:+.2f}, "
-                    f"{t['eer_difference_high'] * 100:+.2f}])"
-                )
-                continue
-            verb = "is" if len(t) == 1 else "are"
+        if chosen:
             parts.append(
-                f"{_names([x['variant'] for x in t])} {verb} {VERDICT_WORDS[verdict]} {reference} (accuracy "
-                f"{_span([x['accuracy_difference'] for x in t])} points{_significant(t, 'accuracy_differs')}, EER "
-                f"{_span([x['eer_difference'] for x in t])}{_significant(t, 'eer_differs')})"
+                f"{_names([t['variant'] for t in chosen])} {'is' if len(chosen) == 1 else 'are'} more accurate than "
+                f"{reference}"
+                if verdict == "better"
+                else f"{_names([t['variant'] for t in chosen])} {'is' if len(chosen) == 1 else 'are'} less accurate "
+                f"than {reference}"
             )
+            parts[-1] += (
+                f": accuracy {_span([t['accuracy_difference'] for t in chosen])} points, Holm p at most "
+                f"{max(t['p_holm'] for t in chosen):.2g}; {_eer_said(chosen)}"
+            )
+    for t in (t for t in group if _verdict(t) == "same"):
+        margin = 1.96 * t.get("accuracy_se", math.nan)
+        interval = (
+            f" [{_points(t['accuracy_difference'] - margin)}, {_points(t['accuracy_difference'] + margin)}]"
+            if math.isfinite(margin)
+            else ""
+        )
+        parts.append(
+            f"no significant accuracy difference found between {t['variant']} and {reference}: "
+            f"{_points(t['accuracy_difference'])} points{interval}, Holm p = {t['p_holm']:.2g}; {_eer_said([t])}"
+        )
     return "; ".join(parts)
 
 
@@ -550,7 +571,11 @@ def interpretation(rows: list[dict], tests: list[dict]) -> str:
     groups = {}
     for t in tests:
         groups.setdefault((t["set"], PROTOCOLS.index(t["protocol"]), t["reference"]), []).append(t)
-    lines = ["What the paired tests say (a difference counts only where a test calls it significant at 5%):", ""]
+    lines = [
+        "What the paired tests say (a difference in accuracy counts only where its Holm-adjusted test calls it "
+        "significant at 5%; the EER intervals are 95% each, not adjusted for their number):",
+        "",
+    ]
     for (name, protocol, reference), group in sorted(groups.items(), key=lambda item: item[0][:2]):
         where = f"{name}, " if several_sets else ""
         lines.append(f"- {where}{SHORT_NAMES[PROTOCOLS[protocol]]}: {_compared(group, reference)}.")
@@ -563,8 +588,9 @@ def interpretation(rows: list[dict], tests: list[dict]) -> str:
     said = "\n".join(lines) + "\n" + _budgets_said(rows)
     if max(r.get("seeds", 1) for r in rows) == 1:
         said += (
-            "- One training seed: the tests hold the pairs' sampling, not the training's; a difference near the 5% "
-            "line can move with the seed (several seeds: the pipeline's `seeds`).\n"
+            "- One training seed: the tests cover which people the evaluation set happened to hold, not the randomness "
+            "of training; a difference near the 5% line can move with the seed (several seeds: the pipeline's "
+            "`seeds`).\n"
         )
     return said
 
