@@ -535,13 +535,15 @@ def _compared(group: list, reference: str) -> str:
     for t in (t for t in group if _verdict(t) == "same"):
         margin = 1.96 * t.get("accuracy_se", math.nan)
         interval = (
-            f" [{_points(t['accuracy_difference'] - margin)}, {_points(t['accuracy_difference'] + margin)}]"
+            f"95% interval {_points(t['accuracy_difference'] - margin)} to "
+            f"{_points(t['accuracy_difference'] + margin)}, unadjusted; "
             if math.isfinite(margin)
             else ""
         )
         parts.append(
             f"no significant accuracy difference found between {t['variant']} and {reference}: "
-            f"{_points(t['accuracy_difference'])} points{interval}, Holm p = {t['p_holm']:.2g}; {_eer_said([t])}"
+            f"{_points(t['accuracy_difference'])} points ({interval}p = {t['p']:.2g}, Holm-adjusted "
+            f"{t['p_holm']:.2g}); {_eer_said([t])}"
         )
     return "; ".join(parts)
 
