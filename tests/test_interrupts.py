@@ -227,7 +227,7 @@ def test_the_forkserver_ignores_ctrl_c_from_its_start(tmp_path):
 
 
 CTRL_C_WHILE_THE_POOL_STARTS = """
-import math, os, signal
+import os, signal
 import multiprocessing as mp
 from multiprocessing import popen_forkserver
 from focusface.files import ordered_map
@@ -239,7 +239,7 @@ def launch_then_ctrl_c(self, process_obj):  # Ctrl-C right after the first worke
     os.kill(os.getpid(), signal.SIGINT)
 popen_forkserver.Popen._launch = launch_then_ctrl_c
 try:
-    list(ordered_map(math.sqrt, range(100), workers=2))
+    list(ordered_map(sorted, [[3, 1], [2, 0, 1]] * 50, workers=2))
     print("not interrupted")
 except KeyboardInterrupt:
     print("workers left running:", len(mp.active_children()))
@@ -251,7 +251,11 @@ def test_ctrl_c_while_the_pool_starts_stops_the_workers_it_started():
     (FileNotFoundError) after the command had said its one line: Python's Pool stops the workers it started only on an
     Exception, so one worker was left to start after the run had removed the pool's semaphores."""
     out = subprocess.run(
-        [sys.executable, "-c", CTRL_C_WHILE_THE_POOL_STARTS], capture_output=True, text=True, timeout=120
-    )
+        [sys.executable, "-c", CTRL_C_WHILE_THE_POOL_STARTS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal has it (pytest-xdist's
+    )  # workers ignore SIGINT, and a child inherits that: the pool then has no Ctrl-C to hold)
     assert out.stdout.strip() == "workers left running: 0", (out.stdout, out.stderr[-2000:])
     assert "Traceback" not in out.stderr, out.stderr[-2000:]
