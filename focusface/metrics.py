@@ -7,6 +7,7 @@ accuracy, from similarity scores, exactly and in O(n log n)."""
 from __future__ import annotations
 
 import math
+import warnings
 from functools import cached_property
 
 import numpy as np
@@ -355,36 +356,73 @@ def _replicate_fnmr_at(fnmr: np.ndarray, false_matches: np.ndarray, impostors: n
     return np.where(within.any(1), fnmr[np.arange(len(fnmr)), first], 1.0)
 
 
-def _replicate_accuracy(correct: np.ndarray, same: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    "The weighted share of correct decisions, genuine and impostor pairs each in the set's own proportion."
-    out = np.zeros(len(weights))
-    for kind in (same, ~same):
-        w = weights[:, kind].astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out += kind.mean() * (w @ correct[kind].astype(np.float64)) / w.sum(1)
-    return out
+def _stratified(hits: np.ndarray, mass: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """(replicates, thresholds) accuracy from the weighted right decisions `hits` (2, replicates, thresholds) and
+    weights `mass` (2, replicates) of genuine and impostor pairs, each kind in its share `count` (2,) of the pairs;
+    a kind without weight in a replicate is left out of it, and a replicate with neither is NaN."""
+    present = (mass > 0) & (count[:, None] > 0)
+    share = np.where(present, count[:, None], 0).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = share / share.sum(0)
+        rate = np.where(present[..., None], hits / np.where(present, mass, 1.0)[..., None], 0.0)
+    return (share[..., None] * rate).sum(0)
 
 
-def replicate_metrics(similarities, issame, correct, weights, *, chunk: int = 100) -> dict:
-    """Accuracy (of the fixed per-pair decisions `correct`), EER, FMR100 and FMR1000 of each weighted replicate:
-    arrays (n,). `similarities` and `correct` may hold one row per seed (seeds, pairs): then each replicate's
+def _best_on(hits: np.ndarray, mass: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Each replicate's first threshold of the best `_stratified` accuracy, compared in whole numbers so that equal
+    accuracies tie exactly (as insightface's counts do): sum_j hits_j count_j / mass_j times mass_genuine x
+    mass_impostor."""
+    present = (mass > 0) & (count[:, None] > 0)
+    other = np.where(present[::-1], mass[::-1], 1.0)
+    criterion = np.where(present[..., None], hits * (count[:, None] * other)[..., None], 0.0).sum(0)
+    return np.argmax(criterion, axis=1)
+
+
+def _replicate_kfold_accuracy(sim: np.ndarray, same: np.ndarray, weights: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    """`kfold_accuracy` of each weighted replicate (rows), the whole protocol run again: each fold's threshold chosen
+    (the first best of the same grid) on the other folds' weighted pairs and applied to the fold's, genuine and
+    impostor pairs each in their share of the set. Weights of 1 give `kfold_accuracy`'s accuracy."""
+    thresholds = np.arange(0, 4, 0.01)
+    right = ((2.0 - 2.0 * sim)[None, :] < thresholds[:, None]) == same[None, :]  # (thresholds, pairs)
+    folds = int(fold.max()) + 1
+    w = weights.astype(np.float32)  # whole-number sums below 2^24: exact
+    hits = np.zeros((folds, 2, len(w), thresholds.size))
+    mass, count = np.zeros((folds, 2, len(w))), np.zeros((folds, 2))
+    for k in range(folds):
+        for j, kind in enumerate((same, ~same)):
+            part = (fold == k) & kind
+            hits[k, j] = w[:, part] @ right[:, part].T.astype(np.float32)
+            mass[k, j], count[k, j] = w[:, part].sum(1), part.sum()
+    rows, accuracy = np.arange(len(w)), np.zeros((folds, len(w)))
+    for k in range(folds):
+        chosen = _best_on(hits.sum(0) - hits[k], mass.sum(0) - mass[k], count.sum(0) - count[k])
+        accuracy[k] = _stratified(hits[k], mass[k], count[k])[rows, chosen]
+    with warnings.catch_warnings():  # a replicate whose folds all lack weight: NaN, and no warning about it
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(accuracy, axis=0)
+
+
+def replicate_metrics(similarities, issame, weights, *, chunk: int = 100) -> dict:
+    """Accuracy (insightface's 10-fold protocol run again on each replicate), EER, FMR100 and FMR1000 of each
+    weighted replicate: arrays (n,). `similarities` may hold one row per seed (seeds, pairs): then each replicate's
     metric is the mean over the seeds. A replicate without genuine or without impostor pairs is NaN."""
     same = np.asarray(issame, bool).ravel()
     sims = np.atleast_2d(np.asarray(similarities, np.float64))
-    rights = np.atleast_2d(np.asarray(correct, bool))
     weights = np.atleast_2d(np.asarray(weights))
-    if sims.shape != rights.shape or sims.shape[1] != same.size or weights.shape[1] != same.size:
+    if sims.shape[1] != same.size or weights.shape[1] != same.size:
         raise FocusFaceError(
-            f"{sims.shape} scores, {rights.shape} decisions, {same.size} labels and {weights.shape} weights: "
-            "give each of them for the same pairs"
+            f"{sims.shape} scores, {same.size} labels and {weights.shape} weights: give each of them for the same pairs"
         )
+    if same.size < 10:
+        raise FocusFaceError(f"{same.size} pairs cannot be split into 10 folds")
+    fold, _ = kfold_folds(same)
     out = {k: np.zeros(len(weights)) for k in HEADLINE_METRICS}
     for start in range(0, len(weights), chunk):
         w = weights[start : start + chunk]
         both = (w[:, same].sum(1) > 0) & (w[:, ~same].sum(1) > 0)
-        for sim, right in zip(sims, rights):
+        for sim in sims:
             fmr, fnmr, false_matches, impostors = _replicate_rates(sim, same, w)
-            part = dict(accuracy=_replicate_accuracy(right, same, w), eer=_replicate_eer(fmr, fnmr))
+            part = dict(accuracy=_replicate_kfold_accuracy(sim, same, w, fold), eer=_replicate_eer(fmr, fnmr))
             for k, target in FMR_TARGETS.items():
                 part[k] = _replicate_fnmr_at(fnmr, false_matches, impostors, target)
             for k, v in part.items():
@@ -403,15 +441,13 @@ def percentile_interval(values, level: float = 0.95) -> tuple[float, float]:
 
 # %% ../nbs/19_metrics.ipynb #14b35924
 def confidence_intervals(
-    similarities, issame, correct, people=None, *, n: int = 1000, seed: int = 0, level: float = 0.95
+    similarities, issame, people=None, *, n: int = 1000, seed: int = 0, level: float = 0.95
 ) -> dict:
     """Percentile bootstrap intervals `{metric: (low, high)}` of accuracy, EER, FMR100, FMR1000 (of the mean over
     seeds, given one row per seed): `people` (one or two per pair) resampled, or the pairs without them."""
     pairs = np.size(issame)
     weights = bootstrap_weights(np.arange(pairs) if people is None else people, n, seed, pairs=pairs)
-    return {
-        k: percentile_interval(v, level) for k, v in replicate_metrics(similarities, issame, correct, weights).items()
-    }
+    return {k: percentile_interval(v, level) for k, v in replicate_metrics(similarities, issame, weights).items()}
 
 # %% ../nbs/19_metrics.ipynb #abfb55f4
 def fnmr_at(scores: Scores, targets) -> np.ndarray:
@@ -504,8 +540,6 @@ def paired_difference(
     similarities_a,
     similarities_b,
     issame,
-    correct_a,
-    correct_b,
     *,
     people=None,
     n: int = 1000,
@@ -519,8 +553,8 @@ def paired_difference(
         raise FocusFaceError(f"{a.shape} scores against {b.shape}: compare the same pairs")
     weights = bootstrap_weights(np.arange(a.shape[1]) if people is None else people, n, seed, pairs=a.shape[1])
     ones = np.ones((1, a.shape[1]), int)
-    point = [replicate_metrics(s, issame, c, ones) for s, c in ((a, correct_a), (b, correct_b))]
-    ra, rb = (replicate_metrics(s, issame, c, weights) for s, c in ((a, correct_a), (b, correct_b)))
+    point = [replicate_metrics(s, issame, ones) for s in (a, b)]
+    ra, rb = (replicate_metrics(s, issame, weights) for s in (a, b))
     return {
         k: (float(point[0][k][0] - point[1][k][0]), *percentile_interval(ra[k] - rb[k], level))
         for k in HEADLINE_METRICS
@@ -584,14 +618,13 @@ def interval_coverage(
     rng = np.random.default_rng(seed)
     for trial in range(sets):
         sim = simulate_scores(people, same, rng, **simulation)
-        correct = kfold_accuracy(sim, same)["pair_correct"]
         for scheme in schemes:
             weights = (
                 bootstrap_weights(people, n, trial, combine="product")
                 if scheme == "product"
                 else bootstrap_weights(resampled[scheme], n, trial)
             )
-            reps = replicate_metrics(sim, same, correct, weights)
+            reps = replicate_metrics(sim, same, weights)
             for k in HEADLINE_METRICS:
                 low, high = percentile_interval(reps[k])
                 held[scheme][k] += low <= truth[k] <= high

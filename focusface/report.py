@@ -364,8 +364,8 @@ def add_intervals(
         if row.get("eer") is None:  # a protocol with too few pairs to measure
             out.append(dict(row, resampled=None))
             continue
-        scores, correct, same, people = _seed_pairs(evaluations[row["variant"]], seeds, row["set"], row["protocol"])
-        bounds = confidence_intervals(scores, same, correct, people, n=n, seed=seed, level=level)
+        scores, _, same, people = _seed_pairs(evaluations[row["variant"]], seeds, row["set"], row["protocol"])
+        bounds = confidence_intervals(scores, same, people, n=n, seed=seed, level=level)
         out.append(
             dict(
                 row,
@@ -389,9 +389,7 @@ def _paired(a: tuple, b: tuple, n: int, seed: int, level: float) -> dict:
 
     (scores_a, correct_a, same, people), (scores_b, correct_b, *_) = a, b
     test = paired_test(correct_a, correct_b, people)
-    eer, low, high = paired_difference(
-        scores_a, scores_b, same, correct_a, correct_b, people=people, n=n, seed=seed, level=level
-    )["eer"]
+    eer, low, high = paired_difference(scores_a, scores_b, same, people=people, n=n, seed=seed, level=level)["eer"]
     return dict(
         accuracy_difference=test["difference"],
         accuracy_se=test["se"],

@@ -63,9 +63,10 @@ from focusface.runfolder import (
 from .trainconfig import TrainConfig, add_train_arguments, learning_rate, load_config, parse_train_arguments
 
 # %% auto #0
-__all__ = ['CENTRE_IMAGES', 'build_model', 'TrainingStep', 'Progress', 'Run', 'tune_backends', 'restore', 'class_mean_centres',
-           'start_from_class_means', 'start_run', 'write_run_files', 'announce', 'due', 'optimisation_step',
-           'log_progress', 'validate', 'save_state', 'finish', 'train', 'run_from_arguments', 'main']
+__all__ = ['CENTRE_IMAGES', 'HEAD_PARAMETERS', 'build_model', 'TrainingStep', 'Progress', 'Run', 'tune_backends', 'restore',
+           'class_mean_centres', 'start_from_class_means', 'start_run', 'write_run_files', 'announce', 'due',
+           'hold_all_but_heads', 'optimisation_step', 'log_progress', 'validate', 'save_state', 'finish', 'train',
+           'run_from_arguments', 'main']
 
 # %% ../nbs/29_train.ipynb #097bc844
 def _init_source(config: TrainConfig) -> tuple[str | None, FocusFace | None]:
@@ -506,6 +507,11 @@ def announce(run: Run) -> None:
         f"BatchNorm {c.bn_views}{' (synchronised across processes)' if c.sync_bn and run.world > 1 else ''}, "
         f"gradient clipping {clipping}, faces in {run.model.channel_order.upper()}"
         + (f", from {c.init}" if c.init else "")
+        + (
+            f"; steps 1-{c.head_warmup_steps} train the class centres and mask branch only"
+            if c.head_warmup_steps
+            else ""
+        )
         + (f"; {len(read_holdout(c.holdout)):,} identities held out for validation ({c.holdout})" if c.holdout else "")
     )
     if c.bn_views == "separate" and c.method == "focusface" and c.unmasked_share == 0 and not c.masked_train:
@@ -541,6 +547,16 @@ def _last_good(run: Run) -> str:
     return f"the last good checkpoint is {run.out / 'checkpoint.pt'} (step {saved}: resume=True continues from it)"
 
 
+HEAD_PARAMETERS = ("identity_classifier.", "mask_classifier.", "head.mask_")  # what a head-only warm-up trains
+
+
+def hold_all_but_heads(model: nn.Module) -> None:
+    "Drop the gradient of every parameter but the class centres' and the mask branch's: the optimiser then leaves them."
+    for name, p in model.named_parameters():
+        if not name.startswith(HEAD_PARAMETERS):
+            p.grad = None
+
+
 def optimisation_step(run: Run, batch: dict) -> dict:
     """Train `run` on `batch`; returns the loss parts (tensors on the device), the learning rate used (`lr`) and, at a
     step the host looks at (`due`), the window's summed loss parts (`sums`, floats)."""
@@ -558,6 +574,8 @@ def optimisation_step(run: Run, batch: dict) -> dict:
     parts = run.runner(to("unmasked"), to("masked"), to("label"), to("is_masked"))
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(parts["loss"]).backward()
+    if step <= config.head_warmup_steps:
+        hold_all_but_heads(run.model)
     grads = (
         []
         if run.scaler.is_enabled()

@@ -57,6 +57,7 @@ class TrainConfig:
     init: str | None = None  # start from this checkpoint / .mdl / backbone.pth
     freeze: str = "none"  # none | trunk | trunk_but_last_stage
     centres: str = "random"  # with init: random class centres | class_means: each the mean embedding of its images
+    head_warmup_steps: int = 0  # with init: the first steps train only the class centres and the mask branch
     epochs: int = 16  # insightface arcface_torch, MS1MV2 (2021 configs/base.py)
     max_steps: int | None = None  # stop after this many optimiser steps (the schedule still spans `epochs`)
     batch_size: int = 480  # pairs per optimiser step, all processes together (the authors': 480)
@@ -105,6 +106,10 @@ class TrainConfig:
             self.centres == "random" or self.init,
             "centres=class_means takes the class centres from a pretrained model's embeddings: give init too",
         )
+        need(
+            self.head_warmup_steps == 0 or self.init,
+            "head_warmup_steps trains the heads of a pretrained model before its trunk: give init too",
+        )
         need(self.schedule in ("step", "cosine"), f"schedule must be step or cosine, got {shorten(self.schedule)}")
         need(
             self.precision in ("fp32", "bf16", "fp16"),
@@ -134,7 +139,7 @@ class TrainConfig:
             "landmarks fit the masks drawn on the fly; masked_train has its "
             "masks already (fit those with `focusface mask --landmarks`): give one or the other",
         )
-        for name in ("warmup_epochs", "workers", "seed", "mask_seed"):
+        for name in ("warmup_epochs", "workers", "seed", "mask_seed", "head_warmup_steps"):
             need(getattr(self, name) >= 0, f"{name} must be 0 or more, got {getattr(self, name)}")
         for name in ("seed", "mask_seed"):  # torch's generator takes 64 bits
             need(getattr(self, name) < 2**63, f"{name} must be less than 2**63, got {getattr(self, name):,}")

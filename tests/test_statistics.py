@@ -3,6 +3,7 @@ weighted replicates against repeating pairs and the brute-force metrics, the per
 double sum over every two pairs that share a person, and a .bin's people from the pairs.txt it was made from."""
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -18,20 +19,50 @@ from focusface.metrics import (
     bootstrap_weights,
     clustered_difference_test,
     confidence_intervals,
+    kfold_accuracy,
+    kfold_folds,
     paired_test,
     replicate_metrics,
 )
 
 
-@settings(max_examples=150, deadline=None)
-@given(data=st.data(), pairs=st.integers(2, 40))
+def tenfold_accuracy_of_repeated_pairs(scores, same, weight):
+    """insightface's 10-fold accuracy on the set that holds each pair `weight` times in its own fold, written out
+    pair by pair: the first best distance threshold on the other folds, genuine and impostor pairs each counted in
+    their share of the set's pairs (a kind without any weight left out)."""
+    fold = kfold_folds(same)[0]
+    grid = np.arange(0, 4, 0.01)
+    right_at = ((2 - 2 * scores)[None, :] < grid[:, None]) == same[None, :]  # (thresholds, pairs)
+
+    def accuracy(part, t):  # exact fractions: equal accuracies tie, as insightface's counts do
+        total, shares = Fraction(0), 0
+        for kind in (True, False):
+            members = part & (same == kind)
+            mass = int(weight[members].sum())
+            if mass:
+                total += int(members.sum()) * Fraction(int(weight[members & right_at[t]].sum()), mass)
+                shares += int(members.sum())
+        return total / shares if shares else None
+
+    folds = []
+    for k in range(10):
+        train = [accuracy(fold != k, t) for t in range(grid.size)]
+        best = max(range(grid.size), key=lambda t: (train[t] is not None, train[t] or 0, -t))  # the first best
+        tested = accuracy(fold == k, best)
+        if tested is not None:
+            folds.append(float(tested))
+    return np.mean(folds)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), pairs=st.integers(10, 30))
 def test_each_replicate_is_the_metrics_of_its_repeated_pairs(data, pairs):
     """A replicate weighs pairs; its EER, FMR100, FMR1000 must be those of the set that repeats each pair as often
-    (many ties: scores on a coarse grid), and its accuracy the share right, each kind in the set's proportion."""
+    (many ties: scores on a coarse grid), and its accuracy the 10-fold protocol run again on those repeated pairs."""
     draw = lambda strategy: np.array(data.draw(st.lists(strategy, min_size=pairs, max_size=pairs)))  # noqa: E731
     same, scores = draw(st.booleans()), draw(st.integers(0, 8)) / 8
-    right, weights = draw(st.booleans()), np.stack([draw(st.integers(0, 3)) for _ in range(3)])
-    fast = replicate_metrics(scores, same, right, weights, chunk=2)
+    weights = np.stack([draw(st.integers(0, 3)) for _ in range(3)])
+    fast = replicate_metrics(scores, same, weights, chunk=2)
     for r, w in enumerate(weights):
         rows = np.repeat(np.arange(pairs), w)
         if not (same[rows].any() and (~same[rows]).any()):
@@ -40,8 +71,15 @@ def test_each_replicate_is_the_metrics_of_its_repeated_pairs(data, pairs):
         slow = brute_force(scores[rows][same[rows]], scores[rows][~same[rows]])
         for k in ("eer", "fmr100", "fmr1000"):
             assert fast[k][r] == pytest.approx(slow[k], abs=1e-12), (k, r)
-        share = [right[rows][same[rows] == kind].mean() for kind in (True, False)]
-        assert fast["accuracy"][r] == pytest.approx(same.mean() * share[0] + (1 - same.mean()) * share[1])
+        assert fast["accuracy"][r] == pytest.approx(tenfold_accuracy_of_repeated_pairs(scores, same, w), abs=1e-12)
+
+
+def test_a_replicate_of_every_pair_once_is_the_10_fold_accuracy():
+    rng = np.random.default_rng(4)
+    for same in (rng.random(600) < 0.5, np.r_[np.ones(57, bool), np.zeros(543, bool)]):  # contiguous, stratified
+        scores = rng.normal(np.where(same, 0.5, 0.1), 0.2)
+        once = replicate_metrics(scores, same, np.ones((1, same.size), int))["accuracy"][0]
+        assert once == pytest.approx(kfold_accuracy(scores, same)["accuracy"], abs=1e-12)
 
 
 def test_both_people_weights_follow_each_persons_draws():
@@ -51,7 +89,7 @@ def test_both_people_weights_follow_each_persons_draws():
     a, b, c = draws.T
     assert np.array_equal(weights, np.stack([a, np.maximum(a + b - 1, 0), np.maximum(b + c - 1, 0), c], 1))
     with pytest.raises(Exception, match="people of shape"):
-        confidence_intervals(np.zeros(5), np.ones(5, bool), np.ones(5, bool), people)
+        confidence_intervals(np.zeros(5), np.ones(5, bool), people)
 
 
 @pytest.mark.parametrize("seed", range(5))

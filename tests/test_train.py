@@ -427,6 +427,34 @@ def test_the_log_says_once_what_the_start_of_a_process_cost(faces, tmp_path):
     assert first > 0 and after > 0 and cost == pytest.approx(max(0.0, first - after), abs=0.11), said
 
 
+def test_a_head_only_warm_up_moves_only_the_class_centres_and_the_mask_branch(faces, tmp_path):
+    """head_warmup_steps=1 on top of a pretrained model: the first step changes the class centres and the mask
+    branch and nothing that makes the embedding (BatchNorm statistics aside, which follow every batch); the second
+    step trains everything."""
+    from focusface.checkpoints import save_checkpoint
+    from focusface.model import FocusFace
+    from focusface.train import HEAD_PARAMETERS
+
+    save_checkpoint(FocusFace("demo").eval(), tmp_path / "pretrained.pt")
+    overrides = _args(faces, tmp_path / "warm", init=str(tmp_path / "pretrained.pt"), head_warmup_steps=1)
+    run = start_run(load_config(overrides=overrides))
+    batches = iter(make_loader(run.dataset, run.sampler, workers=0))
+    moved = []
+    for _ in range(2):
+        before = {k: v.detach().clone() for k, v in run.model.named_parameters()}
+        optimisation_step(run, next(batches))
+        moved.append({k for k, v in run.model.named_parameters() if not torch.equal(v, before[k])})
+    heads = {k for k in before if k.startswith(HEAD_PARAMETERS)}
+    assert moved[0] == heads, moved[0] ^ heads
+    assert moved[1] > heads and any(k.startswith("backbone.") for k in moved[1])
+    with pytest.raises(FocusFaceError, match="give init too"):
+        load_config(overrides=_args(faces, tmp_path / "none", head_warmup_steps=3))
+    with pytest.raises(FocusFaceError, match="head_warmup_steps must be 0 or more"):
+        load_config(
+            overrides=_args(faces, tmp_path / "less", init=str(tmp_path / "pretrained.pt"), head_warmup_steps=-1)
+        )
+
+
 def test_class_means_start_each_centre_at_its_class_mean_embedding(faces, tmp_path):
     """On top of a pretrained model, random class centres at ArcFace's scale send a large, meaningless gradient
     into the pretrained trunk from the first step; centres=class_means starts each at its class's mean embedding
