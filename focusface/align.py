@@ -15,10 +15,10 @@ from .errors import FocusFaceError
 from .template import TEMPLATE_LANDMARKS, TEMPLATE_SIZE, five_points
 
 # %% auto #0
-__all__ = ['DOUBTFUL_SCORE', 'DOUBTFUL_PROBABILITY', 'DETECTORS', 'DETECTION_SIDE', 'similarity_transform', 'align_face', 'Face',
-           'visible_area', 'rank_faces', 'import_dlib', 'DlibAligner', 'MtcnnAligner', 'make_aligner', 'NoFaceError',
-           'AlignedFace', 'as_rgb', 'default_aligner', 'find_faces', 'align_photo', 'mask_photo', 'detection_figure',
-           'read_reference_landmarks', 'alignment_accuracy']
+__all__ = ['DOUBTFUL_SCORE', 'DOUBTFUL_PROBABILITY', 'DETECTORS', 'DETECTION_SIDE', 'FRAME_PAD', 'similarity_transform',
+           'align_face', 'Face', 'visible_area', 'rank_faces', 'import_dlib', 'DlibAligner', 'MtcnnAligner',
+           'make_aligner', 'NoFaceError', 'AlignedFace', 'as_rgb', 'default_aligner', 'find_faces', 'align_photo',
+           'mask_photo', 'detection_figure', 'read_reference_landmarks', 'alignment_accuracy']
 
 # %% ../nbs/22_align.ipynb #49311d2b
 def similarity_transform(src, dst) -> np.ndarray:
@@ -64,6 +64,7 @@ class Face:
     score: float
     landmarks: np.ndarray
     shape: np.ndarray | None = None  # dlib's 68 points; MTCNN gives only the five
+    padded: bool = False  # found only in a copy of the photo with a border (`find_faces`)
 
     @property
     def size(self) -> int:
@@ -71,7 +72,8 @@ class Face:
 
     def describe(self) -> str:
         left, top, right, bottom = self.box
-        return f"{right - left}x{bottom - top} px at ({left}, {top}), detector score {self.score:.2f}"
+        where = f"{right - left}x{bottom - top} px at ({left}, {top}), detector score {self.score:.2f}"
+        return where + (", found in a padded copy (the face fills or leaves the frame)" if self.padded else "")
 
 # %% ../nbs/22_align.ipynb #955a2ab1
 DOUBTFUL_SCORE = 0.5  # HOG detector scores below this are doubtful finds
@@ -223,10 +225,32 @@ def default_aligner(detector: str = "mtcnn"):
 
 # %% ../nbs/22_align.ipynb #f8f4c109
 DETECTION_SIDE = 4096  # faces are searched for in at most this many pixels a side
+FRAME_PAD = 0.5  # a photo without a face is searched again inside a black border this share of its larger side
 
 
-def find_faces(aligner, image: np.ndarray) -> list[Face]:
-    "Every face `aligner` finds in an RGB photo, main face first, in the photo's pixels; searched at most `DETECTION_SIDE` wide."
+def find_faces(aligner, image: np.ndarray, *, pad: float = FRAME_PAD) -> list[Face]:
+    """Every face `aligner` finds in an RGB photo, main face first, in the photo's pixels; searched at most
+    `DETECTION_SIDE` wide, and again inside a border of `pad` times its larger side when nothing is found."""
+    faces = _search(aligner, image)
+    if faces or pad <= 0:
+        return faces
+    border = round(pad * max(image.shape[:2]))
+    framed = cv2.copyMakeBorder(image, border, border, border, border, cv2.BORDER_CONSTANT, value=0)
+    back = [
+        Face(
+            tuple(v - border for v in f.box),
+            f.score,
+            f.landmarks - border,
+            None if f.shape is None else f.shape - border,
+            padded=True,
+        )
+        for f in _search(aligner, framed)
+    ]
+    return rank_faces(back, image.shape)
+
+
+def _search(aligner, image: np.ndarray) -> list[Face]:
+    "`find_faces` without the second search: at most `DETECTION_SIDE` wide."
     scale = DETECTION_SIDE / max(image.shape[:2])
     if scale >= 1:
         return rank_faces(aligner.detect(image), image.shape)

@@ -166,9 +166,60 @@ def _cmd_train(args) -> int:
     return run_from_arguments(args)
 
 
+def _cmd_evaluate_releases(args) -> int:
+    "`focusface evaluate` on IJB-B/IJB-C release folders: TAR at FAR per protocol."
+    from focusface.ijb import INSIGHTFACE_SEARCH, evaluate_releases, format_search_table, format_tar_table
+
+    pair_only = dict(
+        masked="--masked", landmarks="--landmarks", mask_labels="--mask-labels", skip_missing="--skip-missing"
+    )
+    given = [flag for name, flag in pair_only.items() if getattr(args, name)]
+    given += ["--score authors"] if args.score != "cosine" else []
+    given += ["--masked-side first"] if args.masked_side != "second" else []
+    if given:
+        raise FocusFaceError(
+            f"{', '.join(given)}: for pair sets only; an IJB release is scored by templates, its probe side "
+            "(template 2 of each pair) masked for U-M"
+        )
+    metrics = evaluate_releases(
+        args.checkpoint,
+        args.data,
+        args.out,
+        overwrite=args.overwrite,
+        channel_order=args.channel_order,
+        device=args.device,
+        protocols=args.protocols.split(","),
+        spec=args.spec,
+        seed=args.seed,
+        flip=not args.no_flip,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        precision=args.precision,
+        progress=not args.quiet,
+    )
+    print(format_tar_table(metrics))
+    print("TAR: at the lowest threshold with FAR at most the target; in brackets insightface's (nearest FAR)")
+    searches = format_search_table(metrics)
+    if searches:
+        print("\n" + searches)
+        print(
+            f"1:N per gallery, non-mated searches from the other; {INSIGHTFACE_SEARCH}: insightface's measures on both "
+            "galleries together, its TPIR at a share of all non-mate scores"
+        )
+    return 0
+
+
 def _cmd_evaluate(args) -> int:
     from focusface.evaluate import eval_sets, evaluate, format_table
+    from focusface.ijb import is_release
 
+    releases = [is_release(d) for d in args.data]
+    if any(releases):
+        if not all(releases):
+            raise FocusFaceError(
+                "IJB releases and pair sets in one command: evaluate the IJB releases in a command of their own"
+            )
+        return _cmd_evaluate_releases(args)
     sets = eval_sets(args.data, masked=args.masked, landmarks=args.landmarks, mask_labels=args.mask_labels)
     metrics = evaluate(
         args.checkpoint,
@@ -531,7 +582,9 @@ def _evaluate_options(p) -> None:
     p.add_argument(
         "checkpoint", help="a focusface checkpoint, the authors' .mdl, or an insightface/ElasticFace backbone.pth"
     )
-    p.add_argument("data", nargs="+", help="evaluation .bin files, pairs folders, or synthetic[:SEED]")
+    p.add_argument(
+        "data", nargs="+", help="evaluation .bin files, pairs folders, synthetic[:SEED], or IJB-B/IJB-C release folders"
+    )
     p.add_argument("--protocols", default=",".join(d["protocols"]), help="comma-separated: uu, um, mm")
     p.add_argument("--out", help="folder for metrics.json, scores, curves, mask manifests and figures")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists and is not empty")

@@ -131,8 +131,11 @@ def embed_images(
     progress: bool = False,
     workers=None,  # decode (and mask) in this many processes; None: up to 8 on a GPU, none on a CPU
     precision: str = "fp32",  # fp32 | bf16 | fp16 (CUDA): the network's arithmetic; embeddings come back in float32
+    decode=None,  # a module-level function: (images, indices, masks, source) -> faces (n, 112, 112, 3) uint8
+    normalize: bool = True,  # False: the embeddings at their length (image plus mirror image, summed)
 ) -> tuple[np.ndarray, np.ndarray]:
-    "(L2-normalised embeddings (n, D) float32, P(masked) (n,)) of `images[indices]`, masked with `sampler` if given."
+    """(L2-normalised embeddings (n, D) float32, P(masked) (n,)) of `images[indices]`, masked with `sampler` if given.
+    `images` are encoded aligned faces, or whatever `decode` turns into aligned faces (the IJB loose crops)."""
     import focusface.evaluate  # its _decode_batch, by the name the workers import (also when this runs in a notebook)
 
     indices = np.arange(len(images)) if indices is None else np.asarray(indices)
@@ -154,13 +157,13 @@ def embed_images(
         ([images[k] for k in chunk], chunk, [None if sampler is None else sampler(k) for k in chunk], source)
         for chunk in chunks
     )
-    for batch in ordered_map(focusface.evaluate._decode_batch, jobs, decode_workers(workers, device)):
+    for batch in ordered_map(decode or focusface.evaluate._decode_batch, jobs, decode_workers(workers, device)):
         faces = torch.from_numpy(batch)
         if device.type == "cuda":  # the uint8 faces to the GPU without a wait, converted there
             faces = faces.pin_memory().to(device, non_blocking=True)
         with precision_autocast(precision, device):
-            e, p = model.embed(to_model_input(faces, model.channel_order).to(device), flip=flip)
-        if precision != "fp32":  # unit length to float32's precision, as every score expects
+            e, p = model.embed(to_model_input(faces, model.channel_order).to(device), flip=flip, normalize=normalize)
+        if precision != "fp32" and normalize:  # unit length to float32's precision, as every score expects
             e = torch.nn.functional.normalize(e.float(), dim=1)
         embeddings.append(e.float().cpu().numpy())
         p_masked.append(p.float().cpu().numpy())

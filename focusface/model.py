@@ -142,8 +142,12 @@ class FocusFace(nn.Module):
         return out.mask_logits.softmax(1)[:, 1]
 
     @torch.inference_mode()
-    def embed(self, images: torch.Tensor, flip: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        "L2-normalised identity embeddings (N, 512) and P(masked) (N,; NaN without a mask head) for float images (N, 3, 112, 112) in [-1, 1]."
+    def embed(
+        self, images: torch.Tensor, flip: bool = True, normalize: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Identity embeddings (N, 512), L2-normalised unless `normalize=False` (then the sum of the image's and its
+        mirror's, at their length), and P(masked) (N,; NaN without a mask head) for float images (N, 3, 112, 112)
+        in [-1, 1]."""
         check_image_batch(images)
         out = self(images)
         identity, p_masked = out.identity_embedding, self._p_masked(out)
@@ -151,7 +155,7 @@ class FocusFace(nn.Module):
             mirrored = self(images.flip(3))
             identity = identity + mirrored.identity_embedding
             p_masked = 0.5 * (p_masked + self._p_masked(mirrored))
-        return F.normalize(identity, dim=1), p_masked
+        return (F.normalize(identity, dim=1) if normalize else identity), p_masked
 
     @property
     def channel_order(self) -> str:

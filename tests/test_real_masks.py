@@ -84,9 +84,14 @@ def test_align_reports_the_photos_without_a_face_and_writes_every_other(street, 
     rows = list(csv.DictReader((tmp_path / "aligned" / "alignment.tsv").open(), delimiter="\t"))
     photos = sorted(p.relative_to(street).as_posix() for p in street.rglob("*.jpg"))
     assert [r["image"] for r in rows] == photos
+    from focusface.align import find_faces
+
     for r in rows:
-        expected = len(mtcnn.detect(decode_image((street / r["image"]).read_bytes())))
-        assert int(r["faces"]) == expected, r
+        photo = decode_image((street / r["image"]).read_bytes())
+        expected = find_faces(mtcnn, photo)  # searched again with a border when the photo alone shows none
+        assert int(r["faces"]) == len(expected), r
+        if expected and not mtcnn.detect(photo):
+            assert "found in a padded copy" in r["note"], r
         written = tmp_path / "aligned" / r["image"]
         assert written.is_file() == (r["status"] == "aligned"), r
         if written.is_file():
