@@ -484,3 +484,52 @@ def test_class_means_start_each_centre_at_its_class_mean_embedding(faces, tmp_pa
         assert torch.isclose(centre.norm(), before.norm()), label  # the random start's length, kept
     with pytest.raises(FocusFaceError, match="give init too"):
         load_config(overrides=_args(faces, tmp_path / "none", centres="class_means"))
+
+
+def test_class_means_under_two_gloo_processes_equal_one_process(faces, tmp_path):
+    """Under torchrun each process embeds every other class image and the sums are added up (all_reduce): two gloo
+    ranks on the CPU must give the centres one process gives."""
+    import os
+    import socket
+
+    import numpy as np
+
+    from focusface.checkpoints import save_checkpoint
+    from focusface.loaders import PairedFaces
+    from focusface.model import FocusFace
+    from focusface.train import class_mean_centres
+
+    torch.manual_seed(0)
+    model = FocusFace("demo", num_classes=24).eval()
+    save_checkpoint(model, tmp_path / "m.pt")
+    single = class_mean_centres(model, PairedFaces(faces), torch.device("cpu")).numpy()
+    script = tmp_path / "means.py"
+    script.write_text(f"""
+import numpy as np, torch, torch.distributed as dist
+from focusface.checkpoints import load_checkpoint
+from focusface.loaders import PairedFaces
+from focusface.train import class_mean_centres
+dist.init_process_group("gloo")
+model = load_checkpoint(r"{tmp_path / "m.pt"}")
+centres = class_mean_centres(model, PairedFaces(r"{faces}"), torch.device("cpu"), rank=dist.get_rank(), world=2)
+if dist.get_rank() == 0:
+    np.save(r"{tmp_path / "two.npy"}", centres.numpy())
+dist.destroy_process_group()
+""")
+    with socket.socket() as probe:  # a free port on loopback for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script)],
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for r in range(2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "two.npy"), single, atol=1e-5)
