@@ -188,7 +188,7 @@ def _cmd_evaluate_releases(args) -> int:
         overwrite=args.overwrite,
         channel_order=args.channel_order,
         device=args.device,
-        protocols=args.protocols.split(","),
+        protocols=[p.strip() for p in args.protocols.split(",")],
         spec=args.spec,
         seed=args.seed,
         flip=not args.no_flip,
@@ -198,21 +198,30 @@ def _cmd_evaluate_releases(args) -> int:
         progress=not args.quiet,
     )
     print(format_tar_table(metrics))
-    print("TAR: at the lowest threshold with FAR at most the target; in brackets insightface's (nearest FAR)")
+    print(
+        "TAR: at the lowest threshold with FAR at most the target; in brackets insightface's (at the ROC point with "
+        "the FAR nearest the target). U-M: masks on template 2 of each pair and on the 1:N probes; M-M: on every image "
+        f"(mask spec {args.spec}, seed {args.seed})"
+    )
     searches = format_search_table(metrics)
     if searches:
         print("\n" + searches)
         print(
-            f"1:N per gallery, non-mated searches from the other; {INSIGHTFACE_SEARCH}: insightface's measures on both "
-            "galleries together, its TPIR at a share of all non-mate scores"
+            "1:N per gallery: rank-k of the mated searches; TPIR at FPIR, the non-mated searches being the probes "
+            f"enrolled in the other gallery. {INSIGHTFACE_SEARCH}: insightface's measures on both galleries together; "
+            "its last columns are insightface's TPIR at a share of all non-mate scores, not at FPIR"
         )
     return 0
 
 
 def _cmd_evaluate(args) -> int:
     from focusface.evaluate import eval_sets, evaluate, format_table
-    from focusface.ijb import is_release
+    from focusface.ijb import is_release, release_hint
 
+    for d in args.data:
+        hint = release_hint(d)
+        if hint:
+            raise FocusFaceError(hint)
     releases = [is_release(d) for d in args.data]
     if any(releases):
         if not all(releases):

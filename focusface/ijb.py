@@ -22,7 +22,7 @@ __all__ = ['IJB_TARGETS', 'MAX_META_BYTES', 'META_COLUMNS', 'POOL_CHUNK', 'PAIR_
            'read_meta', 'IJBMeta', 'read_ijb', 'image_features', 'template_features', 'template_pair_scores',
            'tar_at_far', 'roc_corners', 'insightface_tar_at_far', 'read_subjects', 'read_search_lists',
            'open_set_identification', 'insightface_identification', 'make_ijb_fixture', 'evaluate_ijb', 'is_release',
-           'format_search_table', 'format_tar_table', 'evaluate_releases']
+           'release_hint', 'format_search_table', 'format_tar_table', 'evaluate_releases']
 
 # %% ../nbs/22b_ijb.ipynb #c159a28d
 IJB_TARGETS = ("IJBC", "IJBB")  # the sets insightface's evaluation reads, by their folder names
@@ -30,7 +30,11 @@ MAX_META_BYTES = 2 * 1024**3  # a meta file larger than this is not one of the r
 META_COLUMNS = dict(  # each meta file's columns: their names and what each holds (str, int or float)
     face_tid_mid=(("name", str), ("template", int), ("media", int)),
     template_pair_label=(("template 1", int), ("template 2", int), ("label", int)),
-    name_5pts_score=(("name", str), *((f"{a}{i}", float) for i in range(1, 6) for a in "xy"), ("score", float)),
+    name_5pts_score=(
+        ("name", str),
+        *((f"{a}{i}", float) for i in range(1, 6) for a in "xy"),
+        ("detector score", float),
+    ),
 )
 
 
@@ -47,7 +51,7 @@ def ijb_target(root) -> str:
         expected = " or ".join(str(meta_path(root, t, "face_tid_mid")) for t in IJB_TARGETS)
         raise FocusFaceError(
             f"{root}: {'not an IJB folder' if not found else 'holds both IJB-B and IJB-C meta files'}: expected "
-            f"{expected} (insightface's IJB layout: meta/ and loose_crop/)"
+            f"{expected} (insightface's IJB layout: meta/ and loose_crop/; one set per folder)"
         )
     return found[0]
 
@@ -55,14 +59,17 @@ def ijb_target(root) -> str:
 def _check_line(fields: list[str], columns) -> str | None:
     "What is wrong with one meta line's fields, or None."
     if len(fields) != len(columns):
-        return f"{len(fields)} fields, expected {len(columns)} ({', '.join(name for name, _ in columns)})"
+        names = ", ".join(name for name, _ in columns)
+        return f"{len(fields)} field{'s' * (len(fields) != 1)}, expected {len(columns)} separated by spaces ({names})"
     for text, (name, kind) in zip(fields, columns):
         try:
             value = kind(text)
         except ValueError:
-            return f"{name} {shorten(text)} is not {'an integer' if kind is int else 'a number'}"
+            return f"{name} is {shorten(text)}, not {'an integer' if kind is int else 'a number'}"
         if kind is float and not math.isfinite(value):
             return f"{name} is {text}"
+        if kind is int and not -(2**63) <= value < 2**63:
+            return f"{name} is {shorten(text)}, out of a 64-bit integer's range"
     return None
 
 
@@ -71,7 +78,7 @@ def _first_bad_line(path: Path, columns) -> str:
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
             try:
-                fields = raw.decode("utf-8").split()
+                fields = raw.decode("utf-8-sig" if number == 1 else "utf-8").split()
             except UnicodeDecodeError:
                 return f"{path}:{number}: not UTF-8 text"
             if not fields:  # a blank line: skipped, as the fast reader skips it
@@ -96,7 +103,7 @@ def read_meta(path, kind: str) -> dict[str, np.ndarray]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # a file of blank lines only: an error, not a warning
-            table = np.loadtxt(path, dtype=np.int64 if numeric else str, comments=None, ndmin=2, encoding="utf-8")
+            table = np.loadtxt(path, dtype=np.int64 if numeric else str, comments=None, ndmin=2, encoding="utf-8-sig")
         if table.shape[1] != len(columns):
             raise ValueError
         out = {}
@@ -106,7 +113,7 @@ def read_meta(path, kind: str) -> dict[str, np.ndarray]:
         if any(kind is float and not np.isfinite(out[name]).all() for name, kind in columns):
             raise ValueError
         return out
-    except (ValueError, UserWarning, UnicodeDecodeError):
+    except (ValueError, OverflowError, UserWarning, UnicodeDecodeError):
         raise FocusFaceError(_first_bad_line(path, columns)) from None
 
 # %% ../nbs/22b_ijb.ipynb #171ece97
@@ -138,6 +145,24 @@ class IJBMeta:
         )
 
 
+def _check_images(names: np.ndarray, scores: np.ndarray, listing: Path, five: Path) -> None:
+    "Each image listed once, each detector score in [0, 1] (it weighs the image's feature in its template)."
+    order = np.argsort(names, kind="stable")
+    again = np.flatnonzero(names[order][1:] == names[order][:-1])
+    if again.size:
+        first, second = sorted(order[again[0] : again[0] + 2])
+        raise FocusFaceError(
+            f"{listing}:{second + 1}: {shorten(str(names[second]))} again (line {first + 1}): each image is listed "
+            "once, or it counts twice in its template"
+        )
+    wrong = np.flatnonzero((scores < 0) | (scores > 1))
+    if wrong.size:
+        raise FocusFaceError(
+            f"{five}:{wrong[0] + 1}: detector score {scores[wrong[0]]:g}, expected 0 to 1 (it weighs the image "
+            "in its template)"
+        )
+
+
 def read_ijb(root) -> IJBMeta:
     "The IJB-B or IJB-C protocol under `root` (insightface's layout), its three meta files checked against each other."
     root = Path(root)
@@ -160,10 +185,15 @@ def read_ijb(root) -> IJBMeta:
             f"{meta_path(root, target, 'face_tid_mid').name} is {shorten(str(faces['name'][i]))}: the two files must "
             "list the same images in the same order"
         )
+    _check_images(faces["name"], points["detector score"], meta_path(root, target, "face_tid_mid"), five)
     labels = pairs["label"]
     wrong = np.flatnonzero((labels != 0) & (labels != 1))
     if wrong.size:
         raise FocusFaceError(f"{pair_file}:{wrong[0] + 1}: label {labels[wrong[0]]}, expected 1 (genuine) or 0")
+    if labels.all() or not labels.any():
+        raise FocusFaceError(
+            f"{pair_file}: only {'genuine' if labels.all() else 'impostor'} pairs; verification needs both"
+        )
     both = np.stack([pairs["template 1"], pairs["template 2"]], 1)
     unknown = np.flatnonzero(~np.isin(both, faces["template"]).all(1))
     if unknown.size:
@@ -187,7 +217,7 @@ def read_ijb(root) -> IJBMeta:
         faces["template"],
         faces["media"],
         np.stack([points[f"{a}{i}"] for i in range(1, 6) for a in "xy"], 1).reshape(-1, 5, 2).astype(np.float32),
-        points["score"].astype(np.float32),
+        points["detector score"].astype(np.float32),
         both,
         labels.astype(bool),
         searches,
@@ -391,7 +421,13 @@ def read_search_lists(root, target: str) -> dict[str, tuple[np.ndarray, np.ndarr
             f"({', '.join(f.name for f in files)})"
         )
     g1, g2 = (name.rsplit("_", 1)[1] for name in SEARCH_FILES[target][:2])
-    return {g1: read_subjects(files[0]), g2: read_subjects(files[1]), "probes": read_subjects(files[2])}
+    lists = {g1: read_subjects(files[0]), g2: read_subjects(files[1]), "probes": read_subjects(files[2])}
+    shared = np.intersect1d(lists[g1][0], lists[g2][0])
+    if shared.size:
+        raise FocusFaceError(
+            f"{files[1]}: template {shared[0]} is in {files[0].name} too; the two galleries are disjoint"
+        )
+    return lists
 
 # %% ../nbs/22b_ijb.ipynb #75837088
 def _similarities(probes, gallery, chunk: int = 4096):
@@ -542,12 +578,26 @@ def _aligned_batch(job: tuple) -> np.ndarray:
 
     crops, indices, masks, source = job
     faces = []
-    for (path, points), mask in zip(crops, masks):
+    for (path, points), k, mask in zip(crops, indices, masks):
         try:
             data = Path(path).read_bytes()
         except OSError as e:
             raise FocusFaceError(f"{path}: cannot be read ({e.strerror or e}); {source} lists it") from None
-        face = align_face(decode_image(data, source=path), points)
+        image = decode_image(data, source=path)
+        h, w = image.shape[:2]
+        where = f"{path} (line {k + 1} of its five-point file)"
+        inside = (
+            (points[:, 0] >= -w / 2) & (points[:, 0] <= 1.5 * w) & (points[:, 1] >= -h / 2) & (points[:, 1] <= 1.5 * h)
+        )
+        if not inside.all():
+            raise FocusFaceError(
+                f"{where}: its five points reach ({points[~inside][0][0]:g}, {points[~inside][0][1]:g}), far outside "
+                f"its {w}x{h} pixels: the points are not this image's"
+            )
+        try:
+            face = align_face(image, points)
+        except FocusFaceError as e:
+            raise FocusFaceError(f"{where}: {e}") from None
         faces.append(face if mask is None else apply_mask(face, mask))
     return np.stack(faces)
 
@@ -563,7 +613,7 @@ def _features_of(pooled: tuple, templates: np.ndarray) -> np.ndarray:
     return features[_rows(ids, templates, "template")]
 
 
-INSIGHTFACE_SEARCH = "both (insightface)"  # the key of insightface's measures on the two galleries together
+INSIGHTFACE_SEARCH = "both galleries (insightface)"  # the key of insightface's measures on the two galleries together
 
 
 def _identify(searches: dict, gallery_side: tuple, probe_side: tuple, fpirs) -> dict:
@@ -663,6 +713,18 @@ def is_release(path) -> bool:
     return Path(path).is_dir() and any(meta_path(path, t, "face_tid_mid").is_file() for t in IJB_TARGETS)
 
 
+def release_hint(path) -> str | None:
+    "What to give instead when `path` is a part of an IJB release, or the folder that holds one; else None."
+    p = Path(path)
+    part = p.parent if p.is_dir() and p.name in ("meta", "loose_crop") else p.parent.parent if p.is_file() else None
+    if part is not None and (p.is_dir() or p.parent.name == "meta") and is_release(part):
+        return f"{p} is part of an IJB release: give the release's folder, {part}"
+    inside = [p / t for t in IJB_TARGETS if is_release(p / t)] if p.is_dir() else []
+    if inside:
+        return f"{p} holds the IJB release {inside[0]}: give that folder"
+    return None
+
+
 def _with_text_keys(value):
     "`value` with every float key written as text (JSON keys): 1e-06, 0.01."
     if isinstance(value, dict):
@@ -685,23 +747,31 @@ def format_search_table(metrics: dict) -> str:
                 fars = list(rates)
     if not rows:
         return ""
-    header = ["set", "protocol", "gallery", *(f"rank-{k} %" for k in RANKS), *(f"TPIR@FPIR={f} %" for f in fars)]
+    header = ["set", "protocol", "gallery", *(f"rank-{k} %" for k in RANKS), *(f"TPIR % at FPIR {f}" for f in fars)]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [header, *rows])
 
 
 def format_tar_table(metrics: dict) -> str:
-    "A plain-text table of `{target: {protocol: metrics}}`: TAR in % at each FAR, insightface's in brackets, and EER."
-    rows = []
+    """A plain-text table of `{target: {protocol: metrics}}`: TAR in % at each FAR, insightface's in brackets, and
+    EER; under it, each set's pair counts and the lowest FAR they can measure."""
+    rows, counts = [], []
     for target, by_protocol in metrics.items():
         for protocol, m in by_protocol.items():
             strict, theirs = m["tar_at_far"], m["tar_at_far_insightface"]
             cells = [f"{strict[k] * 100:.2f} ({theirs[k] * 100:.2f})" for k in strict]
-            rows.append([target, protocol.upper(), *cells, f"{m['eer'] * 100:.3f}"])
+            rows.append([target, protocol.upper(), *cells, f"{m['eer'] * 100:.2f}"])
+        m = next(iter(by_protocol.values()))
+        impostors = m["n_pairs"] - m["n_genuine"]
+        counts.append(
+            f"{target}: {m['n_pairs']:,} template pairs ({m['n_genuine']:,} genuine, {impostors:,} impostor); "
+            f"a FAR below 1/{impostors:,} is read with no false accept at all"
+        )
     fars = next(iter(next(iter(metrics.values())).values()))["tar_at_far"]
-    header = ["set", "protocol", *(f"TAR@FAR={k} %" for k in fars), "EER %"]
+    header = ["set", "protocol", *(f"TAR % at FAR {k}" for k in fars), "EER %"]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [header, *rows])
+    table = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
+    return "\n".join(table + counts)
 
 
 def evaluate_releases(
@@ -720,7 +790,7 @@ def evaluate_releases(
     metas = [read_ijb(r) for r in roots]  # every release checked before any work
     targets = [m.target for m in metas]
     if len(set(targets)) != len(targets):
-        raise FocusFaceError(f"{len(targets)} releases for {len(set(targets))} sets: give each of IJB-B, IJB-C once")
+        raise FocusFaceError(f"{len(targets)} releases of {', '.join(sorted(set(targets)))}: give each set once")
     read = [m.root / "meta" for m in metas] + ([model] if isinstance(model, (str, Path)) else [])
     if out is not None:
         out = check_destination(out, overwrite=overwrite, sources=read, kind="evaluation")

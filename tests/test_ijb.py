@@ -2,6 +2,8 @@
 scores and TAR at FAR equal the protocol written out the slow way (one template, one media, one threshold at a time)
 and scikit-learn's ROC; the whole evaluation on the synthetic release equals embedding and pooling by hand."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -37,8 +39,6 @@ def tiny():
 
 
 def _copy(release, tmp_path):
-    import shutil
-
     copy = tmp_path / "IJBC"
     shutil.copytree(release / "meta", copy / "meta")
     (copy / "loose_crop").symlink_to(release / "loose_crop")
@@ -56,7 +56,8 @@ def _damage(path, line: int, new: str | None) -> None:
 
 DAMAGES = [  # (file, line, its new text or None to remove it, what the error must say)
     ("template_pair_label", 3, "5 6", "ijbc_template_pair_label.txt:3: 2 fields, expected 3"),
-    ("template_pair_label", 2, "1 two 0", "ijbc_template_pair_label.txt:2: template 2 'two' is not an integer"),
+    ("template_pair_label", 2, "1 two 0", "ijbc_template_pair_label.txt:2: template 2 is 'two', not an integer"),
+    ("template_pair_label", 2, "1 " + "9" * 21 + " 0", "ijbc_template_pair_label.txt:2: template 2 is '999"),
     ("template_pair_label", 4, "1 2 7", "ijbc_template_pair_label.txt:4: label 7, expected 1 (genuine) or 0"),
     ("template_pair_label", 1, "1 999999 1", "ijbc_template_pair_label.txt:1: template 999999 has no image"),
     ("face_tid_mid", 2, "2.jpg 1", "ijbc_face_tid_mid.txt:2: 2 fields, expected 3"),
@@ -64,6 +65,18 @@ DAMAGES = [  # (file, line, its new text or None to remove it, what the error mu
     ("face_tid_mid", 3, "9.jpg 1 1", "ijbc_name_5pts_score.txt:3: '3.jpg', but line 3 of ijbc_face_tid_mid.txt"),
     ("name_5pts_score", 2, "2.jpg 1 2 3 4 5 6 7 8 9 inf 0.9", "ijbc_name_5pts_score.txt:2: y5 is inf"),
     ("name_5pts_score", 6, "6.jpg 1 2 3 4 5 6 7 8 9 10", "ijbc_name_5pts_score.txt:6: 11 fields, expected 12"),
+    (
+        "name_5pts_score",
+        4,
+        "4.jpg 1 2 3 4 5 6 7 8 9 10 -3.5",
+        "ijbc_name_5pts_score.txt:4: detector score -3.5, expected",
+    ),
+    (
+        "name_5pts_score",
+        4,
+        "4.jpg 1 2 3 4 5 6 7 8 9 10 abc",
+        "ijbc_name_5pts_score.txt:4: detector score is 'abc', not",
+    ),
 ]
 
 
@@ -76,6 +89,42 @@ def test_the_readers_refuse_a_damaged_meta_file_in_one_line(release, tmp_path, d
         read_ijb(copy)
     message = str(error.value)
     assert said in message and "\n" not in message, message
+
+
+def test_what_one_file_cannot_show_is_refused_too(release, tmp_path):
+    """Checks across lines and files: an image listed twice (it would count twice in its template), a pair list of one
+    kind, a template in both galleries, five points that are not the image's; a byte-order mark is taken as text."""
+    copy = _copy(release, tmp_path)
+    tid_mid, five = meta_path(copy, "IJBC", "face_tid_mid"), meta_path(copy, "IJBC", "name_5pts_score")
+    originals = {f: f.read_text() for f in (tid_mid, five)}
+    for f in (tid_mid, five):
+        lines = f.read_text().splitlines()
+        f.write_text("\n".join([*lines, lines[2]]) + "\n")
+    with pytest.raises(FocusFaceError, match=r"ijbc_face_tid_mid.txt:\d+: '3.jpg' again \(line 3\)"):
+        read_ijb(copy)
+    for f, text in originals.items():
+        f.write_text(text)
+    tid_mid.write_text("\ufeff" + originals[tid_mid])  # a byte-order mark, as some editors save
+    assert read_ijb(copy).names[0] == "1.jpg"
+    pairs = meta_path(copy, "IJBC", "template_pair_label")
+    pairs.write_text("".join(line for line in pairs.read_text().splitlines(True) if line.endswith(" 1\n")))
+    with pytest.raises(FocusFaceError, match="ijbc_template_pair_label.txt: only genuine pairs"):
+        read_ijb(copy)
+    shutil.copy(release / "meta" / "ijbc_template_pair_label.txt", pairs)
+    g1, g2 = copy / "meta" / "ijbc_1N_gallery_G1.csv", copy / "meta" / "ijbc_1N_gallery_G2.csv"
+    g2.write_text(g2.read_text() + g1.read_text().splitlines()[1] + "\n")
+    with pytest.raises(FocusFaceError, match="ijbc_1N_gallery_G2.csv: template 1 is in ijbc_1N_gallery_G1.csv too"):
+        read_ijb(copy)
+
+
+def test_five_points_far_outside_their_crop_are_refused_with_the_image(release, tmp_path, tiny):
+    copy = _copy(release, tmp_path)
+    _damage(meta_path(copy, "IJBC", "name_5pts_score"), 3, "3.jpg 99999 -88888 3 4 5 6 7 8 9 10 0.9")
+    with pytest.raises(FocusFaceError, match=r"3.jpg \(line 3 of its five-point file\): its five points reach"):
+        evaluate_ijb(tiny, copy)
+    _damage(meta_path(copy, "IJBC", "name_5pts_score"), 3, "3.jpg 0 0 0 0 0 0 0 0 0 0 0.9")
+    with pytest.raises(FocusFaceError, match=r"3.jpg \(line 3 of its five-point file\): .*one point"):
+        evaluate_ijb(tiny, copy)
 
 
 def test_missing_empty_oversized_and_binary_meta_files_are_refused(release, tmp_path, monkeypatch):
@@ -212,7 +261,7 @@ def test_focusface_evaluate_prints_tar_at_far_per_protocol(release, tiny, tmp_pa
     out = run("evaluate", tmp_path / "tiny.pt", release, "--protocols", "uu,mm", "--out", tmp_path / "eval", "--quiet")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert "TAR@FAR=1e-06 %" in lines[0] and [line.split()[:2] for line in lines[1:3]] == [
+    assert "TAR % at FAR 1e-06" in lines[0] and [line.split()[:2] for line in lines[1:3]] == [
         ["IJBC", "UU"],
         ["IJBC", "MM"],
     ]
@@ -224,6 +273,12 @@ def test_focusface_evaluate_prints_tar_at_far_per_protocol(release, tiny, tmp_pa
     ]
     refused(run("evaluate", tmp_path / "tiny.pt", release, "--masked", "x.bin"), "--masked: for pair sets only")
     refused(run("evaluate", tmp_path / "tiny.pt", release, "synthetic"), "in a command of their own")
+    for part in (release / "meta", release / "loose_crop", release / "meta" / "ijbc_face_tid_mid.txt"):
+        refused(
+            run("evaluate", tmp_path / "tiny.pt", part),
+            f"is part of an IJB release: give the release's folder, {release}",
+        )
+    refused(run("evaluate", tmp_path / "tiny.pt", release.parent), f"holds the IJB release {release}: give that folder")
     copy = _copy(release, tmp_path)
     _damage(meta_path(copy, "IJBC", "template_pair_label"), 2, "1 2")
     refused(run("evaluate", tmp_path / "tiny.pt", copy), "ijbc_template_pair_label.txt:2: 2 fields, expected 3")
