@@ -15,10 +15,10 @@ from .errors import FocusFaceError
 from .template import TEMPLATE_LANDMARKS, TEMPLATE_SIZE, five_points
 
 # %% auto #0
-__all__ = ['DOUBTFUL_SCORE', 'DOUBTFUL_PROBABILITY', 'DETECTORS', 'DETECTION_SIDE', 'FRAME_PAD', 'similarity_transform',
-           'align_face', 'Face', 'visible_area', 'rank_faces', 'import_dlib', 'DlibAligner', 'MtcnnAligner',
-           'make_aligner', 'NoFaceError', 'AlignedFace', 'as_rgb', 'default_aligner', 'find_faces', 'align_photo',
-           'mask_photo', 'detection_figure', 'read_reference_landmarks', 'alignment_accuracy']
+__all__ = ['DOUBTFUL_SCORE', 'DOUBTFUL_PROBABILITY', 'DETECTORS', 'DETECTION_SIDE', 'FRAME_PAD', 'PAD_SEARCH_SIDE',
+           'similarity_transform', 'align_face', 'Face', 'visible_area', 'rank_faces', 'import_dlib', 'DlibAligner',
+           'MtcnnAligner', 'make_aligner', 'NoFaceError', 'AlignedFace', 'as_rgb', 'default_aligner', 'find_faces',
+           'align_photo', 'mask_photo', 'detection_figure', 'read_reference_landmarks', 'alignment_accuracy']
 
 # %% ../nbs/22_align.ipynb #49311d2b
 def similarity_transform(src, dst) -> np.ndarray:
@@ -226,6 +226,7 @@ def default_aligner(detector: str = "mtcnn"):
 # %% ../nbs/22_align.ipynb #f8f4c109
 DETECTION_SIDE = 4096  # faces are searched for in at most this many pixels a side
 FRAME_PAD = 0.5  # a photo without a face is searched again inside a black border this share of its larger side
+PAD_SEARCH_SIDE = 1024  # ... in a copy at most this many pixels a side (a face that fills the frame is large)
 
 
 def find_faces(aligner, image: np.ndarray, *, pad: float = FRAME_PAD) -> list[Face]:
@@ -234,14 +235,22 @@ def find_faces(aligner, image: np.ndarray, *, pad: float = FRAME_PAD) -> list[Fa
     faces = _search(aligner, image)
     if faces or pad <= 0:
         return faces
-    border = round(pad * max(image.shape[:2]))
-    framed = cv2.copyMakeBorder(image, border, border, border, border, cv2.BORDER_CONSTANT, value=0)
+    scale = min(1.0, PAD_SEARCH_SIDE / max(image.shape[:2]))  # the padded copy stays small: memory is bounded
+    small = (
+        image
+        if scale == 1
+        else cv2.resize(
+            image, (round(image.shape[1] * scale), round(image.shape[0] * scale)), interpolation=cv2.INTER_AREA
+        )
+    )
+    border = round(pad * max(small.shape[:2]))
+    framed = cv2.copyMakeBorder(small, border, border, border, border, cv2.BORDER_CONSTANT, value=0)
     back = [
         Face(
-            tuple(v - border for v in f.box),
+            tuple(int(round((v - border) / scale)) for v in f.box),
             f.score,
-            f.landmarks - border,
-            None if f.shape is None else f.shape - border,
+            (f.landmarks - border) / scale,
+            None if f.shape is None else (f.shape - border) / scale,
             padded=True,
         )
         for f in _search(aligner, framed)

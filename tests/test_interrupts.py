@@ -8,9 +8,11 @@ and won; under load it lost, until the workers waited on their parent's exit ins
 second (`focusface.files.die_with`)."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -111,9 +113,20 @@ KILLED = {  # command: (its arguments, the output, what shows it is mid-way)
 }
 
 
+@pytest.fixture
+def short_tmpdir():
+    """A $TMPDIR with a short path: the forkserver's socket lies in it, and a Unix socket's path has at most 107 bytes
+    (under /tmp/pytest-of-root/pytest-NNN/popen-gwN/<test name>/ it ran over once pytest counted past 99)."""
+    folder = Path(tempfile.mkdtemp(prefix="ffkill"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("command", sorted(KILLED))
-def test_a_killed_run_leaves_no_process_and_the_rerun_no_temporary(killable, faces, tmp_path, command, cpu_load):
+def test_a_killed_run_leaves_no_process_and_the_rerun_no_temporary(  # noqa: PLR0917 (pytest fixtures)
+    killable, faces, tmp_path, command, cpu_load, short_tmpdir
+):
     """SIGKILL of embed/landmarks left a partial beside the output after a successful rerun; export one in $TMPDIR; train
     with workers=2 orphaned its forkserver, resource tracker and DataLoader workers for minutes."""
     if command == "landmarks":
@@ -123,8 +136,7 @@ def test_a_killed_run_leaves_no_process_and_the_rerun_no_temporary(killable, fac
     out.mkdir()
     args = [str(a) for a in make(killable, faces)]
     args = [a.replace(str(killable / "out"), str(out)) for a in args]
-    marker, scratch = uuid.uuid4().hex, tmp_path / "tmp"
-    scratch.mkdir()
+    marker, scratch = uuid.uuid4().hex, short_tmpdir
     env = dict(os.environ, FOCUSFACE_TEST_MARKER=marker, TMPDIR=str(scratch))
     victim = subprocess.Popen(CLI + args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
