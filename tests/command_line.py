@@ -35,3 +35,26 @@ def train_args(data, out, **extra) -> list[str]:
         log_every=1,
     )
     return [f"{k}={v}" for k, v in (values | extra).items()]
+
+
+def run_two_gloo_ranks(script, timeout: int = 300) -> None:
+    "Run the Python file `script` as ranks 0 and 1 of a gloo process group on loopback; assert both succeed."
+    import os
+    import socket
+
+    with socket.socket() as probe:  # a free port on loopback for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script)],
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for r in range(2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=timeout)
+        assert p.returncode == 0, err.decode()[-2000:]

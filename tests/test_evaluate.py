@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from command_line import run_two_gloo_ranks
 
 from focusface.checkpoints import load_checkpoint, save_checkpoint
 from focusface.evalsets import EvalPairs, write_bin
@@ -151,25 +152,8 @@ emb, _ = embed_images(load_checkpoint(r"{tmp_path / "m.pt"}"), pairs.images, bat
 if dist.get_rank() == 0: np.save(r"{tmp_path / "sharded.npy"}", emb)
 dist.destroy_process_group()
 """)
-    import os
-    import socket
 
-    with socket.socket() as probe:  # a free port on loopback for the rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script)],
-            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        for r in range(2)
-    ]
-    for p in procs:
-        _, err = p.communicate(timeout=180)
-        assert p.returncode == 0, err.decode()[-2000:]
+    run_two_gloo_ranks(script, timeout=180)
     np.testing.assert_allclose(np.load(tmp_path / "sharded.npy"), single, atol=1e-5)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from checkpoint_edits import rehash
+from command_line import run_two_gloo_ranks
 
 from focusface.checkpoints import load_checkpoint
 from focusface.errors import FocusFaceError
@@ -489,8 +490,6 @@ def test_class_means_start_each_centre_at_its_class_mean_embedding(faces, tmp_pa
 def test_class_means_under_two_gloo_processes_equal_one_process(faces, tmp_path):
     """Under torchrun each process embeds every other class image and the sums are added up (all_reduce): two gloo
     ranks on the CPU must give the centres one process gives."""
-    import os
-    import socket
 
     import numpy as np
 
@@ -516,20 +515,5 @@ if dist.get_rank() == 0:
     np.save(r"{tmp_path / "two.npy"}", centres.numpy())
 dist.destroy_process_group()
 """)
-    with socket.socket() as probe:  # a free port on loopback for the rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script)],
-            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        for r in range(2)
-    ]
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err.decode()[-2000:]
+    run_two_gloo_ranks(script, timeout=300)
     np.testing.assert_allclose(np.load(tmp_path / "two.npy"), single, atol=1e-5)
