@@ -28,7 +28,7 @@ from .errors import DestinationError, FocusFaceError, FormatError, shorten
 
 # %% auto #0
 __all__ = ['OUTPUT_MARK', 'NPZ_READ_BYTES', 'check_destination', 'mark_folder', 'png_mark', 'zip_mark', 'output_kind',
-           'hold_lock', 'glob_escape', 'remove_stale_temporaries', 'temporary_path', 'replaced_name',
+           'held_ctrl_c', 'hold_lock', 'glob_escape', 'remove_stale_temporaries', 'temporary_path', 'replaced_name',
            'restore_replaced', 'atomic_dir', 'atomic_file', 'atomic_write_bytes', 'scratch_dir', 'allocated_memmap',
            'write_npz', 'save_figure', 'die_with', 'worker_tempdir', 'worker_count', 'worker_context', 'ordered_map',
            'WorkerShared', 'map_npz']
@@ -238,6 +238,27 @@ def _check_replaceable(dst: Path, kind: str) -> None:
 _TMP_TAG = ".focusface-"
 
 
+@contextmanager
+def held_ctrl_c() -> Iterator[None]:
+    "Hold a Ctrl-C (SIGINT) during the block and raise it once the block is done: make something and note it here."
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield  # no Ctrl-C to hold: it does not raise in this thread, or the program handles it itself
+        return
+    held = []
+    signal.signal(signal.SIGINT, lambda *_: held.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if held:
+        raise KeyboardInterrupt
+
+
 def _umask() -> int:
     try:  # Linux reports it without changing it (os.umask would, briefly, for every thread)
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -258,6 +279,19 @@ def _normal_mode(path: Path, directory: bool) -> None:
 def hold_lock(dst: Path):
     "Hold an exclusive lock on `dst` (a lock file beside it) or raise `DestinationError` at once."
     lock = dst.with_name(f".{dst.name}{_TMP_TAG[:-1]}.lock")
+    fd = None
+    try:
+        with held_ctrl_c():
+            fd = _take_lock(dst, lock)
+        yield
+    finally:
+        if fd is not None:
+            lock.unlink(missing_ok=True)
+            os.close(fd)
+
+
+def _take_lock(dst: Path, lock: Path) -> int:
+    "The open lock file, locked by this process."
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
         try:
@@ -273,12 +307,7 @@ def hold_lock(dst: Path):
         except FileNotFoundError:
             same = False
         if same:
-            break
-        os.close(fd)
-    try:
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
+            return fd
         os.close(fd)
 
 # %% ../nbs/02_files.ipynb #4f0ada9b
@@ -422,15 +451,18 @@ def atomic_dir(dst, *, sources: Iterable, kind: str, overwrite: bool = False) ->
     with hold_lock(dst):
         restore_replaced(dst)
         remove_stale_temporaries(dst)
-        tmp = temporary_path(dst, directory=True)
+        tmp = None
         try:
+            with held_ctrl_c():
+                tmp = temporary_path(dst, directory=True)
             yield tmp
             mark_folder(tmp, kind)
             _put_in_place(tmp, check_destination(dst, overwrite=overwrite, sources=sources, kind=kind))  # it may
             # have appeared meanwhile
         except BaseException as e:
             raised = _write_failed(dst, e)  # before the temporary goes: a full disk is still full
-            shutil.rmtree(tmp, ignore_errors=True)
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
             if raised is e:
                 raise
             raise raised from None
@@ -448,8 +480,10 @@ def atomic_file(path, mode: str = "wb", *, sources: Iterable, kind: str | None, 
     path.parent.mkdir(parents=True, exist_ok=True)
     with hold_lock(path):
         remove_stale_temporaries(path)
-        tmp = temporary_path(path, directory=False)
+        tmp = None
         try:
+            with held_ctrl_c():
+                tmp = temporary_path(path, directory=False)
             with open(tmp, mode) as f:
                 yield f
                 f.flush()
@@ -457,7 +491,8 @@ def atomic_file(path, mode: str = "wb", *, sources: Iterable, kind: str | None, 
             _put_in_place(tmp, check_destination(path, overwrite=overwrite, sources=sources, kind=kind))
         except BaseException as e:
             raised = _write_failed(path, e)  # before the temporary goes: a full disk is still full
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
             if raised is e:
                 raise
             raise raised from None
@@ -482,11 +517,14 @@ def scratch_dir(dst, *, need: int = 0) -> Iterator[Path]:
             f"{free / 1e6:,.1f} MB free: free some space or choose another destination"
         )
     remove_stale_temporaries(dst)
-    tmp = temporary_path(dst, directory=True)  # named like every temporary: a killed run's is removed by the next
+    tmp = None
     try:
+        with held_ctrl_c():
+            tmp = temporary_path(dst, directory=True)  # named like every temporary: a killed run's goes with the next
         yield tmp
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 # %% ../nbs/02_files.ipynb #d18db212
 def allocated_memmap(path, dtype, shape, dst):
@@ -680,28 +718,17 @@ def _start_pool(ctx, workers: int):
     runs and then stops it like any other: Python's Pool stops the workers it started only on an Exception, so a
     KeyboardInterrupt there left one running, which later failed to open the pool's gone semaphores and printed a
     traceback."""
-    import signal
-    import threading
-
     import focusface.files  # the worker imports it by this name (even when this runs in a notebook)
 
-    def start():
-        return ctx.Pool(workers, initializer=focusface.files._pool_worker, initargs=(os.getpid(),))
-
-    if threading.current_thread() is not threading.main_thread() or (
-        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
-        return start()  # no Ctrl-C to hold here: it does not raise in this thread, or the program handles it itself
-    held = []
-    signal.signal(signal.SIGINT, lambda *_: held.append(True))
+    pool = None
     try:
-        pool = start()
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    if held:
-        pool.terminate()
-        pool.join()
-        raise KeyboardInterrupt
+        with held_ctrl_c():
+            pool = ctx.Pool(workers, initializer=focusface.files._pool_worker, initargs=(os.getpid(),))
+    except KeyboardInterrupt:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        raise
     return pool
 
 

@@ -15,7 +15,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 
 from .errors import FormatError
-from .files import WorkerShared, temporary_path
+from .files import WorkerShared, held_ctrl_c, temporary_path
 
 # %% auto #0
 __all__ = ['MAGIC', 'encode_chunks', 'decode_chunks', 'IRHeader', 'pack_record', 'unpack_record', 'parse_index', 'MissingRecord',
@@ -318,8 +318,17 @@ class RecordWriter:
         self.rec_path = Path(rec_path)
         self.idx_path = Path(idx_path) if idx_path is not None else self.rec_path.with_suffix(".idx")
         self.rec_path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp_rec, self._tmp_idx = temporary_path(self.rec_path), temporary_path(self.idx_path)
-        self._rec, self._idx = open(self._tmp_rec, "wb"), open(self._tmp_idx, "w")
+        made = []
+        try:
+            with held_ctrl_c():  # a Ctrl-C cannot fall between a temporary's making and its noting
+                made.append(temporary_path(self.rec_path))
+                made.append(temporary_path(self.idx_path))
+            self._tmp_rec, self._tmp_idx = made
+            self._rec, self._idx = open(self._tmp_rec, "wb"), open(self._tmp_idx, "w")
+        except BaseException:
+            for path in made:
+                path.unlink(missing_ok=True)
+            raise
         self._offset, self._keys = 0, set()
 
     def write(self, key: int, data: bytes) -> None:

@@ -271,3 +271,49 @@ def test_ctrl_c_while_the_pool_starts_stops_the_workers_it_started():
     )  # workers ignore SIGINT, and a child inherits that: the pool then has no Ctrl-C to hold)
     assert out.stdout.strip() == "workers left running: 0", (out.stdout, out.stderr[-2000:])
     assert "Traceback" not in out.stderr, out.stderr[-2000:]
+
+
+def _ctrl_c_after(function):
+    "`function`, then a Ctrl-C to this process: one that strikes the moment something has been made on disk."
+
+    def made_then_interrupted(*args, **kwargs):
+        result = function(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    return made_then_interrupted
+
+
+def _writers():
+    import focusface.files as files
+    from focusface.recordio import RecordWriter
+
+    return {
+        "atomic_dir": lambda d: files.atomic_dir(d / "out", sources=(), kind="evaluation"),
+        "atomic_file": lambda d: files.atomic_file(d / "out.bin", sources=(), kind=None),
+        "scratch_dir": lambda d: files.scratch_dir(d / "out.rec"),
+        "RecordWriter": lambda d: RecordWriter(d / "out.rec"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("writer", "made"),
+    [(w, "temporary") for w in ("atomic_dir", "atomic_file", "scratch_dir", "RecordWriter")]
+    + [(w, "lock file") for w in ("atomic_dir", "atomic_file")],
+)
+def test_ctrl_c_the_moment_a_file_is_made_leaves_nothing(tmp_path, monkeypatch, writer, made):
+    """A Ctrl-C that struck between `mkdtemp` returning and the temporary's name being kept left the temporary beside
+    `align`'s output (CI's Ctrl-C test, once in several runs). Here it strikes at that moment every time, for each
+    writer and for each thing it makes on disk."""
+    import fcntl
+
+    import focusface.files as files
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "this test needs Python's own Ctrl-C"
+    if made == "lock file":
+        monkeypatch.setattr(files.fcntl, "flock", _ctrl_c_after(fcntl.flock))
+    else:
+        monkeypatch.setattr(files, "_normal_mode", _ctrl_c_after(files._normal_mode))
+    with pytest.raises(KeyboardInterrupt), _writers()[writer](tmp_path):
+        pass
+    assert not list(tmp_path.iterdir()), list(tmp_path.iterdir())
