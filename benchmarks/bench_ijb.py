@@ -1,12 +1,16 @@
 """IJB-C's 1:1 protocol at its real size with random features: how long reading the meta files, pooling 469,375
 image features into 23,124 templates, scoring 15,658,489 template pairs and reading TAR at FAR take, and the peak
-memory each step allocates beyond its inputs (numpy's allocations, traced). Prints one JSON line per step.
+memory each step allocates beyond its inputs (numpy's allocations, traced), and the person-level bootstrap of the
+TAR (`tar_at_far_intervals`) at that size. Prints one JSON line per step.
 
 The layout: 3,531 gallery templates (G1 + G2) and 19,593 probe templates, images spread over templates and media
 at random, 19,557 genuine pairs and 15,638,932 impostor pairs drawn at random between gallery and probe
 templates. The scores of random features are meaningless: this measures time and memory only.
 
-Run: python benchmarks/bench_ijb.py [--scale 1.0] [--no-files]
+Each gallery template is one person (3,531); each probe template a random one of them, a genuine pair's probe its
+gallery template's person.
+
+Run: python benchmarks/bench_ijb.py [--scale 1.0] [--no-files] [--replicates 200]
 """
 
 import argparse
@@ -18,7 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from focusface.ijb import insightface_tar_at_far, read_meta, tar_at_far, template_features, template_pair_scores
+from focusface.ijb import (
+    insightface_tar_at_far,
+    read_meta,
+    tar_at_far,
+    tar_at_far_intervals,
+    template_features,
+    template_pair_scores,
+)
 
 IJBC = dict(images=469_375, gallery=3_531, probes=19_593, genuine=19_557, impostor=15_638_932, dim=512)
 
@@ -39,6 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="a share of IJB-C's counts (1.0: the real size)")
     parser.add_argument("--no-files", action="store_true", help="skip writing and reading the meta files")
+    parser.add_argument("--replicates", type=int, default=200, help="bootstrap replicates of the intervals (0: none)")
     args = parser.parse_args()
     n = {k: max(2, int(round(v * args.scale))) if k != "dim" else v for k, v in IJBC.items()}
     rng = np.random.default_rng(0)
@@ -64,6 +76,19 @@ def main() -> None:
     similarity = measured("score the template pairs", template_pair_scores, ids, pooled, pairs)
     measured("TAR at FAR, strict", tar_at_far, similarity, issame)
     measured("TAR at FAR, insightface's", insightface_tar_at_far, similarity, issame)
+    if args.replicates:
+        person = np.r_[0, np.arange(n["gallery"]), rng.integers(0, n["gallery"], n["probes"])]  # by template id
+        people = person[pairs]
+        people[issame, 1] = people[issame, 0]
+        for replicates in (1, args.replicates):  # the difference: the cost of a replicate beyond the set-up
+            measured(
+                f"TAR intervals, people resampled, {replicates} replicate(s)",
+                tar_at_far_intervals,
+                similarity,
+                issame,
+                people,
+                n=replicates,
+            )
 
 
 if __name__ == "__main__":

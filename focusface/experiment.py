@@ -15,10 +15,11 @@ from .metrics import HEADLINE_METRICS
 from .results import read_json, read_summary, seed_folder
 
 # %% auto #0
-__all__ = ['MISSING_DATA', 'DRIFT', 'RESULT_PACKAGES', 'RANDOM_START', 'TRAIN_INDEX', 'TRAIN_RUNS', 'recorded_hash', 'check_data',
-           'prepare_data', 'environment', 'locked_versions', 'environment_drift', 'prepare_masked_sets', 'align_real',
-           'variant_settings', 'write_random_start', 'variant_config', 'run_variant', 'run_seeds', 'check_params',
-           'load_params', 'evaluate_variant', 'compact_metrics', 'evaluate_seeds', 'run_notebook', 'main']
+__all__ = ['MISSING_DATA', 'DRIFT', 'RESULT_PACKAGES', 'RANDOM_START', 'DEMO_IJB_SHAPE', 'TRAIN_INDEX', 'TRAIN_RUNS',
+           'recorded_hash', 'check_data', 'prepare_data', 'environment', 'locked_versions', 'environment_drift',
+           'prepare_masked_sets', 'align_real', 'variant_settings', 'write_random_start', 'variant_config',
+           'run_variant', 'run_seeds', 'check_params', 'load_params', 'evaluate_variant', 'compact_metrics',
+           'prepare_ijb', 'evaluate_seeds', 'evaluate_ijb_seed', 'compact_ijb', 'run_notebook', 'main']
 
 # %% ../nbs/30_experiment.ipynb #5d947c4b
 MISSING_DATA = """the paper setting needs the real data, which focusface does not download:
@@ -325,10 +326,11 @@ _COUNTS = dict(
     holdout_pairs_per_fold=1,
     workers=0,
     seed=0,
+    ijb_people=0,
 )  # the least of each
 _KNOWN = dict(  # the keys of each section the pipeline reads (train and variants: `TrainConfig`'s, checked by it)
     top={"setting", "seeds", "data", "masks", "train", "variants", "evaluate", "report"},
-    data=set(_COUNTS) | {"ms1m", "eval_dir", "mfr2"},
+    data=set(_COUNTS) | {"ms1m", "eval_dir", "mfr2", "ijb"},
     masks={"spec", "seed", "workers"},
     evaluate={"protocols", "score", "batch_size", "device"},
     report={"bootstrap", "seed", "references"},
@@ -394,6 +396,8 @@ def _data_problems(data: dict) -> list[str]:
             f"data.train_identities x data.images_per_identity: {faces:,} training faces, more than the "
             f"{SYNTHETIC_FACES:,} a synthetic set holds"
         )
+    if data.get("ijb_people") == 1:
+        said.append("data.ijb_people: 0 (no synthetic IJB release) or at least 2 people, got 1")
     return said + _unknown_keys(data, "data")
 
 
@@ -591,11 +595,41 @@ def compact_metrics(by_seed: dict, run=None) -> dict:
         compact["training"] = dict({k: summary[k] for k in ("steps", "pairs_seen", "images_seen")}, seeds=len(by_seed))
     return compact
 
+# %% ../nbs/30_experiment.ipynb #e262a474
+DEMO_IJB_SHAPE = dict(templates_per_person=4, impostors_per_probe=20)  # the demo's release: 3 probe templates a person
+
+
+def prepare_ijb(setting: str, ijb, out, *, people: int = 0, seed: int = 0) -> dict:
+    """The `ijb` stage: `{target: release folder}`, also in `out/index.json`: the paper setting's releases under `ijb`
+    (each read whole first; none there: {}), or the demo's synthetic IJB-C-shaped release of `people` people in `out`."""
+    from focusface.ijb import IJB_TARGETS, is_release, make_ijb_fixture, read_ijb, release_hint
+
+    out, ijb = Path(out), Path(ijb)
+    if setting not in ("demo", "paper"):
+        raise FocusFaceError(f"setting must be demo or paper, got {setting!r}")
+    found = []
+    if setting == "paper" and ijb.exists():
+        found = [ijb] if is_release(ijb) else [ijb / t for t in IJB_TARGETS if is_release(ijb / t)]
+        if not found:
+            raise FocusFaceError(
+                release_hint(ijb)
+                or f"{ijb}: no IJB release in it; put insightface's IJBC (or IJBB) folder there, with its meta/ and "
+                "loose_crop/, or remove the folder to run without the IJB benchmarks"
+            )
+    releases = {read_ijb(root).target: str(root) for root in found}  # each checked whole, before any model runs
+    with atomic_dir(out, overwrite=True, sources=found, kind="IJB releases") as tmp:
+        if setting == "demo" and people:
+            make_ijb_fixture(tmp, people=people, seed=seed, **DEMO_IJB_SHAPE)
+            releases["IJBC"] = str(out / "IJBC")
+        (tmp / "index.json").write_text(json.dumps(releases, indent=1, sort_keys=True) + "\n")
+    return releases
+
 # %% ../nbs/30_experiment.ipynb #c7784842
 def evaluate_seeds(
-    params: dict, variant: str, index: dict, masked: dict, *, runs, out, metrics_file=None, real=None
+    params: dict, variant: str, index: dict, masked: dict, *, runs, out, metrics_file=None, real=None, ijb=None
 ) -> dict:
-    "The evaluate stage: each seed's model of `variant` into `out/seed<s>` (`{seed: metrics}`), the compact metrics to `metrics_file`."
+    """The evaluate stage: each seed's model of `variant` into `out/seed<s>` (`{seed: metrics}`), and on the `ijb`
+    releases (`{target: folder}`) into `out/seed<s>/ijb`; the compact metrics to `metrics_file`."""
     run = Path(runs, variant)
     by_seed = {
         s: evaluate_variant(
@@ -603,11 +637,50 @@ def evaluate_seeds(
         )
         for s in params["seeds"]
     }
+    on_ijb = {s: evaluate_ijb_seed(params, seed_folder(run, s) / "model.pt", ijb, seed_folder(out, s)) for s in by_seed}
     if metrics_file is not None:
         compact = compact_metrics(by_seed, seed_folder(run, params["seeds"][0]))
+        compact.update(compact_ijb(on_ijb))
         text = json.dumps(compact, indent=1, sort_keys=True) + "\n"
         atomic_write_bytes(metrics_file, text.encode(), sources=(), kind=None)  # a stage's output: DVC owns it
     return by_seed
+
+# %% ../nbs/30_experiment.ipynb #b3bab191
+def evaluate_ijb_seed(params: dict, model_path, ijb: dict | None, out) -> dict:
+    "One model on the `ijb` releases into `out/ijb` (`focusface.ijb.evaluate_releases`; masks from `params['masks']`)."
+    if not ijb:
+        return {}
+    from focusface.ijb import evaluate_releases
+
+    evaluation, masks = params["evaluate"], params["masks"]
+    return evaluate_releases(
+        model_path,
+        [ijb[t] for t in sorted(ijb)],
+        Path(out) / "ijb",
+        overwrite=True,
+        protocols=[p.strip() for p in evaluation["protocols"].split(",")],
+        spec=masks["spec"],
+        seed=masks["seed"],
+        batch_size=evaluation["batch_size"],
+        device=evaluation["device"],
+    )
+
+
+def compact_ijb(by_seed: dict) -> dict:
+    "`{target: {protocol: {tar@far=<far>: TAR}}}`, the strict TAR at each FAR, the mean over seeds (what DVC compares)."
+    if not by_seed or not next(iter(by_seed.values())):
+        return {}
+    first = next(iter(by_seed.values()))
+    return {
+        t: {
+            p: {
+                f"tar@far={far}": round(sum(m[t][p]["tar_at_far"][far] for m in by_seed.values()) / len(by_seed), 6)
+                for far in first[t][p]["tar_at_far"]
+            }
+            for p in first[t]
+        }
+        for t in first
+    }
 
 # %% ../nbs/30_experiment.ipynb #8155b8f9
 def run_notebook(notebook, executed, parameters: dict, *, echo=None) -> Path:
@@ -652,13 +725,14 @@ TRAIN_INDEX, TRAIN_RUNS = "outputs/data/index.json", "outputs/runs"  # where dvc
 
 
 def main(argv=None) -> int:
-    "`python -m focusface.experiment check PARAMS OUT`, `align-real PARAMS OUT`, `train PARAMS VARIANT` or `notebook NB EXECUTED name=value...`: the stages."
+    "`python -m focusface.experiment check PARAMS OUT`, `align-real PARAMS OUT`, `ijb PARAMS OUT`, `train PARAMS VARIANT` or `notebook NB EXECUTED name=value...`: the stages."
     import sys
 
     argv = sys.argv[1:] if argv is None else argv
     usage = (
         "usage: python -m focusface.experiment check PARAMS.yaml [OUT.json]\n"
         "       python -m focusface.experiment align-real PARAMS.yaml OUT_FOLDER\n"
+        "       python -m focusface.experiment ijb PARAMS.yaml OUT_FOLDER\n"
         "       python -m focusface.experiment train PARAMS.yaml VARIANT [INDEX.json RUNS_FOLDER]   (torchrun too)\n"
         "       python -m focusface.experiment notebook NOTEBOOK EXECUTED [name=value ...]"
     )
@@ -691,6 +765,10 @@ def main(argv=None) -> int:
         elif len(argv) == 3 and argv[0] == "align-real":
             params = load_params(argv[1])
             align_real(params["setting"], params["data"]["mfr2"], argv[2], workers=params["data"]["workers"])
+        elif len(argv) == 3 and argv[0] == "ijb":
+            params = load_params(argv[1])
+            data = params["data"]
+            prepare_ijb(params["setting"], data["ijb"], argv[2], people=data["ijb_people"], seed=data["seed"])
         else:
             print(usage, file=sys.stderr)
             return 2

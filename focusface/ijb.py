@@ -17,10 +17,11 @@ import numpy as np
 from .errors import FocusFaceError, shorten
 
 # %% auto #0
-__all__ = ['IJB_TARGETS', 'MAX_META_BYTES', 'META_COLUMNS', 'POOL_CHUNK', 'PAIR_BLOCK', 'TAR_FARS', 'FPIRS', 'RANKS',
-           'SEARCH_FILES', 'FIXTURE_FIRST_IDENTITY', 'IJB_PROTOCOLS', 'INSIGHTFACE_SEARCH', 'meta_path', 'ijb_target',
-           'read_meta', 'IJBMeta', 'read_ijb', 'image_features', 'template_features', 'template_pair_scores',
-           'tar_at_far', 'roc_corners', 'insightface_tar_at_far', 'read_subjects', 'read_search_lists',
+__all__ = ['IJB_TARGETS', 'MAX_META_BYTES', 'META_COLUMNS', 'POOL_CHUNK', 'PAIR_BLOCK', 'TAR_FARS', 'SEARCH_ROOM', 'FPIRS',
+           'RANKS', 'SEARCH_FILES', 'FIXTURE_FIRST_IDENTITY', 'IJB_PROTOCOLS', 'INSIGHTFACE_SEARCH', 'meta_path',
+           'ijb_target', 'read_meta', 'IJBMeta', 'read_ijb', 'image_features', 'template_features',
+           'template_pair_scores', 'tar_at_far', 'roc_corners', 'insightface_tar_at_far', 'pair_people',
+           'replicate_tar_at_far', 'tar_at_far_intervals', 'read_subjects', 'read_search_lists',
            'open_set_identification', 'insightface_identification', 'make_ijb_fixture', 'evaluate_ijb', 'is_release',
            'release_hint', 'format_search_table', 'format_tar_table', 'evaluate_releases']
 
@@ -370,6 +371,103 @@ def insightface_tar_at_far(scores, issame, fars=TAR_FARS) -> dict[float, float]:
     fpr, tpr = fpr[::-1], tpr[::-1]  # from the top of the curve: among equally near points the highest TPR wins
     return {float(f): float(tpr[int(np.argmin(np.abs(fpr - f)))]) for f in fars}
 
+# %% ../nbs/22b_ijb.ipynb #98702cc2
+def pair_people(meta: IJBMeta) -> np.ndarray | None:
+    "(pairs, 2) the person of each template pair's two templates, from the 1:N lists; None where one is not listed."
+    if not meta.searches:
+        return None
+    templates = np.concatenate([t for t, _ in meta.searches.values()])
+    persons = np.concatenate([p for _, p in meta.searches.values()])
+    ids, first = np.unique(templates, return_index=True)
+    at = np.minimum(np.searchsorted(ids, meta.pairs), len(ids) - 1)
+    if not (ids[at] == meta.pairs).all():
+        return None
+    return persons[first][at]
+
+
+def _weights(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    "The pairs' weights in a replicate of draws `c`: c_a for a pair of one person, else max(c_a + c_b - 1, 0)."
+    ca, cb = c[a], c[b]
+    return np.where(a == b, ca, np.maximum(ca + cb - 1, 0))
+
+
+def _totals(counts: np.ndarray, a: np.ndarray, b: np.ndarray, people: int) -> np.ndarray:
+    """The total weight of the pairs (a, b) in each replicate (`counts`: (replicates, people) draws), through
+    per-person pair counts: sum of max(c_a + c_b - 1, 0) = sum of (c_a + c_b - 1) + the pairs whose two people were
+    both left out."""
+    single = a == b
+    a2, b2 = a[~single], b[~single]
+    per_person = np.bincount(a[single], minlength=people) + np.bincount(a2, minlength=people)
+    per_person += np.bincount(b2, minlength=people)
+    totals = counts @ per_person - a2.size
+    if people * people <= 16_000_000:  # a table of pairs per two people (IJB-C: 3,531 people, 50 MB)
+        table = np.bincount(a2 * people + b2, minlength=people * people).reshape(people, people)
+        for r, c in enumerate(counts):
+            out = c == 0
+            totals[r] += int(table[np.ix_(out, out)].sum())
+    else:
+        for r, c in enumerate(counts):
+            out = c == 0
+            totals[r] += int(np.count_nonzero(out[a2] & out[b2]))
+    return totals
+
+
+def replicate_tar_at_far(scores, issame, people, fars=TAR_FARS, *, n: int = 1000, seed: int = 0) -> np.ndarray:
+    """(n, len(fars)) the strict TAR at each FAR of `n` replicates that draw the people with replacement (the draws and
+    weights of `metrics.bootstrap_weights` for the same seed), one replicate at a time in bounded memory. `people`:
+    one per pair or both (pairs, 2); `scores` may hold one row per seed: then the mean over seeds. NaN: a replicate
+    without genuine or without impostor weight."""
+    from focusface.metrics import people_index
+
+    sims = np.atleast_2d(np.asarray(scores, np.float64))
+    same = np.asarray(issame, bool).ravel()
+    if sims.shape[1] != same.size:
+        raise FocusFaceError(f"{sims.shape} scores for {same.size} labels: give both for the same pairs")
+    a, b, count = people_index(people, same.size)
+    draws = np.random.default_rng(seed).integers(0, count, (n, count))  # as bootstrap_weights draws them
+    counts = np.stack([np.bincount(d, minlength=count) for d in draws]).astype(np.int64)
+    genuine_total = _totals(counts, a[same], b[same], count)
+    impostor_total = _totals(counts, a[~same], b[~same], count)
+    allowed = np.floor(np.asarray(fars, np.float64)[None, :] * impostor_total[:, None] + 1e-9)
+    out = np.zeros((n, len(fars)))
+    for sim in sims:
+        tar = _seed_tar(sim, same, (a, b), counts, allowed=allowed, genuine_total=genuine_total, top_far=max(fars))
+        out += tar / len(sims)
+    out[(genuine_total == 0) | (impostor_total == 0)] = np.nan
+    return out
+
+
+SEARCH_ROOM = 1000  # impostors searched beyond twice the largest FAR's share, before a replicate needs them all
+
+
+def _seed_tar(sim, same, people, counts, *, allowed, genuine_total, top_far) -> np.ndarray:
+    """`replicate_tar_at_far` for one row of scores. At each FAR the threshold lies just above the first impostor
+    score (from the top) at which the replicate's false accepts pass the allowed number; the TAR is the genuine
+    weight above it. That impostor is searched among the highest-scoring impostors only, all of them when a
+    replicate needs more."""
+    a, b = people
+    descending = [np.argsort(-sim[kind], kind="stable") for kind in (~same, same)]
+    (iv, ia, ib), (gv, ga, gb) = ((sim[k][o], a[k][o], b[k][o]) for k, o in zip((~same, same), descending))
+    part = min(iv.size, int(np.ceil(2 * top_far * iv.size)) + SEARCH_ROOM)  # what a replicate's thresholds need
+    out = np.zeros(allowed.shape)
+    for r, c in enumerate(counts):
+        passed = np.searchsorted(np.cumsum(_weights(ia[:part], ib[:part], c)), allowed[r], side="right")
+        if part < iv.size and (passed == part).any():  # never passed among these: search every impostor
+            passed = np.searchsorted(np.cumsum(_weights(ia, ib, c)), allowed[r], side="right")
+        above = np.where(passed < iv.size, iv[np.minimum(passed, iv.size - 1)], -np.inf)  # the threshold: just above
+        accepted = np.r_[0, np.cumsum(_weights(ga, gb, c))][np.searchsorted(-gv, -above, side="left")]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[r] = accepted / genuine_total[r]
+    return out
+
+
+def tar_at_far_intervals(scores, issame, people, fars=TAR_FARS, *, n: int = 1000, seed: int = 0, level: float = 0.95):
+    "`{far: (low, high)}`: percentile bootstrap intervals of the strict TAR, the people resampled (`replicate_tar_at_far`)."
+    from focusface.metrics import percentile_interval
+
+    replicates = replicate_tar_at_far(scores, issame, people, fars, n=n, seed=seed)
+    return {float(f): percentile_interval(replicates[:, i], level) for i, f in enumerate(fars)}
+
 # %% ../nbs/22b_ijb.ipynb #bbfc6cf9
 FPIRS = (0.01, 0.1)  # the false positive identification rates IJB tables report
 RANKS = (1, 5, 10)
@@ -530,7 +628,7 @@ def make_ijb_fixture(
     for person in range(people):
         for k in range(templates_per_person):
             template += 1
-            (gallery if k < templates_per_person // 2 else probes).append((template, person))
+            (gallery if k == 0 else probes).append((template, person))
             for _ in range(int(rng.integers(1, 4))):
                 media += 1
                 for _ in range(int(rng.integers(1, 4))):
@@ -539,7 +637,7 @@ def make_ijb_fixture(
     pairs = [(g, p, 1) for g, who in gallery for p, same in probes if who == same]
     for p, who in probes:
         others = [g for g, person in gallery if person != who]
-        pairs += [(int(g), p, 0) for g in rng.choice(others, impostors_per_probe, replace=False)]
+        pairs += [(int(g), p, 0) for g in rng.choice(others, min(impostors_per_probe, len(others)), replace=False)]
     t = target.lower()
     with atomic_dir(Path(root) / target, sources=(), kind="synthetic IJB release", overwrite=overwrite) as tmp:
         (tmp / "meta").mkdir()
@@ -553,12 +651,9 @@ def make_ijb_fixture(
         (tmp / "meta" / f"{t}_name_5pts_score.txt").write_text("\n".join(lines) + "\n")
         (tmp / "meta" / f"{t}_face_tid_mid.txt").write_text("".join(f"{n} {a} {b}\n" for n, a, b, *_ in faces))
         (tmp / "meta" / f"{t}_template_pair_label.txt").write_text("".join(f"{a} {b} {c}\n" for a, b, c in pairs))
-        enrolled = {}
-        for template_id, person in gallery:
-            enrolled.setdefault(person, template_id)
         lists = [
-            [(g, p) for p, g in enrolled.items() if p < people // 2],
-            [(g, p) for p, g in enrolled.items() if p >= people // 2],
+            [(g, p) for g, p in gallery if p < people // 2],
+            [(g, p) for g, p in gallery if p >= people // 2],
             probes,
         ]
         for name, chosen in zip(SEARCH_FILES[target], lists):
@@ -810,6 +905,8 @@ def evaluate_releases(
             for meta in metas:
                 buffer = io.BytesIO()
                 scores = {f"scores_{p}": r["_scores"] for p, r in results[meta.target].items()}
-                np.savez(buffer, pairs=meta.pairs, issame=meta.issame, **scores)
+                people = pair_people(meta)
+                known = {} if people is None else dict(people=people)  # who is in each pair, for intervals
+                np.savez(buffer, pairs=meta.pairs, issame=meta.issame, **scores, **known)
                 atomic_write_bytes(tmp / "scores" / f"{meta.target}.npz", buffer.getvalue(), sources=(), kind=None)
     return metrics

@@ -16,9 +16,9 @@ from .errors import FocusFaceError
 
 # %% auto #0
 __all__ = ['HEADLINE_METRICS', 'FMR_TARGETS', 'COVERAGE_SCHEMES', 'Scores', 'rates_at', 'pyeer_rates', 'pyeer_metrics',
-           'verification_metrics', 'curve', 'kfold_folds', 'kfold_accuracy', 'bootstrap_weights', 'replicate_metrics',
-           'percentile_interval', 'confidence_intervals', 'fnmr_at', 'bootstrap_band', 'mcnemar_exact',
-           'clustered_difference_test', 'paired_test', 'paired_difference', 'holm', 'simulate_scores',
+           'verification_metrics', 'curve', 'kfold_folds', 'kfold_accuracy', 'people_index', 'bootstrap_weights',
+           'replicate_metrics', 'percentile_interval', 'confidence_intervals', 'fnmr_at', 'bootstrap_band',
+           'mcnemar_exact', 'clustered_difference_test', 'paired_test', 'paired_difference', 'holm', 'simulate_scores',
            'simulated_truth', 'tenfold_accuracy_truth', 'interval_coverage', 'simulate_paired_decisions', 'test_size']
 
 # %% ../nbs/19_metrics.ipynb #c599253d
@@ -291,7 +291,7 @@ HEADLINE_METRICS = ("accuracy", "eer", "fmr100", "fmr1000")  # the rates every t
 FMR_TARGETS = dict(fmr100=0.01, fmr1000=0.001)  # the FMR each FNMR is read at
 
 
-def _people_index(people, pairs: int) -> tuple[np.ndarray, np.ndarray, int]:
+def people_index(people, pairs: int) -> tuple[np.ndarray, np.ndarray, int]:
     "(first, second, how many people): each pair's people as 0, 1, ...; second = first for a pair of one person."
     p = np.asarray(people)
     p = p[:, None] if p.ndim == 1 else p
@@ -312,7 +312,7 @@ def bootstrap_weights(
     that person's draws, a pair of two people max(c_a + c_b - 1, 0) (`combine="product"`: c_a c_b, for
     comparison). `people`: one label per pair (pairs,), or both people of each pair (pairs, 2); `np.arange(pairs)`
     resamples the pairs themselves. `pairs`: the set's number of pairs, checked against `people`."""
-    first, second, count = _people_index(people, len(people) if pairs is None else pairs)
+    first, second, count = people_index(people, len(people) if pairs is None else pairs)
     draws = np.random.default_rng(seed).integers(0, count, (n, count))
     counts = np.bincount((draws + count * np.arange(n)[:, None]).ravel(), minlength=n * count).reshape(n, count)
     one, two = counts[:, first], counts[:, second]
@@ -498,7 +498,7 @@ def clustered_difference_test(correct_a, correct_b, people) -> dict:
     if a.shape != b.shape:
         raise FocusFaceError(f"{a.shape} decisions against {b.shape}: compare the same pairs")
     d = (a.astype(np.float64) - b).mean(0)
-    first, second, count = _people_index(people, d.size)
+    first, second, count = people_index(people, d.size)
     r = d - d.mean()
     two = first != second
     per_person = np.bincount(first, r, count) + np.bincount(second, np.where(two, r, 0.0), count)
@@ -573,7 +573,7 @@ def holm(pvalues) -> list[float]:
 # %% ../nbs/19_metrics.ipynb #5322136a
 def simulate_scores(people, same, rng, *, separation: float = 2.4, person_share: float = 0.5) -> np.ndarray:
     "Scores of a simulated set with this layout (both people of each pair, genuine or not) in which people matter."
-    first, second, count = _people_index(people, len(same))
+    first, second, count = people_index(people, len(same))
     easy, alike = rng.standard_normal(count), rng.standard_normal(count)
     shared, own = math.sqrt(person_share), math.sqrt(1 - person_share)
     genuine = separation + shared * easy[first] + own * rng.standard_normal(len(same))
@@ -633,7 +633,7 @@ def interval_coverage(
 
 def simulate_paired_decisions(people, rng, *, tau: float, base: float = 3.0, scale: float = 0.5):
     "Per-pair decisions (right or not) of two models of equal mean accuracy whose advantage varies by person (`tau`)."
-    first, second, count = _people_index(people, len(people))
+    first, second, count = people_index(people, len(people))
     pairs, two = len(first), first != second
     shared = rng.standard_normal(count)
     level = base + np.where(two, (shared[first] + shared[second]) / math.sqrt(2), shared[first])

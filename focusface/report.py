@@ -29,10 +29,10 @@ from focusface.results import (
 )
 
 # %% auto #0
-__all__ = ['TABLE_COLUMNS', 'FEW_ERRORS', 'TESTS_SAID', 'REFERENCE_NUMBERS', 'SHORT_NAMES', 'PROTOCOL_NAMES', 'load_results',
-           'errors_behind', 'results_table', 'cost_table', 'environment_said', 'write_tables', 'add_intervals',
-           'paired_tests', 'tests_table', 'interpretation', 'curve_figures', 'variant_label', 'score_figure',
-           'training_figure', 'about_said', 'write_report']
+__all__ = ['TABLE_COLUMNS', 'FEW_ERRORS', 'TESTS_SAID', 'REFERENCE_NUMBERS', 'SHORT_NAMES', 'PROTOCOL_NAMES', 'IJB_SAID',
+           'load_results', 'errors_behind', 'results_table', 'cost_table', 'environment_said', 'write_tables',
+           'add_intervals', 'paired_tests', 'tests_table', 'interpretation', 'curve_figures', 'variant_label',
+           'score_figure', 'training_figure', 'ijb_rows', 'ijb_table', 'about_said', 'write_report']
 
 # %% ../nbs/31_report.ipynb #075a3f86
 TABLE_COLUMNS = (
@@ -312,6 +312,8 @@ def write_tables(
     tests: list[dict] | None = None,
     environment: dict | None = None,
     about: str = "",
+    *,
+    ijb: list[dict] | None = None,
 ) -> list[Path]:
     "`results.md` (`about` on top; the paired tests, what they say, reference numbers, the cost and the `environment` below), `results.tex`, `results.csv` (and `paired_tests.csv`) in `folder`."
     folder = Path(folder)
@@ -328,6 +330,7 @@ def write_tables(
         + results_table(rows, "md")
         + _tests_said(tests or [])
         + (f"\n{interpretation(rows, tests)}" if tests else "")
+        + (f"\n## IJB template verification\n\n{IJB_SAID}\n\n{ijb_table(ijb)}" if ijb else "")
         + "\nTraining cost:\n\n"
         + cost_table(rows)
         + f"\n{REFERENCE_NUMBERS}"
@@ -340,6 +343,8 @@ def write_tables(
     ]
     if tests:
         outputs.append(("paired_tests.csv", results_table(tests, "csv")))
+    if ijb:
+        outputs.append(("ijb.csv", results_table(ijb, "csv")))
     return [atomic_write_bytes(folder / name, text.encode(), sources=(), kind=None) for name, text in outputs]
 
 # %% ../nbs/31_report.ipynb #5e8236cd
@@ -752,6 +757,79 @@ def training_figure(runs: dict, path):
         ax.legend(fontsize=8)
     return save_figure(fig, path)
 
+# %% ../nbs/31_report.ipynb #c73e1d1c
+IJB_SAID = (
+    "TAR (true accept rate) in %, the mean over seeds, at the lowest threshold whose FAR (false accept rate) is at "
+    "most the target, template against template, with its 95% person-level interval where the release's 1:N lists "
+    "say who is in each template pair (both people resampled; pointwise, not adjusted). U-M masks the images of each "
+    "pair's second (probe) template, M-M every image. insightface's TAR (the ROC corner nearest each FAR) and the 1:N "
+    "measures (rank-1/5/10, TPIR at FPIR per gallery) are in `ijb.csv`, each named."
+)
+
+
+def ijb_rows(evaluations: dict, seeds, *, n: int = 0, seed: int = 0, level: float = 0.95) -> list[dict]:
+    """One row per IJB release, variant and protocol from `evaluations/<variant>/seed<s>/ijb`: the strict TAR at each
+    FAR and insightface's (`tar@<far>`, `tar_insightface@<far>`), EER, rank-1 and TPIR of each gallery, each the
+    mean over seeds; with `n` replicates and the pairs' people saved, the TARs' person-level intervals."""
+    from focusface.ijb import tar_at_far_intervals
+
+    rows = []
+    for variant, folder in evaluations.items():
+        folders = [f / "ijb" for f in seed_folders(folder, seeds)]
+        if not (folders[0] / "metrics.json").is_file():
+            continue
+        by_seed = [read_metrics(f) for f in folders]
+        for target, protocols in by_seed[0].items():
+            saved = [np.load(f / "scores" / f"{target}.npz") for f in folders]
+            for protocol in (p for p in PROTOCOLS if p in protocols):  # U-U, U-M, M-M
+                first = protocols[protocol]
+                every = [m[target][protocol] for m in by_seed]
+                row = dict(set=target, variant=variant, protocol=protocol, n_pairs=first["n_pairs"])
+                row.update(n_genuine=first["n_genuine"], eer=float(np.mean([m["eer"] for m in every])))
+                for far in first["tar_at_far"]:
+                    row[f"tar@{far}"] = float(np.mean([m["tar_at_far"][far] for m in every]))
+                    row[f"tar_insightface@{far}"] = float(np.mean([m["tar_at_far_insightface"][far] for m in every]))
+                for gallery, measures in first.get("identification", {}).items():
+                    for k in measures:
+                        if not isinstance(measures[k], dict):
+                            row[f"{gallery} {k}"] = float(np.mean([m["identification"][gallery][k] for m in every]))
+                if n and "people" in saved[0].files:
+                    scores = np.stack([s[f"scores_{protocol}"] for s in saved])
+                    fars = [float(f) for f in first["tar_at_far"]]
+                    people, same = saved[0]["people"], saved[0]["issame"]
+                    intervals = tar_at_far_intervals(scores, same, people, fars, n=n, seed=seed, level=level)
+                    for far, (low, high) in zip(first["tar_at_far"], intervals.values()):
+                        row[f"tar_low@{far}"], row[f"tar_high@{far}"] = low, high
+                rows.append(row)
+    return rows
+
+
+def ijb_table(rows: list[dict]) -> str:
+    "The Markdown table of `ijb_rows`: TAR % at each FAR (with its interval where there is one) and EER %, then counts."
+    if not rows:
+        return ""
+    fars = [k.removeprefix("tar@") for k in rows[0] if k.startswith("tar@")]
+    head = ["set", "variant", "protocol", *(f"TAR % at FAR {f}" for f in fars), "EER %"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * 3 + " ---: |" * (len(fars) + 1)]
+    for r in rows:
+        cells = [
+            f"{r[f'tar@{f}'] * 100:.2f}"
+            + (f" [{r[f'tar_low@{f}'] * 100:.1f}, {r[f'tar_high@{f}'] * 100:.1f}]" if f"tar_low@{f}" in r else "")
+            for f in fars
+        ]
+        lines.append(
+            "| "
+            + " | ".join([r["set"], r["variant"], SHORT_NAMES[r["protocol"]], *cells])
+            + f" | {r['eer'] * 100:.2f} |"
+        )
+    counts = {r["set"]: (r["n_pairs"], r["n_genuine"]) for r in rows}
+    said = [
+        f"{s}: {p:,} template pairs ({g:,} genuine, {p - g:,} impostor); a FAR below 1/{p - g:,} is read with no "
+        "false accept at all."
+        for s, (p, g) in counts.items()
+    ]
+    return "\n".join(lines) + "\n\n" + " ".join(said) + "\n"
+
 # %% ../nbs/31_report.ipynb #46c5ec63
 def about_said(params: dict, rows: list[dict], people: dict) -> str:
     "The top of `results.md`: a title and what the numbers were measured on (`people`: each set's number of people, if known)."
@@ -775,7 +853,8 @@ def about_said(params: dict, rows: list[dict], people: dict) -> str:
             "# FocusFace and its baselines on synthetic identities (the demo)\n\n"
             "Every face in this experiment is synthetic: identities rendered by `focusface.synthfaces`, who are no one. "
             f"Training: {data.get('train_identities', 0):,} identities x {data.get('images_per_identity', 0)} images; "
-            f"evaluation, on identities apart from training's: {evaluated}; masks drawn by focusface ({masks}). {model}. The numbers show "
+            f"evaluation, on identities apart from training's: {evaluated}{_demo_ijb_said(data)}; masks drawn by focusface "
+            f"({masks}). {model}. The numbers show "
             "that the method runs and how the variants compare on a small task: an accuracy of 99% here says nothing "
             "about real faces.\n"
         )
@@ -784,6 +863,11 @@ def about_said(params: dict, rows: list[dict], people: dict) -> str:
         f"Training: MS1M-ArcFace (`{data.get('ms1m')}`); evaluation: {evaluated}; synthetic masks drawn by focusface "
         f"({masks}), and real masks where a set's labels say so. {model}.\n"
     )
+
+
+def _demo_ijb_said(data: dict) -> str:
+    people = data.get("ijb_people", 0)
+    return f", and a synthetic IJB-C-shaped release of {people:,} other people (its own table)" if people else ""
 
 
 def _people_counts(evaluations: dict, rows: list[dict], seeds) -> dict:
@@ -812,7 +896,8 @@ def write_report(params: dict, runs, evaluations, out, environment: dict | None 
     references = tuple(r.strip() for r in str(report["references"]).split(",") if r.strip())
     tests = paired_tests(rows, evaluated, references, seeds, **statistics)
     about = about_said(params, rows, _people_counts(evaluated, rows, seeds))
-    written = write_tables(rows, out, tests, environment, about)
+    ijb = ijb_rows(evaluated, seeds, n=report["bootstrap"], seed=report["seed"])
+    written = write_tables(rows, out, tests, environment, about, ijb=ijb)
     first, figures = (
         {v: seed_folders(evaluated[v], seeds)[0] for v in names},
         Path(out, "figures"),

@@ -268,6 +268,7 @@ def test_focusface_evaluate_prints_tar_at_far_per_protocol(release, tiny, tmp_pa
     assert sorted(np.load(tmp_path / "eval" / "scores" / "IJBC.npz").files) == [
         "issame",
         "pairs",
+        "people",
         "scores_mm",
         "scores_uu",
     ]
@@ -355,3 +356,60 @@ def test_the_1n_lists_are_read_with_their_errors(release, tmp_path):
     g1.unlink()
     with pytest.raises(FocusFaceError, match="ijbc_1N_gallery_G1.csv: missing; the 1:N protocol needs both"):
         read_ijb(copy)
+
+
+@pytest.mark.parametrize(
+    ("pairs", "people", "fars"),
+    [(400, 15, (0.01, 0.05, 0.3)), (30_000, 6, (0.0005, 0.01)), (30_000, 400, (0.001, 0.01, 0.1))],
+    ids=["small", "six-people", "many-people"],
+)
+def test_person_bootstrap_of_tar_equals_the_weight_matrix(monkeypatch, pairs, people, fars):
+    """`replicate_tar_at_far` (one replicate at a time, thresholds searched among the top impostors) gives exactly the
+    replicates of `metrics.bootstrap_weights`' matrix read by the pair sets' strict FNMR at FMR, also when a replicate
+    must search every impostor (six people: some replicates leave most of them out)."""
+    import focusface.ijb as ijb
+    from focusface.metrics import _replicate_fnmr_at, _replicate_rates, bootstrap_weights
+
+    searched_all = []
+    weights = ijb._weights
+    monkeypatch.setattr(ijb, "_weights", lambda a, b, c: (searched_all.append(a.size), weights(a, b, c))[1])
+    rng = np.random.default_rng(pairs + people)
+    who = rng.integers(0, people, (pairs, 2))
+    same = np.arange(pairs) < pairs * 3 // 10
+    who[same, 1] = who[same, 0]
+    scores = np.round(rng.normal(same * 1.5, 1.0), 1)  # rounded: many equal scores
+    if people == 6:  # the top impostors are all of persons 0 and 1: a replicate without both must search further
+        scores[~same & (np.sort(who, 1) == [0, 1]).all(1)] += 3
+        monkeypatch.setattr(ijb, "SEARCH_ROOM", 0)
+    fast = ijb.replicate_tar_at_far(scores, same, who, fars, n=40, seed=4)
+    fmr, fnmr, false_matches, impostors = _replicate_rates(scores, same, bootstrap_weights(who, 40, 4))
+    slow = np.stack([1 - _replicate_fnmr_at(fnmr, false_matches, impostors, f) for f in fars], 1)
+    np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-12)
+    if people == 6:
+        assert (pairs - same.sum()) in searched_all, "no replicate searched every impostor: the case is not tested"
+    two_seeds = ijb.replicate_tar_at_far(np.stack([scores, -scores]), same, who, fars, n=40, seed=4)
+    mirrored = ijb.replicate_tar_at_far(-scores, same, who, fars, n=40, seed=4)
+    np.testing.assert_allclose(two_seeds, (fast + mirrored) / 2, rtol=0, atol=1e-12)
+
+
+def test_pair_people_come_from_the_1n_lists_and_are_saved_with_the_scores(release, tiny, tmp_path):
+    from focusface.ijb import evaluate_releases, pair_people, read_search_lists
+
+    meta = read_ijb(release)
+    people = pair_people(meta)
+    listed = {}
+    for templates, persons in read_search_lists(release, "IJBC").values():
+        listed.update(zip(templates.tolist(), persons.tolist()))
+    assert people.tolist() == [[listed[a], listed[b]] for a, b in meta.pairs.tolist()]
+    assert (people[meta.issame, 0] == people[meta.issame, 1]).all() and (
+        people[~meta.issame, 0] != people[~meta.issame, 1]
+    ).all()
+    copy = _copy(release, tmp_path)
+    probes = meta_path(copy, "IJBC", "1N_probe_mixed").with_suffix(".csv")
+    lines = probes.read_text().splitlines()
+    first_probe = lines[1].split(",")[0]
+    probes.write_text("\n".join([lines[0], *(line for line in lines[1:] if line.split(",")[0] != first_probe)]) + "\n")
+    assert pair_people(read_ijb(copy)) is None  # a pair's template in no list: its people are not known
+    evaluate_releases(tiny, release, tmp_path / "eval", protocols="uu", fars=(0.1,))
+    saved = np.load(tmp_path / "eval" / "scores" / "IJBC.npz")
+    assert saved["people"].tolist() == people.tolist()

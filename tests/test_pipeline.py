@@ -19,6 +19,7 @@ SMALL = dict(
         val_pairs_per_fold=2,
         eval_identities=20,
         eval_pairs_per_fold=2,
+        ijb_people=4,
         workers=0,
     ),
     masks=dict(workers=0),
@@ -74,18 +75,21 @@ def test_dvc_repro_runs_the_whole_pipeline_and_then_has_nothing_to_do(project):
     for variant in variants:
         metrics = json.loads((project / "metrics" / f"{variant}.json").read_text())
         assert set(metrics["synthetic_lfw"]) == {"uu", "um", "mm"} and metrics["training"]["steps"] == 3
+        assert set(metrics["IJBC"]) == {"uu", "um", "mm"} and "tar@far=1e-06" in metrics["IJBC"]["um"]
         assert (project / "outputs" / "runs" / variant / "seed0" / "model.pt").is_file()  # one run per seed
         assert (project / "outputs" / "notebooks" / f"evaluate_{variant}.ipynb").is_file()
     table = (project / "reports" / "results.md").read_text()
     assert all(f"| {v} | UM |" in table for v in variants) and "Training cost" in table and "Paired tests" in table
     assert "95% bootstrap intervals" in table and "| UM | focusface | arcface_aug |" in table
+    assert "## IJB template verification" in table and "| IJBC | focusface | U-M |" in table  # the synthetic release
+    assert (project / "reports" / "ijb.csv").read_text().count("\nIJBC,") == 12  # 4 variants x 3 protocols
     for figure in ("roc_um.png", "det_mm.png", "scores.png", "training.png", "masks.png"):
         assert (project / "reports" / "figures" / figure).stat().st_size > 10_000
     again = _run(*dvc, "repro", cwd=project)  # only the check runs (it watches data/ outside the pipeline)
     assert [line for line in again.splitlines() if line.startswith("Running stage")] == ["Running stage 'check':"], (
         again
     )
-    assert again.count("didn't change, skipping") == 12, again
+    assert again.count("didn't change, skipping") == 13, again
     lock = (project / "dvc.lock").read_bytes()
     _run(*dvc, "repro", "--force", cwd=project)  # every stage again: an exact reproduction changes no hash in dvc.lock
     assert (project / "dvc.lock").read_bytes() == lock, "dvc.lock changed on an exact re-run"
