@@ -383,16 +383,19 @@ def _replicate_kfold_accuracy(sim: np.ndarray, same: np.ndarray, weights: np.nda
     (the first best of the same grid) on the other folds' weighted pairs and applied to the fold's, genuine and
     impostor pairs each in their share of the set. Weights of 1 give `kfold_accuracy`'s accuracy."""
     thresholds = np.arange(0, 4, 0.01)
-    right = ((2.0 - 2.0 * sim)[None, :] < thresholds[:, None]) == same[None, :]  # (thresholds, pairs)
+    accepted_from = np.searchsorted(thresholds, 2.0 - 2.0 * sim, side="right")  # distance < threshold from this one
     folds = int(fold.max()) + 1
-    w = weights.astype(np.float32)  # whole-number sums below 2^24: exact
-    hits = np.zeros((folds, 2, len(w), thresholds.size))
+    w = weights.astype(np.float64)  # whole numbers: every sum below is exact
+    hits = np.zeros((folds, 2, len(w), thresholds.size))  # the weight of the right decisions at each threshold
     mass, count = np.zeros((folds, 2, len(w))), np.zeros((folds, 2))
     for k in range(folds):
         for j, kind in enumerate((same, ~same)):
-            part = (fold == k) & kind
-            hits[k, j] = w[:, part] @ right[:, part].T.astype(np.float32)
-            mass[k, j], count[k, j] = w[:, part].sum(1), part.sum()
+            part = np.flatnonzero((fold == k) & kind)
+            part = part[np.argsort(accepted_from[part], kind="stable")]
+            running = np.c_[np.zeros(len(w)), np.cumsum(w[:, part], axis=1)]
+            accepted = running[:, np.searchsorted(accepted_from[part], np.arange(thresholds.size), side="right")]
+            mass[k, j], count[k, j] = running[:, -1], part.size
+            hits[k, j] = accepted if j == 0 else mass[k, j][:, None] - accepted  # genuine accepted, impostors not
     rows, accuracy = np.arange(len(w)), np.zeros((folds, len(w)))
     for k in range(folds):
         chosen = _best_on(hits.sum(0) - hits[k], mass.sum(0) - mass[k], count.sum(0) - count[k])
