@@ -75,7 +75,7 @@ def test_dvc_repro_runs_the_whole_pipeline_and_then_has_nothing_to_do(project):
     for variant in variants:
         metrics = json.loads((project / "metrics" / f"{variant}.json").read_text())
         assert set(metrics["synthetic_lfw"]) == {"uu", "um", "mm"} and metrics["training"]["steps"] == 3
-        assert set(metrics["IJBC"]) == {"uu", "um", "mm"} and "tar@far=1e-06" in metrics["IJBC"]["um"]
+        assert set(metrics["IJBC"]) == {"uu", "um", "mm"} and set(metrics["IJBC"]["um"]) == {"tar@far=1e-04"}
         assert (project / "outputs" / "runs" / variant / "seed0" / "model.pt").is_file()  # one run per seed
         assert (project / "outputs" / "notebooks" / f"evaluate_{variant}.ipynb").is_file()
     table = (project / "reports" / "results.md").read_text()
