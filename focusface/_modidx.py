@@ -298,6 +298,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'focusface.experiment._start_of': ('experiment.html#_start_of', 'focusface/experiment.py'),
                                       'focusface.experiment._unknown_keys': ('experiment.html#_unknown_keys', 'focusface/experiment.py'),
                                       'focusface.experiment._whole': ('experiment.html#_whole', 'focusface/experiment.py'),
+                                      'focusface.experiment._with_missing_keys': ( 'experiment.html#_with_missing_keys',
+                                                                                   'focusface/experiment.py'),
                                       'focusface.experiment.align_real': ('experiment.html#align_real', 'focusface/experiment.py'),
                                       'focusface.experiment.check_data': ('experiment.html#check_data', 'focusface/experiment.py'),
                                       'focusface.experiment.check_params': ('experiment.html#check_params', 'focusface/experiment.py'),

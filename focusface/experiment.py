@@ -532,7 +532,16 @@ def check_params(params: dict) -> list[str]:
         problems += _evaluate_problems(given["evaluate"])
     if {"report", "variants"} <= set(given):
         problems += _report_problems(given["report"], given["variants"])
-    return problems
+    return _with_missing_keys(problems, given)
+
+
+def _with_missing_keys(problems: list[str], given: dict) -> list[str]:
+    "`problems`, a key the stages read but the file lacks said as missing (once: not also as a wrong value)."
+    missing = [f"{name}.{key}" for name in _KNOWN if name in given for key in sorted(_KNOWN[name] - set(given[name]))]
+    said = [p for p in problems if p.split(":", 1)[0] not in missing]
+    return said + [
+        f"{key}: missing; the stages read it (params.yaml in the repository has every key)" for key in missing
+    ]
 
 # %% ../nbs/30_experiment.ipynb #b3f69208
 def load_params(path) -> dict:
