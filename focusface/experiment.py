@@ -7,6 +7,7 @@ pass them their parameters."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from .errors import FocusFaceError, shorten
@@ -53,6 +54,24 @@ def recorded_hash(record) -> str | None:
     return next((o.get("md5") for o in outs if isinstance(o, dict) and o.get("md5")), None)
 
 # %% ../nbs/30_experiment.ipynb #442098bb
+def _ijb_fingerprint(ijb) -> dict:
+    """`{path: [size, time]}` of the IJB releases under `ijb` (optional): every meta file, and each loose_crop folder as
+    its number of entries and its time (one listing, not a look at each of IJB-C's 469,375 crops)."""
+    from focusface.ijb import IJB_TARGETS
+
+    ijb, seen = Path(ijb), {}
+    for root in [ijb, *(ijb / t for t in IJB_TARGETS)]:
+        if (root / "meta").is_dir():
+            for p in sorted((root / "meta").iterdir()):
+                seen[str(p)] = [p.stat().st_size, p.stat().st_mtime_ns]
+        if (root / "loose_crop").is_dir():
+            seen[str(root / "loose_crop")] = [
+                len(os.listdir(root / "loose_crop")),
+                (root / "loose_crop").stat().st_mtime_ns,
+            ]
+    return seen
+
+
 def check_data(
     setting: str = "demo",
     *,
@@ -61,6 +80,7 @@ def check_data(
     out=None,
     record="data.dvc",
     mfr2: str = "data/mfr2",
+    ijb: str = "data/ijb",
     environment: dict | None = None,
 ) -> dict:
     """Check that the setting's data is there, else say what to get; return its fingerprint (each file's size and
@@ -78,6 +98,7 @@ def check_data(
             raise FocusFaceError(MISSING_DATA.format(ms1m=ms1m, eval_dir=eval_dir, mfr2=mfr2))
         real = sorted(p for p in Path(mfr2).rglob("*") if p.is_file()) if Path(mfr2).is_dir() else []  # optional
         found["files"] = {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in parts + bins + real}
+        found["files"].update(_ijb_fingerprint(ijb))
         if record is not None:
             found["recorded"] = recorded_hash(record)
     if out is not None:
@@ -765,6 +786,7 @@ def main(argv=None) -> int:
                 eval_dir=data["eval_dir"],
                 out=argv[2],
                 mfr2=data["mfr2"],
+                ijb=data["ijb"],
                 environment=env,
             )
             drift = environment_drift(env, locked_versions(Path(argv[1]).parent / "constraints.txt"))
@@ -782,7 +804,9 @@ def main(argv=None) -> int:
         elif len(argv) == 3 and argv[0] == "ijb":
             params = load_params(argv[1])
             data = params["data"]
-            prepare_ijb(params["setting"], data["ijb"], argv[2], people=data["ijb_people"], seed=data["seed"])
+            found = prepare_ijb(params["setting"], data["ijb"], argv[2], people=data["ijb_people"], seed=data["seed"])
+            if params["setting"] == "paper" and not found:
+                print(f"focusface: no IJB release in {data['ijb']} (data.ijb): the IJB benchmarks are left out")
         else:
             print(usage, file=sys.stderr)
             return 2

@@ -8,6 +8,7 @@ synthetic masks on the probe templates."""
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,6 +165,19 @@ def _check_images(names: np.ndarray, scores: np.ndarray, listing: Path, five: Pa
         )
 
 
+def _check_crops(names: np.ndarray, folder: Path, listing: Path) -> None:
+    "Every image the release lists is in its loose_crop folder (one listing of the folder, not a look per image)."
+    if not folder.is_dir():
+        raise FocusFaceError(f"{folder}: missing; the release's loose crops lie there, as insightface distributes it")
+    present = set(os.listdir(folder))
+    absent = [str(n) for n in names.tolist() if str(n) not in present and not (folder / str(n)).is_file()]
+    if absent:
+        raise FocusFaceError(
+            f"{folder}: {len(absent):,} of the {len(names):,} images {listing.name} lists are not there, the first "
+            f"{shorten(absent[0])}: restore the release's loose_crop folder"
+        )
+
+
 def read_ijb(root) -> IJBMeta:
     "The IJB-B or IJB-C protocol under `root` (insightface's layout), its three meta files checked against each other."
     root = Path(root)
@@ -203,6 +217,7 @@ def read_ijb(root) -> IJBMeta:
             f"{pair_file}:{i + 1}: template {both[i][~np.isin(both[i], faces['template'])][0]} has no image in "
             f"{meta_path(root, target, 'face_tid_mid').name}"
         )
+    _check_crops(faces["name"], root / "loose_crop", meta_path(root, target, "face_tid_mid"))
     searches = read_search_lists(root, target)
     for name, (templates, _) in (searches or {}).items():
         lost = templates[~np.isin(templates, faces["template"])]
@@ -400,7 +415,7 @@ def _totals(counts: np.ndarray, a: np.ndarray, b: np.ndarray, people: int) -> np
     per_person = np.bincount(a[single], minlength=people) + np.bincount(a2, minlength=people)
     per_person += np.bincount(b2, minlength=people)
     totals = counts @ per_person - a2.size
-    if people * people <= 16_000_000:  # a table of pairs per two people (IJB-C: 3,531 people, 50 MB)
+    if a2.size and people * people <= 16_000_000:  # a table of pairs per two people (IJB-C: 3,531 people, 100 MB)
         table = np.bincount(a2 * people + b2, minlength=people * people).reshape(people, people)
         for r, c in enumerate(counts):
             out = c == 0

@@ -160,8 +160,8 @@ def results_table(rows: list[dict], fmt: str = "md") -> str:
         lines += [" & ".join(escape(c) for c in b) + r" \\" for b in body] + [r"\bottomrule", r"\end{tabular}"]
         return "\n".join(lines) + "\n"
     if fmt == "csv":  # every number, unrounded, as fractions
-        keys = [k for k in rows[0] if not isinstance(rows[0][k], (dict, list))]
-        buffer = io.StringIO()
+        keys = list(dict.fromkeys(k for r in rows for k, v in r.items() if not isinstance(v, (dict, list))))
+        buffer = io.StringIO()  # the columns: every row's keys, in the order they first appear (blank where absent)
         writer = csv.DictWriter(buffer, keys, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
@@ -763,7 +763,8 @@ IJB_SAID = (
     "most the target, template against template, with its 95% person-level interval where the release's 1:N lists "
     "say who is in each template pair (both people resampled; pointwise, not adjusted). U-M masks the images of each "
     "pair's second (probe) template, M-M every image. insightface's TAR (the ROC corner nearest each FAR) and the 1:N "
-    "measures (rank-1/5/10, TPIR at FPIR per gallery) are in `ijb.csv`, each named."
+    "measures (rank-1/5/10, TPIR at FPIR per gallery) are in `ijb.csv`, each named. The intervals resample people "
+    "only: the masks are one seeded draw, the same for every variant."
 )
 
 
@@ -786,22 +787,32 @@ def ijb_rows(evaluations: dict, seeds, *, n: int = 0, seed: int = 0, level: floa
                 every = [m[target][protocol] for m in by_seed]
                 row = dict(set=target, variant=variant, protocol=protocol, n_pairs=first["n_pairs"])
                 row.update(n_genuine=first["n_genuine"], eer=float(np.mean([m["eer"] for m in every])))
-                for far in first["tar_at_far"]:
+                fars = sorted(first["tar_at_far"], key=float)  # 1e-06 first (the JSON keys are sorted as text)
+                for far in fars:
                     row[f"tar@{far}"] = float(np.mean([m["tar_at_far"][far] for m in every]))
                     row[f"tar_insightface@{far}"] = float(np.mean([m["tar_at_far_insightface"][far] for m in every]))
                 for gallery, measures in first.get("identification", {}).items():
-                    for k in measures:
-                        if not isinstance(measures[k], dict):
-                            row[f"{gallery} {k}"] = float(np.mean([m["identification"][gallery][k] for m in every]))
+                    for k, value in measures.items():  # rank-k, and TPIR at each FPIR (`tpir_at_fpir`: {fpir: rate})
+                        for at, path in [(f"@{f}", (k, f)) for f in value] if isinstance(value, dict) else [("", (k,))]:
+                            row[f"{gallery} {k}{at}"] = float(
+                                np.mean([_at(m["identification"][gallery], path) for m in every])
+                            )
                 if n and "people" in saved[0].files:
                     scores = np.stack([s[f"scores_{protocol}"] for s in saved])
-                    fars = [float(f) for f in first["tar_at_far"]]
                     people, same = saved[0]["people"], saved[0]["issame"]
-                    intervals = tar_at_far_intervals(scores, same, people, fars, n=n, seed=seed, level=level)
-                    for far, (low, high) in zip(first["tar_at_far"], intervals.values()):
+                    intervals = tar_at_far_intervals(
+                        scores, same, people, [float(f) for f in fars], n=n, seed=seed, level=level
+                    )
+                    for far, (low, high) in zip(fars, intervals.values()):
                         row[f"tar_low@{far}"], row[f"tar_high@{far}"] = low, high
                 rows.append(row)
     return rows
+
+
+def _at(measures: dict, path: tuple) -> float:
+    for key in path:
+        measures = measures[key]
+    return measures
 
 
 def ijb_table(rows: list[dict]) -> str:
@@ -809,7 +820,7 @@ def ijb_table(rows: list[dict]) -> str:
     if not rows:
         return ""
     fars = [k.removeprefix("tar@") for k in rows[0] if k.startswith("tar@")]
-    head = ["set", "variant", "protocol", *(f"TAR % at FAR {f}" for f in fars), "EER %"]
+    head = ["set", "variant", "protocol", *(f"TAR % at FAR {float(f):.0e}" for f in fars), "EER %"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * 3 + " ---: |" * (len(fars) + 1)]
     for r in rows:
         cells = [

@@ -413,3 +413,32 @@ def test_pair_people_come_from_the_1n_lists_and_are_saved_with_the_scores(releas
     evaluate_releases(tiny, release, tmp_path / "eval", protocols="uu", fars=(0.1,))
     saved = np.load(tmp_path / "eval" / "scores" / "IJBC.npz")
     assert saved["people"].tolist() == people.tolist()
+
+
+def test_a_missing_loose_crop_is_refused_before_any_work(release, tmp_path):
+    copy = tmp_path / "IJBC"
+    shutil.copytree(release, copy)
+    listed = read_ijb(copy).names
+    (copy / "loose_crop" / str(listed[3])).unlink()
+    with pytest.raises(FocusFaceError) as said:
+        read_ijb(copy)
+    assert str(said.value).startswith(f"{copy / 'loose_crop'}: 1 of the {len(listed):,} images ijbc_face_tid_mid.txt")
+    assert f"the first '{listed[3]}'" in str(said.value)
+    shutil.rmtree(copy / "loose_crop")
+    with pytest.raises(FocusFaceError, match="loose_crop: missing"):
+        read_ijb(copy)
+
+
+def test_the_report_lists_every_ijb_measure_of_every_release(release, tiny, tmp_path):
+    """ijb.csv holds the TPIR at each FPIR per gallery (a dict in metrics.json) and the columns of every row, not the
+    first row's alone (IJB-B's galleries are S1/S2, IJB-C's G1/G2)."""
+    from focusface.ijb import evaluate_releases
+    from focusface.report import ijb_rows, results_table
+
+    ijbb = make_ijb_fixture(tmp_path / "b", target="IJBB", people=4, templates_per_person=3, seed=1)
+    evaluate_releases(tiny, [ijbb, release], tmp_path / "eval" / "tiny" / "seed0" / "ijb", protocols="uu", fars=(0.1,))
+    rows = ijb_rows({"tiny": tmp_path / "eval" / "tiny"}, [0])
+    assert [r["set"] for r in rows] == ["IJBB", "IJBC"]
+    header = results_table(rows, "csv").splitlines()[0].split(",")
+    for gallery in ("S1", "S2", "G1", "G2"):
+        assert f"{gallery} rank1" in header and f"{gallery} tpir_at_fpir@0.01" in header, header
