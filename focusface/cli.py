@@ -196,6 +196,7 @@ def _cmd_evaluate_releases(args) -> int:
         workers=args.workers,
         precision=args.precision,
         progress=not args.quiet,
+        figures=not args.no_figures,
     )
     print(format_tar_table(metrics))
     print(

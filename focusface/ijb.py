@@ -19,12 +19,12 @@ from .errors import FocusFaceError, shorten
 
 # %% auto #0
 __all__ = ['IJB_TARGETS', 'MAX_META_BYTES', 'META_COLUMNS', 'POOL_CHUNK', 'PAIR_BLOCK', 'TAR_FARS', 'SEARCH_ROOM', 'FPIRS',
-           'RANKS', 'SEARCH_FILES', 'FIXTURE_FIRST_IDENTITY', 'IJB_PROTOCOLS', 'INSIGHTFACE_SEARCH', 'meta_path',
-           'ijb_target', 'read_meta', 'IJBMeta', 'read_ijb', 'image_features', 'template_features',
+           'RANKS', 'SEARCH_FILES', 'FIXTURE_FIRST_IDENTITY', 'IJB_PROTOCOLS', 'INSIGHTFACE_SEARCH', 'PROTOCOL_TITLES',
+           'meta_path', 'ijb_target', 'read_meta', 'IJBMeta', 'read_ijb', 'image_features', 'template_features',
            'template_pair_scores', 'tar_at_far', 'roc_corners', 'insightface_tar_at_far', 'pair_people',
            'replicate_tar_at_far', 'tar_at_far_intervals', 'read_subjects', 'read_search_lists',
            'open_set_identification', 'insightface_identification', 'make_ijb_fixture', 'evaluate_ijb', 'is_release',
-           'release_hint', 'format_search_table', 'format_tar_table', 'evaluate_releases']
+           'release_hint', 'format_search_table', 'format_tar_table', 'roc_figure', 'evaluate_releases']
 
 # %% ../nbs/22b_ijb.ipynb #c159a28d
 IJB_TARGETS = ("IJBC", "IJBB")  # the sets insightface's evaluation reads, by their folder names
@@ -884,15 +884,42 @@ def format_tar_table(metrics: dict) -> str:
     return "\n".join(table + counts)
 
 
+def roc_figure(panels: dict, title: str = ""):
+    """A matplotlib Figure of IJB ROC curves, TAR against FAR on a log axis: `panels` is `{panel title: {curve label:
+    (scores, issame)}}`, one panel each side by side; a FAR of 0 is drawn at the left edge, 1/(2 x impostors)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.2 * len(panels) + 0.6, 4.0))
+    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
+    for ax, (name, curves) in zip(axes, panels.items()):
+        for label, (scores, issame) in curves.items():
+            fpr, tpr = roc_corners(scores, issame)
+            edge = 0.5 / max(1, int(np.size(issame) - np.count_nonzero(issame)))
+            ax.plot(
+                np.maximum(fpr[1:], edge), tpr[1:], label=label, linewidth=1.4
+            )  # from the first corner above (0, 0)
+        ax.set(xscale="log", xlabel="FAR (false accept rate; 0 at the left edge)", title=name)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("TAR (true accept rate)")
+    axes[0].legend(fontsize=8, loc="lower right")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+PROTOCOL_TITLES = dict(uu="U-U", um="U-M (probe masked)", mm="M-M (both masked)")
+
+
 def evaluate_releases(
-    model, roots, out=None, *, overwrite: bool = False, channel_order=None, device=None, **options
+    model, roots, out=None, *, overwrite: bool = False, channel_order=None, device=None, figures: bool = True, **options
 ) -> dict:
     """`{target: {protocol: metrics}}` of a model (or checkpoint path) on IJB releases (`evaluate_ijb`'s
-    `options`); with `out`, its `metrics.json` and each release's `scores/<target>.npz`, written all or nothing."""
+    `options`); with `out`, its `metrics.json`, each release's `scores/<target>.npz` and (`figures`) its ROC curves
+    `figures/<target>_roc.png`, written all or nothing."""
     import io
 
     from focusface.checkpoints import load_checkpoint
-    from focusface.files import atomic_dir, atomic_write_bytes, check_destination
+    from focusface.files import atomic_dir, atomic_write_bytes, check_destination, save_figure
     from focusface.model import FocusFace, resolve_device, with_channel_order
     from focusface.results import write_metrics
 
@@ -924,4 +951,8 @@ def evaluate_releases(
                 known = {} if people is None else dict(people=people)  # who is in each pair, for intervals
                 np.savez(buffer, pairs=meta.pairs, issame=meta.issame, **scores, **known)
                 atomic_write_bytes(tmp / "scores" / f"{meta.target}.npz", buffer.getvalue(), sources=(), kind=None)
+                if figures:
+                    curves = {PROTOCOL_TITLES[p]: (r["_scores"], meta.issame) for p, r in results[meta.target].items()}
+                    figure = roc_figure({f"{meta.target}, 1:1 verification": curves})
+                    save_figure(figure, tmp / "figures" / f"{meta.target}_roc.png")
     return metrics

@@ -32,7 +32,7 @@ from focusface.results import (
 __all__ = ['TABLE_COLUMNS', 'FEW_ERRORS', 'TESTS_SAID', 'REFERENCE_NUMBERS', 'SHORT_NAMES', 'PROTOCOL_NAMES', 'IJB_SAID',
            'load_results', 'errors_behind', 'results_table', 'cost_table', 'environment_said', 'write_tables',
            'add_intervals', 'paired_tests', 'tests_table', 'interpretation', 'curve_figures', 'variant_label',
-           'score_figure', 'training_figure', 'ijb_rows', 'ijb_table', 'about_said', 'write_report']
+           'score_figure', 'training_figure', 'ijb_rows', 'ijb_figures', 'ijb_table', 'about_said', 'write_report']
 
 # %% ../nbs/31_report.ipynb #075a3f86
 TABLE_COLUMNS = (
@@ -809,6 +809,36 @@ def ijb_rows(evaluations: dict, seeds, *, n: int = 0, seed: int = 0, level: floa
     return rows
 
 
+def ijb_figures(evaluations: dict, seeds, folder, labels: dict | None = None) -> list[Path]:
+    """One ROC figure per IJB release, `folder/ijb_<target>_roc.png`: a panel per protocol, a curve per variant (its
+    first seed's scores, as the other figures)."""
+    from focusface.ijb import PROTOCOL_TITLES, roc_figure
+
+    firsts = {v: seed_folders(e, seeds)[0] / "ijb" for v, e in evaluations.items()}
+    firsts = {v: f for v, f in firsts.items() if (f / "metrics.json").is_file()}
+    targets = sorted({t for f in firsts.values() for t in read_metrics(f)})
+    written = []
+    for target in targets:
+        saved = {
+            v: np.load(f / "scores" / f"{target}.npz")
+            for v, f in firsts.items()
+            if (f / "scores" / f"{target}.npz").is_file()
+        }
+        panels = {}
+        for protocol in PROTOCOL_TITLES:
+            curves = {
+                (labels or {}).get(v, v): (s[f"scores_{protocol}"], s["issame"])
+                for v, s in saved.items()
+                if f"scores_{protocol}" in s.files
+            }
+            if curves:
+                panels[PROTOCOL_TITLES[protocol]] = curves
+        if panels:
+            fig = roc_figure(panels, f"{target}: 1:1 template verification (each variant's first seed)")
+            written.append(save_figure(fig, Path(folder) / f"ijb_{target}_roc.png"))
+    return written
+
+
 def _at(measures: dict, path: tuple) -> float:
     for key in path:
         measures = measures[key]
@@ -921,6 +951,9 @@ def write_report(params: dict, runs, evaluations, out, environment: dict | None 
         seed=report["seed"],
     )
     written.append(score_figure(first, figures / "scores.png"))
+    written += ijb_figures(
+        evaluated, seeds, figures, labels={v: variant_label(v, params["variants"][v]) for v in names}
+    )
     written.append(training_figure({v: seed_folders(Path(runs, v), seeds)[0] for v in names}, figures / "training.png"))
     specs = tuple(dict.fromkeys(s.strip() for s in params["masks"]["spec"].split(",")))
     faces = render_faces(0, [1_000_001, 1_000_002, 1_000_003], [0, 0, 0])

@@ -272,6 +272,19 @@ def test_focusface_evaluate_prints_tar_at_far_per_protocol(release, tiny, tmp_pa
         "scores_mm",
         "scores_uu",
     ]
+    assert (tmp_path / "eval" / "figures" / "IJBC_roc.png").stat().st_size > 10_000  # the ROC curves
+    bare = run(
+        "evaluate",
+        tmp_path / "tiny.pt",
+        release,
+        "--protocols",
+        "uu",
+        "--out",
+        tmp_path / "bare",
+        "--quiet",
+        "--no-figures",
+    )
+    assert bare.returncode == 0 and not (tmp_path / "bare" / "figures").exists(), bare.stderr
     refused(run("evaluate", tmp_path / "tiny.pt", release, "--masked", "x.bin"), "--masked: for pair sets only")
     refused(run("evaluate", tmp_path / "tiny.pt", release, "synthetic"), "in a command of their own")
     for part in (release / "meta", release / "loose_crop", release / "meta" / "ijbc_face_tid_mid.txt"):
