@@ -430,6 +430,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'focusface.ijb.open_set_identification': ('ijb.html#open_set_identification', 'focusface/ijb.py'),
                                'focusface.ijb.pair_people': ('ijb.html#pair_people', 'focusface/ijb.py'),
                                'focusface.ijb.read_ijb': ('ijb.html#read_ijb', 'focusface/ijb.py'),
+                               'focusface.ijb.read_ijb_scores': ('ijb.html#read_ijb_scores', 'focusface/ijb.py'),
                                'focusface.ijb.read_meta': ('ijb.html#read_meta', 'focusface/ijb.py'),
                                'focusface.ijb.read_search_lists': ('ijb.html#read_search_lists', 'focusface/ijb.py'),
                                'focusface.ijb.read_subjects': ('ijb.html#read_subjects', 'focusface/ijb.py'),

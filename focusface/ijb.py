@@ -24,7 +24,8 @@ __all__ = ['IJB_TARGETS', 'MAX_META_BYTES', 'META_COLUMNS', 'POOL_CHUNK', 'PAIR_
            'template_pair_scores', 'tar_at_far', 'roc_corners', 'insightface_tar_at_far', 'pair_people',
            'replicate_tar_at_far', 'tar_at_far_intervals', 'read_subjects', 'read_search_lists',
            'open_set_identification', 'insightface_identification', 'make_ijb_fixture', 'evaluate_ijb', 'is_release',
-           'release_hint', 'format_search_table', 'format_tar_table', 'roc_figure', 'evaluate_releases']
+           'release_hint', 'format_search_table', 'format_tar_table', 'roc_figure', 'read_ijb_scores',
+           'evaluate_releases']
 
 # %% ../nbs/22b_ijb.ipynb #c159a28d
 IJB_TARGETS = ("IJBC", "IJBB")  # the sets insightface's evaluation reads, by their folder names
@@ -908,6 +909,29 @@ def roc_figure(panels: dict, title: str = ""):
 
 
 PROTOCOL_TITLES = dict(uu="U-U", um="U-M (probe masked)", mm="M-M (both masked)")
+
+
+def read_ijb_scores(evaluation, target: str) -> dict:
+    """What `evaluate_releases` saved of release `target` in `evaluation` (`scores/<target>.npz`): `{pairs, issame,
+    people (None when the 1:N lists did not say), scores: {protocol: scores}}`; one line naming the file otherwise."""
+    from focusface.errors import FormatError
+    from focusface.files import map_npz
+
+    path = Path(evaluation) / "scores" / f"{target}.npz"
+    if not path.is_file():
+        raise FocusFaceError(
+            f"{path}: missing; run the evaluation that makes it (dvc repro, or focusface evaluate --out)"
+        )
+    saved = map_npz(path)
+    scores = {k.removeprefix("scores_"): v for k, v in saved.items() if k.startswith("scores_")}
+    same = saved.get("issame")
+    wrong = same is None or "pairs" not in saved or not scores or any(s.shape != same.shape for s in scores.values())
+    if wrong or (saved.get("people") is not None and saved["people"].shape != (len(same), 2)):
+        raise FormatError(
+            f"{path}: holds {', '.join(sorted(saved)) or 'nothing'}, not a focusface IJB evaluation's pairs, labels and "
+            "scores of the same length: evaluate again"
+        )
+    return dict(pairs=saved["pairs"], issame=same, people=saved.get("people"), scores=scores)
 
 
 def evaluate_releases(

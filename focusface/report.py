@@ -772,7 +772,7 @@ def ijb_rows(evaluations: dict, seeds, *, n: int = 0, seed: int = 0, level: floa
     """One row per IJB release, variant and protocol from `evaluations/<variant>/seed<s>/ijb`: the strict TAR at each
     FAR and insightface's (`tar@<far>`, `tar_insightface@<far>`), EER, rank-1 and TPIR of each gallery, each the
     mean over seeds; with `n` replicates and the pairs' people saved, the TARs' person-level intervals."""
-    from focusface.ijb import tar_at_far_intervals
+    from focusface.ijb import read_ijb_scores, tar_at_far_intervals
 
     rows = []
     for variant, folder in evaluations.items():
@@ -781,7 +781,7 @@ def ijb_rows(evaluations: dict, seeds, *, n: int = 0, seed: int = 0, level: floa
             continue
         by_seed = [read_metrics(f) for f in folders]
         for target, protocols in by_seed[0].items():
-            saved = [np.load(f / "scores" / f"{target}.npz") for f in folders]
+            saved = [read_ijb_scores(f, target) for f in folders]
             for protocol in (p for p in PROTOCOLS if p in protocols):  # U-U, U-M, M-M
                 first = protocols[protocol]
                 every = [m[target][protocol] for m in by_seed]
@@ -797,8 +797,8 @@ def ijb_rows(evaluations: dict, seeds, *, n: int = 0, seed: int = 0, level: floa
                             row[f"{gallery} {k}{at}"] = float(
                                 np.mean([_at(m["identification"][gallery], path) for m in every])
                             )
-                if n and "people" in saved[0].files:
-                    scores = np.stack([s[f"scores_{protocol}"] for s in saved])
+                if n and saved[0]["people"] is not None:
+                    scores = np.stack([s["scores"][protocol] for s in saved])
                     people, same = saved[0]["people"], saved[0]["issame"]
                     intervals = tar_at_far_intervals(
                         scores, same, people, [float(f) for f in fars], n=n, seed=seed, level=level
@@ -812,24 +812,20 @@ def ijb_rows(evaluations: dict, seeds, *, n: int = 0, seed: int = 0, level: floa
 def ijb_figures(evaluations: dict, seeds, folder, labels: dict | None = None) -> list[Path]:
     """One ROC figure per IJB release, `folder/ijb_<target>_roc.png`: a panel per protocol, a curve per variant (its
     first seed's scores, as the other figures)."""
-    from focusface.ijb import PROTOCOL_TITLES, roc_figure
+    from focusface.ijb import PROTOCOL_TITLES, read_ijb_scores, roc_figure
 
     firsts = {v: seed_folders(e, seeds)[0] / "ijb" for v, e in evaluations.items()}
     firsts = {v: f for v, f in firsts.items() if (f / "metrics.json").is_file()}
     targets = sorted({t for f in firsts.values() for t in read_metrics(f)})
     written = []
     for target in targets:
-        saved = {
-            v: np.load(f / "scores" / f"{target}.npz")
-            for v, f in firsts.items()
-            if (f / "scores" / f"{target}.npz").is_file()
-        }
+        saved = {v: read_ijb_scores(f, target) for v, f in firsts.items() if target in read_metrics(f)}
         panels = {}
         for protocol in PROTOCOL_TITLES:
             curves = {
-                (labels or {}).get(v, v): (s[f"scores_{protocol}"], s["issame"])
+                (labels or {}).get(v, v): (s["scores"][protocol], s["issame"])
                 for v, s in saved.items()
-                if f"scores_{protocol}" in s.files
+                if protocol in s["scores"]
             }
             if curves:
                 panels[PROTOCOL_TITLES[protocol]] = curves
